@@ -1,0 +1,1 @@
+"""normgen dev-board images and host driver."""

@@ -1,0 +1,1 @@
+"""normgen gateware: configuration and Amaranth components."""

@@ -1,0 +1,343 @@
+"""Core configuration: formats, validation, and every derived width.
+
+This module is the one place where a format, a width or a fraction-bit count is decided.  The
+gateware (:mod:`normgen.hw`), the bit-exact golden model (:mod:`normgen.sim.golden`) and the
+exact reference (:mod:`normgen.sim.reference`) all read their numbers from a :class:`CoreConfig`.
+
+The integer algorithm (one vector of ``N`` input integers ``x``)
+-----------------------------------------------------------------
+Statistics (exact)::
+
+    S1 = sum(x)                     signed,   s1_width bits
+    S2 = sum(x*x)                   unsigned, s2_width bits
+    LayerNorm: D = N*S2 - S1**2 + e*N**2,   S1' = S1
+    RMSNorm:   D = N*S2         + e*N**2,   S1' = 0
+                                    unsigned, d_width bits
+
+Reciprocal square root (per vector, exact integer specification)::
+
+    D = 0          ->  A = B = 0   (z = 0, so y = beta)
+    otherwise      s = ceil((bitlen(D) - 2*m) / 2)             (may be negative)
+                   M = D >> 2s   (or D << -2s)                 M in [2**(2m-2), 2**(2m))
+                   R = max{R : R*R*M <= 2**(2T + 2m - 2)}      R in (2**(T-1), 2**T]
+                     = isqrt(2**(2T + 2m - 2) // M)
+    so that 1/sqrt(D) ~= R * 2**-(T + m - 1 + s) with relative error below 2**-(need+1):
+    truncating D to M costs < 2**-(2m-1), flooring R costs < 2**-(T-1), and the two errors
+    have opposite signs.
+
+Per-vector scalars (``sh = T + m - 1 + s - FA``, ``rnd`` = round half up)::
+
+    A = rnd(N * R, sh)      ~ N / sqrt(D) * 2**FA       unsigned, a_width bits
+    B = rnd(S1' * R, sh)    ~ S1' / sqrt(D) * 2**FA     signed,   b_width bits
+
+Per element (the only per-lane arithmetic: two multipliers)::
+
+    u = x*A - B             ~ z * 2**FA                 signed, u_width bits
+    v = rnd(u, FA - FZ)     ~ z * 2**FZ                 signed, v_width bits
+    w = gamma*v + (beta << FZ)    (affine)              signed, w_width bits, FZ+Fp fraction bits
+    w = v                         (no affine)           FZ fraction bits
+    y = saturate(rnd(w, frac(w) - F_out))               signed, W_out bits
+
+Error budget, in output LSBs, against the exact ``Y = gamma*z + beta``: |z| <= sqrt(N_max) <=
+2**zb and |gamma| <= 2**g_log2, so the rsqrt error costs < 2**(g_log2 + zb - need - 1) = 1/16;
+rounding A and B costs <= |gamma| * (|x| + 1)/2 * 2**-FA <= 1/8; rounding v costs <= 1/8.  The
+computed ``w`` is thus within 5/16 LSB of ``Y``; rounding it to the nearest output step lands
+within 13/16 < 1 LSB of ``Y``, i.e. on one of its two neighbours on the output grid: the result
+is *faithful*.  Saturation is monotone and cannot break that.
+"""
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass, field
+
+import numpy as np
+
+__all__ = ["FixedFormat", "CoreConfig", "ConfigError", "NORMS", "MAX_ARITH_WIDTH"]
+
+#: The per-element arithmetic (hardware products and the NumPy golden model's int64 lanes)
+#: must fit this many bits, sign included.
+MAX_ARITH_WIDTH = 63
+
+NORMS = ("layernorm", "rmsnorm")
+
+
+class ConfigError(ValueError):
+    """An impossible or meaningless configuration.  The message names the parameter, the value
+    and the allowed range."""
+
+
+_FORMAT_RE = re.compile(r"^s(\d+)\.(\d+)$")
+
+
+@dataclass(frozen=True)
+class FixedFormat:
+    """Signed two's-complement fixed point ``sI.F``: ``I`` integer bits (sign included), ``F``
+    fraction bits; width ``I + F``, value ``integer * 2**-F``."""
+
+    int_bits: int
+    frac_bits: int
+
+    MAX_WIDTH = 32
+
+    def __post_init__(self):
+        for name, value, low in (("integer bits", self.int_bits, 1), ("fraction bits", self.frac_bits, 0)):
+            if not isinstance(value, int) or isinstance(value, bool) or value < low:
+                raise ConfigError(f"Format {name} must be an integer >= {low}, not {value!r}")
+        if self.width < 2 or self.width > self.MAX_WIDTH:
+            raise ConfigError(f"Format width I+F must be in 2..{self.MAX_WIDTH}, not {self.width} "
+                              f"(format {self})")
+
+    @classmethod
+    def parse(cls, text, *, param="format") -> "FixedFormat":
+        if isinstance(text, FixedFormat):
+            return text
+        match = _FORMAT_RE.match(str(text).strip())
+        if not match:
+            raise ConfigError(f"{param} must be written sI.F (e.g. s4.12), not {text!r}")
+        try:
+            return cls(int(match[1]), int(match[2]))
+        except ConfigError as exc:
+            raise ConfigError(f"{param}: {exc}") from None
+
+    def __str__(self):
+        return f"s{self.int_bits}.{self.frac_bits}"
+
+    @property
+    def width(self) -> int:
+        return self.int_bits + self.frac_bits
+
+    @property
+    def min_int(self) -> int:
+        return -(1 << (self.width - 1))
+
+    @property
+    def max_int(self) -> int:
+        return (1 << (self.width - 1)) - 1
+
+    @property
+    def lsb(self) -> float:
+        return 2.0 ** -self.frac_bits
+
+    def quantize(self, values) -> tuple[np.ndarray, int]:
+        """Round floats to this format (round half to even) and saturate.
+
+        Returns ``(integers, saturated_count)``.  Raises :class:`ConfigError` on NaN or inf."""
+        values = np.asarray(values, dtype=np.float64)
+        if not np.all(np.isfinite(values)):
+            raise ConfigError("values must be finite (found NaN or inf)")
+        scaled = np.rint(np.ldexp(values, self.frac_bits))
+        saturated = int(np.count_nonzero((scaled < self.min_int) | (scaled > self.max_int)))
+        return np.clip(scaled, self.min_int, self.max_int).astype(np.int64), saturated
+
+    def to_float(self, integers) -> np.ndarray:
+        return np.ldexp(np.asarray(integers, dtype=np.float64), -self.frac_bits)
+
+
+def _bits_unsigned(max_value: int) -> int:
+    return max(1, int(max_value).bit_length())
+
+
+def _bits_signed(max_magnitude: int) -> int:
+    return int(max_magnitude).bit_length() + 1
+
+
+@dataclass(frozen=True, eq=False)
+class CoreConfig:
+    """One normalization core.
+
+    Parameters
+    ----------
+    norm : ``"layernorm"`` or ``"rmsnorm"``
+    features : N_max, the longest vector (1..65536)
+    lanes : P, elements per stream beat; must divide ``features``
+    in_format, out_format, param_format : ``sI.F`` strings or :class:`FixedFormat`
+    eps : ε >= 0, placed on the input-squared grid as ``e = round(ε·2**(2·F_in))``
+    affine : whether the γ/β stage exists
+    gamma, beta : ``features`` floats (default 1 and 0), quantized to ``param_format``
+
+    Raises
+    ------
+    ConfigError
+        naming the parameter, its value and the allowed range.
+    """
+
+    norm: str = "layernorm"
+    features: int = 1024
+    lanes: int = 1
+    in_format: FixedFormat | str = "s4.12"
+    out_format: FixedFormat | str = "s4.12"
+    param_format: FixedFormat | str = "s4.12"
+    eps: float = 1e-5
+    affine: bool = True
+    gamma: np.ndarray | None = field(default=None, repr=False)
+    beta: np.ndarray | None = field(default=None, repr=False)
+
+    MAX_FEATURES = 65536
+
+    def __post_init__(self):
+        set_ = lambda name, value: object.__setattr__(self, name, value)  # noqa: E731 (frozen)
+        if self.norm not in NORMS:
+            raise ConfigError(f"norm must be one of {', '.join(NORMS)}, not {self.norm!r}")
+        for name in ("features", "lanes"):
+            value = getattr(self, name)
+            if not isinstance(value, (int, np.integer)) or isinstance(value, bool):
+                raise ConfigError(f"{name} must be an integer, not {value!r}")
+            set_(name, int(value))
+        if not 1 <= self.features <= self.MAX_FEATURES:
+            raise ConfigError(f"features (N_max) must be in 1..{self.MAX_FEATURES}, not {self.features}")
+        if not 1 <= self.lanes <= self.features or self.features % self.lanes:
+            raise ConfigError(f"lanes (P) must divide features (N_max = {self.features}) and be >= 1, "
+                              f"not {self.lanes}")
+        for name in ("in_format", "out_format", "param_format"):
+            set_(name, FixedFormat.parse(getattr(self, name), param=name))
+        if not isinstance(self.affine, (bool, np.bool_)):
+            raise ConfigError(f"affine must be True or False, not {self.affine!r}")
+        set_("affine", bool(self.affine))
+
+        try:
+            eps = float(self.eps)
+        except (TypeError, ValueError):
+            raise ConfigError(f"eps must be a number >= 0, not {self.eps!r}") from None
+        if not math.isfinite(eps) or eps < 0:
+            raise ConfigError(f"eps must be a finite number >= 0, not {self.eps!r}")
+        set_("eps", eps)
+        e = round(eps * 2 ** (2 * self.in_format.frac_bits))  # Python round: half to even
+        if eps > 0 and e == 0:
+            raise ConfigError(
+                f"eps = {eps!r} rounds to 0 on the input-squared grid of {self.in_format} "
+                f"(step 2**-{2 * self.in_format.frac_bits} = {2.0 ** (-2 * self.in_format.frac_bits):.3g}); "
+                f"use eps >= {2.0 ** (-2 * self.in_format.frac_bits - 1):.3g}, eps = 0, or more input fraction bits")
+        set_("eps_int", int(e))
+
+        set_("gamma_int", self._load_param("gamma", self.gamma, 1.0))
+        set_("beta_int", self._load_param("beta", self.beta, 0.0))
+        self._derive_widths()
+
+    # ---- parameters -------------------------------------------------------------------------
+    def _load_param(self, name, values, default):
+        if not self.affine:
+            if values is not None:
+                raise ConfigError(f"{name} was given but affine is off")
+            return None
+        fmt = self.param_format
+        if values is None:
+            values = np.full(self.features, default)
+        values = np.asarray(values, dtype=np.float64)
+        if values.shape != (self.features,):
+            raise ConfigError(f"{name} must hold features = {self.features} values, not shape {values.shape}")
+        try:
+            ints, saturated = fmt.quantize(values)
+        except ConfigError as exc:
+            raise ConfigError(f"{name}: {exc}") from None
+        if saturated:
+            raise ConfigError(f"{name}: {saturated} value(s) outside the range of param_format {fmt} "
+                              f"[{fmt.min_int * fmt.lsb}, {fmt.max_int * fmt.lsb}]")
+        ints.setflags(write=False)
+        return ints
+
+    # ---- derived widths ---------------------------------------------------------------------
+    def _derive_widths(self):
+        set_ = lambda name, value: object.__setattr__(self, name, value)  # noqa: E731
+        n_max, w_in = self.features, self.in_format.width
+        x_mag = 1 << (w_in - 1)
+        e = self.eps_int
+
+        set_("count_width", _bits_unsigned(n_max))
+        set_("s1_width", _bits_signed(n_max * x_mag))
+        set_("s2_width", _bits_unsigned(n_max * x_mag * x_mag))
+        set_("d_width", _bits_unsigned(n_max * n_max * x_mag * x_mag + e * n_max * n_max))
+
+        zb = (n_max - 1).bit_length() // 2 + ((n_max - 1).bit_length() % 2)  # 4**zb >= N_max
+        assert 4 ** zb >= n_max and (zb == 0 or 4 ** (zb - 1) < n_max)
+        g_log2 = self.param_format.int_bits - 1 if self.affine else 0
+        need = self.out_format.frac_bits + 3 + g_log2 + zb
+        set_("z_bits", zb)
+        set_("gamma_log2", g_log2)
+        set_("rsqrt_need", need)
+        set_("rsqrt_bits", need + 2)                   # T: R in (2**(T-1), 2**T]
+        set_("rsqrt_m", (need + 3) // 2)               # m: 2m - 1 >= need + 1
+        T, m = self.rsqrt_bits, self.rsqrt_m
+        set_("r_width", T + 1)
+        set_("mant_width", 2 * m)
+        set_("a_frac", self.out_format.frac_bits + g_log2 + w_in + 2)          # FA
+        set_("z_frac", self.out_format.frac_bits + g_log2 + 2)                 # FZ
+        FA, FZ = self.a_frac, self.z_frac
+        # s = ceil((bitlen(D) - 2m)/2) ranges over [-(m-1), s_max]
+        set_("shift_min", -(m - 1))
+        set_("shift_max", max(0, -(-(self.d_width - 2 * m) // 2)))
+
+        # A <= N/sqrt(D) * 2**FA * (1 + 2**-need) + 1/2, with N/sqrt(D) <= 1/sqrt(e) (e >= 1)
+        # or <= 2**(zb+1) (e = 0: D >= N - 1 for LayerNorm, D >= N for RMSNorm, D > 0).
+        if e >= 1:
+            a_real_max_scaled = math.isqrt((1 << (2 * FA)) // e) + 1
+        else:
+            a_real_max_scaled = 1 << (FA + zb + 1)
+        a_max = a_real_max_scaled + (a_real_max_scaled >> need) + 2
+        set_("a_max", a_max)
+        set_("a_width", _bits_unsigned(a_max))
+        set_("b_width", _bits_signed(x_mag * a_max))
+        set_("xa_width", w_in + self.a_width + 1)     # signed x times unsigned A, before - B
+        u_mag = ((1 << (FA + zb)) + (1 << (FA + zb - need))) + x_mag + 2
+        set_("u_width", _bits_signed(u_mag))
+        set_("v_width", _bits_signed((u_mag >> (FA - FZ)) + 1))
+        if self.affine:
+            p = self.param_format
+            w_mag = (1 << (p.width - 1)) * (1 << (self.v_width - 1)) + (1 << (p.width - 1 + FZ))
+            set_("w_width", _bits_signed(w_mag))
+            set_("w_frac", FZ + p.frac_bits)
+        else:
+            set_("w_width", self.v_width)
+            set_("w_frac", FZ)
+
+        limits = (
+            ("in_format", "S2 = sum(x*x)", self.s2_width),
+            ("in_format", "x*A", self.xa_width),
+            ("out_format", "gamma*v", self.w_width),
+        )
+        for param, what, width in limits:
+            if width > MAX_ARITH_WIDTH:
+                raise ConfigError(
+                    f"{param}: {what} needs {width} bits with in_format {self.in_format}, "
+                    f"out_format {self.out_format}, param_format {self.param_format}, features {n_max}; "
+                    f"the arithmetic allows at most {MAX_ARITH_WIDTH}: use fewer bits")
+
+    # ---- conveniences -----------------------------------------------------------------------
+    @property
+    def eps_effective(self) -> float:
+        """ε as the hardware uses it: ``e · 2**(-2·F_in)``."""
+        return self.eps_int * 2.0 ** (-2 * self.in_format.frac_bits)
+
+    @property
+    def beats_max(self) -> int:
+        return self.features // self.lanes
+
+    def gamma_beta_int(self):
+        """(γ, β) integer arrays of length ``features``; γ = 1 (scale 2**0), β = 0 without affine."""
+        if self.affine:
+            return self.gamma_int, self.beta_int
+        return np.ones(self.features, np.int64), np.zeros(self.features, np.int64)
+
+    @property
+    def param_frac(self) -> int:
+        """Fraction bits of the γ/β integers returned by :meth:`gamma_beta_int`."""
+        return self.param_format.frac_bits if self.affine else 0
+
+    def with_params(self, gamma=None, beta=None) -> "CoreConfig":
+        """A copy with other γ/β values (the same hardware: only memory contents differ)."""
+        return CoreConfig(norm=self.norm, features=self.features, lanes=self.lanes,
+                          in_format=self.in_format, out_format=self.out_format,
+                          param_format=self.param_format, eps=self.eps, affine=self.affine,
+                          gamma=gamma, beta=beta)
+
+    def widths(self) -> dict:
+        """Every derived width, for reports and Verilog headers."""
+        names = ("count_width", "s1_width", "s2_width", "d_width", "rsqrt_bits", "rsqrt_m",
+                 "r_width", "a_frac", "a_width", "b_width", "xa_width", "u_width", "z_frac",
+                 "v_width", "w_width", "w_frac", "shift_min", "shift_max")
+        return {name: getattr(self, name) for name in names}
+
+    def describe(self) -> str:
+        return (f"{self.norm} N_max={self.features} P={self.lanes} in={self.in_format} "
+                f"out={self.out_format} " + (f"param={self.param_format} " if self.affine else "no-affine ")
+                + f"eps={self.eps:g} (effective {self.eps_effective:.6g}, e={self.eps_int})")

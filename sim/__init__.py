@@ -1,0 +1,1 @@
+"""normgen simulation: bit-exact golden model, exact reference, test vectors, cocotb benches."""

@@ -1,0 +1,101 @@
+"""Exact reference: the real result ``Y = gamma * (x - mu) / sqrt(var + eps) + beta`` decided in
+Python integers, independent of the hardware algorithm.
+
+For an element with numerator ``a`` (``N*x - S1`` for LayerNorm, ``N*x`` for RMSNorm) and radicand
+``D`` (both exact integers, NUMERICS.md), ``Y * 2**F_out`` lies between two integers ``lo`` and
+``hi`` (equal when it is an integer).  An output is *faithful* when it equals ``lo`` or ``hi``
+after saturation and *correctly rounded* when it equals ``round_half_even(Y * 2**F_out)``
+saturated.  No floating point takes part.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from normgen.hw.config import CoreConfig
+
+__all__ = ["ExactBounds", "exact_bounds", "check_vector", "AccuracyReport"]
+
+
+def _floor_div_sqrt(g: int, d: int) -> tuple[int, bool]:
+    """``(floor(g / sqrt(d)), exact)`` for integers g and d > 0."""
+    q = math.isqrt(g * g // d)
+    exact = q * q * d == g * g
+    if g >= 0:
+        return q, exact
+    return (-q if exact else -q - 1), exact
+
+
+@dataclass
+class ExactBounds:
+    lo: int           # floor(Y * 2**F_out), saturated
+    hi: int           # ceil(Y * 2**F_out), saturated
+    rne: int          # round_half_even(Y * 2**F_out), saturated
+
+
+def _scaled_floor(a: int, d: int, gamma: int, beta: int, frac_p: int, scale_bits: int):
+    """``(floor(Y * 2**scale_bits), exact)`` with ``Y = (gamma * a / sqrt(d) + beta) / 2**frac_p``."""
+    if d == 0:
+        num, exact_root = 0, True
+    else:
+        num, exact_root = _floor_div_sqrt(gamma * a << scale_bits, d)
+    total = num + (beta << scale_bits)
+    q, r = divmod(total, 1 << frac_p)
+    return q, exact_root and r == 0
+
+
+def exact_bounds(cfg: CoreConfig, a: int, d: int, gamma: int, beta: int) -> ExactBounds:
+    """Bounds for one element; ``gamma``/``beta`` are integers with :attr:`CoreConfig.param_frac`
+    fraction bits."""
+    f_out, f_p = cfg.out_format.frac_bits, cfg.param_frac
+    lo, exact = _scaled_floor(a, d, gamma, beta, f_p, f_out)
+    hi = lo if exact else lo + 1
+    twice, exact2 = _scaled_floor(a, d, gamma, beta, f_p, f_out + 1)
+    if exact2 and twice % 2 == 1:            # a tie: Y*2**F_out = lo + 1/2 exactly
+        rne = lo if lo % 2 == 0 else lo + 1
+    else:
+        rne = (twice + 1) // 2
+    low, high = cfg.out_format.min_int, cfg.out_format.max_int
+    sat = lambda v: min(max(v, low), high)  # noqa: E731
+    return ExactBounds(sat(lo), sat(hi), sat(rne))
+
+
+@dataclass
+class AccuracyReport:
+    elements: int = 0
+    unfaithful: int = 0
+    not_rounded: int = 0     # faithful but differs from round-half-even
+    first_failure: str = ""
+
+    def add(self, other: "AccuracyReport"):
+        self.elements += other.elements
+        self.unfaithful += other.unfaithful
+        self.not_rounded += other.not_rounded
+        self.first_failure = self.first_failure or other.first_failure
+
+
+def check_vector(cfg: CoreConfig, x, y) -> AccuracyReport:
+    """Classify the outputs ``y`` of one input vector ``x`` (integers) against the exact result."""
+    x = [int(v) for v in np.asarray(x).ravel()]
+    y = [int(v) for v in np.asarray(y).ravel()]
+    n = len(x)
+    s1, s2 = sum(x), sum(v * v for v in x)
+    e = cfg.eps_int
+    if cfg.norm == "layernorm":
+        d, mean_term = n * s2 - s1 * s1 + e * n * n, s1
+    else:
+        d, mean_term = n * s2 + e * n * n, 0
+    gamma, beta = cfg.gamma_beta_int()
+    report = AccuracyReport(elements=n)
+    for i, (xi, yi) in enumerate(zip(x, y)):
+        bounds = exact_bounds(cfg, n * xi - mean_term, d, int(gamma[i]), int(beta[i]))
+        if yi not in (bounds.lo, bounds.hi):
+            report.unfaithful += 1
+            if not report.first_failure:
+                report.first_failure = (f"element {i}: x={xi} y={yi} exact in [{bounds.lo}, {bounds.hi}] "
+                                        f"(N={n}, S1={s1}, S2={s2}, D={d})")
+        elif yi != bounds.rne:
+            report.not_rounded += 1
+    return report
