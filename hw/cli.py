@@ -1,0 +1,265 @@
+"""Command-line interface: ``normgen SUBCOMMAND [options]``.
+
+Subcommands
+-----------
+``model``
+    Run the bit-exact golden model on a ``.npy`` file of float vectors and write the outputs
+    (float64, exactly on the output grid) to another ``.npy`` file.
+``verilog``
+    Emit the Verilog of one core.
+
+Every subcommand that describes a core takes the same options, built by
+:func:`add_core_options` and turned into a :class:`~normgen.hw.config.CoreConfig` by
+:func:`core_config_from_args`; a new subcommand reuses both.
+
+User errors (a bad file, a wrong shape, an impossible configuration) print one line
+``normgen: error: ...`` on stderr and exit with status 2; nothing is written then.  Output files
+are written to a temporary file next to the target and renamed into place, so a reader never sees
+a partial file.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+import re
+import sys
+import tempfile
+
+import numpy as np
+
+from normgen.hw.config import NORMS, ConfigError, CoreConfig
+
+__all__ = ["main", "build_parser", "add_core_options", "core_config_from_args", "CliError"]
+
+PROG = "normgen"
+
+#: Defaults of the core options; the same numbers as :class:`CoreConfig`'s own defaults.
+DEFAULTS = {field.name: field.default for field in dataclasses.fields(CoreConfig)}
+
+_NPY_MAGIC = b"\x93NUMPY"
+_VERILOG_IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_$]*$")
+
+
+class CliError(Exception):
+    """A user error: reported as ``normgen: error: <message>`` with exit status 2."""
+
+
+def _version() -> str:
+    try:
+        from importlib.metadata import PackageNotFoundError, version
+        return version("normgen")
+    except PackageNotFoundError:                                      # pragma: no cover
+        return "unknown"
+
+
+def _note(message: str):
+    print(f"{PROG}: {message}", file=sys.stderr)
+
+
+# ---- input and output files -----------------------------------------------------------------
+
+def load_array(path: str, what: str) -> np.ndarray:
+    """Load a ``.npy`` file of real numbers as float64; :class:`CliError` on any problem."""
+    if not os.path.exists(path):
+        raise CliError(f"{what} file {path!r} does not exist")
+    if os.path.isdir(path):
+        raise CliError(f"{what} file {path!r} is a directory")
+    try:
+        with open(path, "rb") as file:
+            magic = file.read(len(_NPY_MAGIC))
+    except OSError as exc:
+        raise CliError(f"cannot read {what} file {path!r}: {exc.strerror or exc}") from None
+    if magic != _NPY_MAGIC:
+        kind = "an .npz archive" if magic.startswith(b"PK") else "not a .npy file"
+        raise CliError(f"{what} file {path!r} is {kind}; expected one array saved with numpy.save")
+    try:
+        array = np.load(path, allow_pickle=False)
+    except (ValueError, OSError, EOFError) as exc:
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise CliError(f"{what} file {path!r} is not a loadable .npy array ({reason})") from None
+    if array.dtype.kind not in "iuf":
+        raise CliError(f"{what} file {path!r} must hold real numbers, not dtype {array.dtype}")
+    array = array.astype(np.float64)
+    if not np.all(np.isfinite(array)):
+        bad = int(np.count_nonzero(~np.isfinite(array)))
+        raise CliError(f"{what} file {path!r} holds {bad} NaN or infinite value(s)")
+    return array
+
+
+def _check_output_path(path: str, what: str):
+    if os.path.isdir(path):
+        raise CliError(f"{what} {path!r} is a directory")
+
+
+def write_atomically(path: str, write, *, binary: bool):
+    """Call ``write(file)`` on a temporary file beside ``path``, then rename it to ``path``."""
+    directory = os.path.dirname(os.path.abspath(path))
+    try:
+        os.makedirs(directory, exist_ok=True)
+        fd, temp = tempfile.mkstemp(dir=directory, prefix=".normgen-", suffix=".tmp")
+    except OSError as exc:
+        raise CliError(f"cannot write {path!r}: {exc.strerror or exc}") from None
+    try:
+        with os.fdopen(fd, "wb" if binary else "w") as file:
+            write(file)
+        os.replace(temp, path)
+    except BaseException as exc:
+        try:
+            os.unlink(temp)
+        except OSError:
+            pass
+        if isinstance(exc, OSError):
+            raise CliError(f"cannot write {path!r}: {exc.strerror or exc}") from None
+        raise
+
+
+# ---- the shared core options ------------------------------------------------------------------
+
+def add_core_options(parser: argparse.ArgumentParser, *, norms=NORMS):
+    """Add the options that describe one core (norm, sizes, formats, ε, γ/β) to ``parser``."""
+    group = parser.add_argument_group("core configuration")
+    group.add_argument("--norm", choices=norms, default=DEFAULTS["norm"],
+                       help="normalization (default: %(default)s)")
+    group.add_argument("--features", type=int, default=DEFAULTS["features"], metavar="N_MAX",
+                       help="longest vector, N_max (default: %(default)s)")
+    group.add_argument("--lanes", type=int, default=DEFAULTS["lanes"], metavar="P",
+                       help="elements per stream beat; must divide N_max (default: %(default)s)")
+    for name, help_ in (("in", "input"), ("out", "output"), ("param", "gamma/beta")):
+        group.add_argument(f"--{name}-format", default=DEFAULTS[f"{name}_format"], metavar="sI.F",
+                           help=f"{help_} fixed-point format: I integer bits with the sign, F fraction "
+                                f"bits (default: %(default)s)")
+    group.add_argument("--eps", type=float, default=DEFAULTS["eps"],
+                       help="epsilon added to the variance; rounded to the input-squared grid "
+                            "2**(-2F_in) (default: %(default)g)")
+    group.add_argument("--gamma", metavar="GAMMA.npy",
+                       help="N_max scale factors, quantized to the param format (default: all 1)")
+    group.add_argument("--beta", metavar="BETA.npy",
+                       help="N_max offsets, quantized to the param format (default: all 0)")
+    group.add_argument("--no-affine", dest="affine", action="store_false",
+                       help="no gamma/beta stage: the output is the normalized value itself")
+    return group
+
+
+def core_config_from_args(args: argparse.Namespace) -> CoreConfig:
+    """The :class:`CoreConfig` the options of :func:`add_core_options` describe.
+
+    Raises :class:`CliError` for bad γ/β files and :class:`ConfigError` for impossible
+    configurations."""
+    if not args.affine and (args.gamma or args.beta):
+        raise CliError("--gamma/--beta cannot be used with --no-affine")
+    params = {}
+    for name in ("gamma", "beta"):
+        path = getattr(args, name)
+        if path is None:
+            continue
+        values = load_array(path, f"--{name}")
+        if values.ndim != 1 or values.shape[0] != args.features:
+            raise CliError(f"--{name} file {path!r} must hold a 1-D array of N_max = {args.features} "
+                           f"values, not shape {values.shape}")
+        params[name] = values
+    return CoreConfig(norm=args.norm, features=args.features, lanes=args.lanes,
+                      in_format=args.in_format, out_format=args.out_format,
+                      param_format=args.param_format, eps=args.eps, affine=args.affine, **params)
+
+
+# ---- subcommands ------------------------------------------------------------------------------
+
+def _run_model(args) -> int:
+    from normgen.sim import golden
+
+    cfg = core_config_from_args(args)
+    _check_output_path(args.output, "--output")
+    x = load_array(args.input, "--input")
+    if x.ndim != 2:
+        raise CliError(f"--input file {args.input!r} must hold a 2-D array (vectors, N), "
+                       f"not shape {x.shape}")
+    vectors, n = x.shape
+    if not 1 <= n <= cfg.features:
+        raise CliError(f"--input vectors have N = {n} elements; N must be in 1..{cfg.features} (N_max)")
+    if n % cfg.lanes:
+        raise CliError(f"--input vectors have N = {n} elements, not a multiple of lanes = {cfg.lanes}")
+
+    x_int, saturated = cfg.in_format.quantize(x)
+    fmt = cfg.in_format
+    _note(f"{cfg.describe()}")
+    _note(f"effective eps = {cfg.eps_effective!r} (e = {cfg.eps_int} steps of 2**-{2 * fmt.frac_bits})")
+    _note(f"input: {vectors} vector(s) of {n} values quantized to {fmt}; {saturated} value(s) saturated "
+          f"to [{fmt.min_int * fmt.lsb}, {fmt.max_int * fmt.lsb}]")
+    y = cfg.out_format.to_float(golden.normalize(cfg, x_int))
+    write_atomically(args.output, lambda f: np.save(f, y, allow_pickle=False), binary=True)
+    _note(f"wrote {args.output} ({vectors} x {n}, {cfg.out_format})")
+    return 0
+
+
+def _run_verilog(args) -> int:
+    if not _VERILOG_IDENTIFIER.match(args.module_name):
+        raise CliError(f"--module-name must be a Verilog identifier ([A-Za-z_][A-Za-z0-9_$]*), "
+                       f"not {args.module_name!r}")
+    cfg = core_config_from_args(args)
+    if args.output != "-":
+        _check_output_path(args.output, "--output")
+    try:
+        from normgen.hw.top import generate_verilog
+    except ImportError as exc:
+        raise CliError(f"the Verilog generator is not available ({exc})") from None
+
+    result = generate_verilog(cfg, module_name=args.module_name)
+    text = result if isinstance(result, str) else getattr(result, "text", None) or str(result)
+    if args.output == "-":
+        sys.stdout.write(text)
+        sys.stdout.flush()
+        where = "stdout"
+    else:
+        write_atomically(args.output, lambda f: f.write(text), binary=False)
+        where = args.output
+    latency = getattr(result, "latency", None)
+    extra = f", latency {latency} cycles" if isinstance(latency, int) else ""
+    _note(f"wrote {where}: module {args.module_name}: {cfg.describe()}{extra}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog=PROG,
+        description="Generator of fixed-point LayerNorm / RMSNorm hardware and its bit-exact model.")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    model = commands.add_parser(
+        "model", help="run the bit-exact golden model on a .npy file",
+        description="Quantize float vectors to the input format, normalize them exactly as the "
+                    "hardware does, and write the outputs as float64 on the output grid.")
+    add_core_options(model)
+    files = model.add_argument_group("files")
+    files.add_argument("--input", required=True, metavar="X.npy",
+                       help="float array of shape (vectors, N), N <= N_max and a multiple of lanes")
+    files.add_argument("--output", required=True, metavar="Y.npy", help="where to write the outputs")
+    model.set_defaults(run=_run_model)
+
+    verilog = commands.add_parser(
+        "verilog", help="emit the Verilog of one core",
+        description="Emit the Verilog of one core (see docs/interface.md for its ports).")
+    add_core_options(verilog)
+    out = verilog.add_argument_group("output")
+    out.add_argument("-o", "--output", default="-", metavar="CORE.v",
+                     help="Verilog file to write, '-' for stdout (default: %(default)s)")
+    out.add_argument("--module-name", default="normgen_core", metavar="NAME",
+                     help="name of the top module (default: %(default)s)")
+    verilog.set_defaults(run=_run_verilog)
+    return parser
+
+
+def main(argv=None) -> int:
+    """Run the CLI; returns 0 on success, raises :class:`SystemExit` (status 2) on user errors."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.run(args)
+    except (CliError, ConfigError) as exc:
+        message = " ".join(str(exc).split())             # always one line
+        parser.exit(2, f"{PROG}: error: {message}\n")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,132 @@
+"""Reciprocal square root of a wide unsigned integer, exact to its integer specification.
+
+Why a digit recurrence: the specification ``R = max{R : R*R*M <= 2**(2T+2m-2)}`` is exact, so the
+golden model is one ``math.isqrt`` and the accuracy proof is two lines (see
+:mod:`normgen.hw.config`).  The recurrence needs no multiplier and no table: one add/compare of
+``T + 2m + 4`` bits per result bit.  A table + Newton unit would save cycles but cost multipliers
+(scarce on iCE40) and a harder error analysis; the per-vector latency of ``T + 2`` cycles fits the
+latency budget of the core.
+
+Datapath::
+
+    d (d_width) --LZC--> s (signed) ; M = d >> 2s | d << -2s   (mant_width = 2m bits)
+    E = 2**(2m-2), p = 0, Q = 0
+    repeat T+1 times:                    trial = 4Q + M            (e_width bits)
+        if E >= trial:  E -= trial ; p = 2p + 1 ; Q = 2Q + M
+        else:                        p = 2p     ; Q = 2Q
+        E = 4E
+    R = p  (0 when d = 0)
+
+Invariants: ``E = C/4**k - (2p)**2 * M`` and ``Q = p*M`` with ``C = 2**(2T+2m-2)``; ``E < 4(2p+1)M``.
+
+Members
+-------
+i : In(stream.Signature(d_width))
+    The radicand ``D``.
+o : Out(stream.Signature(RsqrtResult))
+    ``r`` (``T+1`` bits) and ``s`` (signed) with ``1/sqrt(D) ~= r * 2**-(T + m - 1 + s)``.
+"""
+from amaranth import *
+from amaranth.lib import data, stream, wiring
+from amaranth.lib.wiring import In, Out
+
+from .config import CoreConfig
+
+__all__ = ["Rsqrt", "rsqrt_result_layout", "rsqrt_latency"]
+
+
+def rsqrt_latency(cfg: CoreConfig) -> int:
+    """Normalize in one cycle, then one cycle per result bit (T + 1), then the output."""
+    return cfg.rsqrt_bits + 2
+
+
+def rsqrt_result_layout(cfg: CoreConfig) -> data.StructLayout:
+    shift_bits = max(abs(cfg.shift_min), abs(cfg.shift_max)).bit_length() + 1
+    return data.StructLayout({"r": unsigned(cfg.r_width), "s": signed(shift_bits)})
+
+
+class Rsqrt(wiring.Component):
+    def __init__(self, cfg: CoreConfig):
+        self._cfg = cfg
+        super().__init__({
+            "i": In(stream.Signature(unsigned(cfg.d_width))),
+            "o": Out(stream.Signature(rsqrt_result_layout(cfg))),
+        })
+
+    @property
+    def latency(self) -> int:
+        """Cycles from the input transfer to ``o.valid``."""
+        return rsqrt_latency(self._cfg)
+
+    def elaborate(self, platform):
+        cfg = self._cfg
+        m = Module()
+        T, mm = cfg.rsqrt_bits, cfg.rsqrt_m
+        d_width, mant_width = cfg.d_width, cfg.mant_width
+        e_width = T + mant_width + 4                  # E < 4(2p+1)M <= 2**(T+2m+4)
+        s_shape = self.o.payload.s.shape()
+
+        # Leading-one position of the input, then the even normalizing shift.
+        msb = Signal(range(d_width + 1))
+        for bit in range(d_width):
+            with m.If(self.i.payload[bit]):
+                m.d.comb += msb.eq(bit + 1)          # bit length
+        msb_signed = Signal(signed(msb.shape().width + 1))
+        shift = Signal(s_shape)                       # s = ceil((bitlen - 2m) / 2)
+        m.d.comb += [msb_signed.eq(msb), shift.eq((msb_signed - (2 * mm - 1)) >> 1)]
+        wide = Signal(d_width + mant_width)
+        with m.If(shift >= 0):
+            m.d.comb += wide.eq(self.i.payload >> (shift.as_unsigned() << 1))
+        with m.Else():
+            m.d.comb += wide.eq(self.i.payload << ((-shift).as_unsigned() << 1))
+
+        mant = Signal(mant_width)
+        s_reg = Signal(s_shape)
+        zero = Signal()
+        rem = Signal(e_width)
+        root = Signal(cfg.r_width)
+        root_times_mant = Signal(e_width)
+        step = Signal(range(T + 2))
+
+        trial = Signal(e_width + 1)
+        m.d.comb += trial.eq((root_times_mant << 2) + mant)
+
+        with m.FSM():
+            with m.State("IDLE"):
+                m.d.comb += self.i.ready.eq(1)
+                with m.If(self.i.valid):
+                    m.d.sync += [
+                        mant.eq(wide[:mant_width]),
+                        s_reg.eq(shift),
+                        zero.eq(msb == 0),
+                        rem.eq(1 << (2 * mm - 2)),
+                        root.eq(0),
+                        root_times_mant.eq(0),
+                        step.eq(T + 1),
+                    ]
+                    m.next = "RUN"
+            with m.State("RUN"):
+                with m.If(rem >= trial):
+                    m.d.sync += [
+                        rem.eq((rem - trial) << 2),
+                        root.eq((root << 1) | 1),
+                        root_times_mant.eq((root_times_mant << 1) + mant),
+                    ]
+                with m.Else():
+                    m.d.sync += [
+                        rem.eq(rem << 2),
+                        root.eq(root << 1),
+                        root_times_mant.eq(root_times_mant << 1),
+                    ]
+                m.d.sync += step.eq(step - 1)
+                with m.If(step == 1):
+                    m.next = "DONE"
+            with m.State("DONE"):
+                m.d.comb += [
+                    self.o.valid.eq(1),
+                    self.o.payload.r.eq(Mux(zero, 0, root)),
+                    self.o.payload.s.eq(s_reg),
+                ]
+                with m.If(self.o.ready):
+                    m.next = "IDLE"
+        return m
