@@ -1,0 +1,200 @@
+"""Gateware unit tests in Amaranth's simulator, each against the golden model or its definition."""
+import math
+import zlib
+
+import numpy as np
+import pytest
+from amaranth.sim import Simulator
+
+from normgen.hw.config import CoreConfig
+from normgen.hw.rsqrt import Rsqrt, rsqrt_latency
+from normgen.hw.scalars import VectorScalars, scalars_latency
+from normgen.hw.top import NormCore, core_latency
+from normgen.sim import golden, reference, vectors
+from normgen.sim.amaranth_bench import Packet, ParamWrite, Reset, expected_outputs, run_core
+from normgen.sim.streams import stream_get, stream_put
+
+SMALL = dict(features=4, in_format="s2.2", out_format="s2.2", param_format="s2.2", eps=2 ** -4)
+
+
+def run_rsqrt(cfg, cases):
+    dut = Rsqrt(cfg)
+    results, latencies = [], []
+
+    async def bench(ctx):
+        for d in cases:
+            await stream_put(ctx, dut.i, d)
+            cycles = 1
+            ctx.set(dut.o.ready, 1)
+            while not ctx.get(dut.o.valid):
+                await ctx.tick()
+                cycles += 1
+            payload = ctx.get(dut.o.payload)
+            await ctx.tick()
+            ctx.set(dut.o.ready, 0)
+            results.append((payload.r, payload.s))
+            latencies.append(cycles)
+
+    sim = Simulator(dut)
+    sim.add_clock(1e-8)
+    sim.add_testbench(bench)
+    sim.run()
+    return results, latencies
+
+
+def test_rsqrt_exhaustive_small_domain():
+    cfg = CoreConfig(**SMALL)
+    cases = list(range(1, 1 << cfg.d_width))
+    results, latencies = run_rsqrt(cfg, cases)
+    T, m = cfg.rsqrt_bits, cfg.rsqrt_m
+    for d, (r, s) in zip(cases, results):
+        assert (r, s) == golden.rsqrt(cfg, d), d
+        # the defining property, independently of the golden model
+        mant = d >> (2 * s) if s >= 0 else d << (-2 * s)
+        assert 1 << (2 * m - 2) <= mant < 1 << (2 * m)
+        assert r * r * mant <= 1 << (2 * T + 2 * m - 2) < (r + 1) ** 2 * mant
+    assert set(latencies) == {rsqrt_latency(cfg)}
+
+
+def test_rsqrt_default_config_random_and_edges():
+    cfg = CoreConfig()
+    rng = np.random.default_rng(7)
+    top = (1 << cfg.d_width) - 1
+    cases = [1, 2, 3, 4, cfg.eps_int, top, top - 1, 1 << (cfg.d_width - 1)]
+    cases += [1 << k for k in range(cfg.d_width)]
+    cases += [int(rng.integers(1, 1 << 62)) >> int(rng.integers(0, 62)) & top for _ in range(400)]
+    cases = [c for c in cases if c > 0]
+    results, _ = run_rsqrt(cfg, cases)
+    for d, (r, s) in zip(cases, results):
+        assert (r, s) == golden.rsqrt(cfg, d), d
+        # relative accuracy promised by the configuration: |r*2**-(T+m-1+s) * sqrt(d) - 1| < 2**-(need+1)
+        approx = r * math.sqrt(d) * 2.0 ** -(cfg.rsqrt_bits + cfg.rsqrt_m - 1 + s)
+        assert abs(approx - 1) < 2.0 ** -(cfg.rsqrt_need + 1), d
+
+
+@pytest.mark.parametrize("kwargs", [dict(), dict(norm="rmsnorm", lanes=4), dict(features=16, eps=0),
+                                    dict(affine=False, features=8)])
+def test_scalar_stage_matches_golden(kwargs):
+    cfg = CoreConfig(**kwargs)
+    rng = np.random.default_rng(3)
+    cases = []
+    for kind in vectors.CLASSES:
+        for n in vectors.lengths(cfg, rng, 4):
+            x = vectors.make_vector(cfg, kind, n, rng)
+            cases.append((n // cfg.lanes, int(x.sum()), int((x * x).sum())))
+    dut = VectorScalars(cfg)
+    got, latencies = [], []
+
+    async def bench(ctx):
+        for beats, s1, s2 in cases:
+            await stream_put(ctx, dut.i, {"beats": beats, "s1": s1, "s2": s2, "overlong": 0})
+            cycles = 1
+            while not ctx.get(dut.o.valid):
+                await ctx.tick()
+                cycles += 1
+            latencies.append(cycles)
+            payload = await stream_get(ctx, dut.o)
+            got.append((payload.a, payload.b, payload.beats, payload.overlong))
+
+    sim = Simulator(dut)
+    sim.add_clock(1e-8)
+    sim.add_testbench(bench)
+    sim.run()
+    for (beats, s1, s2), result in zip(cases, got):
+        assert result == (*golden.scalars(cfg, beats * cfg.lanes, s1, s2), beats, 0)
+    assert set(latencies) == {scalars_latency(cfg)}
+
+
+CORE_CASES = {
+    "ln-p1": dict(features=64),
+    "ln-p4": dict(features=64, lanes=4),
+    "rms-p2": dict(features=32, norm="rmsnorm", lanes=2),
+    "no-affine-p3": dict(features=48, lanes=3, affine=False),
+    "s2.6-s3.5": dict(features=32, lanes=4, in_format="s2.6", out_format="s3.5", param_format="s2.6",
+                      eps=2 ** -10),
+    "eps0": dict(features=16, eps=0),
+    "n1": dict(features=1),
+}
+
+
+def _random_affine(cfg, rng):
+    if not cfg.affine:
+        return cfg
+    return cfg.with_params(*vectors.random_params(cfg, rng))
+
+
+def _check(cfg, items, run):
+    expected = expected_outputs(cfg, items)
+    assert len(run.outputs) == len(expected), "the core lost or invented packets"
+    for index, ((got, got_user), (want, want_user)) in enumerate(zip(run.outputs, expected)):
+        assert got_user == want_user, f"packet {index}: tuser"
+        np.testing.assert_array_equal(got, want, err_msg=f"packet {index}")
+
+
+@pytest.mark.parametrize("traffic", [(0.0, 0.0), (0.3, 0.4)], ids=["full-rate", "idle+backpressure"])
+@pytest.mark.parametrize("name", list(CORE_CASES))
+def test_core_bit_exact_and_faithful(name, traffic):
+    rng = np.random.default_rng(zlib.crc32(name.encode()))
+    cfg = _random_affine(CoreConfig(**CORE_CASES[name]), rng)
+    packets = [Packet(x) for _, x in vectors.class_vectors(cfg, rng, 2)]
+    idle, stall = traffic
+    run = run_core(cfg, packets, idle=idle, stall=stall, seed=5)
+    _check(cfg, packets, run)
+    for packet, (y, _) in zip(packets, run.outputs):
+        report = reference.check_vector(cfg, packet.x, y)
+        assert report.unfaithful == 0, report.first_failure
+    if traffic == (0.0, 0.0):
+        assert run.latencies[0] == core_latency(cfg)
+
+
+def test_core_latency_default_config():
+    cfg = CoreConfig()
+    rng = np.random.default_rng(1)
+    packet = Packet(vectors.make_vector(cfg, "normal_wide", 8, rng))
+    run = run_core(cfg, [packet])
+    _check(cfg, [packet], run)
+    assert run.latencies == [core_latency(cfg)]
+    assert core_latency(cfg) <= 48
+
+
+def test_parameter_port_applies_to_later_vectors():
+    rng = np.random.default_rng(11)
+    cfg = CoreConfig(features=16, lanes=2)
+    items = [Packet(vectors.make_vector(cfg, "uniform", 16, rng)) for _ in range(3)]
+    items.append(ParamWrite(*vectors.random_params(cfg, rng)))
+    items += [Packet(vectors.make_vector(cfg, "normal_wide", int(n), rng)) for n in (2, 16, 8)]
+    items.append(ParamWrite(*vectors.random_params(cfg, rng)))
+    items += [Packet(vectors.make_vector(cfg, "uniform", 16, rng))]
+    for idle, stall in [(0, 0), (0.2, 0.5)]:
+        _check(cfg, items, run_core(cfg, items, idle=idle, stall=stall, seed=2))
+
+
+def test_misuse_overlong_flood_and_reset_recover():
+    rng = np.random.default_rng(12)
+    cfg = CoreConfig(features=8, lanes=2)
+    good = lambda n: Packet(vectors.make_vector(cfg, "uniform", n, rng))  # noqa: E731
+    items = [
+        good(8),
+        Packet(vectors.make_vector(cfg, "uniform", 10, rng)),    # one beat too long
+        good(4),
+        Packet(vectors.make_vector(cfg, "uniform", 8 * 7, rng)),  # a flood of 7 x N_max
+        good(8),
+        Reset(beats=2),                                           # reset mid-vector
+        good(8),
+        good(6),
+    ]
+    for idle, stall in [(0, 0), (0.3, 0.3)]:
+        run = run_core(cfg, items, idle=idle, stall=stall, seed=4)
+        _check(cfg, items, run)
+    # without a reset after it, the sticky flag stays up
+    items = [good(8), Packet(vectors.make_vector(cfg, "uniform", 12, rng)), good(8)]
+    run = run_core(cfg, items)
+    _check(cfg, items, run)
+    assert run.overlong_flag == 1
+    run = run_core(cfg, [good(8)])
+    assert run.overlong_flag == 0
+
+
+def test_core_rejects_non_config():
+    with pytest.raises(TypeError, match="CoreConfig"):
+        NormCore({"features": 8})
