@@ -53,13 +53,18 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-__all__ = ["FixedFormat", "CoreConfig", "ConfigError", "NORMS", "MAX_ARITH_WIDTH"]
+__all__ = ["FixedFormat", "CoreConfig", "ConfigError", "NORMS", "SCALAR_MULS", "MAX_ARITH_WIDTH"]
 
 #: The per-element arithmetic (hardware products and the NumPy golden model's int64 lanes)
 #: must fit this many bits, sign included.
 MAX_ARITH_WIDTH = 63
 
 NORMS = ("layernorm", "rmsnorm")
+
+#: How the per-vector scalar stage multiplies: one wide multiplier per product cycle
+#: ("parallel"), or one 16x16 multiplier over several cycles ("serial": fewer DSP blocks, for
+#: small FPGAs, at the cost of latency).
+SCALAR_MULS = ("parallel", "serial")
 
 
 class ConfigError(ValueError):
@@ -155,6 +160,7 @@ class CoreConfig:
     eps : ε >= 0, placed on the input-squared grid as ``e = round(ε·2**(2·F_in))``
     affine : whether the γ/β stage exists
     gamma, beta : ``features`` floats (default 1 and 0), quantized to ``param_format``
+    scalar_mul : ``"parallel"`` (default) or ``"serial"``, see :data:`SCALAR_MULS`
 
     Raises
     ------
@@ -172,6 +178,7 @@ class CoreConfig:
     affine: bool = True
     gamma: np.ndarray | None = field(default=None, repr=False)
     beta: np.ndarray | None = field(default=None, repr=False)
+    scalar_mul: str = "parallel"
 
     MAX_FEATURES = 65536
 
@@ -179,6 +186,8 @@ class CoreConfig:
         set_ = lambda name, value: object.__setattr__(self, name, value)  # noqa: E731 (frozen)
         if self.norm not in NORMS:
             raise ConfigError(f"norm must be one of {', '.join(NORMS)}, not {self.norm!r}")
+        if self.scalar_mul not in SCALAR_MULS:
+            raise ConfigError(f"scalar_mul must be one of {', '.join(SCALAR_MULS)}, not {self.scalar_mul!r}")
         for name in ("features", "lanes"):
             value = getattr(self, name)
             if not isinstance(value, (int, np.integer)) or isinstance(value, bool):
@@ -328,7 +337,7 @@ class CoreConfig:
         return CoreConfig(norm=self.norm, features=self.features, lanes=self.lanes,
                           in_format=self.in_format, out_format=self.out_format,
                           param_format=self.param_format, eps=self.eps, affine=self.affine,
-                          gamma=gamma, beta=beta)
+                          gamma=gamma, beta=beta, scalar_mul=self.scalar_mul)
 
     def widths(self) -> dict:
         """Every derived width, for reports and Verilog headers."""
@@ -340,4 +349,5 @@ class CoreConfig:
     def describe(self) -> str:
         return (f"{self.norm} N_max={self.features} P={self.lanes} in={self.in_format} "
                 f"out={self.out_format} " + (f"param={self.param_format} " if self.affine else "no-affine ")
-                + f"eps={self.eps:g} (effective {self.eps_effective:.6g}, e={self.eps_int})")
+                + f"eps={self.eps:g} (effective {self.eps_effective:.6g}, e={self.eps_int})"
+                + (f" scalar_mul={self.scalar_mul}" if self.scalar_mul != "parallel" else ""))

@@ -26,15 +26,98 @@ from amaranth.lib.wiring import In, Out
 from .config import CoreConfig
 from .rsqrt import Rsqrt, rsqrt_latency
 
-__all__ = ["VectorScalars", "scalars_latency", "vector_stats_layout", "vector_coefs_layout", "round_shift"]
+__all__ = ["VectorScalars", "SerialMultiplier", "scalars_latency", "vector_stats_layout", "vector_coefs_layout", "round_shift"]
 
 
-#: Cycles the scalar stage spends outside the rsqrt unit, from the input transfer to ``o.valid``.
+#: Cycles the scalar stage spends outside the rsqrt unit, from the input transfer to ``o.valid``,
+#: with the parallel multiplier.
 OWN_CYCLES = 8
+
+#: Operand chunk width of the serial multiplier (an iCE40 SB_MAC16 is 16x16).
+CHUNK = 16
+
+
+def _chunks(bits: int) -> int:
+    return -(-bits // CHUNK)
+
+
+def _operand_bits(cfg: CoreConfig) -> dict:
+    """Magnitude bits of the four products' operands: N*t, S1*S1, N*R, S1*R."""
+    t_bits = max(cfg.s2_width, (cfg.eps_int * cfg.features).bit_length()) + 1
+    return {"NT": (cfg.count_width, t_bits), "S1SQ": (cfg.s1_width, cfg.s1_width),
+            "NR": (cfg.count_width, cfg.r_width), "S1R": (cfg.s1_width, cfg.r_width)}
 
 
 def scalars_latency(cfg: CoreConfig) -> int:
-    return rsqrt_latency(cfg) + OWN_CYCLES
+    own = OWN_CYCLES
+    if cfg.scalar_mul == "serial":      # per product: chunk pairs, then accumulate and hand over
+        own += sum(_chunks(a) * _chunks(b) + 2 for a, b in _operand_bits(cfg).values())
+    return rsqrt_latency(cfg) + own
+
+
+class SerialMultiplier(wiring.Component):
+    """Signed product over several cycles with one ``CHUNK x CHUNK`` unsigned multiplier.
+
+    ``start`` latches ``a``, ``b`` and the chunk counts; ``done`` falls with ``start`` and rises
+    ``a_chunks*b_chunks + 2`` cycles later, when ``product`` holds the result (until the next
+    ``start``)."""
+
+    def __init__(self, a_width: int, b_width: int):
+        self._chunks_a, self._chunks_b = _chunks(a_width), _chunks(b_width)
+        super().__init__({
+            "start": In(1),
+            "a": In(signed(a_width)),
+            "b": In(signed(b_width)),
+            "a_chunks": In(range(self._chunks_a + 1)),
+            "b_chunks": In(range(self._chunks_b + 1)),
+            "product": Out(signed(a_width + b_width)),
+            "done": Out(1),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        ca, cb = self._chunks_a, self._chunks_b
+        mag_a = Signal(ca * CHUNK)
+        mag_b = Signal(cb * CHUNK)
+        negative = Signal()
+        count_a = Signal.like(self.a_chunks)
+        count_b = Signal.like(self.b_chunks)
+        i = Signal(range(ca + 1))
+        j = Signal(range(cb + 1))
+        running = Signal()
+        partial = Signal(2 * CHUNK)
+        partial_shift = Signal(range(ca + cb))
+        partial_valid = Signal()
+        partial_last = Signal()
+        acc = Signal(self.product.shape().width)
+
+        m.d.comb += self.product.eq(Mux(negative, -acc, acc))
+        m.d.sync += [partial_valid.eq(0)]
+        with m.If(self.start):
+            m.d.sync += [
+                mag_a.eq(Mux(self.a < 0, -self.a, self.a)),
+                mag_b.eq(Mux(self.b < 0, -self.b, self.b)),
+                negative.eq((self.a < 0) ^ (self.b < 0)),
+                count_a.eq(self.a_chunks), count_b.eq(self.b_chunks),
+                i.eq(0), j.eq(0), running.eq(1), acc.eq(0), self.done.eq(0),
+            ]
+        with m.Elif(running):
+            last_j = j + 1 == count_b
+            m.d.sync += [
+                partial.eq(mag_a.word_select(i, CHUNK) * mag_b.word_select(j, CHUNK)),
+                partial_shift.eq(i + j),
+                partial_valid.eq(1),
+                partial_last.eq(last_j & (i + 1 == count_a)),
+                j.eq(Mux(last_j, 0, j + 1)),
+                i.eq(Mux(last_j, i + 1, i)),
+            ]
+            with m.If(last_j & (i + 1 == count_a)):
+                m.d.sync += running.eq(0)
+        with m.If(partial_valid):
+            m.d.sync += acc.eq(acc + (partial << (partial_shift * CHUNK)))
+            with m.If(partial_last):
+                m.d.sync += self.done.eq(1)
+        return m
 
 
 def beats_shape(cfg: CoreConfig):
@@ -92,8 +175,28 @@ class VectorScalars(wiring.Component):
         mul_b_width = max(t_width, cfg.s1_width, cfg.r_width) + 1      # t, S1 or R
         mul_a = Signal(signed(mul_a_width))
         mul_b = Signal(signed(mul_b_width))
-        product = Signal(signed(mul_a_width + mul_b_width))
-        m.d.sync += product.eq(mul_a * mul_b)
+        serial = cfg.scalar_mul == "serial"
+        if serial:
+            m.submodules.multiplier = multiplier = SerialMultiplier(mul_a_width, mul_b_width)
+            product = multiplier.product
+            m.d.comb += [multiplier.a.eq(mul_a), multiplier.b.eq(mul_b)]
+        else:
+            product = Signal(signed(mul_a_width + mul_b_width))
+            m.d.sync += product.eq(mul_a * mul_b)
+        operand_bits = _operand_bits(cfg)
+        wait_states = []
+
+        def multiply(state, a_value, b_value, next_state):
+            """In ``state``: start ``a*b``; ``product`` holds it in ``next_state``."""
+            m.d.comb += [mul_a.eq(a_value), mul_b.eq(b_value)]
+            if serial:
+                a_bits, b_bits = operand_bits[state]
+                m.d.comb += [multiplier.start.eq(1), multiplier.a_chunks.eq(_chunks(a_bits)),
+                             multiplier.b_chunks.eq(_chunks(b_bits))]
+                m.next = f"{state}_WAIT"
+                wait_states.append((f"{state}_WAIT", next_state))
+            else:
+                m.next = next_state
 
         n = Signal(n_width)
         s1 = Signal(signed(cfg.s1_width))
@@ -137,13 +240,11 @@ class VectorScalars(wiring.Component):
                         overlong.eq(stats.overlong),
                     ]
                     m.next = "NT"
-            with m.State("NT"):                       # product <= N * t
-                m.d.comb += [mul_a.eq(n), mul_b.eq(t)]
-                m.next = "S1SQ"
-            with m.State("S1SQ"):                     # product <= S1 * S1
-                m.d.comb += [mul_a.eq(s1), mul_b.eq(s1)]
+            with m.State("NT"):
+                multiply("NT", n, t, "S1SQ")
+            with m.State("S1SQ"):
+                multiply("S1SQ", s1, s1, "D")
                 m.d.sync += n_times_t.eq(product)
-                m.next = "D"
             with m.State("D"):
                 if cfg.norm == "layernorm":
                     m.d.sync += d.eq(n_times_t - product)
@@ -163,13 +264,11 @@ class VectorScalars(wiring.Component):
                         sh.eq(cfg.rsqrt_bits + cfg.rsqrt_m - 1 - cfg.a_frac + rsqrt.o.payload.s),
                     ]
                     m.next = "NR"
-            with m.State("NR"):                       # product <= N * R
-                m.d.comb += [mul_a.eq(n), mul_b.eq(r)]
-                m.next = "S1R"
-            with m.State("S1R"):                      # product <= S1' * R
-                m.d.comb += [mul_a.eq(mean_term), mul_b.eq(r)]
+            with m.State("NR"):
+                multiply("NR", n, r, "S1R")
+            with m.State("S1R"):
+                multiply("S1R", mean_term, r, "AB")
                 m.d.sync += n_times_r.eq(product)
-                m.next = "AB"
             with m.State("AB"):
                 m.d.sync += [
                     a.eq(Mux(zero, 0, a_next)),
@@ -180,5 +279,9 @@ class VectorScalars(wiring.Component):
                 m.d.comb += self.o.valid.eq(1)
                 with m.If(self.o.ready):
                     m.next = "IDLE"
+            for wait_state, next_state in wait_states:
+                with m.State(wait_state):
+                    with m.If(multiplier.done):
+                        m.next = next_state
         m.d.comb += self.busy.eq(~fsm.ongoing("IDLE"))
         return m

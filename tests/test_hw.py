@@ -73,7 +73,8 @@ def test_rsqrt_default_config_random_and_edges():
 
 
 @pytest.mark.parametrize("kwargs", [dict(), dict(norm="rmsnorm", lanes=4), dict(features=16, eps=0),
-                                    dict(affine=False, features=8)])
+                                    dict(affine=False, features=8), dict(scalar_mul="serial"),
+                                    dict(scalar_mul="serial", norm="rmsnorm", features=16, lanes=2)])
 def test_scalar_stage_matches_golden(kwargs):
     cfg = CoreConfig(**kwargs)
     rng = np.random.default_rng(3)
@@ -114,6 +115,7 @@ CORE_CASES = {
                       eps=2 ** -10),
     "eps0": dict(features=16, eps=0),
     "n1": dict(features=1),
+    "serial-scalars": dict(features=32, lanes=2, scalar_mul="serial"),
 }
 
 
