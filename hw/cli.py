@@ -92,6 +92,12 @@ def _check_output_path(path: str, what: str):
         raise CliError(f"{what} {path!r} is a directory")
 
 
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 def write_atomically(path: str, write, *, binary: bool):
     """Call ``write(file)`` on a temporary file beside ``path``, then rename it to ``path``."""
     directory = os.path.dirname(os.path.abspath(path))
@@ -103,6 +109,7 @@ def write_atomically(path: str, write, *, binary: bool):
     try:
         with os.fdopen(fd, "wb" if binary else "w") as file:
             write(file)
+        os.chmod(temp, 0o666 & ~_umask())             # mkstemp's 0600 is not what `>` would give
         os.replace(temp, path)
     except BaseException as exc:
         try:
@@ -148,6 +155,12 @@ def core_config_from_args(args: argparse.Namespace) -> CoreConfig:
     configurations."""
     if not args.affine and (args.gamma or args.beta):
         raise CliError("--gamma/--beta cannot be used with --no-affine")
+    try:                                 # the sizes and formats first, so γ/β errors make sense
+        cfg = CoreConfig(norm=args.norm, features=args.features, lanes=args.lanes,
+                         in_format=args.in_format, out_format=args.out_format,
+                         param_format=args.param_format, eps=args.eps, affine=args.affine)
+    except OverflowError:                # ε·2**(2F_in) beyond the float range
+        raise CliError(f"--eps {args.eps!r} is too large for in_format {args.in_format}") from None
     params = {}
     for name in ("gamma", "beta"):
         path = getattr(args, name)
@@ -158,9 +171,7 @@ def core_config_from_args(args: argparse.Namespace) -> CoreConfig:
             raise CliError(f"--{name} file {path!r} must hold a 1-D array of N_max = {args.features} "
                            f"values, not shape {values.shape}")
         params[name] = values
-    return CoreConfig(norm=args.norm, features=args.features, lanes=args.lanes,
-                      in_format=args.in_format, out_format=args.out_format,
-                      param_format=args.param_format, eps=args.eps, affine=args.affine, **params)
+    return cfg.with_params(**params) if params else cfg
 
 
 # ---- subcommands ------------------------------------------------------------------------------
@@ -200,20 +211,29 @@ def _run_verilog(args) -> int:
     if args.output != "-":
         _check_output_path(args.output, "--output")
     try:
-        from normgen.hw.top import generate_verilog
+        from normgen.hw import top
     except ImportError as exc:
         raise CliError(f"the Verilog generator is not available ({exc})") from None
 
-    result = generate_verilog(cfg, module_name=args.module_name)
+    result = top.generate_verilog(cfg, module_name=args.module_name)
     text = result if isinstance(result, str) else getattr(result, "text", None) or str(result)
     if args.output == "-":
-        sys.stdout.write(text)
-        sys.stdout.flush()
+        try:
+            sys.stdout.write(text)
+            sys.stdout.flush()
+        except BrokenPipeError:                   # `normgen verilog | head`: not an error
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            return 0
         where = "stdout"
     else:
         write_atomically(args.output, lambda f: f.write(text), binary=False)
         where = args.output
     latency = getattr(result, "latency", None)
+    if latency is None and callable(getattr(top, "core_latency", None)):
+        try:
+            latency = top.core_latency(cfg)
+        except Exception:                         # the summary line is informative only
+            latency = None
     extra = f", latency {latency} cycles" if isinstance(latency, int) else ""
     _note(f"wrote {where}: module {args.module_name}: {cfg.describe()}{extra}")
     return 0

@@ -1,0 +1,44 @@
+# normgen: `make run` (emit the default core and simulate it) and `make test` on a fresh machine.
+# Everything runs in .venv, created on first use; PYTHON=... uses another interpreter.
+
+PYTHON ?= .venv/bin/python
+PYTEST_ARGS ?=
+BUILD ?= build
+VERILOG := $(BUILD)/normgen_core.v
+# The default configuration; override with e.g. make run CORE_OPTS="--norm rmsnorm --lanes 4".
+CORE_OPTS ?= --norm layernorm --features 1024 --lanes 1 \
+             --in-format s4.12 --out-format s4.12 --param-format s4.12 --eps 1e-5
+
+VENV_STAMP := .venv/.installed
+
+.PHONY: run verilog sim test test-fast bench clean distclean
+
+run: verilog sim
+
+$(VENV_STAMP): pyproject.toml
+	test -x .venv/bin/python || python3 -m venv .venv
+	.venv/bin/python -m pip install -e '.[test]'
+	touch $@
+
+verilog: $(VENV_STAMP)
+	mkdir -p $(BUILD)
+	$(PYTHON) -m normgen.hw.cli verilog $(CORE_OPTS) -o $(VERILOG)
+
+sim: $(VENV_STAMP) verilog
+	$(PYTHON) -m normgen.sim.runner --verilog $(VERILOG) $(CORE_OPTS)
+
+test: $(VENV_STAMP)
+	$(PYTHON) -m pytest -n auto -q $(PYTEST_ARGS)
+
+test-fast: $(VENV_STAMP)
+	$(PYTHON) -m pytest -n auto -q -m "not slow" $(PYTEST_ARGS)
+
+bench: $(VENV_STAMP)
+	$(PYTHON) -m normgen.sim.bench
+
+clean:
+	rm -rf $(BUILD) sim_build results.xml .pytest_cache
+	find . -name __pycache__ -type d -not -path './.venv/*' -prune -exec rm -rf {} +
+
+distclean: clean
+	rm -rf .venv
