@@ -19,7 +19,7 @@ Reciprocal square root (per vector, exact integer specification)::
     D = 0          ->  A = B = 0   (z = 0, so y = beta)
     otherwise      s = ceil((bitlen(D) - 2*m) / 2)             (may be negative)
                    M = D >> 2s   (or D << -2s)                 M in [2**(2m-2), 2**(2m))
-                   R = max{R : R*R*M <= 2**(2T + 2m - 2)}      R in (2**(T-1), 2**T]
+                   R = max{R : R*R*M <= 2**(2T + 2m - 2)}      R in [2**(T-1), 2**T]
                      = isqrt(2**(2T + 2m - 2) // M)
     so that 1/sqrt(D) ~= R * 2**-(T + m - 1 + s) with relative error below 2**-(need+1):
     truncating D to M costs < 2**-(2m-1), flooring R costs < 2**-(T-1), and the two errors
@@ -103,7 +103,7 @@ class FixedFormat:
         try:
             return cls(int(match[1]), int(match[2]))
         except ConfigError as exc:
-            raise ConfigError(f"{param}: {exc}") from None
+            raise ConfigError(f"{param} {text!r}: {exc}") from None
 
     def __str__(self):
         return f"s{self.int_bits}.{self.frac_bits}"
@@ -137,6 +137,17 @@ class FixedFormat:
 
     def to_float(self, integers) -> np.ndarray:
         return np.ldexp(np.asarray(integers, dtype=np.float64), -self.frac_bits)
+
+
+def _real_array(name: str, values) -> np.ndarray:
+    """``values`` as a float64 array, or a :class:`ConfigError` naming ``name``."""
+    try:
+        array = np.asarray(values)
+        if array.dtype.kind not in "biuf":
+            raise TypeError(f"dtype {array.dtype}")
+        return array.astype(np.float64)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"{name} must be an array of real numbers ({exc})") from None
 
 
 def _bits_unsigned(max_value: int) -> int:
@@ -208,8 +219,12 @@ class CoreConfig:
             eps = float(self.eps)
         except (TypeError, ValueError):
             raise ConfigError(f"eps must be a number >= 0, not {self.eps!r}") from None
-        if not math.isfinite(eps) or eps < 0:
-            raise ConfigError(f"eps must be a finite number >= 0, not {self.eps!r}")
+        # ε beyond the largest possible variance only flattens the output; the bound keeps D's
+        # width finite.
+        eps_max = float(4 ** self.in_format.int_bits)
+        if not math.isfinite(eps) or not 0 <= eps <= eps_max:
+            raise ConfigError(f"eps must be a number in [0, {eps_max:g}] for in_format {self.in_format}, "
+                              f"not {self.eps!r}")
         set_("eps", eps)
         e = round(eps * 2 ** (2 * self.in_format.frac_bits))  # Python round: half to even
         if eps > 0 and e == 0:
@@ -232,7 +247,7 @@ class CoreConfig:
         fmt = self.param_format
         if values is None:
             values = np.full(self.features, default)
-        values = np.asarray(values, dtype=np.float64)
+        values = _real_array(name, values)
         if values.shape != (self.features,):
             raise ConfigError(f"{name} must hold features = {self.features} values, not shape {values.shape}")
         try:
@@ -240,8 +255,10 @@ class CoreConfig:
         except ConfigError as exc:
             raise ConfigError(f"{name}: {exc}") from None
         if saturated:
+            low, high = fmt.min_int * fmt.lsb, fmt.max_int * fmt.lsb
+            first = int(np.flatnonzero((values < low - fmt.lsb / 2) | (values >= high + fmt.lsb / 2))[0])
             raise ConfigError(f"{name}: {saturated} value(s) outside the range of param_format {fmt} "
-                              f"[{fmt.min_int * fmt.lsb}, {fmt.max_int * fmt.lsb}]")
+                              f"[{low}, {high}], the first {name}[{first}] = {values[first]!r}")
         ints.setflags(write=False)
         return ints
 
@@ -264,7 +281,7 @@ class CoreConfig:
         set_("z_bits", zb)
         set_("gamma_log2", g_log2)
         set_("rsqrt_need", need)
-        set_("rsqrt_bits", need + 2)                   # T: R in (2**(T-1), 2**T]
+        set_("rsqrt_bits", need + 2)                   # T: R in [2**(T-1), 2**T]
         set_("rsqrt_m", (need + 3) // 2)               # m: 2m - 1 >= need + 1
         T, m = self.rsqrt_bits, self.rsqrt_m
         set_("r_width", T + 1)

@@ -13,7 +13,8 @@ import numpy as np
 
 from normgen.hw.config import CoreConfig
 
-__all__ = ["rnd", "statistics", "rsqrt", "scalars", "normalize", "normalize_vectors"]
+__all__ = ["rnd", "statistics", "denominator", "rsqrt", "scalars", "elementwise", "normalize",
+           "normalize_vectors"]
 
 
 def rnd(value, shift):
@@ -81,9 +82,7 @@ def normalize(cfg: CoreConfig, x) -> np.ndarray:
         raise ValueError(f"vector length N = {n} must be in 1..{cfg.features} (features)")
     if np.any(x < cfg.in_format.min_int) or np.any(x > cfg.in_format.max_int):
         raise ValueError(f"input integers outside {cfg.in_format}")
-    s1 = x.sum(axis=1)
-    s2 = (x * x).sum(axis=1)
-    ab = np.array([scalars(cfg, n, int(p), int(q)) for p, q in zip(s1, s2)], dtype=np.int64)
+    ab = np.array([scalars(cfg, *statistics(cfg, row)) for row in x], dtype=np.int64)
     ab = ab.reshape(vectors, 2)
     gamma, beta = cfg.gamma_beta_int()
     return elementwise(cfg, x, ab[:, :1], ab[:, 1:], gamma[:n], beta[:n])

@@ -73,10 +73,9 @@ def _tiny_variance(cfg, n, rng):
 
 
 def _huge_variance(cfg, n, rng):
-    # σ² ≫ 1: half the elements at each rail, the rest spread wide
+    # σ² ≫ 1: every element at a rail or at zero
     f = cfg.in_format
-    x = rng.choice([f.min_int, f.max_int, 0], n)
-    return x
+    return rng.choice([f.min_int, f.max_int, 0], n)
 
 
 CLASSES = {
@@ -121,7 +120,11 @@ def random_params(cfg: CoreConfig, rng: np.random.Generator) -> tuple[np.ndarray
     n = cfg.features
     gamma = rng.integers(f.min_int, f.max_int + 1, n)
     beta = rng.integers(f.min_int, f.max_int + 1, n)
-    special = rng.integers(0, n, max(1, n // 8))
-    gamma[special[: len(special) // 2]] = 0
-    gamma[special[len(special) // 2:]] = rng.choice([f.min_int, f.max_int])
+    # about one element in eight each: γ = 0, γ at a rail, β at a rail (at least one of each
+    # where there are enough elements)
+    for values, specials in ((gamma, [0]), (gamma, [f.min_int, f.max_int]), (beta, [f.min_int, f.max_int])):
+        picked = rng.random(n) < 1 / 8
+        if n >= 3 and not picked.any():
+            picked[rng.integers(n)] = True
+        values[picked] = rng.choice(specials, int(picked.sum()))
     return f.to_float(gamma), f.to_float(beta)
