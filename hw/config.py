@@ -330,6 +330,16 @@ class CoreConfig:
 
     # ---- conveniences -----------------------------------------------------------------------
     @property
+    def affine_stage(self) -> bool:
+        """Whether the per-element datapath has the γ/β multiply-add stage."""
+        return self.affine
+
+    @property
+    def a_signed(self) -> bool:
+        """Whether the per-element scale A can be negative."""
+        return False
+
+    @property
     def eps_effective(self) -> float:
         """ε as the hardware uses it: ``e · 2**(-2·F_in)``."""
         return self.eps_int * 2.0 ** (-2 * self.in_format.frac_bits)

@@ -29,16 +29,160 @@ from .config import CoreConfig
 from .ingest import buffer_depth, lane_values
 from .scalars import vector_coefs_layout
 
-__all__ = ["OutputStage", "output_latency", "output_layout", "param_addr_bits"]
+__all__ = ["OutputStage", "ElementDatapath", "output_latency", "datapath_latency", "coef_shapes",
+           "element_layout", "output_layout", "param_addr_bits"]
 
 
 def output_layout(cfg: CoreConfig) -> data.StructLayout:
     return data.StructLayout({"data": unsigned(cfg.lanes * cfg.out_format.width), "last": 1, "error": 1})
 
 
+def datapath_latency(cfg: CoreConfig) -> int:
+    """:class:`ElementDatapath`: x*A, v, [gamma*v,] rounded w, saturated output register."""
+    return 5 if cfg.affine else 4
+
+
 def output_latency(cfg: CoreConfig) -> int:
-    """Issue, memory data, u, v, [w,] output register."""
-    return 6 if cfg.affine else 5
+    """Issue, memory data, then the element datapath."""
+    return 2 + datapath_latency(cfg)
+
+
+class ElementDatapath(wiring.Component):
+    """The per-element arithmetic of every core, ``P`` lanes, fully pipelined.
+
+    Each multiplier has a register on both sides, and each rounding is folded into the adder
+    before it (``rnd(xa - b, k) = (xa - (b - 2**(k-1))) >> k``)::
+
+        S2  xa = x*A                       (xa_width)      b' = B - half
+        S3  v  = (xa - b') >> (FA - FZ)    (v_width)
+        S4  g  = gamma*v                   (w_width)       beta' = beta<<FZ + half   [affine]
+        S5  r  = (g + beta') >> (w_frac - F_out)                                     [affine]
+        S4  r  = (v + half) >> (FZ - F_out)                                          [no affine]
+        o   y  = saturate(r) or 0 on an error beat
+
+    All stages stall together: ``i.ready`` is high when the output register is free or taken.
+
+    Members
+    -------
+    i : In(stream.Signature(element_layout(cfg, shared_coefs)))
+        ``x`` (P lanes), ``a``/``b`` (one value for all lanes when ``shared_coefs``, else one per
+        lane), ``par`` (γ lanes then β lanes, affine cores), ``last``, ``error``.
+    o : Out(stream.Signature(output_layout(cfg)))
+    busy : Out(1)
+    """
+
+    def __init__(self, cfg: CoreConfig, *, shared_coefs: bool):
+        self._cfg = cfg
+        self._shared = shared_coefs
+        super().__init__({
+            "i": In(stream.Signature(element_layout(cfg, shared_coefs))),
+            "o": Out(stream.Signature(output_layout(cfg))),
+            "busy": Out(1),
+        })
+
+    @property
+    def latency(self) -> int:
+        return datapath_latency(self._cfg)
+
+    def elaborate(self, platform):
+        cfg = self._cfg
+        m = Module()
+        lanes = cfg.lanes
+        w_in, w_out, w_p = cfg.in_format.width, cfg.out_format.width, cfg.param_format.width
+        a_shape, b_shape = coef_shapes(cfg)
+        coef_lanes = 1 if self._shared else lanes
+        advance = Signal()
+        m.d.comb += [advance.eq(~self.o.valid | self.o.ready), self.i.ready.eq(advance)]
+
+        def lane_coefs(value, shape):
+            width = Shape.cast(shape).width
+            parts = [value[k * width:(k + 1) * width] for k in range(coef_lanes)]
+            parts = [p.as_signed() if Shape.cast(shape).signed else p for p in parts]
+            return parts * lanes if self._shared else parts
+
+        def stage(name, shape, count=lanes):
+            return [Signal(shape, name=f"{name}{k}") for k in range(count)]
+
+        flags = [self.i.valid, self.i.payload.last, self.i.payload.error]
+        stage_valids = []
+
+        def next_flags(name):
+            regs = [Signal(name=f"{name}_{what}") for what in ("valid", "last", "error")]
+            m.d.sync += [r.eq(f) for r, f in zip(regs, flags)]
+            stage_valids.append(regs[0])
+            return regs
+
+        xs = lane_values(self.i.payload.x, lanes, w_in)
+        a_in = lane_coefs(self.i.payload.a, a_shape)
+        b_in = lane_coefs(self.i.payload.b, b_shape)
+        k1 = cfg.a_frac - cfg.z_frac
+        k2 = cfg.w_frac - cfg.out_format.frac_bits
+        with m.If(advance):
+            # S2
+            xa = stage("xa", signed(cfg.xa_width))
+            b_half = stage("b_half", signed(Shape.cast(b_shape).width + 1), coef_lanes)
+            m.d.sync += [r.eq(x * a) for r, x, a in zip(xa, xs, a_in)]
+            m.d.sync += [r.eq(b - (1 << (k1 - 1))) for r, b in zip(b_half, b_in)]
+            b_half = b_half * lanes if self._shared else b_half
+            flags = next_flags("s2")
+            if cfg.affine_stage:
+                par2 = Signal.like(self.i.payload.par)
+                m.d.sync += par2.eq(self.i.payload.par)
+            # S3
+            v = stage("v", signed(cfg.v_width))
+            m.d.sync += [r.eq((p - b) >> k1) for r, p, b in zip(v, xa, b_half)]
+            flags = next_flags("s3")
+            if cfg.affine_stage:
+                par3 = Signal.like(par2)
+                m.d.sync += par3.eq(par2)
+                gammas = lane_values(par3, lanes, w_p)
+                betas = lane_values(par3[lanes * w_p:], lanes, w_p)
+                # S4
+                g = stage("g", signed(cfg.w_width))
+                beta_half = stage("beta_half", signed(cfg.w_width))
+                m.d.sync += [r.eq(gm * vv) for r, gm, vv in zip(g, gammas, v)]
+                m.d.sync += [r.eq((bt << cfg.z_frac) + (1 << (k2 - 1))) for r, bt in zip(beta_half, betas)]
+                flags = next_flags("s4")
+                # S5
+                rounded = stage("rounded", signed(cfg.w_width + 1 - k2))
+                m.d.sync += [r.eq((gg + bh) >> k2) for r, gg, bh in zip(rounded, g, beta_half)]
+                flags = next_flags("s5")
+            else:
+                rounded = stage("rounded", signed(cfg.v_width + 1 - k2))
+                m.d.sync += [r.eq((vv + (1 << (k2 - 1))) >> k2) for r, vv in zip(rounded, v)]
+                flags = next_flags("s4")
+            # output register: saturate
+            lo, hi = cfg.out_format.min_int, cfg.out_format.max_int
+            valid, last, error = flags
+            ys = [Mux(error, 0, Mux(r < lo, lo, Mux(r > hi, hi, r)))[:w_out] for r in rounded]
+            m.d.sync += [
+                self.o.valid.eq(valid),
+                self.o.payload.data.eq(Cat(*ys)),
+                self.o.payload.last.eq(last),
+                self.o.payload.error.eq(error),
+            ]
+        m.d.comb += self.busy.eq(Cat(*stage_valids, self.o.valid).any())
+        return m
+
+
+def coef_shapes(cfg: CoreConfig):
+    """Shapes of the per-element-stage constants A and B."""
+    return (signed(cfg.a_width) if cfg.a_signed else unsigned(cfg.a_width)), signed(cfg.b_width)
+
+
+def element_layout(cfg: CoreConfig, shared_coefs: bool) -> data.StructLayout:
+    coef_lanes = 1 if shared_coefs else cfg.lanes
+    a_shape, b_shape = coef_shapes(cfg)
+    fields = {
+        "x": unsigned(cfg.lanes * cfg.in_format.width),
+        "a": unsigned(coef_lanes * a_shape.width),
+        "b": unsigned(coef_lanes * b_shape.width),
+        "last": 1,
+        "error": 1,
+    }
+    if cfg.affine_stage:
+        fields["par"] = unsigned(cfg.lanes * 2 * cfg.param_format.width)
+    return data.StructLayout(fields)
 
 
 def param_addr_bits(cfg: CoreConfig) -> int:
@@ -75,8 +219,7 @@ class OutputStage(wiring.Component):
         w_in, w_out, w_p = cfg.in_format.width, cfg.out_format.width, cfg.param_format.width
         ptr_bits = self.rd_addr.shape().width
 
-        advance = Signal()
-        m.d.comb += advance.eq(~self.o.valid | self.o.ready)
+        advance = Signal()                      # the whole pipeline moves on
 
         # Issue: one beat per cycle of the current vector.
         active = Signal()
@@ -102,67 +245,26 @@ class OutputStage(wiring.Component):
         with m.If(self.coefs.valid & self.coefs.ready):
             m.d.sync += [active.eq(1), beat.eq(0), cur.eq(self.coefs.payload)]
 
-        # S1: memory data out; carry the vector constants and flags along.
+        # S1: memory data out; the vector constants and flags ride along.
         s1_valid, s1_last, s1_err = Signal(), Signal(), Signal()
         s1_a = Signal(cfg.a_width)
         s1_b = Signal(signed(cfg.b_width))
-        # S2: u = x*A - B
-        s2_valid, s2_last, s2_err = Signal(), Signal(), Signal()
-        s2_u = [Signal(signed(cfg.u_width), name=f"u{k}") for k in range(lanes)]
-        # S3: v = rnd(u, FA - FZ)
-        s3_valid, s3_last, s3_err = Signal(), Signal(), Signal()
-        s3_v = [Signal(signed(cfg.v_width), name=f"v{k}") for k in range(lanes)]
-
         with m.If(advance):
-            m.d.sync += [
-                s1_valid.eq(issue), s1_last.eq(issue_last), s1_err.eq(cur.overlong),
-                s1_a.eq(cur.a), s1_b.eq(cur.b),
-                s2_valid.eq(s1_valid), s2_last.eq(s1_last), s2_err.eq(s1_err),
-                s3_valid.eq(s2_valid), s3_last.eq(s2_last), s3_err.eq(s2_err),
-            ]
-            for x, u in zip(lane_values(self.rd_data, lanes, w_in), s2_u):
-                m.d.sync += u.eq(x * s1_a - s1_b)
-            half = 1 << (cfg.a_frac - cfg.z_frac - 1)
-            for u, v in zip(s2_u, s3_v):
-                m.d.sync += v.eq((u + half) >> (cfg.a_frac - cfg.z_frac))
+            m.d.sync += [s1_valid.eq(issue), s1_last.eq(issue_last), s1_err.eq(cur.overlong),
+                         s1_a.eq(cur.a), s1_b.eq(cur.b)]
 
+        m.submodules.datapath = datapath = ElementDatapath(cfg, shared_coefs=True)
+        m.d.comb += [
+            advance.eq(datapath.i.ready),
+            datapath.i.valid.eq(s1_valid),
+            datapath.i.payload.x.eq(self.rd_data),
+            datapath.i.payload.a.eq(s1_a),
+            datapath.i.payload.b.eq(s1_b),
+            datapath.i.payload.last.eq(s1_last),
+            datapath.i.payload.error.eq(s1_err),
+        ]
         if cfg.affine:
-            # The γ/β word read with the beat, delayed to S3 alongside v.
-            par1 = self.par_data
-            par2 = Signal.like(self.par_data)
-            par3 = Signal.like(self.par_data)
-            s4_valid, s4_last, s4_err = Signal(), Signal(), Signal()
-            s4_w = [Signal(signed(cfg.w_width), name=f"w{k}") for k in range(lanes)]
-            gammas = lane_values(par3, lanes, w_p)
-            betas = lane_values(par3[lanes * w_p:], lanes, w_p)
-            with m.If(advance):
-                m.d.sync += [par2.eq(par1), par3.eq(par2),
-                             s4_valid.eq(s3_valid), s4_last.eq(s3_last), s4_err.eq(s3_err)]
-                for v, g, b, w in zip(s3_v, gammas, betas, s4_w):
-                    m.d.sync += w.eq(g * v + (b << cfg.z_frac))
-            last_valid, last_flag, last_err, last_w = s4_valid, s4_last, s4_err, s4_w
-        else:
-            last_valid, last_flag, last_err, last_w = s3_valid, s3_last, s3_err, s3_v
-
-        # Output register: round to the output grid and saturate.
-        shift = cfg.w_frac - cfg.out_format.frac_bits
-        lo, hi = cfg.out_format.min_int, cfg.out_format.max_int
-        ys = []
-        for k, w in enumerate(last_w):
-            rounded = Signal(signed(cfg.w_width + 1), name=f"rounded{k}")
-            y = Signal(signed(w_out), name=f"y{k}")
-            m.d.comb += rounded.eq((w + (1 << (shift - 1))) >> shift)
-            with m.If(last_err | (rounded < lo) | (rounded > hi)):
-                m.d.comb += y.eq(Mux(last_err, 0, Mux(rounded < lo, lo, hi)))
-            with m.Else():
-                m.d.comb += y.eq(rounded)
-            ys.append(y)
-        with m.If(advance):
-            m.d.sync += [
-                self.o.valid.eq(last_valid),
-                self.o.payload.data.eq(Cat(*ys)),
-                self.o.payload.last.eq(last_flag),
-                self.o.payload.error.eq(last_err),
-            ]
-        m.d.comb += self.busy.eq(active | s1_valid | s2_valid | s3_valid | last_valid | self.o.valid)
+            m.d.comb += datapath.i.payload.par.eq(self.par_data)
+        wiring.connect(m, producer=datapath.o, consumer=wiring.flipped(self.o))
+        m.d.comb += self.busy.eq(active | s1_valid | datapath.busy)
         return m
