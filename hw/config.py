@@ -59,7 +59,7 @@ __all__ = ["FixedFormat", "CoreConfig", "ConfigError", "NORMS", "SCALAR_MULS", "
 #: must fit this many bits, sign included.
 MAX_ARITH_WIDTH = 63
 
-NORMS = ("layernorm", "rmsnorm")
+NORMS = ("layernorm", "rmsnorm", "batchnorm")
 
 #: How the per-vector scalar stage multiplies: one wide multiplier per product cycle
 #: ("parallel"), or one 16x16 multiplier over several cycles ("serial": fewer DSP blocks, for
@@ -164,7 +164,7 @@ class CoreConfig:
 
     Parameters
     ----------
-    norm : ``"layernorm"`` or ``"rmsnorm"``
+    norm : ``"layernorm"``, ``"rmsnorm"`` or ``"batchnorm"`` (inference: running statistics)
     features : N_max, the longest vector (1..65536)
     lanes : P, elements per stream beat; must divide ``features``
     in_format, out_format, param_format : ``sI.F`` strings or :class:`FixedFormat`
@@ -172,6 +172,12 @@ class CoreConfig:
     affine : whether the γ/β stage exists
     gamma, beta : ``features`` floats (default 1 and 0), quantized to ``param_format``
     scalar_mul : ``"parallel"`` (default) or ``"serial"``, see :data:`SCALAR_MULS`
+    mean, var : BatchNorm only: the ``features`` running means and variances (floats)
+
+    BatchNorm (inference) has no statistics stage: ``y = gamma*(x - mean)/sqrt(var + eps) + beta``
+    is folded, exactly in rationals from the float parameters, into one scale ``A`` and shift ``B``
+    per channel (:mod:`normgen.hw.fold`) for the same per-element datapath ``x*A - B``; γ and β are
+    the float values themselves (``param_format`` does not apply) and ε is exact (no grid).
 
     Raises
     ------
@@ -190,6 +196,8 @@ class CoreConfig:
     gamma: np.ndarray | None = field(default=None, repr=False)
     beta: np.ndarray | None = field(default=None, repr=False)
     scalar_mul: str = "parallel"
+    mean: np.ndarray | None = field(default=None, repr=False)
+    var: np.ndarray | None = field(default=None, repr=False)
 
     MAX_FEATURES = 65536
 
@@ -227,16 +235,57 @@ class CoreConfig:
                               f"not {self.eps!r}")
         set_("eps", eps)
         e = round(eps * 2 ** (2 * self.in_format.frac_bits))  # Python round: half to even
-        if eps > 0 and e == 0:
+        if self.is_batchnorm:
+            e = 0                                  # ε enters the exact folding, not the statistics
+        elif eps > 0 and e == 0:
             raise ConfigError(
                 f"eps = {eps!r} rounds to 0 on the input-squared grid of {self.in_format} "
                 f"(step 2**-{2 * self.in_format.frac_bits} = {2.0 ** (-2 * self.in_format.frac_bits):.3g}); "
                 f"use eps >= {2.0 ** (-2 * self.in_format.frac_bits - 1):.3g}, eps = 0, or more input fraction bits")
         set_("eps_int", int(e))
 
-        set_("gamma_int", self._load_param("gamma", self.gamma, 1.0))
-        set_("beta_int", self._load_param("beta", self.beta, 0.0))
+        if self.is_batchnorm:
+            self._load_batchnorm()
+        else:
+            for name in ("mean", "var"):
+                if getattr(self, name) is not None:
+                    raise ConfigError(f"{name} is a BatchNorm parameter; norm is {self.norm}")
+            set_("gamma_int", self._load_param("gamma", self.gamma, 1.0))
+            set_("beta_int", self._load_param("beta", self.beta, 0.0))
         self._derive_widths()
+
+    def _load_batchnorm(self):
+        set_ = lambda name, value: object.__setattr__(self, name, value)  # noqa: E731
+        arrays = {}
+        for name, default in (("mean", None), ("var", None), ("gamma", 1.0), ("beta", 0.0)):
+            values = getattr(self, name)
+            if name in ("gamma", "beta") and not self.affine:
+                if values is not None:
+                    raise ConfigError(f"{name} was given but affine is off")
+                values = None
+            if values is None:
+                if default is None:
+                    raise ConfigError(f"batchnorm needs {name}: {self.features} values, one per channel")
+                values = np.full(self.features, default)
+            values = _real_array(name, values)
+            if values.shape != (self.features,):
+                raise ConfigError(f"{name} must hold features = {self.features} values (one per channel), "
+                                  f"not shape {values.shape}")
+            bad = np.flatnonzero(~np.isfinite(values))
+            if bad.size:
+                raise ConfigError(f"{name} must be finite: {name}[{bad[0]}] = {values[bad[0]]!r}")
+            values.setflags(write=False)
+            arrays[name] = values
+        negative = np.flatnonzero(arrays["var"] < 0)
+        if negative.size:
+            raise ConfigError(f"var must be >= 0: var[{negative[0]}] = {arrays['var'][negative[0]]!r}")
+        zero = np.flatnonzero(arrays["var"] + self.eps <= 0)
+        if zero.size:
+            raise ConfigError(f"var + eps must be > 0 for every channel: var[{zero[0]}] = 0 with eps = 0")
+        for name, values in arrays.items():
+            set_(name, values)
+        set_("gamma_int", None)
+        set_("beta_int", None)
 
     # ---- parameters -------------------------------------------------------------------------
     def _load_param(self, name, values, default):
@@ -276,7 +325,7 @@ class CoreConfig:
 
         zb = (n_max - 1).bit_length() // 2 + ((n_max - 1).bit_length() % 2)  # 4**zb >= N_max
         assert 4 ** zb >= n_max and (zb == 0 or 4 ** (zb - 1) < n_max)
-        g_log2 = self.param_format.int_bits - 1 if self.affine else 0
+        g_log2 = self.param_format.int_bits - 1 if self.affine_stage else 0
         need = self.out_format.frac_bits + 3 + g_log2 + zb
         set_("z_bits", zb)
         set_("gamma_log2", g_log2)
@@ -293,6 +342,9 @@ class CoreConfig:
         set_("shift_min", -(m - 1))
         set_("shift_max", max(0, -(-(self.d_width - 2 * m) // 2)))
 
+        if self.is_batchnorm:
+            self._derive_batchnorm_widths()
+            return self._check_limits()
         # A <= N/sqrt(D) * 2**FA * (1 + 2**-need) + 1/2, with N/sqrt(D) <= 1/sqrt(e) (e >= 1)
         # or <= 2**(zb+1) (e = 0: D >= N - 1 for LayerNorm, D >= N for RMSNorm, D > 0).
         if e >= 1:
@@ -307,7 +359,7 @@ class CoreConfig:
         u_mag = ((1 << (FA + zb)) + (1 << (FA + zb - need))) + x_mag + 2
         set_("u_width", _bits_signed(u_mag))
         set_("v_width", _bits_signed((u_mag >> (FA - FZ)) + 1))
-        if self.affine:
+        if self.affine_stage:
             p = self.param_format
             w_mag = (1 << (p.width - 1)) * (1 << (self.v_width - 1)) + (1 << (p.width - 1 + FZ))
             set_("w_width", _bits_signed(w_mag))
@@ -315,11 +367,43 @@ class CoreConfig:
         else:
             set_("w_width", self.v_width)
             set_("w_frac", FZ)
+        self._check_limits()
 
+    def _derive_batchnorm_widths(self):
+        """Widths of ``x*A - B`` for the folded per-channel constants.
+
+        ``A = round(s * 2**(FA - F_in))``, ``B = round((s*mean - beta) * 2**FA)`` with
+        ``s = gamma/sqrt(var + eps)``: rounding them costs at most ``(|x| + 1)/2 * 2**-FA`` =
+        1/8 output LSB, rounding v another 1/8: the output is faithful to the exact real result of
+        the float parameters.  A and B are sized for the parameters given here; a run-time load
+        whose constants do not fit is refused (:func:`normgen.hw.fold.fold_batchnorm`)."""
+        from .fold import fold_batchnorm   # the folding needs FA, set above
+        set_ = lambda name, value: object.__setattr__(self, name, value)  # noqa: E731
+        x_mag = 1 << (self.in_format.width - 1)
+        scale, shift = fold_batchnorm(self, self.gamma, self.beta, self.mean, self.var, check=False)
+        scale.setflags(write=False)
+        shift.setflags(write=False)
+        set_("scale_int", scale)
+        set_("shift_int", shift)
+        a_max = int(np.abs(scale).max())
+        b_max = int(np.abs(shift).max())
+        set_("a_max", a_max)
+        set_("a_width", _bits_signed(a_max))
+        set_("b_width", _bits_signed(b_max))
+        set_("xa_width", self.in_format.width + self.a_width)
+        u_mag = x_mag * a_max + b_max + 1
+        set_("u_width", _bits_signed(u_mag))
+        set_("v_width", _bits_signed((u_mag >> (self.a_frac - self.z_frac)) + 1))
+        set_("w_width", self.v_width)
+        set_("w_frac", self.z_frac)
+
+    def _check_limits(self):
+        n_max = self.features
         limits = (
             ("in_format", "S2 = sum(x*x)", self.s2_width),
             ("in_format", "x*A", self.xa_width),
             ("out_format", "gamma*v", self.w_width),
+            ("in_format", "B", self.b_width),
         )
         for param, what, width in limits:
             if width > MAX_ARITH_WIDTH:
@@ -330,14 +414,19 @@ class CoreConfig:
 
     # ---- conveniences -----------------------------------------------------------------------
     @property
+    def is_batchnorm(self) -> bool:
+        return self.norm == "batchnorm"
+
+    @property
     def affine_stage(self) -> bool:
-        """Whether the per-element datapath has the γ/β multiply-add stage."""
-        return self.affine
+        """Whether the per-element datapath has the γ/β multiply-add stage (BatchNorm folds γ/β
+        into its per-channel constants instead)."""
+        return self.affine and not self.is_batchnorm
 
     @property
     def a_signed(self) -> bool:
-        """Whether the per-element scale A can be negative."""
-        return False
+        """Whether the per-element scale A can be negative (BatchNorm: γ < 0)."""
+        return self.is_batchnorm
 
     @property
     def eps_effective(self) -> float:
@@ -349,18 +438,22 @@ class CoreConfig:
         return self.features // self.lanes
 
     def gamma_beta_int(self):
-        """(γ, β) integer arrays of length ``features``; γ = 1 (scale 2**0), β = 0 without affine."""
-        if self.affine:
+        """(γ, β) integer arrays of length ``features``; γ = 1 (scale 2**0), β = 0 without the
+        affine stage."""
+        if self.affine_stage:
             return self.gamma_int, self.beta_int
         return np.ones(self.features, np.int64), np.zeros(self.features, np.int64)
 
     @property
     def param_frac(self) -> int:
         """Fraction bits of the γ/β integers returned by :meth:`gamma_beta_int`."""
-        return self.param_format.frac_bits if self.affine else 0
+        return self.param_format.frac_bits if self.affine_stage else 0
 
     def with_params(self, gamma=None, beta=None) -> "CoreConfig":
-        """A copy with other γ/β values (the same hardware: only memory contents differ)."""
+        """A copy with other γ/β values (the same hardware: only memory contents differ).  For
+        BatchNorm use :func:`normgen.hw.fold.fold_batchnorm` to load new parameters."""
+        if self.is_batchnorm:
+            raise ConfigError("BatchNorm cores take new parameters through fold_batchnorm")
         return CoreConfig(norm=self.norm, features=self.features, lanes=self.lanes,
                           in_format=self.in_format, out_format=self.out_format,
                           param_format=self.param_format, eps=self.eps, affine=self.affine,
@@ -374,6 +467,10 @@ class CoreConfig:
         return {name: getattr(self, name) for name in names}
 
     def describe(self) -> str:
+        if self.is_batchnorm:
+            return (f"batchnorm (inference) C={self.features} P={self.lanes} in={self.in_format} "
+                    f"out={self.out_format} {'affine' if self.affine else 'no-affine'} eps={self.eps:g} "
+                    f"scale A: {self.a_width} bits, shift B: {self.b_width} bits")
         return (f"{self.norm} N_max={self.features} P={self.lanes} in={self.in_format} "
                 f"out={self.out_format} " + (f"param={self.param_format} " if self.affine else "no-affine ")
                 + f"eps={self.eps:g} (effective {self.eps_effective:.6g}, e={self.eps_int})"

@@ -39,7 +39,7 @@ def output_layout(cfg: CoreConfig) -> data.StructLayout:
 
 def datapath_latency(cfg: CoreConfig) -> int:
     """:class:`ElementDatapath`: x*A, v, [gamma*v,] rounded w, saturated output register."""
-    return 5 if cfg.affine else 4
+    return 5 if cfg.affine_stage else 4
 
 
 def output_latency(cfg: CoreConfig) -> int:

@@ -21,7 +21,7 @@ from .ingest import Ingest, buffer_depth
 from .output import OutputStage, output_latency, param_addr_bits
 from .scalars import VectorScalars, scalars_latency
 
-__all__ = ["NormCore", "generate_verilog", "core_latency", "STATS_FIFO_DEPTH"]
+__all__ = ["NormCore", "build_core", "generate_verilog", "core_latency", "STATS_FIFO_DEPTH"]
 
 #: Vectors whose statistics can wait for the scalar stage.
 STATS_FIFO_DEPTH = 4
@@ -29,7 +29,11 @@ STATS_FIFO_DEPTH = 4
 
 def core_latency(cfg: CoreConfig) -> int:
     """Cycles from the transfer of a vector's last input beat to ``m_axis_tvalid`` of its first
-    output beat, when the core was idle and the output is not stalled."""
+    output beat, when the core was idle and the output is not stalled.  (BatchNorm inference:
+    from each input beat to its output beat.)"""
+    if cfg.is_batchnorm:
+        from .batchnorm import batchnorm_latency
+        return batchnorm_latency(cfg)
     fifo_latency = 1                     # SyncFIFO: first word readable the cycle after the write
     return Ingest.LATENCY + fifo_latency + scalars_latency(cfg) + output_latency(cfg)
 
@@ -54,8 +58,8 @@ class NormCore(wiring.Component):
     """LayerNorm / RMSNorm core for one :class:`~normgen.hw.config.CoreConfig`."""
 
     def __init__(self, cfg: CoreConfig):
-        if not isinstance(cfg, CoreConfig):
-            raise TypeError(f"cfg must be a CoreConfig, not {cfg!r}")
+        if not isinstance(cfg, CoreConfig) or cfg.is_batchnorm:
+            raise TypeError(f"cfg must be a layernorm or rmsnorm CoreConfig, not {cfg!r}")
         self._cfg = cfg
         lanes = cfg.lanes
         members = {
@@ -158,17 +162,39 @@ class NormCore(wiring.Component):
         return m
 
 
+def build_core(cfg: CoreConfig) -> wiring.Component:
+    """The core component for a configuration: :class:`NormCore` or
+    :class:`~normgen.hw.batchnorm.BatchNormCore`."""
+    if isinstance(cfg, CoreConfig) and cfg.is_batchnorm:
+        from .batchnorm import BatchNormCore
+        return BatchNormCore(cfg)
+    return NormCore(cfg)
+
+
 def verilog_header(cfg: CoreConfig, module_name: str) -> str:
     lines = [
         f"normgen core `{module_name}`",
         f"configuration: {cfg.describe()}",
         f"formats: in {cfg.in_format} ({cfg.in_format.width} bits), out {cfg.out_format} "
         f"({cfg.out_format.width} bits)" + (f", param {cfg.param_format} ({cfg.param_format.width} bits)"
-                                            if cfg.affine else ", no affine stage"),
-        f"effective eps: {cfg.eps_effective!r} (e = {cfg.eps_int} on the 2**-{2 * cfg.in_format.frac_bits} grid)",
-        f"lanes: {cfg.lanes}; vector length N = beats * lanes, 1..{cfg.features} (known at tlast)",
-        f"latency: {core_latency(cfg)} cycles from the last input beat to the first output beat",
-        f"vector buffer: {buffer_depth(cfg)} beats",
+                                            if cfg.affine_stage else ", no affine stage"),
+    ]
+    if cfg.is_batchnorm:
+        lines += [
+            f"eps: {cfg.eps!r} (exact, folded on the host with the running statistics)",
+            f"lanes: {cfg.lanes}; one sample = one packet of up to {cfg.features} channels",
+            f"per-channel scale A: signed {cfg.a_width} bits (2**-{cfg.a_frac - cfg.in_format.frac_bits} units), "
+            f"shift B: signed {cfg.b_width} bits (2**-{cfg.a_frac} units)",
+            f"latency: {core_latency(cfg)} cycles from an input beat to its output beat",
+        ]
+    else:
+        lines += [
+            f"effective eps: {cfg.eps_effective!r} (e = {cfg.eps_int} on the 2**-{2 * cfg.in_format.frac_bits} grid)",
+            f"lanes: {cfg.lanes}; vector length N = beats * lanes, 1..{cfg.features} (known at tlast)",
+            f"latency: {core_latency(cfg)} cycles from the last input beat to the first output beat",
+            f"vector buffer: {buffer_depth(cfg)} beats",
+        ]
+    lines += [
         "derived widths: " + ", ".join(f"{k}={v}" for k, v in cfg.widths().items()),
         "accuracy: faithful (every output within 1 LSB: one of the two output-grid neighbours of the exact result)",
     ]
@@ -177,6 +203,6 @@ def verilog_header(cfg: CoreConfig, module_name: str) -> str:
 
 def generate_verilog(cfg: CoreConfig, module_name: str = "normgen_core") -> str:
     """Verilog text of the core, with a header comment recording the configuration."""
-    core = NormCore(cfg)
+    core = build_core(cfg)
     text = verilog.convert(core, name=module_name, emit_src=False)
     return verilog_header(cfg, module_name) + text

@@ -11,7 +11,8 @@ from amaranth.hdl import ClockDomain, Module
 from amaranth.sim import Simulator
 
 from normgen.hw.config import CoreConfig
-from normgen.hw.top import NormCore
+from normgen.hw.fold import fold_batchnorm
+from normgen.hw.top import build_core
 from normgen.sim import golden
 
 __all__ = ["pack_lanes", "unpack_lanes", "Packet", "ParamWrite", "Reset", "CoreRun", "run_core",
@@ -40,9 +41,18 @@ class Packet:
 
 @dataclass
 class ParamWrite:
-    """New γ/β floats for every element, written through the parameter port."""
+    """New γ/β floats for every element, written through the parameter port.  For a BatchNorm
+    core also ``mean``/``var``: the host folds all four into per-channel scale and shift."""
     gamma: np.ndarray
     beta: np.ndarray
+    mean: np.ndarray | None = None
+    var: np.ndarray | None = None
+
+    def words(self, cfg: CoreConfig) -> tuple[np.ndarray, np.ndarray]:
+        """The two per-element integer arrays the port carries."""
+        if cfg.is_batchnorm:
+            return fold_batchnorm(cfg, self.gamma, self.beta, self.mean, self.var)
+        return cfg.param_format.quantize(self.gamma)[0], cfg.param_format.quantize(self.beta)[0]
 
 
 @dataclass
@@ -66,25 +76,40 @@ def expected_outputs(cfg: CoreConfig, items) -> list:
     nothing for a packet cut by a reset."""
     out = []
     current = cfg
+    coefs = (cfg.scale_int, cfg.shift_int) if cfg.is_batchnorm else None
     cut = False
+
+    def model(x):
+        if cfg.is_batchnorm:
+            n = len(x)
+            return golden.elementwise(cfg, np.asarray(x), coefs[0][:n], coefs[1][:n], None, None)
+        return golden.normalize(current, np.asarray(x)[None, :])[0]
+
     for item in items:
         if isinstance(item, ParamWrite):
-            current = current.with_params(item.gamma, item.beta)
+            if cfg.is_batchnorm:
+                coefs = item.words(cfg)
+            else:
+                current = current.with_params(item.gamma, item.beta)
         elif isinstance(item, Reset):
             cut = True
         elif cut:
             cut = False
         elif len(item.x) > cfg.features:
-            out.append((np.zeros(cfg.lanes, np.int64), 1))
+            error_beat = np.zeros(cfg.lanes, np.int64)
+            if cfg.is_batchnorm:    # streams its first C outputs, then the error beat
+                out.append((np.concatenate([model(item.x[:cfg.features]), error_beat]), 1))
+            else:                   # rejected whole
+                out.append((error_beat, 1))
         else:
-            out.append((golden.normalize(current, np.asarray(item.x)[None, :])[0], 0))
+            out.append((model(item.x), 0))
     return out
 
 
 def run_core(cfg: CoreConfig, items, *, idle=0.0, stall=0.0, seed=0, max_cycles=None) -> CoreRun:
     """Send ``items`` (Packets, ParamWrites, Resets) through the core with random idle cycles on
     the input (probability ``idle``) and random backpressure on the output (``stall``)."""
-    dut = NormCore(cfg)
+    dut = build_core(cfg)
     rng = np.random.default_rng(seed)
     lanes = cfg.lanes
     w_in, w_out, w_p = cfg.in_format.width, cfg.out_format.width, cfg.param_format.width
@@ -94,7 +119,7 @@ def run_core(cfg: CoreConfig, items, *, idle=0.0, stall=0.0, seed=0, max_cycles=
         work += sum(cfg.beats_max for item in items if isinstance(item, ParamWrite))
         max_cycles = int(4 * work / max(1e-3, (1 - idle) * (1 - stall))) + 1000
     run = CoreRun()
-    last_in_cycle = []
+    last_in_cycle, first_in_cycle = [], []
     cycle = [0]
 
     async def clock_counter(ctx):
@@ -111,14 +136,17 @@ def run_core(cfg: CoreConfig, items, *, idle=0.0, stall=0.0, seed=0, max_cycles=
                     await ctx.tick()
                 continue
             if isinstance(item, ParamWrite):
-                g_int, _ = cfg.param_format.quantize(item.gamma)
-                b_int, _ = cfg.param_format.quantize(item.beta)
+                first, second = item.words(cfg)
+                if cfg.is_batchnorm:
+                    ports = (dut.param_scale, cfg.a_width), (dut.param_shift, cfg.b_width)
+                else:
+                    ports = (dut.param_gamma, w_p), (dut.param_beta, w_p)
                 for beat in range(cfg.beats_max):
                     sl = slice(beat * lanes, (beat + 1) * lanes)
                     ctx.set(dut.param_valid, 1)
                     ctx.set(dut.param_addr, beat)
-                    ctx.set(dut.param_gamma, pack_lanes(g_int[sl], w_p))
-                    ctx.set(dut.param_beta, pack_lanes(b_int[sl], w_p))
+                    for (port, width), values in zip(ports, (first, second)):
+                        ctx.set(port, pack_lanes(values[sl], width))
                     await ctx.tick().until(dut.param_ready)
                 ctx.set(dut.param_valid, 0)
                 continue
@@ -140,6 +168,8 @@ def run_core(cfg: CoreConfig, items, *, idle=0.0, stall=0.0, seed=0, max_cycles=
                 ctx.set(dut.s_axis_tdata, pack_lanes(x[beat * lanes:(beat + 1) * lanes], w_in))
                 ctx.set(dut.s_axis_tlast, beat == beats - 1)
                 await ctx.tick().until(dut.s_axis_tready)
+                if beat == 0:
+                    first_in_cycle.append(cycle[0])
                 if beat == beats - 1:
                     last_in_cycle.append(cycle[0])
             ctx.set(dut.s_axis_tvalid, 0)
@@ -174,6 +204,11 @@ def run_core(cfg: CoreConfig, items, *, idle=0.0, stall=0.0, seed=0, max_cycles=
     sim.add_testbench(source)
     sim.add_testbench(sink)
     sim.run()
-    # latency of packet j = cycle its first output beat was valid - cycle its last input beat was taken
-    run.latencies = [f - l for f, l in zip(run.latencies, last_in_cycle)] if len(last_in_cycle) == len(run.latencies) else []
+    # latency of packet j = cycle its first output beat was valid - cycle its last input beat was
+    # taken (BatchNorm streams: - cycle its first input beat was taken)
+    reference_cycles = first_in_cycle if cfg.is_batchnorm else last_in_cycle
+    if len(reference_cycles) == len(run.latencies):
+        run.latencies = [f - r for f, r in zip(run.latencies, reference_cycles)]
+    else:
+        run.latencies = []
     return run

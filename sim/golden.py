@@ -64,7 +64,7 @@ def elementwise(cfg: CoreConfig, x, a, b, gamma, beta) -> np.ndarray:
     x = np.asarray(x, dtype=np.int64)
     u = x * np.asarray(a, dtype=np.int64) - np.asarray(b, dtype=np.int64)
     v = rnd(u, cfg.a_frac - cfg.z_frac)
-    if cfg.affine:
+    if cfg.affine_stage:
         w = np.asarray(gamma, dtype=np.int64) * v + (np.asarray(beta, dtype=np.int64) << cfg.z_frac)
     else:
         w = v
@@ -82,6 +82,8 @@ def normalize(cfg: CoreConfig, x) -> np.ndarray:
         raise ValueError(f"vector length N = {n} must be in 1..{cfg.features} (features)")
     if np.any(x < cfg.in_format.min_int) or np.any(x > cfg.in_format.max_int):
         raise ValueError(f"input integers outside {cfg.in_format}")
+    if cfg.is_batchnorm:      # per-channel constants, no statistics
+        return elementwise(cfg, x, cfg.scale_int[:n], cfg.shift_int[:n], None, None)
     ab = np.array([scalars(cfg, *statistics(cfg, row)) for row in x], dtype=np.int64)
     ab = ab.reshape(vectors, 2)
     gamma, beta = cfg.gamma_beta_int()

@@ -11,10 +11,12 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from fractions import Fraction
 
 import numpy as np
 
 from normgen.hw.config import CoreConfig
+from normgen.hw.exact import floor_signed_sqrt_plus
 
 __all__ = ["ExactBounds", "exact_bounds", "check_vector", "AccuracyReport"]
 
@@ -62,6 +64,30 @@ def exact_bounds(cfg: CoreConfig, a: int, d: int, gamma: int, beta: int) -> Exac
     return ExactBounds(sat(lo), sat(hi), sat(rne))
 
 
+def batchnorm_bounds(cfg: CoreConfig, channel: int, x: int) -> ExactBounds:
+    """Bounds of ``Y = gamma*(x - mean)/sqrt(var + eps) + beta`` from the exact float parameters."""
+    g, b, m, v, eps = (Fraction(float(p)) for p in (cfg.gamma[channel], cfg.beta[channel],
+                                                       cfg.mean[channel], cfg.var[channel], cfg.eps))
+    centred = Fraction(x, 1 << cfg.in_format.frac_bits) - m
+    sign = -1 if g * centred < 0 else 1
+
+    def scaled_floor(bits):
+        return floor_signed_sqrt_plus(sign, g * g * centred * centred * Fraction(4) ** bits / (v + eps),
+                                      b * Fraction(2) ** bits)
+
+    f_out = cfg.out_format.frac_bits
+    lo, exact = scaled_floor(f_out)
+    hi = lo if exact else lo + 1
+    twice, exact2 = scaled_floor(f_out + 1)
+    if exact2 and twice % 2 == 1:
+        rne = lo if lo % 2 == 0 else lo + 1
+    else:
+        rne = (twice + 1) // 2
+    low, high = cfg.out_format.min_int, cfg.out_format.max_int
+    sat = lambda value: min(max(value, low), high)  # noqa: E731
+    return ExactBounds(sat(lo), sat(hi), sat(rne))
+
+
 @dataclass
 class AccuracyReport:
     elements: int = 0
@@ -81,6 +107,8 @@ def check_vector(cfg: CoreConfig, x, y) -> AccuracyReport:
     x = [int(v) for v in np.asarray(x).ravel()]
     y = [int(v) for v in np.asarray(y).ravel()]
     n = len(x)
+    if cfg.is_batchnorm:
+        return _check_batchnorm(cfg, x, y)
     s1, s2 = sum(x), sum(v * v for v in x)
     e = cfg.eps_int
     if cfg.norm == "layernorm":
@@ -96,6 +124,19 @@ def check_vector(cfg: CoreConfig, x, y) -> AccuracyReport:
             if not report.first_failure:
                 report.first_failure = (f"element {i}: x={xi} y={yi} exact in [{bounds.lo}, {bounds.hi}] "
                                         f"(N={n}, S1={s1}, S2={s2}, D={d})")
+        elif yi != bounds.rne:
+            report.not_rounded += 1
+    return report
+
+
+def _check_batchnorm(cfg: CoreConfig, x, y) -> AccuracyReport:
+    report = AccuracyReport(elements=len(x))
+    for channel, (xi, yi) in enumerate(zip(x, y)):
+        bounds = batchnorm_bounds(cfg, channel, xi)
+        if yi not in (bounds.lo, bounds.hi):
+            report.unfaithful += 1
+            if not report.first_failure:
+                report.first_failure = (f"channel {channel}: x={xi} y={yi} exact in [{bounds.lo}, {bounds.hi}]")
         elif yi != bounds.rne:
             report.not_rounded += 1
     return report

@@ -200,3 +200,43 @@ def test_misuse_overlong_flood_and_reset_recover():
 def test_core_rejects_non_config():
     with pytest.raises(TypeError, match="CoreConfig"):
         NormCore({"features": 8})
+
+
+# ---- BatchNorm inference: the same element datapath with per-channel constants ------------------
+
+def _batchnorm_params(channels, rng, var_scale=1.0):
+    return dict(mean=rng.normal(0, 2, channels), var=rng.uniform(0, 3, channels) * var_scale,
+                gamma=rng.normal(0, 1.5, channels), beta=rng.normal(0, 1, channels))
+
+
+@pytest.mark.parametrize("traffic", [(0.0, 0.0), (0.3, 0.4)], ids=["full-rate", "idle+backpressure"])
+@pytest.mark.parametrize("kwargs", [dict(features=16), dict(features=32, lanes=4),
+                                    dict(features=24, lanes=2, in_format="s2.6", out_format="s3.5")],
+                         ids=["c16-p1", "c32-p4", "c24-p2-s2.6"])
+def test_batchnorm_core_bit_exact_and_faithful(kwargs, traffic):
+    rng = np.random.default_rng(21)
+    channels = kwargs["features"]
+    cfg = CoreConfig(norm="batchnorm", **kwargs, **_batchnorm_params(channels, rng))
+    packets = [Packet(vectors.make_vector(cfg, kind, channels, rng)) for kind in vectors.CLASSES for _ in range(2)]
+    packets.append(Packet(vectors.make_vector(cfg, "uniform", cfg.lanes, rng)))   # a short sample
+    idle, stall = traffic
+    run = run_core(cfg, packets, idle=idle, stall=stall, seed=3)
+    _check(cfg, packets, run)
+    for packet, (y, _) in zip(packets, run.outputs):
+        report = reference.check_vector(cfg, packet.x, y)
+        assert report.unfaithful == 0, report.first_failure
+    if traffic == (0.0, 0.0):
+        assert run.latencies[0] == core_latency(cfg)
+
+
+def test_batchnorm_parameter_load_and_overlong_sample():
+    rng = np.random.default_rng(22)
+    cfg = CoreConfig(norm="batchnorm", features=8, lanes=2, **_batchnorm_params(8, rng))
+    sample = lambda n=8: Packet(vectors.make_vector(cfg, "uniform", n, rng))  # noqa: E731
+    # new parameters of the same ranges as the generated ones, folded on the host
+    new = ParamWrite(gamma=cfg.gamma[::-1].copy(), beta=-cfg.beta, mean=cfg.mean[::-1].copy(), var=cfg.var[::-1].copy())
+    items = [sample(), new, sample(), Packet(vectors.make_vector(cfg, "uniform", 14, rng)), sample(4), sample()]
+    for idle, stall in [(0, 0), (0.3, 0.3)]:
+        run = run_core(cfg, items, idle=idle, stall=stall, seed=6)
+        _check(cfg, items, run)
+    assert run.overlong_flag == 1

@@ -1,0 +1,70 @@
+"""BatchNorm folding: ``gamma*(x - mean)/sqrt(var + eps) + beta = s*x + t``, quantized exactly.
+
+For channel c with ``s = gamma/sqrt(var + eps)`` (all four parameters and ε taken as the exact
+rationals of their float values)::
+
+    A_c = round(s * 2**(FA - F_in))            the scale, per input integer
+    B_c = round((s*mean - beta) * 2**FA)       the shift, so that x*A - B ~ Y * 2**FA
+
+Both roundings are decided in integers (:mod:`normgen.hw.exact`), half up.
+"""
+from __future__ import annotations
+
+from fractions import Fraction
+
+import numpy as np
+
+from .exact import round_signed_sqrt
+
+__all__ = ["fold_batchnorm", "FoldError"]
+
+
+class FoldError(ValueError):
+    """Parameters whose folded constants do not fit the core that was generated."""
+
+
+def _sign(q: Fraction) -> int:
+    return -1 if q < 0 else 1
+
+
+def fold_channel(cfg, gamma: float, beta: float, mean: float, var: float) -> tuple[int, int]:
+    g, b, m, v, eps = (Fraction(float(value)) for value in (gamma, beta, mean, var, cfg.eps))
+    denominator = v + eps
+    fa, f_in = cfg.a_frac, cfg.in_format.frac_bits
+    scale = round_signed_sqrt(_sign(g), g * g * Fraction(4) ** (fa - f_in) / denominator)
+    shift = round_signed_sqrt(_sign(g * m), g * g * m * m * Fraction(4) ** fa / denominator,
+                              -b * Fraction(2) ** fa)
+    return scale, shift
+
+
+def fold_batchnorm(cfg, gamma, beta, mean, var, *, check: bool = True) -> tuple[np.ndarray, np.ndarray]:
+    """Per-channel ``(A, B)`` integers for a BatchNorm core.
+
+    With ``check`` (run-time loads), constants that do not fit the core's ``a_width``/``b_width``
+    raise :class:`FoldError` naming the channel."""
+    arrays = [np.asarray(values, dtype=np.float64).ravel() for values in (gamma, beta, mean, var)]
+    channels = cfg.features
+    for name, values in zip(("gamma", "beta", "mean", "var"), arrays):
+        if values.shape != (channels,):
+            raise FoldError(f"{name} must hold {channels} values, not {values.size}")
+        if not np.all(np.isfinite(values)):
+            raise FoldError(f"{name} must be finite")
+    if np.any(arrays[3] < 0):
+        raise FoldError(f"var must be >= 0 (channel {int(np.flatnonzero(arrays[3] < 0)[0])})")
+    if np.any(arrays[3] + cfg.eps <= 0):
+        raise FoldError("var + eps must be > 0 for every channel")
+    folded = [fold_channel(cfg, *params) for params in zip(*arrays)]
+    scale = np.array([a for a, _ in folded], dtype=object)
+    shift = np.array([b for _, b in folded], dtype=object)
+    if check:
+        a_lim, b_lim = 1 << (cfg.a_width - 1), 1 << (cfg.b_width - 1)
+        for name, values, limit, width in (("scale", scale, a_lim, cfg.a_width),
+                                           ("shift", shift, b_lim, cfg.b_width)):
+            over = [c for c, value in enumerate(values) if not -limit <= value < limit]
+            if over:
+                c = over[0]
+                raise FoldError(f"channel {c}: the folded {name} {values[c]} does not fit the "
+                                f"{width}-bit {name} of this core; generate the core with these parameters")
+    if max(abs(int(v)) for v in list(scale) + list(shift)) >= 1 << 62:
+        raise FoldError("folded constants exceed 62 bits: parameters out of any useful range")
+    return scale.astype(np.int64), shift.astype(np.int64)
