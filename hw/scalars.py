@@ -30,8 +30,8 @@ __all__ = ["VectorScalars", "SerialMultiplier", "scalars_latency", "vector_stats
 
 
 #: Cycles the scalar stage spends outside the rsqrt unit, from the input transfer to ``o.valid``,
-#: with the parallel multiplier.
-OWN_CYCLES = 8
+#: with the parallel multiplier (registered operands, registered product: two products in flight).
+OWN_CYCLES = 10
 
 #: Operand chunk width of the serial multiplier (an iCE40 SB_MAC16 is 16x16).
 CHUNK = 16
@@ -51,7 +51,7 @@ def _operand_bits(cfg: CoreConfig) -> dict:
 def scalars_latency(cfg: CoreConfig) -> int:
     own = OWN_CYCLES
     if cfg.scalar_mul == "serial":      # per product: chunk pairs, then accumulate and hand over
-        own += sum(_chunks(a) * _chunks(b) + 2 for a, b in _operand_bits(cfg).values())
+        own += sum(_chunks(a) * _chunks(b) + 2 for a, b in _operand_bits(cfg).values()) - 2
     return rsqrt_latency(cfg) + own
 
 
@@ -181,13 +181,17 @@ class VectorScalars(wiring.Component):
             product = multiplier.product
             m.d.comb += [multiplier.a.eq(mul_a), multiplier.b.eq(mul_b)]
         else:
+            # operands and product registered: the multiplier has a register on both sides
+            operand_a = Signal.like(mul_a)
+            operand_b = Signal.like(mul_b)
             product = Signal(signed(mul_a_width + mul_b_width))
-            m.d.sync += product.eq(mul_a * mul_b)
+            m.d.sync += [operand_a.eq(mul_a), operand_b.eq(mul_b), product.eq(operand_a * operand_b)]
         operand_bits = _operand_bits(cfg)
         wait_states = []
 
         def multiply(state, a_value, b_value, next_state):
-            """In ``state``: start ``a*b``; ``product`` holds it in ``next_state``."""
+            """In ``state``: start ``a*b``.  Serial: ``product`` holds it in ``next_state``.
+            Parallel: ``product`` holds it two states later."""
             m.d.comb += [mul_a.eq(a_value), mul_b.eq(b_value)]
             if serial:
                 a_bits, b_bits = operand_bits[state]
@@ -243,8 +247,12 @@ class VectorScalars(wiring.Component):
             with m.State("NT"):
                 multiply("NT", n, t, "S1SQ")
             with m.State("S1SQ"):
-                multiply("S1SQ", s1, s1, "D")
+                multiply("S1SQ", s1, s1, "D" if serial else "LATCH_NT")
+                if serial:
+                    m.d.sync += n_times_t.eq(product)
+            with m.State("LATCH_NT"):
                 m.d.sync += n_times_t.eq(product)
+                m.next = "D"
             with m.State("D"):
                 if cfg.norm == "layernorm":
                     m.d.sync += d.eq(n_times_t - product)
@@ -267,8 +275,12 @@ class VectorScalars(wiring.Component):
             with m.State("NR"):
                 multiply("NR", n, r, "S1R")
             with m.State("S1R"):
-                multiply("S1R", mean_term, r, "AB")
+                multiply("S1R", mean_term, r, "AB" if serial else "LATCH_NR")
+                if serial:
+                    m.d.sync += n_times_r.eq(product)
+            with m.State("LATCH_NR"):
                 m.d.sync += n_times_r.eq(product)
+                m.next = "AB"
             with m.State("AB"):
                 m.d.sync += [
                     a.eq(Mux(zero, 0, a_next)),
