@@ -9,7 +9,7 @@ latency budget of the core.
 
 Datapath::
 
-    d (d_width) --LZC--> s (signed) ; M = d >> 2s | d << -2s   (mant_width = 2m bits)
+    d (d_width) --LZC--> s (signed) --reg--> M = d >> 2s | d << -2s   (mant_width = 2m bits)
     E = 2**(2m-2), p = 0, Q = 0
     repeat T+1 times:                    trial = 4Q + M            (e_width bits)
         if E >= trial:  E -= trial ; p = 2p + 1 ; Q = 2Q + M
@@ -36,8 +36,8 @@ __all__ = ["Rsqrt", "rsqrt_result_layout", "rsqrt_latency"]
 
 
 def rsqrt_latency(cfg: CoreConfig) -> int:
-    """Normalize in one cycle, then one cycle per result bit (T + 1), then the output."""
-    return cfg.rsqrt_bits + 2
+    """Find the leading one, shift, one cycle per result bit (T + 1), then the output."""
+    return cfg.rsqrt_bits + 3
 
 
 def rsqrt_result_layout(cfg: CoreConfig) -> data.StructLayout:
@@ -74,14 +74,16 @@ class Rsqrt(wiring.Component):
         msb_signed = Signal(signed(msb.shape().width + 1))
         shift = Signal(s_shape)                       # s = ceil((bitlen - 2m) / 2)
         m.d.comb += [msb_signed.eq(msb), shift.eq((msb_signed - (2 * mm - 1)) >> 1)]
+        # The shift happens one cycle after the leading-one search (two short paths, not one long).
+        d_reg = Signal(d_width)
+        s_reg = Signal(s_shape)
         wide = Signal(d_width + mant_width)
-        with m.If(shift >= 0):
-            m.d.comb += wide.eq(self.i.payload >> (shift.as_unsigned() << 1))
+        with m.If(s_reg >= 0):
+            m.d.comb += wide.eq(d_reg >> (s_reg.as_unsigned() << 1))
         with m.Else():
-            m.d.comb += wide.eq(self.i.payload << ((-shift).as_unsigned() << 1))
+            m.d.comb += wide.eq(d_reg << ((-s_reg).as_unsigned() << 1))
 
         mant = Signal(mant_width)
-        s_reg = Signal(s_shape)
         zero = Signal()
         rem = Signal(e_width)
         root = Signal(cfg.r_width)
@@ -95,16 +97,17 @@ class Rsqrt(wiring.Component):
             with m.State("IDLE"):
                 m.d.comb += self.i.ready.eq(1)
                 with m.If(self.i.valid):
-                    m.d.sync += [
-                        mant.eq(wide[:mant_width]),
-                        s_reg.eq(shift),
-                        zero.eq(msb == 0),
-                        rem.eq(1 << (2 * mm - 2)),
-                        root.eq(0),
-                        root_times_mant.eq(0),
-                        step.eq(T + 1),
-                    ]
-                    m.next = "RUN"
+                    m.d.sync += [d_reg.eq(self.i.payload), s_reg.eq(shift), zero.eq(msb == 0)]
+                    m.next = "SHIFT"
+            with m.State("SHIFT"):
+                m.d.sync += [
+                    mant.eq(wide[:mant_width]),
+                    rem.eq(1 << (2 * mm - 2)),
+                    root.eq(0),
+                    root_times_mant.eq(0),
+                    step.eq(T + 1),
+                ]
+                m.next = "RUN"
             with m.State("RUN"):
                 with m.If(rem >= trial):
                     m.d.sync += [

@@ -31,7 +31,7 @@ __all__ = ["VectorScalars", "SerialMultiplier", "scalars_latency", "vector_stats
 
 #: Cycles the scalar stage spends outside the rsqrt unit, from the input transfer to ``o.valid``,
 #: with the parallel multiplier (registered operands, registered product: two products in flight).
-OWN_CYCLES = 10
+OWN_CYCLES = 9
 
 #: Operand chunk width of the serial multiplier (an iCE40 SB_MAC16 is 16x16).
 CHUNK = 16
@@ -205,7 +205,6 @@ class VectorScalars(wiring.Component):
         n = Signal(n_width)
         s1 = Signal(signed(cfg.s1_width))
         mean_term = Signal(signed(cfg.s1_width))
-        t = Signal(t_width)
         n_times_t = Signal(cfg.d_width + 1)
         d = Signal(cfg.d_width)
         r = Signal(cfg.r_width)
@@ -235,17 +234,18 @@ class VectorScalars(wiring.Component):
                 m.d.comb += self.i.ready.eq(1)
                 with m.If(self.i.valid):
                     stats = self.i.payload
+                    n_in = Signal.like(n)
+                    t_in = Signal(t_width)
+                    m.d.comb += [n_in.eq(stats.beats * cfg.lanes),
+                                 t_in.eq(stats.s2 + cfg.eps_int * stats.beats * cfg.lanes)]
                     m.d.sync += [
-                        n.eq(stats.beats * cfg.lanes),
+                        n.eq(n_in),
                         s1.eq(stats.s1),
                         mean_term.eq(stats.s1 if cfg.norm == "layernorm" else 0),
-                        t.eq(stats.s2 + cfg.eps_int * stats.beats * cfg.lanes),
                         beats.eq(stats.beats),
                         overlong.eq(stats.overlong),
                     ]
-                    m.next = "NT"
-            with m.State("NT"):
-                multiply("NT", n, t, "S1SQ")
+                    multiply("NT", n_in, t_in, "S1SQ")      # N*t starts as the stats arrive
             with m.State("S1SQ"):
                 multiply("S1SQ", s1, s1, "D" if serial else "LATCH_NT")
                 if serial:
