@@ -7,7 +7,7 @@ Per lane (widths from :class:`~normgen.hw.config.CoreConfig`)::
 
 Pipeline, all stages stall together while the output register is full and not taken::
 
-    issue (buffer and gamma/beta read) -> S1 memory data -> S2 u -> S3 v [-> S4 w] -> o
+    issue (buffer and gamma/beta read) -> S1 memory data -> S1b register -> ElementDatapath
 
 Members
 -------
@@ -43,7 +43,8 @@ def datapath_latency(cfg: CoreConfig) -> int:
 
 
 def output_latency(cfg: CoreConfig) -> int:
-    """Issue, memory data, then the element datapath."""
+    """Issue (with the constants' transfer), memory data, memory data register, then the element
+    datapath."""
     return 2 + datapath_latency(cfg)
 
 
@@ -221,50 +222,70 @@ class OutputStage(wiring.Component):
 
         advance = Signal()                      # the whole pipeline moves on
 
-        # Issue: one beat per cycle of the current vector.
+        # Issue: one beat per cycle; the first beat of a vector issues in the cycle its
+        # constants arrive when nothing else is in progress.
         active = Signal()
         beat = Signal.like(self.coefs.payload.beats)
         cur = Signal.like(self.coefs.payload)
+        head = Signal.like(self.coefs.payload)
+        head_beat = Signal.like(beat)
         issue = Signal()
         issue_last = Signal()
+        with m.If(active):
+            m.d.comb += [head.eq(cur), head_beat.eq(beat)]
+        with m.Else():
+            m.d.comb += [head.eq(self.coefs.payload), head_beat.eq(0)]
         m.d.comb += [
-            issue.eq(active & advance),
-            issue_last.eq(cur.overlong | (beat + 1 == cur.beats)),
+            issue.eq(advance & (active | self.coefs.valid)),
+            issue_last.eq(head.overlong | (head_beat + 1 == head.beats)),
             self.coefs.ready.eq(advance & (~active | issue_last)),
             self.rd_addr.eq(self.rd_ptr[:ptr_bits]),
             self.rd_en.eq(advance),
         ]
         if cfg.affine:
-            m.d.comb += self.par_addr.eq(beat)
+            m.d.comb += self.par_addr.eq(head_beat)
         with m.If(issue):
-            m.d.sync += beat.eq(beat + 1)
-            with m.If(~cur.overlong):
+            with m.If(~head.overlong):
                 m.d.sync += self.rd_ptr.eq(self.rd_ptr + 1)
             with m.If(issue_last):
                 m.d.sync += active.eq(0)
-        with m.If(self.coefs.valid & self.coefs.ready):
+            with m.Else():
+                m.d.sync += [active.eq(1), beat.eq(head_beat + 1), cur.eq(head)]
+        with m.If(self.coefs.valid & self.coefs.ready & active):
+            # taken while the current vector issues its last beat: starts next cycle
             m.d.sync += [active.eq(1), beat.eq(0), cur.eq(self.coefs.payload)]
 
-        # S1: memory data out; the vector constants and flags ride along.
+        # S1: memory data out; S1b: memory data registered (block RAM outputs are slow).
+        # The vector constants and flags ride along.
         s1_valid, s1_last, s1_err = Signal(), Signal(), Signal()
         s1_a = Signal(cfg.a_width)
         s1_b = Signal(signed(cfg.b_width))
+        s1b_valid, s1b_last, s1b_err = Signal(), Signal(), Signal()
+        s1b_a = Signal(cfg.a_width)
+        s1b_b = Signal(signed(cfg.b_width))
+        s1b_x = Signal.like(self.rd_data)
         with m.If(advance):
-            m.d.sync += [s1_valid.eq(issue), s1_last.eq(issue_last), s1_err.eq(cur.overlong),
-                         s1_a.eq(cur.a), s1_b.eq(cur.b)]
+            m.d.sync += [s1_valid.eq(issue), s1_last.eq(issue_last), s1_err.eq(head.overlong),
+                         s1_a.eq(head.a), s1_b.eq(head.b),
+                         s1b_valid.eq(s1_valid), s1b_last.eq(s1_last), s1b_err.eq(s1_err),
+                         s1b_a.eq(s1_a), s1b_b.eq(s1_b), s1b_x.eq(self.rd_data)]
+        if cfg.affine:
+            s1b_par = Signal.like(self.par_data)
+            with m.If(advance):
+                m.d.sync += s1b_par.eq(self.par_data)
 
         m.submodules.datapath = datapath = ElementDatapath(cfg, shared_coefs=True)
         m.d.comb += [
             advance.eq(datapath.i.ready),
-            datapath.i.valid.eq(s1_valid),
-            datapath.i.payload.x.eq(self.rd_data),
-            datapath.i.payload.a.eq(s1_a),
-            datapath.i.payload.b.eq(s1_b),
-            datapath.i.payload.last.eq(s1_last),
-            datapath.i.payload.error.eq(s1_err),
+            datapath.i.valid.eq(s1b_valid),
+            datapath.i.payload.x.eq(s1b_x),
+            datapath.i.payload.a.eq(s1b_a),
+            datapath.i.payload.b.eq(s1b_b),
+            datapath.i.payload.last.eq(s1b_last),
+            datapath.i.payload.error.eq(s1b_err),
         ]
         if cfg.affine:
-            m.d.comb += datapath.i.payload.par.eq(self.par_data)
+            m.d.comb += datapath.i.payload.par.eq(s1b_par)
         wiring.connect(m, producer=datapath.o, consumer=wiring.flipped(self.o))
-        m.d.comb += self.busy.eq(active | s1_valid | datapath.busy)
+        m.d.comb += self.busy.eq(active | s1_valid | s1b_valid | datapath.busy)
         return m
