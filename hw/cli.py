@@ -28,7 +28,7 @@ import tempfile
 
 import numpy as np
 
-from normgen.hw.config import NORMS, ConfigError, CoreConfig
+from normgen.hw.config import NORMS, SCALAR_MULS, ConfigError, CoreConfig
 
 __all__ = ["main", "build_parser", "add_core_options", "core_config_from_args", "CliError"]
 
@@ -126,26 +126,50 @@ def write_atomically(path: str, write, *, binary: bool):
 def add_core_options(parser: argparse.ArgumentParser, *, norms=NORMS):
     """Add the options that describe one core (norm, sizes, formats, ε, γ/β) to ``parser``."""
     group = parser.add_argument_group("core configuration")
-    group.add_argument("--norm", choices=norms, default=DEFAULTS["norm"],
-                       help="normalization (default: %(default)s)")
-    group.add_argument("--features", type=int, default=DEFAULTS["features"], metavar="N_MAX",
-                       help="longest vector, N_max (default: %(default)s)")
+    group.add_argument("--norm", choices=norms, default=None,
+                       help=f"normalization (default: from --from-torch, else {DEFAULTS['norm']})")
+    group.add_argument("--features", type=int, default=None, metavar="N_MAX",
+                       help=f"longest vector N_max, or BatchNorm channels C (default: from --from-torch, "
+                            f"else {DEFAULTS['features']})")
     group.add_argument("--lanes", type=int, default=DEFAULTS["lanes"], metavar="P",
                        help="elements per stream beat; must divide N_max (default: %(default)s)")
     for name, help_ in (("in", "input"), ("out", "output"), ("param", "gamma/beta")):
         group.add_argument(f"--{name}-format", default=DEFAULTS[f"{name}_format"], metavar="sI.F",
                            help=f"{help_} fixed-point format: I integer bits with the sign, F fraction "
                                 f"bits (default: %(default)s)")
-    group.add_argument("--eps", type=float, default=DEFAULTS["eps"],
-                       help="epsilon added to the variance; rounded to the input-squared grid "
-                            "2**(-2F_in) (default: %(default)g)")
+    group.add_argument("--eps", type=float, default=None,
+                       help=f"epsilon added to the variance; LayerNorm/RMSNorm round it to the "
+                            f"input-squared grid 2**(-2F_in) (default: from --from-torch, else {DEFAULTS['eps']:g})")
     group.add_argument("--gamma", metavar="GAMMA.npy",
                        help="N_max scale factors, quantized to the param format (default: all 1)")
     group.add_argument("--beta", metavar="BETA.npy",
                        help="N_max offsets, quantized to the param format (default: all 0)")
     group.add_argument("--no-affine", dest="affine", action="store_false",
                        help="no gamma/beta stage: the output is the normalized value itself")
+    group.add_argument("--mean", metavar="MEAN.npy", help="BatchNorm: C running means")
+    group.add_argument("--var", metavar="VAR.npy", help="BatchNorm: C running variances")
+    group.add_argument("--from-torch", metavar="FILE",
+                       help="take norm, size, eps and parameters from a saved nn.LayerNorm / nn.RMSNorm / "
+                            "nn.BatchNorm1d (.pt/.pth, needs torch) or an .npz of its state dict")
+    group.add_argument("--scalar-mul", choices=SCALAR_MULS, default=DEFAULTS["scalar_mul"],
+                       help="per-vector multiplier: parallel (fast) or serial (few DSP blocks) "
+                            "(default: %(default)s)")
     return group
+
+
+def _layer_from_torch(path):
+    from normgen.hw.torch_import import ImportError_, load_layer
+    try:
+        return load_layer(path)
+    except ImportError_ as exc:
+        raise CliError(f"--from-torch: {exc}") from None
+
+
+def _pick(option: str, given, imported, default):
+    """An explicit option, else the imported value, else the default; a conflict is an error."""
+    if given is not None and imported is not None and given != imported:
+        raise CliError(f"--{option} {given} contradicts the imported layer's {imported}")
+    return given if given is not None else imported if imported is not None else default
 
 
 def core_config_from_args(args: argparse.Namespace) -> CoreConfig:
@@ -155,23 +179,38 @@ def core_config_from_args(args: argparse.Namespace) -> CoreConfig:
     configurations."""
     if not args.affine and (args.gamma or args.beta):
         raise CliError("--gamma/--beta cannot be used with --no-affine")
-    try:                                 # the sizes and formats first, so γ/β errors make sense
-        cfg = CoreConfig(norm=args.norm, features=args.features, lanes=args.lanes,
-                         in_format=args.in_format, out_format=args.out_format,
-                         param_format=args.param_format, eps=args.eps, affine=args.affine)
-    except OverflowError:                # ε·2**(2F_in) beyond the float range
-        raise CliError(f"--eps {args.eps!r} is too large for in_format {args.in_format}") from None
-    params = {}
-    for name in ("gamma", "beta"):
-        path = getattr(args, name)
+    layer = _layer_from_torch(args.from_torch) if getattr(args, "from_torch", None) else None
+    norm = _pick("norm", args.norm, layer and layer.norm, DEFAULTS["norm"])
+    features = _pick("features", args.features, layer and layer.features, DEFAULTS["features"])
+    eps = _pick("eps", args.eps, layer and layer.eps, DEFAULTS["eps"])
+    affine = args.affine and (layer is None or layer.affine)
+    batchnorm = norm == "batchnorm"
+    if not batchnorm and (args.mean or args.var):
+        raise CliError("--mean/--var are BatchNorm parameters (--norm batchnorm)")
+    params = dict(layer.arrays) if layer is not None else {}
+    if not affine:
+        params.pop("gamma", None)
+        params.pop("beta", None)
+    for name in ("gamma", "beta", "mean", "var"):
+        path = getattr(args, name, None)
         if path is None:
             continue
         values = load_array(path, f"--{name}")
-        if values.ndim != 1 or values.shape[0] != args.features:
-            raise CliError(f"--{name} file {path!r} must hold a 1-D array of N_max = {args.features} "
-                           f"values, not shape {values.shape}")
+        if values.ndim != 1 or values.shape[0] != features:
+            raise CliError(f"--{name} file {path!r} must hold a 1-D array of {features} "
+                           f"values (features), not shape {values.shape}")
         params[name] = values
-    return cfg.with_params(**params) if params else cfg
+    common = dict(norm=norm, features=features, lanes=args.lanes, in_format=args.in_format,
+                  out_format=args.out_format, param_format=args.param_format, eps=eps, affine=affine,
+                  scalar_mul=getattr(args, "scalar_mul", DEFAULTS["scalar_mul"]))
+    try:
+        if batchnorm:
+            return CoreConfig(**common, **params)
+        # the sizes and formats first, so that γ/β errors make sense
+        cfg = CoreConfig(**common)
+        return cfg.with_params(**params) if params else cfg
+    except OverflowError:                # ε·2**(2F_in) beyond the float range
+        raise CliError(f"--eps {eps!r} is too large for in_format {args.in_format}") from None
 
 
 # ---- subcommands ------------------------------------------------------------------------------
@@ -194,7 +233,10 @@ def _run_model(args) -> int:
     x_int, saturated = cfg.in_format.quantize(x)
     fmt = cfg.in_format
     _note(f"{cfg.describe()}")
-    _note(f"effective eps = {cfg.eps_effective!r} (e = {cfg.eps_int} steps of 2**-{2 * fmt.frac_bits})")
+    if cfg.is_batchnorm:
+        _note(f"eps = {cfg.eps!r} (exact: folded with the running statistics)")
+    else:
+        _note(f"effective eps = {cfg.eps_effective!r} (e = {cfg.eps_int} steps of 2**-{2 * fmt.frac_bits})")
     _note(f"input: {vectors} vector(s) of {n} values quantized to {fmt}; {saturated} value(s) saturated "
           f"to [{fmt.min_int * fmt.lsb}, {fmt.max_int * fmt.lsb}]")
     y = cfg.out_format.to_float(golden.normalize(cfg, x_int))
@@ -242,7 +284,7 @@ def _run_verilog(args) -> int:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog=PROG,
-        description="Generator of fixed-point LayerNorm / RMSNorm hardware and its bit-exact model.")
+        description="Generator of fixed-point LayerNorm / RMSNorm / BatchNorm hardware and its bit-exact model.")
     parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
