@@ -44,7 +44,7 @@ def _pack_coefs(cfg: CoreConfig) -> list[int]:
 
 class BatchNormCore(wiring.Component):
     def __init__(self, cfg: CoreConfig):
-        if not isinstance(cfg, CoreConfig) or not cfg.is_batchnorm:
+        if not isinstance(cfg, CoreConfig) or not cfg.is_bn_inference:
             raise TypeError(f"cfg must be a batchnorm CoreConfig, not {cfg!r}")
         self._cfg = cfg
         lanes = cfg.lanes

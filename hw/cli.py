@@ -233,7 +233,7 @@ def _run_model(args) -> int:
     x_int, saturated = cfg.in_format.quantize(x)
     fmt = cfg.in_format
     _note(f"{cfg.describe()}")
-    if cfg.is_batchnorm:
+    if cfg.is_bn_inference:
         _note(f"eps = {cfg.eps!r} (exact: folded with the running statistics)")
     else:
         _note(f"effective eps = {cfg.eps_effective!r} (e = {cfg.eps_int} steps of 2**-{2 * fmt.frac_bits})")

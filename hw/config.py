@@ -172,7 +172,10 @@ class CoreConfig:
     affine : whether the γ/β stage exists
     gamma, beta : ``features`` floats (default 1 and 0), quantized to ``param_format``
     scalar_mul : ``"parallel"`` (default) or ``"serial"``, see :data:`SCALAR_MULS`
-    mean, var : BatchNorm only: the ``features`` running means and variances (floats)
+    mean, var : BatchNorm inference only: the ``features`` running means and variances (floats)
+    max_batch : BatchNorm with batch statistics (training forward): the largest batch M_max
+        (2..4096); ``features`` is then the channel count C.  Without it, BatchNorm is inference.
+    momentum : BatchNorm with batch statistics: the running-statistics momentum (PyTorch's 0.1)
 
     BatchNorm (inference) has no statistics stage: ``y = gamma*(x - mean)/sqrt(var + eps) + beta``
     is folded, exactly in rationals from the float parameters, into one scale ``A`` and shift ``B``
@@ -198,6 +201,8 @@ class CoreConfig:
     scalar_mul: str = "parallel"
     mean: np.ndarray | None = field(default=None, repr=False)
     var: np.ndarray | None = field(default=None, repr=False)
+    max_batch: int | None = None
+    momentum: float = 0.1
 
     MAX_FEATURES = 65536
 
@@ -219,6 +224,16 @@ class CoreConfig:
                               f"not {self.lanes}")
         for name in ("in_format", "out_format", "param_format"):
             set_(name, FixedFormat.parse(getattr(self, name), param=name))
+        if self.max_batch is not None:
+            if self.norm != "batchnorm":
+                raise ConfigError(f"max_batch is a BatchNorm (batch statistics) parameter; norm is {self.norm}")
+            if (not isinstance(self.max_batch, (int, np.integer)) or isinstance(self.max_batch, bool)
+                    or not 2 <= self.max_batch <= 4096):
+                raise ConfigError(f"max_batch (M_max) must be an integer in 2..4096, not {self.max_batch!r}")
+            object.__setattr__(self, "max_batch", int(self.max_batch))
+            momentum = self.momentum
+            if isinstance(momentum, bool) or not isinstance(momentum, (int, float)) or not 0 <= momentum <= 1:
+                raise ConfigError(f"momentum must be a number in [0, 1], not {momentum!r}")
         if not isinstance(self.affine, (bool, np.bool_)):
             raise ConfigError(f"affine must be True or False, not {self.affine!r}")
         set_("affine", bool(self.affine))
@@ -235,7 +250,7 @@ class CoreConfig:
                               f"not {self.eps!r}")
         set_("eps", eps)
         e = round(eps * 2 ** (2 * self.in_format.frac_bits))  # Python round: half to even
-        if self.is_batchnorm:
+        if self.is_bn_inference:
             e = 0                                  # ε enters the exact folding, not the statistics
         elif eps > 0 and e == 0:
             raise ConfigError(
@@ -244,12 +259,14 @@ class CoreConfig:
                 f"use eps >= {2.0 ** (-2 * self.in_format.frac_bits - 1):.3g}, eps = 0, or more input fraction bits")
         set_("eps_int", int(e))
 
-        if self.is_batchnorm:
+        if self.is_bn_inference:
             self._load_batchnorm()
         else:
             for name in ("mean", "var"):
                 if getattr(self, name) is not None:
-                    raise ConfigError(f"{name} is a BatchNorm parameter; norm is {self.norm}")
+                    raise ConfigError(f"{name} is a BatchNorm inference parameter (running statistics); "
+                                      + ("with max_batch the core uses batch statistics"
+                                         if self.is_bn_batch else f"norm is {self.norm}"))
             set_("gamma_int", self._load_param("gamma", self.gamma, 1.0))
             set_("beta_int", self._load_param("beta", self.beta, 0.0))
         self._derive_widths()
@@ -314,7 +331,9 @@ class CoreConfig:
     # ---- derived widths ---------------------------------------------------------------------
     def _derive_widths(self):
         set_ = lambda name, value: object.__setattr__(self, name, value)  # noqa: E731
-        n_max, w_in = self.features, self.in_format.width
+        # the reduction length: the vector (LayerNorm/RMSNorm) or the batch (BatchNorm statistics)
+        n_max = self.max_batch if self.is_bn_batch else self.features
+        w_in = self.in_format.width
         x_mag = 1 << (w_in - 1)
         e = self.eps_int
 
@@ -342,7 +361,7 @@ class CoreConfig:
         set_("shift_min", -(m - 1))
         set_("shift_max", max(0, -(-(self.d_width - 2 * m) // 2)))
 
-        if self.is_batchnorm:
+        if self.is_bn_inference:
             self._derive_batchnorm_widths()
             return self._check_limits()
         # A <= N/sqrt(D) * 2**FA * (1 + 2**-need) + 1/2, with N/sqrt(D) <= 1/sqrt(e) (e >= 1)
@@ -414,19 +433,35 @@ class CoreConfig:
 
     # ---- conveniences -----------------------------------------------------------------------
     @property
-    def is_batchnorm(self) -> bool:
-        return self.norm == "batchnorm"
+    def is_bn_inference(self) -> bool:
+        """BatchNorm with running statistics, folded into per-channel scale and shift."""
+        return self.norm == "batchnorm" and self.max_batch is None
+
+    @property
+    def is_bn_batch(self) -> bool:
+        """BatchNorm with the statistics of each batch (training forward)."""
+        return self.norm == "batchnorm" and self.max_batch is not None
+
+    @property
+    def subtracts_mean(self) -> bool:
+        """Whether the numerator is ``N*x - S1`` (LayerNorm, BatchNorm) rather than ``N*x``."""
+        return self.norm != "rmsnorm"
+
+    @property
+    def reduction_max(self) -> int:
+        """N_max for LayerNorm/RMSNorm, M_max for BatchNorm with batch statistics."""
+        return self.max_batch if self.is_bn_batch else self.features
 
     @property
     def affine_stage(self) -> bool:
         """Whether the per-element datapath has the γ/β multiply-add stage (BatchNorm folds γ/β
         into its per-channel constants instead)."""
-        return self.affine and not self.is_batchnorm
+        return self.affine and not self.is_bn_inference
 
     @property
     def a_signed(self) -> bool:
         """Whether the per-element scale A can be negative (BatchNorm: γ < 0)."""
-        return self.is_batchnorm
+        return self.is_bn_inference
 
     @property
     def eps_effective(self) -> float:
@@ -452,12 +487,13 @@ class CoreConfig:
     def with_params(self, gamma=None, beta=None) -> "CoreConfig":
         """A copy with other γ/β values (the same hardware: only memory contents differ).  For
         BatchNorm use :func:`normgen.hw.fold.fold_batchnorm` to load new parameters."""
-        if self.is_batchnorm:
+        if self.is_bn_inference:
             raise ConfigError("BatchNorm cores take new parameters through fold_batchnorm")
         return CoreConfig(norm=self.norm, features=self.features, lanes=self.lanes,
                           in_format=self.in_format, out_format=self.out_format,
                           param_format=self.param_format, eps=self.eps, affine=self.affine,
-                          gamma=gamma, beta=beta, scalar_mul=self.scalar_mul)
+                          gamma=gamma, beta=beta, scalar_mul=self.scalar_mul,
+                          max_batch=self.max_batch, momentum=self.momentum)
 
     def widths(self) -> dict:
         """Every derived width, for reports and Verilog headers."""
@@ -467,7 +503,13 @@ class CoreConfig:
         return {name: getattr(self, name) for name in names}
 
     def describe(self) -> str:
-        if self.is_batchnorm:
+        if self.is_bn_batch:
+            return (f"batchnorm (batch statistics) C={self.features} M_max={self.max_batch} P={self.lanes} "
+                    f"in={self.in_format} out={self.out_format} "
+                    + (f"param={self.param_format} " if self.affine else "no-affine ")
+                    + f"eps={self.eps:g} (effective {self.eps_effective:.6g}, e={self.eps_int}) "
+                    f"momentum={self.momentum:g}")
+        if self.is_bn_inference:
             return (f"batchnorm (inference) C={self.features} P={self.lanes} in={self.in_format} "
                     f"out={self.out_format} {'affine' if self.affine else 'no-affine'} eps={self.eps:g} "
                     f"scale A: {self.a_width} bits, shift B: {self.b_width} bits")

@@ -43,7 +43,7 @@ def _chunks(bits: int) -> int:
 
 def _operand_bits(cfg: CoreConfig) -> dict:
     """Magnitude bits of the four products' operands: N*t, S1*S1, N*R, S1*R."""
-    t_bits = max(cfg.s2_width, (cfg.eps_int * cfg.features).bit_length()) + 1
+    t_bits = max(cfg.s2_width, (cfg.eps_int * cfg.reduction_max).bit_length()) + 1
     return {"NT": (cfg.count_width, t_bits), "S1SQ": (cfg.s1_width, cfg.s1_width),
             "NR": (cfg.count_width, cfg.r_width), "S1R": (cfg.s1_width, cfg.r_width)}
 
@@ -121,7 +121,13 @@ class SerialMultiplier(wiring.Component):
 
 
 def beats_shape(cfg: CoreConfig):
-    return unsigned(cfg.beats_max.bit_length())
+    """The count field: beats of a vector, or samples of a batch (BatchNorm statistics)."""
+    return unsigned((cfg.max_batch if cfg.is_bn_batch else cfg.beats_max).bit_length())
+
+
+def count_multiplier(cfg: CoreConfig) -> int:
+    """N = count * this: lanes for a vector's beats, 1 for a batch's samples."""
+    return 1 if cfg.is_bn_batch else cfg.lanes
 
 
 def vector_stats_layout(cfg: CoreConfig) -> data.StructLayout:
@@ -170,7 +176,7 @@ class VectorScalars(wiring.Component):
         m.submodules.rsqrt = rsqrt = Rsqrt(cfg)
 
         n_width = cfg.count_width
-        t_width = max(cfg.s2_width, (cfg.eps_int * cfg.features).bit_length()) + 1
+        t_width = max(cfg.s2_width, (cfg.eps_int * cfg.reduction_max).bit_length()) + 1
         mul_a_width = max(n_width, cfg.s1_width) + 1                   # N or S1
         mul_b_width = max(t_width, cfg.s1_width, cfg.r_width) + 1      # t, S1 or R
         mul_a = Signal(signed(mul_a_width))
@@ -236,12 +242,13 @@ class VectorScalars(wiring.Component):
                     stats = self.i.payload
                     n_in = Signal.like(n)
                     t_in = Signal(t_width)
-                    m.d.comb += [n_in.eq(stats.beats * cfg.lanes),
-                                 t_in.eq(stats.s2 + cfg.eps_int * stats.beats * cfg.lanes)]
+                    per_count = count_multiplier(cfg)
+                    m.d.comb += [n_in.eq(stats.beats * per_count),
+                                 t_in.eq(stats.s2 + cfg.eps_int * stats.beats * per_count)]
                     m.d.sync += [
                         n.eq(n_in),
                         s1.eq(stats.s1),
-                        mean_term.eq(stats.s1 if cfg.norm == "layernorm" else 0),
+                        mean_term.eq(stats.s1 if cfg.subtracts_mean else 0),
                         beats.eq(stats.beats),
                         overlong.eq(stats.overlong),
                     ]
@@ -254,7 +261,7 @@ class VectorScalars(wiring.Component):
                 m.d.sync += n_times_t.eq(product)
                 m.next = "D"
             with m.State("D"):
-                if cfg.norm == "layernorm":
+                if cfg.subtracts_mean:
                     m.d.sync += d.eq(n_times_t - product)
                 else:
                     m.d.sync += d.eq(n_times_t)

@@ -31,7 +31,7 @@ def core_latency(cfg: CoreConfig) -> int:
     """Cycles from the transfer of a vector's last input beat to ``m_axis_tvalid`` of its first
     output beat, when the core was idle and the output is not stalled.  (BatchNorm inference:
     from each input beat to its output beat.)"""
-    if cfg.is_batchnorm:
+    if cfg.is_bn_inference:
         from .batchnorm import batchnorm_latency
         return batchnorm_latency(cfg)
     fifo_latency = 1                     # SyncFIFO: first word readable the cycle after the write
@@ -58,7 +58,7 @@ class NormCore(wiring.Component):
     """LayerNorm / RMSNorm core for one :class:`~normgen.hw.config.CoreConfig`."""
 
     def __init__(self, cfg: CoreConfig):
-        if not isinstance(cfg, CoreConfig) or cfg.is_batchnorm:
+        if not isinstance(cfg, CoreConfig) or cfg.is_bn_inference:
             raise TypeError(f"cfg must be a layernorm or rmsnorm CoreConfig, not {cfg!r}")
         self._cfg = cfg
         lanes = cfg.lanes
@@ -165,7 +165,7 @@ class NormCore(wiring.Component):
 def build_core(cfg: CoreConfig) -> wiring.Component:
     """The core component for a configuration: :class:`NormCore` or
     :class:`~normgen.hw.batchnorm.BatchNormCore`."""
-    if isinstance(cfg, CoreConfig) and cfg.is_batchnorm:
+    if isinstance(cfg, CoreConfig) and cfg.is_bn_inference:
         from .batchnorm import BatchNormCore
         return BatchNormCore(cfg)
     return NormCore(cfg)
@@ -179,7 +179,7 @@ def verilog_header(cfg: CoreConfig, module_name: str) -> str:
         f"({cfg.out_format.width} bits)" + (f", param {cfg.param_format} ({cfg.param_format.width} bits)"
                                             if cfg.affine_stage else ", no affine stage"),
     ]
-    if cfg.is_batchnorm:
+    if cfg.is_bn_inference:
         lines += [
             f"eps: {cfg.eps!r} (exact, folded on the host with the running statistics)",
             f"lanes: {cfg.lanes}; one sample = one packet of up to {cfg.features} channels",

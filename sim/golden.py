@@ -34,7 +34,7 @@ def statistics(cfg: CoreConfig, x) -> tuple[int, int, int]:
 def denominator(cfg: CoreConfig, n: int, s1: int, s2: int) -> tuple[int, int]:
     """``(D, S1')``: the radicand and the mean term of the numerator."""
     e = cfg.eps_int
-    if cfg.norm == "layernorm":
+    if cfg.subtracts_mean:
         return n * s2 - s1 * s1 + e * n * n, s1
     return n * s2 + e * n * n, 0
 
@@ -82,8 +82,10 @@ def normalize(cfg: CoreConfig, x) -> np.ndarray:
         raise ValueError(f"vector length N = {n} must be in 1..{cfg.features} (features)")
     if np.any(x < cfg.in_format.min_int) or np.any(x > cfg.in_format.max_int):
         raise ValueError(f"input integers outside {cfg.in_format}")
-    if cfg.is_batchnorm:      # per-channel constants, no statistics
+    if cfg.is_bn_inference:      # per-channel constants, no statistics
         return elementwise(cfg, x, cfg.scale_int[:n], cfg.shift_int[:n], None, None)
+    if cfg.is_bn_batch:
+        raise ValueError("a batch-statistics BatchNorm core normalizes batches: use normalize_batch")
     ab = np.array([scalars(cfg, *statistics(cfg, row)) for row in x], dtype=np.int64)
     ab = ab.reshape(vectors, 2)
     gamma, beta = cfg.gamma_beta_int()
@@ -93,3 +95,45 @@ def normalize(cfg: CoreConfig, x) -> np.ndarray:
 def normalize_vectors(cfg: CoreConfig, vectors) -> list[np.ndarray]:
     """Like :func:`normalize` for a list of 1-D vectors of any lengths."""
     return [normalize(cfg, np.asarray(v, dtype=np.int64)[None, :])[0] for v in vectors]
+
+
+def normalize_batch(cfg: CoreConfig, batch) -> np.ndarray:
+    """BatchNorm with batch statistics: output integers for one batch of shape ``(M, C)``.
+
+    Per channel it is LayerNorm over the M samples: exact ``S1``, ``S2`` of the column, the
+    same scalar stage and the same element datapath, with that channel's γ and β."""
+    batch = np.asarray(batch, dtype=np.int64)
+    if batch.ndim != 2:
+        raise ValueError(f"expected a 2-D batch (M, C), not shape {batch.shape}")
+    samples, channels = batch.shape
+    if not 1 <= samples <= cfg.max_batch:
+        raise ValueError(f"batch size M = {samples} must be in 1..{cfg.max_batch} (max_batch)")
+    if channels != cfg.features:
+        raise ValueError(f"samples must have C = {cfg.features} channels, not {channels}")
+    gamma, beta = cfg.gamma_beta_int()
+    out = np.empty_like(batch)
+    for c in range(channels):
+        column = batch[:, c]
+        a, b = scalars(cfg, samples, int(column.sum()), int((column * column).sum()))
+        out[:, c] = elementwise(cfg, column, a, b, gamma[c], beta[c])
+    return out
+
+
+def running_statistics(cfg: CoreConfig, batch, running_mean, running_var):
+    """PyTorch's update of the running statistics after one batch, from the batch's exact sums
+    (float64): ``mean <- (1-m)*mean + m*mu``, ``var <- (1-m)*var + m*var_unbiased``.
+
+    Raises ValueError for M = 1, where the unbiased variance is undefined (PyTorch refuses such
+    a batch in training mode too)."""
+    batch = np.asarray(batch, dtype=np.int64)
+    samples = batch.shape[0]
+    if samples < 2:
+        raise ValueError("a batch of one sample has no unbiased variance: M must be >= 2 to update "
+                         "the running statistics")
+    scale = 2.0 ** -cfg.in_format.frac_bits
+    s1 = batch.sum(axis=0).astype(np.float64)
+    s2 = (batch * batch).sum(axis=0).astype(np.float64)
+    mean = s1 / samples * scale
+    var_unbiased = (samples * s2 - s1 * s1) / (samples * (samples - 1)) * scale * scale
+    m = cfg.momentum
+    return (1 - m) * np.asarray(running_mean) + m * mean, (1 - m) * np.asarray(running_var) + m * var_unbiased

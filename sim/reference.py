@@ -102,20 +102,24 @@ class AccuracyReport:
         self.first_failure = self.first_failure or other.first_failure
 
 
-def check_vector(cfg: CoreConfig, x, y) -> AccuracyReport:
-    """Classify the outputs ``y`` of one input vector ``x`` (integers) against the exact result."""
+def check_vector(cfg: CoreConfig, x, y, *, gamma=None, beta=None) -> AccuracyReport:
+    """Classify the outputs ``y`` of one input vector ``x`` (integers) against the exact result.
+
+    ``gamma``/``beta`` (integers, per element) replace the configuration's: a batch-statistics
+    BatchNorm channel is one such vector, with its channel's γ/β for every element."""
     x = [int(v) for v in np.asarray(x).ravel()]
     y = [int(v) for v in np.asarray(y).ravel()]
     n = len(x)
-    if cfg.is_batchnorm:
+    if cfg.is_bn_inference:
         return _check_batchnorm(cfg, x, y)
     s1, s2 = sum(x), sum(v * v for v in x)
     e = cfg.eps_int
-    if cfg.norm == "layernorm":
+    if cfg.subtracts_mean:
         d, mean_term = n * s2 - s1 * s1 + e * n * n, s1
     else:
         d, mean_term = n * s2 + e * n * n, 0
-    gamma, beta = cfg.gamma_beta_int()
+    if gamma is None:
+        gamma, beta = cfg.gamma_beta_int()
     report = AccuracyReport(elements=n)
     for i, (xi, yi) in enumerate(zip(x, y)):
         bounds = exact_bounds(cfg, n * xi - mean_term, d, int(gamma[i]), int(beta[i]))
@@ -139,4 +143,15 @@ def _check_batchnorm(cfg: CoreConfig, x, y) -> AccuracyReport:
                 report.first_failure = (f"channel {channel}: x={xi} y={yi} exact in [{bounds.lo}, {bounds.hi}]")
         elif yi != bounds.rne:
             report.not_rounded += 1
+    return report
+
+
+def check_batch(cfg: CoreConfig, batch, y) -> AccuracyReport:
+    """Classify the outputs of one batch (batch-statistics BatchNorm), channel by channel."""
+    batch, y = np.asarray(batch), np.asarray(y)
+    gamma, beta = cfg.gamma_beta_int()
+    report = AccuracyReport()
+    for c in range(batch.shape[1]):
+        m = batch.shape[0]
+        report.add(check_vector(cfg, batch[:, c], y[:, c], gamma=np.full(m, gamma[c]), beta=np.full(m, beta[c])))
     return report
