@@ -34,7 +34,9 @@ __all__ = ["OutputStage", "ElementDatapath", "output_latency", "datapath_latency
 
 
 def output_layout(cfg: CoreConfig) -> data.StructLayout:
-    return data.StructLayout({"data": unsigned(cfg.lanes * cfg.out_format.width), "last": 1, "error": 1})
+    """``end`` marks the last beat of a batch (batch-statistics BatchNorm; 0 elsewhere)."""
+    return data.StructLayout({"data": unsigned(cfg.lanes * cfg.out_format.width), "last": 1, "error": 1,
+                              "end": 1})
 
 
 def datapath_latency(cfg: CoreConfig) -> int:
@@ -104,11 +106,11 @@ class ElementDatapath(wiring.Component):
         def stage(name, shape, count=lanes):
             return [Signal(shape, name=f"{name}{k}") for k in range(count)]
 
-        flags = [self.i.valid, self.i.payload.last, self.i.payload.error]
+        flags = [self.i.valid, self.i.payload.last, self.i.payload.error, self.i.payload.end]
         stage_valids = []
 
         def next_flags(name):
-            regs = [Signal(name=f"{name}_{what}") for what in ("valid", "last", "error")]
+            regs = [Signal(name=f"{name}_{what}") for what in ("valid", "last", "error", "end")]
             m.d.sync += [r.eq(f) for r, f in zip(regs, flags)]
             stage_valids.append(regs[0])
             return regs
@@ -154,13 +156,14 @@ class ElementDatapath(wiring.Component):
                 flags = next_flags("s4")
             # output register: saturate
             lo, hi = cfg.out_format.min_int, cfg.out_format.max_int
-            valid, last, error = flags
+            valid, last, error, end = flags
             ys = [Mux(error, 0, Mux(r < lo, lo, Mux(r > hi, hi, r)))[:w_out] for r in rounded]
             m.d.sync += [
                 self.o.valid.eq(valid),
                 self.o.payload.data.eq(Cat(*ys)),
                 self.o.payload.last.eq(last),
                 self.o.payload.error.eq(error),
+                self.o.payload.end.eq(end),
             ]
         m.d.comb += self.busy.eq(Cat(*stage_valids, self.o.valid).any())
         return m
@@ -180,6 +183,7 @@ def element_layout(cfg: CoreConfig, shared_coefs: bool) -> data.StructLayout:
         "b": unsigned(coef_lanes * b_shape.width),
         "last": 1,
         "error": 1,
+        "end": 1,
     }
     if cfg.affine_stage:
         fields["par"] = unsigned(cfg.lanes * 2 * cfg.param_format.width)

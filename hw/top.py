@@ -34,6 +34,9 @@ def core_latency(cfg: CoreConfig) -> int:
     if cfg.is_bn_inference:
         from .batchnorm import batchnorm_latency
         return batchnorm_latency(cfg)
+    if cfg.is_bn_batch:
+        from .batchstats import batch_stats_latency
+        return batch_stats_latency(cfg)
     fifo_latency = 1                     # SyncFIFO: first word readable the cycle after the write
     return Ingest.LATENCY + fifo_latency + scalars_latency(cfg) + output_latency(cfg)
 
@@ -58,7 +61,7 @@ class NormCore(wiring.Component):
     """LayerNorm / RMSNorm core for one :class:`~normgen.hw.config.CoreConfig`."""
 
     def __init__(self, cfg: CoreConfig):
-        if not isinstance(cfg, CoreConfig) or cfg.is_bn_inference:
+        if not isinstance(cfg, CoreConfig) or cfg.norm == "batchnorm":
             raise TypeError(f"cfg must be a layernorm or rmsnorm CoreConfig, not {cfg!r}")
         self._cfg = cfg
         lanes = cfg.lanes
@@ -168,6 +171,9 @@ def build_core(cfg: CoreConfig) -> wiring.Component:
     if isinstance(cfg, CoreConfig) and cfg.is_bn_inference:
         from .batchnorm import BatchNormCore
         return BatchNormCore(cfg)
+    if isinstance(cfg, CoreConfig) and cfg.is_bn_batch:
+        from .batchstats import BatchStatsCore
+        return BatchStatsCore(cfg)
     return NormCore(cfg)
 
 
@@ -186,6 +192,13 @@ def verilog_header(cfg: CoreConfig, module_name: str) -> str:
             f"per-channel scale A: signed {cfg.a_width} bits (2**-{cfg.a_frac - cfg.in_format.frac_bits} units), "
             f"shift B: signed {cfg.b_width} bits (2**-{cfg.a_frac} units)",
             f"latency: {core_latency(cfg)} cycles from an input beat to its output beat",
+        ]
+    elif cfg.is_bn_batch:
+        lines += [
+            f"effective eps: {cfg.eps_effective!r} (e = {cfg.eps_int} on the 2**-{2 * cfg.in_format.frac_bits} grid)",
+            f"lanes: {cfg.lanes}; one sample = one packet of {cfg.features} channels; a batch of 1..{cfg.max_batch} "
+            f"samples ends with s_axis_tuser = 1",
+            f"latency: {core_latency(cfg)} cycles from the batch's last input beat to its first output beat",
         ]
     else:
         lines += [

@@ -12,7 +12,7 @@ from amaranth.sim import Simulator
 
 from normgen.hw.config import CoreConfig
 from normgen.hw.fold import fold_batchnorm
-from normgen.hw.top import build_core
+from normgen.hw.top import build_core, core_latency
 from normgen.sim import golden
 
 __all__ = ["pack_lanes", "unpack_lanes", "Packet", "ParamWrite", "Reset", "CoreRun", "run_core",
@@ -50,7 +50,7 @@ class ParamWrite:
 
     def words(self, cfg: CoreConfig) -> tuple[np.ndarray, np.ndarray]:
         """The two per-element integer arrays the port carries."""
-        if cfg.is_batchnorm:
+        if cfg.is_bn_inference:
             return fold_batchnorm(cfg, self.gamma, self.beta, self.mean, self.var)
         return cfg.param_format.quantize(self.gamma)[0], cfg.param_format.quantize(self.beta)[0]
 
@@ -76,18 +76,18 @@ def expected_outputs(cfg: CoreConfig, items) -> list:
     nothing for a packet cut by a reset."""
     out = []
     current = cfg
-    coefs = (cfg.scale_int, cfg.shift_int) if cfg.is_batchnorm else None
+    coefs = (cfg.scale_int, cfg.shift_int) if cfg.is_bn_inference else None
     cut = False
 
     def model(x):
-        if cfg.is_batchnorm:
+        if cfg.is_bn_inference:
             n = len(x)
             return golden.elementwise(cfg, np.asarray(x), coefs[0][:n], coefs[1][:n], None, None)
         return golden.normalize(current, np.asarray(x)[None, :])[0]
 
     for item in items:
         if isinstance(item, ParamWrite):
-            if cfg.is_batchnorm:
+            if cfg.is_bn_inference:
                 coefs = item.words(cfg)
             else:
                 current = current.with_params(item.gamma, item.beta)
@@ -97,7 +97,7 @@ def expected_outputs(cfg: CoreConfig, items) -> list:
             cut = False
         elif len(item.x) > cfg.features:
             error_beat = np.zeros(cfg.lanes, np.int64)
-            if cfg.is_batchnorm:    # streams its first C outputs, then the error beat
+            if cfg.is_bn_inference:    # streams its first C outputs, then the error beat
                 out.append((np.concatenate([model(item.x[:cfg.features]), error_beat]), 1))
             else:                   # rejected whole
                 out.append((error_beat, 1))
@@ -137,7 +137,7 @@ def run_core(cfg: CoreConfig, items, *, idle=0.0, stall=0.0, seed=0, max_cycles=
                 continue
             if isinstance(item, ParamWrite):
                 first, second = item.words(cfg)
-                if cfg.is_batchnorm:
+                if cfg.is_bn_inference:
                     ports = (dut.param_scale, cfg.a_width), (dut.param_shift, cfg.b_width)
                 else:
                     ports = (dut.param_gamma, w_p), (dut.param_beta, w_p)
@@ -206,9 +206,100 @@ def run_core(cfg: CoreConfig, items, *, idle=0.0, stall=0.0, seed=0, max_cycles=
     sim.run()
     # latency of packet j = cycle its first output beat was valid - cycle its last input beat was
     # taken (BatchNorm streams: - cycle its first input beat was taken)
-    reference_cycles = first_in_cycle if cfg.is_batchnorm else last_in_cycle
+    reference_cycles = first_in_cycle if cfg.is_bn_inference else last_in_cycle
     if len(reference_cycles) == len(run.latencies):
         run.latencies = [f - r for f, r in zip(run.latencies, reference_cycles)]
     else:
         run.latencies = []
+    return run
+
+
+@dataclass
+class BatchRun:
+    outputs: list = field(default_factory=list)      # (values (M, C) or error beat, tuser bits) per batch
+    latencies: list = field(default_factory=list)    # last input beat -> first output beat, cycles
+    overlong_flag: int = 0
+
+
+def expected_batches(cfg: CoreConfig, batches) -> list:
+    """Golden outputs of a batch-statistics BatchNorm core: ``(Y, 0)`` for a well-formed batch
+    (2-D integer array (M, C)), ``(None, 1)`` (one error beat) for a malformed one (a list of
+    per-sample arrays of other lengths, or more than M_max samples)."""
+    out = []
+    for batch in batches:
+        well_formed = (isinstance(batch, np.ndarray) and batch.ndim == 2 and batch.shape[1] == cfg.features
+                       and 1 <= batch.shape[0] <= cfg.max_batch)
+        out.append((golden.normalize_batch(cfg, batch), 0) if well_formed else (None, 1))
+    return out
+
+
+def run_batches(cfg: CoreConfig, batches, *, idle=0.0, stall=0.0, seed=0) -> BatchRun:
+    """Send batches (each a sequence of samples) through a batch-statistics BatchNorm core."""
+    dut = build_core(cfg)
+    rng = np.random.default_rng(seed)
+    lanes, w_in, w_out = cfg.lanes, cfg.in_format.width, cfg.out_format.width
+    run = BatchRun()
+    cycle = [0]
+    last_in = []
+    beats_out = sum(1 if e is None else e.size // lanes for e, _ in expected_batches(cfg, batches))
+    total = sum(sum(len(s) for s in b) for b in batches) // lanes
+    max_cycles = int((total + beats_out) * 4 / max(1e-3, (1 - idle) * (1 - stall))
+                     + len(batches) * (core_latency(cfg) + 100) * 2)
+
+    async def clock_counter(ctx):
+        async for _ in ctx.tick():
+            cycle[0] += 1
+
+    async def source(ctx):
+        for batch in batches:
+            samples = list(batch)
+            for index, sample in enumerate(samples):
+                sample = np.asarray(sample)
+                beats = len(sample) // lanes
+                for beat in range(beats):
+                    while idle and rng.random() < idle:
+                        ctx.set(dut.s_axis_tvalid, 0)
+                        await ctx.tick()
+                    ctx.set(dut.s_axis_tvalid, 1)
+                    ctx.set(dut.s_axis_tdata, pack_lanes(sample[beat * lanes:(beat + 1) * lanes], w_in))
+                    ctx.set(dut.s_axis_tlast, beat == beats - 1)
+                    ctx.set(dut.s_axis_tuser, beat == beats - 1 and index == len(samples) - 1)
+                    await ctx.tick().until(dut.s_axis_tready)
+            last_in.append(cycle[0])
+            ctx.set(dut.s_axis_tvalid, 0)
+
+    async def sink(ctx):
+        rows, current, first = [], [], None
+        while len(run.outputs) < len(batches) and cycle[0] < max_cycles:
+            ready = not (stall and rng.random() < stall)
+            ctx.set(dut.m_axis_tready, ready)
+            _, _, valid, data, last, user = await ctx.tick().sample(
+                dut.m_axis_tvalid, dut.m_axis_tdata, dut.m_axis_tlast, dut.m_axis_tuser)
+            if valid and first is None:
+                first = cycle[0]
+            if valid and ready:
+                current += unpack_lanes(data, lanes, w_out)
+                if last:
+                    rows.append(current)
+                    current = []
+                if user & 2:                        # end of the batch
+                    if user & 1:
+                        run.outputs.append((np.array(rows[-1], np.int64), int(user)))
+                    else:
+                        run.outputs.append((np.array(rows, np.int64), int(user)))
+                    run.latencies.append(first)
+                    rows, first = [], None
+        run.overlong_flag = ctx.get(dut.status_overlong)
+
+    top = Module()
+    top.domains.sync = ClockDomain("sync")
+    top.submodules.dut = dut
+    sim = Simulator(top)
+    sim.add_clock(1e-8, domain="sync")
+    sim.add_process(clock_counter)
+    sim.add_testbench(source)
+    sim.add_testbench(sink)
+    sim.run()
+    if len(last_in) == len(run.latencies):
+        run.latencies = [f - l for f, l in zip(run.latencies, last_in)]
     return run

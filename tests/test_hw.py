@@ -11,7 +11,8 @@ from normgen.hw.rsqrt import Rsqrt, rsqrt_latency
 from normgen.hw.scalars import VectorScalars, scalars_latency
 from normgen.hw.top import NormCore, core_latency
 from normgen.sim import golden, reference, vectors
-from normgen.sim.amaranth_bench import Packet, ParamWrite, Reset, expected_outputs, run_core
+from normgen.sim.amaranth_bench import (Packet, ParamWrite, Reset, expected_batches, expected_outputs, run_batches,
+                                         run_core)
 from normgen.sim.streams import stream_get, stream_put
 
 SMALL = dict(features=4, in_format="s2.2", out_format="s2.2", param_format="s2.2", eps=2 ** -4)
@@ -240,3 +241,77 @@ def test_batchnorm_parameter_load_and_overlong_sample():
         run = run_core(cfg, items, idle=idle, stall=stall, seed=6)
         _check(cfg, items, run)
     assert run.overlong_flag == 1
+
+
+# ---- BatchNorm with batch statistics: LayerNorm's engine over the batch axis --------------------
+
+def _batch(cfg, rng, kind, samples):
+    if kind == "constant":
+        return np.tile(vectors.make_vector(cfg, kind, cfg.features, rng), (samples, 1))
+    return np.stack([vectors.make_vector(cfg, kind, cfg.features, rng) for _ in range(samples)])
+
+
+@pytest.mark.parametrize("traffic", [(0.0, 0.0), (0.3, 0.4)], ids=["full-rate", "idle+backpressure"])
+@pytest.mark.parametrize("kwargs", [dict(features=4, max_batch=8), dict(features=8, max_batch=4, lanes=4),
+                                    dict(features=2, max_batch=6, lanes=2, eps=0),
+                                    dict(features=4, max_batch=4, affine=False)],
+                         ids=["c4-m8", "c8-m4-p4", "c2-m6-p2-eps0", "no-affine"])
+def test_batch_statistics_core_bit_exact_and_faithful(kwargs, traffic):
+    rng = np.random.default_rng(31)
+    cfg = _random_affine(CoreConfig(norm="batchnorm", **kwargs), rng)
+    batches = []
+    for index, kind in enumerate(vectors.CLASSES):
+        batches.append(_batch(cfg, rng, kind, (1, 2, cfg.max_batch)[index % 3]))
+    idle, stall = traffic
+    run = run_batches(cfg, batches, idle=idle, stall=stall, seed=8)
+    expected = expected_batches(cfg, batches)
+    assert len(run.outputs) == len(expected)
+    for batch, (got, user), (want, _) in zip(batches, run.outputs, expected):
+        assert user == 0b10
+        np.testing.assert_array_equal(got, want)
+        report = reference.check_batch(cfg, batch, got)
+        assert report.unfaithful == 0, report.first_failure
+    if traffic == (0.0, 0.0):
+        assert set(run.latencies) == {core_latency(cfg)}
+
+
+def test_batch_statistics_batch_of_one_gives_beta_and_malformed_batches_recover():
+    rng = np.random.default_rng(32)
+    cfg = _random_affine(CoreConfig(norm="batchnorm", features=4, max_batch=3, lanes=2), rng)
+    good = lambda m: _batch(cfg, rng, "uniform", m)  # noqa: E731
+    sample = lambda n: vectors.make_vector(cfg, "uniform", n, rng)  # noqa: E731
+    batches = [
+        good(1),
+        [sample(4), sample(6)],                 # a sample longer than C
+        good(2),
+        [sample(2), sample(4)],                 # a sample shorter than C
+        [sample(4)] * 4,                        # more than M_max samples
+        good(3),
+    ]
+    run = run_batches(cfg, batches, idle=0.2, stall=0.2, seed=9)
+    expected = expected_batches(cfg, batches)
+    assert len(run.outputs) == len(expected)
+    for (got, user), (want, error) in zip(run.outputs, expected):
+        if error:
+            assert user == 0b11
+            np.testing.assert_array_equal(got, np.zeros(cfg.lanes))
+        else:
+            assert user == 0b10
+            np.testing.assert_array_equal(got, want)
+    # batch size 1: every output is beta, rounded to the output grid (BatchNorm's collapse)
+    gamma, beta = cfg.gamma_beta_int()
+    beta_out = np.clip(golden.rnd(beta << cfg.z_frac, cfg.w_frac - cfg.out_format.frac_bits),
+                       cfg.out_format.min_int, cfg.out_format.max_int)
+    np.testing.assert_array_equal(run.outputs[0][0][0], beta_out)
+    assert run.overlong_flag == 1
+
+
+def test_running_statistics_follow_pytorch_semantics():
+    cfg = CoreConfig(norm="batchnorm", features=3, max_batch=8, momentum=0.25)
+    batch = np.array([[4096, -8192, 1], [0, 8192, 1], [2048, 0, 1]])
+    mean, var = golden.running_statistics(cfg, batch, np.zeros(3), np.ones(3))
+    x = batch / 4096.0
+    np.testing.assert_allclose(mean, 0.25 * x.mean(axis=0), rtol=1e-15)
+    np.testing.assert_allclose(var, 0.75 + 0.25 * x.var(axis=0, ddof=1), rtol=1e-15)
+    with pytest.raises(ValueError, match="M must be >= 2"):
+        golden.running_statistics(cfg, batch[:1], np.zeros(3), np.ones(3))

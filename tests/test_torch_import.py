@@ -120,3 +120,30 @@ def test_unsupported_module_is_refused(tmp_path, capsys):
                     "--output", str(tmp_path / "y.npy")])
     assert code == 2
     assert "GroupNorm" in capsys.readouterr().err
+
+
+def test_batch_statistics_match_pytorch_training_forward():
+    """BatchNorm1d in training mode: the batch-statistics golden model (bit-exact with the core)
+    is within one LSB of PyTorch, and the host's running-statistics update equals PyTorch's."""
+    torch = pytest.importorskip("torch")
+    rng = np.random.default_rng(3)
+    channels, samples = 16, 24
+    cfg = CoreConfig(norm="batchnorm", features=channels, max_batch=32, eps=2.0 ** -16)
+    grid = cfg.param_format
+    gamma = grid.to_float(grid.quantize(rng.normal(0, 1, channels))[0])
+    beta = grid.to_float(grid.quantize(rng.normal(0, 1, channels))[0])
+    cfg = cfg.with_params(gamma, beta)
+    module = torch.nn.BatchNorm1d(channels, eps=cfg.eps_effective, momentum=cfg.momentum).double().train()
+    with torch.no_grad():
+        module.weight.copy_(torch.tensor(gamma))
+        module.bias.copy_(torch.tensor(beta))
+    x_int = cfg.in_format.quantize(rng.normal(0.5, 1.5, (samples, channels)))[0]
+    y = cfg.out_format.to_float(golden.normalize_batch(cfg, x_int))
+    with torch.no_grad():
+        reference = module(torch.tensor(cfg.in_format.to_float(x_int))).numpy()
+    out = cfg.out_format
+    reference = np.clip(reference, out.min_int * out.lsb, out.max_int * out.lsb)
+    assert np.abs(y - reference).max() / out.lsb < 1 + 1e-6
+    mean, var = golden.running_statistics(cfg, x_int, np.zeros(channels), np.ones(channels))
+    np.testing.assert_allclose(mean, module.running_mean.numpy(), rtol=1e-12, atol=1e-15)
+    np.testing.assert_allclose(var, module.running_var.numpy(), rtol=1e-12)
