@@ -146,8 +146,13 @@ def add_core_options(parser: argparse.ArgumentParser, *, norms=NORMS):
                        help="N_max offsets, quantized to the param format (default: all 0)")
     group.add_argument("--no-affine", dest="affine", action="store_false",
                        help="no gamma/beta stage: the output is the normalized value itself")
-    group.add_argument("--mean", metavar="MEAN.npy", help="BatchNorm: C running means")
-    group.add_argument("--var", metavar="VAR.npy", help="BatchNorm: C running variances")
+    group.add_argument("--mean", metavar="MEAN.npy", help="BatchNorm inference: C running means")
+    group.add_argument("--var", metavar="VAR.npy", help="BatchNorm inference: C running variances")
+    group.add_argument("--max-batch", type=int, default=None, metavar="M_MAX",
+                       help="BatchNorm with batch statistics (training forward): the largest batch; "
+                            "without it BatchNorm uses running statistics (--mean/--var)")
+    group.add_argument("--momentum", type=float, default=DEFAULTS["momentum"],
+                       help="BatchNorm with batch statistics: running-statistics momentum (default: %(default)g)")
     group.add_argument("--from-torch", metavar="FILE",
                        help="take norm, size, eps and parameters from a saved nn.LayerNorm / nn.RMSNorm / "
                             "nn.BatchNorm1d (.pt/.pth, needs torch) or an .npz of its state dict")
@@ -184,9 +189,15 @@ def core_config_from_args(args: argparse.Namespace) -> CoreConfig:
     features = _pick("features", args.features, layer and layer.features, DEFAULTS["features"])
     eps = _pick("eps", args.eps, layer and layer.eps, DEFAULTS["eps"])
     affine = args.affine and (layer is None or layer.affine)
-    batchnorm = norm == "batchnorm"
+    max_batch = getattr(args, "max_batch", None)
+    batchnorm = norm == "batchnorm" and max_batch is None          # inference, folded
     if not batchnorm and (args.mean or args.var):
-        raise CliError("--mean/--var are BatchNorm parameters (--norm batchnorm)")
+        raise CliError("--mean/--var are BatchNorm inference parameters (--norm batchnorm without --max-batch)")
+    if max_batch is not None and norm != "batchnorm":
+        raise CliError("--max-batch is a BatchNorm parameter (--norm batchnorm)")
+    if max_batch is not None and layer is not None:
+        layer.arrays.pop("mean", None)                 # training forward: batch statistics instead
+        layer.arrays.pop("var", None)
     params = dict(layer.arrays) if layer is not None else {}
     if not affine:
         params.pop("gamma", None)
@@ -203,6 +214,8 @@ def core_config_from_args(args: argparse.Namespace) -> CoreConfig:
     common = dict(norm=norm, features=features, lanes=args.lanes, in_format=args.in_format,
                   out_format=args.out_format, param_format=args.param_format, eps=eps, affine=affine,
                   scalar_mul=getattr(args, "scalar_mul", DEFAULTS["scalar_mul"]))
+    if max_batch is not None:
+        common.update(max_batch=max_batch, momentum=args.momentum)
     try:
         if batchnorm:
             return CoreConfig(**common, **params)
@@ -232,6 +245,8 @@ def _run_model(args) -> int:
 
     x_int, saturated = cfg.in_format.quantize(x)
     fmt = cfg.in_format
+    if cfg.is_bn_batch and n != cfg.features:
+        raise CliError(f"--input samples have {n} channels; this BatchNorm core takes exactly C = {cfg.features}")
     _note(f"{cfg.describe()}")
     if cfg.is_bn_inference:
         _note(f"eps = {cfg.eps!r} (exact: folded with the running statistics)")
@@ -239,7 +254,15 @@ def _run_model(args) -> int:
         _note(f"effective eps = {cfg.eps_effective!r} (e = {cfg.eps_int} steps of 2**-{2 * fmt.frac_bits})")
     _note(f"input: {vectors} vector(s) of {n} values quantized to {fmt}; {saturated} value(s) saturated "
           f"to [{fmt.min_int * fmt.lsb}, {fmt.max_int * fmt.lsb}]")
-    y = cfg.out_format.to_float(golden.normalize(cfg, x_int))
+    if cfg.is_bn_batch:
+        size = args.batch_size or min(vectors, cfg.max_batch)
+        if not 1 <= size <= cfg.max_batch:
+            raise CliError(f"--batch-size must be in 1..{cfg.max_batch} (max_batch), not {size}")
+        batches = [x_int[start:start + size] for start in range(0, vectors, size)]
+        _note(f"{len(batches)} batch(es) of up to {size} samples, normalized with their own statistics")
+        y = cfg.out_format.to_float(np.concatenate([golden.normalize_batch(cfg, b) for b in batches]))
+    else:
+        y = cfg.out_format.to_float(golden.normalize(cfg, x_int))
     write_atomically(args.output, lambda f: np.save(f, y, allow_pickle=False), binary=True)
     _note(f"wrote {args.output} ({vectors} x {n}, {cfg.out_format})")
     return 0
@@ -297,6 +320,8 @@ def build_parser() -> argparse.ArgumentParser:
     files.add_argument("--input", required=True, metavar="X.npy",
                        help="float array of shape (vectors, N), N <= N_max and a multiple of lanes")
     files.add_argument("--output", required=True, metavar="Y.npy", help="where to write the outputs")
+    files.add_argument("--batch-size", type=int, default=None, metavar="M",
+                       help="BatchNorm with batch statistics: rows per batch (default: all rows, up to M_max)")
     model.set_defaults(run=_run_model)
 
     verilog = commands.add_parser(
