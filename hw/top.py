@@ -12,7 +12,7 @@ Ports are listed in ``docs/interface.md``.
 from __future__ import annotations
 
 from amaranth import *
-from amaranth.back import verilog
+from amaranth.back import rtlil
 from amaranth.lib import fifo, memory, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -214,8 +214,21 @@ def verilog_header(cfg: CoreConfig, module_name: str) -> str:
     return "".join(f"// {line}\n" for line in lines) + "\n"
 
 
+def component_verilog(component, module_name: str) -> str:
+    """Verilog of an Amaranth component, every combinational process lowered to ``assign``s.
+
+    ``amaranth.back.verilog`` keeps processes as ``always @*`` blocks started by a dummy register
+    initializer; under SystemVerilog rules (``iverilog -g2012``, cocotb's default) that
+    initializer makes no event, the blocks never run at time 0 and their outputs stay X, so the
+    core would never answer.  Lowering the processes to multiplexers (Yosys ``proc`` without
+    ``-nomux``) leaves only continuous assignments, which every simulator evaluates at time 0."""
+    from amaranth._toolchain.yosys import find_yosys
+    text = rtlil.convert(component, name=module_name, emit_src=False)
+    yosys = find_yosys(lambda version: version >= (0, 40))
+    script = [f"read_rtlil <<rtlil\n{text}\nrtlil", "proc -norom", "memory_collect", "write_verilog"]
+    return yosys.run(["-q", "-"], "\n".join(script), ignore_warnings=True)
+
+
 def generate_verilog(cfg: CoreConfig, module_name: str = "normgen_core") -> str:
     """Verilog text of the core, with a header comment recording the configuration."""
-    core = build_core(cfg)
-    text = verilog.convert(core, name=module_name, emit_src=False)
-    return verilog_header(cfg, module_name) + text
+    return verilog_header(cfg, module_name) + component_verilog(build_core(cfg), module_name)

