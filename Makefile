@@ -10,6 +10,7 @@ CORE_OPTS ?= --norm layernorm --features 1024 --lanes 1 \
              --in-format s4.12 --out-format s4.12 --param-format s4.12 --eps 1e-5
 
 VENV_STAMP := .venv/.installed
+FPGA_STAMP := .venv/.fpga-installed
 
 .PHONY: run verilog sim test test-fast bench clean distclean
 
@@ -33,7 +34,12 @@ test: $(VENV_STAMP)
 test-fast: $(VENV_STAMP)
 	$(PYTHON) -m pytest -n auto -q -m "not slow" $(PYTEST_ARGS)
 
-bench: $(VENV_STAMP)
+# the benchmark's synthesis figures need the open FPGA toolchain from pip (YoWASP)
+$(FPGA_STAMP): $(VENV_STAMP)
+	.venv/bin/python -m pip install -e '.[test,fpga]'
+	touch $@
+
+bench: $(FPGA_STAMP)
 	$(PYTHON) -m normgen.sim.bench
 
 clean:

@@ -69,6 +69,14 @@ class CoreRun:
     latencies: list = field(default_factory=list)    # last input beat -> first output beat, cycles
     cycles: int = 0
     overlong_flag: int = 0
+    first_output_cycle: int | None = None           # cycle of the first output transfer
+    last_output_cycle: int | None = None            # cycle of the last output transfer
+
+    @property
+    def sustained_rate(self) -> float:
+        """Elements per cycle from the first output transfer to the last, inclusive."""
+        elements = sum(len(values) for values, _ in self.outputs)
+        return elements / (self.last_output_cycle - self.first_output_cycle + 1)
 
 
 def expected_outputs(cfg: CoreConfig, items) -> list:
@@ -187,6 +195,9 @@ def run_core(cfg: CoreConfig, items, *, idle=0.0, stall=0.0, seed=0, max_cycles=
             if valid and first_cycle is None:
                 first_cycle = cycle[0]
             if valid and ready:
+                if run.first_output_cycle is None:
+                    run.first_output_cycle = cycle[0]
+                run.last_output_cycle = cycle[0]
                 current += unpack_lanes(data, lanes, w_out)
                 if last:
                     run.outputs.append((np.array(current, np.int64), int(user)))

@@ -38,6 +38,7 @@ from pathlib import Path
 import numpy as np
 
 from normgen.hw.config import CoreConfig
+from normgen.hw.top import core_latency
 from normgen.sim import golden, reference, vectors
 from normgen.sim.runner import _repo_build_root, build_and_run
 
@@ -196,6 +197,60 @@ def measure_accuracy(name: str, kwargs: dict, seed: int, per_class: int, random_
             "by_class": {k: {"elements": v[0], "unfaithful": v[1], "not_rounded": v[2]} for k, v in by_class.items()}}
 
 
+# ---- BatchNorm (gateware in Amaranth's simulator) -------------------------------------------------
+BN_CHANNELS = 1024
+BN_INFERENCE_CASES = [("BatchNorm inference C=1024 P=1", {"lanes": 1}), ("BatchNorm inference C=1024 P=4", {"lanes": 4})]
+BN_BATCH_CASES = [("BatchNorm batch statistics C=64 M_max=32 P=1", {"features": 64, "max_batch": 32, "lanes": 1}),
+                  ("BatchNorm batch statistics C=64 M_max=32 P=4", {"features": 64, "max_batch": 32, "lanes": 4})]
+
+
+def _bn_inference_config(kwargs: dict, rng) -> CoreConfig:
+    c = BN_CHANNELS
+    return CoreConfig(norm="batchnorm", features=c, mean=rng.normal(0, 1, c), var=rng.uniform(0.01, 4, c),
+                      gamma=rng.normal(0, 1.5, c), beta=rng.normal(0, 1, c), **kwargs)
+
+
+def measure_batchnorm(seed: int, per_class: int) -> dict:
+    """Throughput and latency of the BatchNorm cores (Amaranth simulation of the gateware, outputs
+    checked against the golden model) and the inference core's accuracy (exact reference)."""
+    from normgen.sim.amaranth_bench import Packet, expected_batches, expected_outputs, run_batches, run_core
+    rng = np.random.default_rng(seed)
+    result = {"inference": [], "batch": [], "accuracy": []}
+    for name, kwargs in BN_INFERENCE_CASES:
+        cfg = _bn_inference_config(kwargs, rng)
+        packets = [Packet(vectors.make_vector(cfg, "uniform", cfg.features, rng)) for _ in range(8)]
+        run = run_core(cfg, packets)
+        exact = all(np.array_equal(got, want) for (got, _), (want, _) in zip(run.outputs, expected_outputs(cfg, packets)))
+        result["inference"].append({"name": name, "lanes": cfg.lanes, "samples": len(packets),
+                                    "elements_per_cycle_output": run.sustained_rate, "bit_exact": exact,
+                                    "latency_measured": run.latencies[0], "latency_declared": core_latency(cfg)})
+    for name, kwargs in BN_BATCH_CASES:
+        cfg = CoreConfig(norm="batchnorm", **kwargs)
+        cfg = cfg.with_params(*vectors.random_params(cfg, rng))
+        batches = [np.stack([vectors.make_vector(cfg, "normal_wide", cfg.features, rng) for _ in range(cfg.max_batch)])]
+        run = run_batches(cfg, batches)
+        exact = all(np.array_equal(got, want) for (got, _), (want, _) in zip(run.outputs, expected_batches(cfg, batches)))
+        beats = cfg.max_batch * cfg.beats_max
+        result["batch"].append({"name": name, "lanes": cfg.lanes, "batch": cfg.max_batch, "beats_per_pass": beats,
+                                "latency_measured": run.latencies[0], "latency_declared": core_latency(cfg),
+                                "bit_exact": exact})
+    for random_variance in (False, True):
+        cfg = _bn_inference_config({}, rng) if not random_variance else CoreConfig(
+            norm="batchnorm", features=BN_CHANNELS, mean=rng.normal(0, 3, BN_CHANNELS),
+            var=np.exp(rng.uniform(-12, 4, BN_CHANNELS)), gamma=rng.normal(0, 3, BN_CHANNELS),
+            beta=rng.normal(0, 3, BN_CHANNELS))
+        total = reference.AccuracyReport()
+        for kind in vectors.CLASSES:
+            x = np.stack([vectors.make_vector(cfg, kind, cfg.features, rng) for _ in range(max(1, per_class // 16))])
+            y = golden.normalize(cfg, x)
+            for xi, yi in zip(x, y):
+                total.add(reference.check_vector(cfg, xi, yi))
+        result["accuracy"].append({"name": "BatchNorm inference C=1024" + (", variances 6e-6..55" if random_variance else ""),
+                                   "config": cfg.describe(), "elements": total.elements, "unfaithful": total.unfaithful,
+                                   "not_rounded": total.not_rounded, "first_failure": total.first_failure})
+    return result
+
+
 # ---- report ------------------------------------------------------------------------------------
 def _fmt_rate(value: float) -> str:
     return f"{value:.3f}"
@@ -252,13 +307,76 @@ def render_markdown(data: dict) -> str:
                     out.append(f"| {r['name']} | " + " | ".join(str(r["counts"][g]) for g in groups) + " |")
             out.append("")
 
+    bn = data.get("batchnorm")
+    if bn:
+        out += ["## BatchNorm cores (gateware in Amaranth's simulator, outputs bit-exact with the golden model)", "",
+                "| inference core | samples back to back | sustained elements/cycle | of P | latency measured / declared | bit-exact |",
+                "|---|---|---|---|---|---|"]
+        for t in bn["inference"]:
+            out.append(f"| {t['name']} | {t['samples']} | {_fmt_rate(t['elements_per_cycle_output'])} | "
+                       f"{t['elements_per_cycle_output'] / t['lanes']:.1%} | {t['latency_measured']} / {t['latency_declared']} | "
+                       f"{t['bit_exact']} |")
+        out += ["", "| batch-statistics core | batch | beats per pass (in, then out) | latency, last input beat → first output (measured / declared) | bit-exact |",
+                "|---|---|---|---|---|"]
+        for t in bn["batch"]:
+            out.append(f"| {t['name']} | {t['batch']} | {t['beats_per_pass']} | {t['latency_measured']} / {t['latency_declared']} | {t['bit_exact']} |")
+        out.append("")
+
     out += ["## Accuracy (golden model, every vector class, exact reference)", "",
             "| configuration | elements | unfaithful | faithful, not round-half-even |", "|---|---|---|---|"]
-    for a in data["accuracy"]:
+    for a in data["accuracy"] + (bn["accuracy"] if bn else []):
         out.append(f"| {a['name']} | {a['elements']} | {a['unfaithful']} | {a['not_rounded']} "
                    f"({a['not_rounded'] / max(1, a['elements']):.2%}) |")
     out.append("")
     return "\n".join(out)
+
+
+README_BEGIN = "<!-- bench:begin (written by python -m normgen.sim.bench) -->"
+README_END = "<!-- bench:end -->"
+
+
+def render_summary(data: dict) -> str:
+    """The few figures the README quotes, from the same measurements as the report."""
+    out = [f"Measured by `make bench` on {data['date']} (commit {data['commit']}); the full report with "
+           f"definitions is [reports/bench.md](reports/bench.md).", "",
+           "| core | sustained elements/cycle (N_max vectors back to back) | smallest N/P at ≥ 95 % | latency (cycles) |",
+           "|---|---|---|---|"]
+    for t in data["throughput"]:
+        out.append(f"| {t['name']} | {_fmt_rate(t['n_max']['elements_per_cycle_output'])} | "
+                   f"{t['smallest_beats_at_target']} | {t['latency_declared']} |")
+    bn = data.get("batchnorm")
+    if bn:
+        for t in bn["inference"]:
+            out.append(f"| {t['name']} | {_fmt_rate(t['elements_per_cycle_output'])} | 1 | {t['latency_declared']} (per beat) |")
+    out.append("")
+    if not data["resources_note"]:
+        out += ["| core | family | LUT4 | FF | RAM blocks | DSP blocks |", "|---|---|---|---|---|---|"]
+        for r in data["resources"]:
+            if "error" in r:
+                continue
+            counts = r["counts"]
+            pick = [next(v for k, v in counts.items() if k.startswith(prefix)) for prefix in ("LUT4", "FF", "RAM blocks", "DSP")]
+            out.append(f"| {r['name']} | {r['family']} | " + " | ".join(str(c) for c in pick) + " |")
+        out.append("")
+    accuracy = data["accuracy"] + (bn["accuracy"] if bn else [])
+    elements = sum(a["elements"] for a in accuracy)
+    out.append(f"Accuracy: {sum(a['unfaithful'] for a in accuracy)} unfaithful outputs in {elements} "
+               f"(every vector class, {len(accuracy)} configurations); "
+               f"{sum(a['not_rounded'] for a in accuracy) / max(1, elements):.1%} differ from round-half-even.")
+    return "\n".join(out)
+
+
+def update_readme(path: Path, summary: str) -> bool:
+    """Replace the README's bench section (between the markers) with ``summary``."""
+    if not path.exists():
+        return False
+    text = path.read_text()
+    if README_BEGIN not in text or README_END not in text:
+        return False
+    head, rest = text.split(README_BEGIN, 1)
+    _, tail = rest.split(README_END, 1)
+    path.write_text(f"{head}{README_BEGIN}\n{summary}\n{README_END}{tail}")
+    return True
 
 
 def _icarus_version() -> str:
@@ -314,6 +432,9 @@ def main(argv=None) -> int:
                 if entry:
                     data["accuracy"].append(entry)
 
+        print("bench: BatchNorm cores ...", flush=True)
+        data["batchnorm"] = measure_batchnorm(args.seed, args.per_class)
+
         print("bench: waiting for synthesis ...", flush=True)
         data["resources"] = []
         for (name, family), future in jobs.items():
@@ -323,8 +444,12 @@ def main(argv=None) -> int:
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "bench.json").write_text(json.dumps(data, indent=1, default=str) + "\n")
     (out_dir / "bench.md").write_text(render_markdown(data))
+    if args.out is None and update_readme(_repo_root() / "README.md", render_summary(data)):
+        print("bench: updated the figures in README.md", flush=True)
     print(render_markdown(data))
-    failed = [a["name"] for a in data["accuracy"] if a["unfaithful"]]
+    failed = [a["name"] for a in data["accuracy"] + data["batchnorm"]["accuracy"] if a["unfaithful"]]
+    failed += [t["name"] for t in data["batchnorm"]["inference"] + data["batchnorm"]["batch"]
+               if not t["bit_exact"] or t["latency_measured"] != t["latency_declared"]]
     failed += [t["name"] for t in data["throughput"] if t["latency_declared"] is not None
                and any(v != t["latency_declared"] for v in t["latency_measured"].values())]
     if failed:
