@@ -16,10 +16,9 @@ Members are those of :class:`~normgen.hw.top.NormCore`, with ``param_scale`` (PÂ
 """
 from amaranth import *
 from amaranth.lib import memory, wiring
-from amaranth.lib.wiring import In, Out
 
 from .config import CoreConfig
-from .output import ElementDatapath, coef_shapes, datapath_latency, param_addr_bits
+from .output import ElementDatapath, coef_shapes, core_ports, datapath_latency
 
 __all__ = ["BatchNormCore", "batchnorm_latency"]
 
@@ -47,24 +46,7 @@ class BatchNormCore(wiring.Component):
         if not isinstance(cfg, CoreConfig) or not cfg.is_bn_inference:
             raise TypeError(f"cfg must be a batchnorm CoreConfig, not {cfg!r}")
         self._cfg = cfg
-        lanes = cfg.lanes
-        super().__init__({
-            "s_axis_tdata": In(lanes * cfg.in_format.width),
-            "s_axis_tvalid": In(1),
-            "s_axis_tready": Out(1),
-            "s_axis_tlast": In(1),
-            "m_axis_tdata": Out(lanes * cfg.out_format.width),
-            "m_axis_tvalid": Out(1),
-            "m_axis_tready": In(1),
-            "m_axis_tlast": Out(1),
-            "m_axis_tuser": Out(1),
-            "status_overlong": Out(1),
-            "param_valid": In(1),
-            "param_ready": Out(1),
-            "param_addr": In(param_addr_bits(cfg)),
-            "param_scale": In(lanes * cfg.a_width),
-            "param_shift": In(lanes * cfg.b_width),
-        })
+        super().__init__(core_ports(cfg, params={"scale": cfg.a_width, "shift": cfg.b_width}))
 
     @property
     def cfg(self) -> CoreConfig:

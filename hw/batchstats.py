@@ -22,11 +22,10 @@ host: it sent the batch, so it has the same exact sums S1, S2 the core accumulat
 """
 from amaranth import *
 from amaranth.lib import memory, wiring
-from amaranth.lib.wiring import In, Out
 
 from .config import CoreConfig
 from .ingest import lane_values
-from .output import ElementDatapath, datapath_latency, param_addr_bits
+from .output import ElementDatapath, affine_params, core_ports, datapath_latency
 from .scalars import VectorScalars, scalars_latency
 
 __all__ = ["BatchStatsCore", "batch_stats_latency"]
@@ -48,29 +47,7 @@ class BatchStatsCore(wiring.Component):
         if not isinstance(cfg, CoreConfig) or not cfg.is_bn_batch:
             raise TypeError(f"cfg must be a batch-statistics BatchNorm CoreConfig, not {cfg!r}")
         self._cfg = cfg
-        lanes = cfg.lanes
-        members = {
-            "s_axis_tdata": In(lanes * cfg.in_format.width),
-            "s_axis_tvalid": In(1),
-            "s_axis_tready": Out(1),
-            "s_axis_tlast": In(1),
-            "s_axis_tuser": In(1),
-            "m_axis_tdata": Out(lanes * cfg.out_format.width),
-            "m_axis_tvalid": Out(1),
-            "m_axis_tready": In(1),
-            "m_axis_tlast": Out(1),
-            "m_axis_tuser": Out(2),
-            "status_overlong": Out(1),
-        }
-        if cfg.affine:
-            members.update({
-                "param_valid": In(1),
-                "param_ready": Out(1),
-                "param_addr": In(param_addr_bits(cfg)),
-                "param_gamma": In(lanes * cfg.param_format.width),
-                "param_beta": In(lanes * cfg.param_format.width),
-            })
-        super().__init__(members)
+        super().__init__(core_ports(cfg, in_user=1, out_user=2, params=affine_params(cfg)))
 
     @property
     def cfg(self) -> CoreConfig:

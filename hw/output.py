@@ -29,7 +29,7 @@ from .config import CoreConfig
 from .ingest import buffer_depth, lane_values
 from .scalars import vector_coefs_layout
 
-__all__ = ["OutputStage", "ElementDatapath", "output_latency", "datapath_latency", "coef_shapes",
+__all__ = ["core_ports", "affine_params", "OutputStage", "ElementDatapath", "output_latency", "datapath_latency", "coef_shapes",
            "element_layout", "output_layout", "param_addr_bits"]
 
 
@@ -188,6 +188,35 @@ def element_layout(cfg: CoreConfig, shared_coefs: bool) -> data.StructLayout:
     if cfg.affine_stage:
         fields["par"] = unsigned(cfg.lanes * 2 * cfg.param_format.width)
     return data.StructLayout(fields)
+
+
+def core_ports(cfg: CoreConfig, *, in_user: int = 0, out_user: int = 1, params=None) -> dict:
+    """The ports every core has (docs/interface.md): AXI4-Stream in and out, ``status_overlong``,
+    and a parameter write port whose data ports are ``params`` (name -> width per lane)."""
+    lanes = cfg.lanes
+    members = {
+        "s_axis_tdata": In(lanes * cfg.in_format.width),
+        "s_axis_tvalid": In(1),
+        "s_axis_tready": Out(1),
+        "s_axis_tlast": In(1),
+        "m_axis_tdata": Out(lanes * cfg.out_format.width),
+        "m_axis_tvalid": Out(1),
+        "m_axis_tready": In(1),
+        "m_axis_tlast": Out(1),
+        "m_axis_tuser": Out(out_user),
+        "status_overlong": Out(1),
+    }
+    if in_user:
+        members["s_axis_tuser"] = In(in_user)
+    if params:
+        members.update({"param_valid": In(1), "param_ready": Out(1), "param_addr": In(param_addr_bits(cfg))})
+        members.update({f"param_{name}": In(lanes * width) for name, width in params.items()})
+    return members
+
+
+def affine_params(cfg: CoreConfig) -> dict | None:
+    """The γ/β parameter ports of an affine core."""
+    return {"gamma": cfg.param_format.width, "beta": cfg.param_format.width} if cfg.affine else None
 
 
 def param_addr_bits(cfg: CoreConfig) -> int:

@@ -14,11 +14,10 @@ from __future__ import annotations
 from amaranth import *
 from amaranth.back import rtlil
 from amaranth.lib import fifo, memory, wiring
-from amaranth.lib.wiring import In, Out
 
 from .config import CoreConfig
 from .ingest import Ingest, buffer_depth
-from .output import OutputStage, output_latency, param_addr_bits
+from .output import OutputStage, affine_params, core_ports, output_latency
 from .scalars import VectorScalars, scalars_latency
 
 __all__ = ["NormCore", "build_core", "generate_verilog", "core_latency", "STATS_FIFO_DEPTH"]
@@ -64,28 +63,7 @@ class NormCore(wiring.Component):
         if not isinstance(cfg, CoreConfig) or cfg.norm == "batchnorm":
             raise TypeError(f"cfg must be a layernorm or rmsnorm CoreConfig, not {cfg!r}")
         self._cfg = cfg
-        lanes = cfg.lanes
-        members = {
-            "s_axis_tdata": In(lanes * cfg.in_format.width),
-            "s_axis_tvalid": In(1),
-            "s_axis_tready": Out(1),
-            "s_axis_tlast": In(1),
-            "m_axis_tdata": Out(lanes * cfg.out_format.width),
-            "m_axis_tvalid": Out(1),
-            "m_axis_tready": In(1),
-            "m_axis_tlast": Out(1),
-            "m_axis_tuser": Out(1),
-            "status_overlong": Out(1),
-        }
-        if cfg.affine:
-            members.update({
-                "param_valid": In(1),
-                "param_ready": Out(1),
-                "param_addr": In(param_addr_bits(cfg)),
-                "param_gamma": In(lanes * cfg.param_format.width),
-                "param_beta": In(lanes * cfg.param_format.width),
-            })
-        super().__init__(members)
+        super().__init__(core_ports(cfg, params=affine_params(cfg)))
 
     @property
     def cfg(self) -> CoreConfig:
