@@ -12,7 +12,7 @@ CORE_OPTS ?= --norm layernorm --features 1024 --lanes 1 \
 VENV_STAMP := .venv/.installed
 FPGA_STAMP := .venv/.fpga-installed
 
-.PHONY: run verilog sim test test-fast bench clean distclean
+.PHONY: run verilog sim test test-fast bench rnn ln-vs-bn clean distclean
 
 run: verilog sim
 
@@ -41,6 +41,18 @@ $(FPGA_STAMP): $(VENV_STAMP)
 
 bench: $(FPGA_STAMP)
 	$(PYTHON) -m normgen.sim.bench
+
+# examples (matplotlib and tqdm from the `examples` extra)
+EXAMPLES_STAMP := .venv/.examples-installed
+$(EXAMPLES_STAMP): $(VENV_STAMP)
+	.venv/bin/python -m pip install -e '.[test,examples]'
+	touch $@
+
+rnn: $(EXAMPLES_STAMP)
+	$(PYTHON) -m examples.rnn.run
+
+ln-vs-bn: $(EXAMPLES_STAMP)
+	$(PYTHON) examples/ln_vs_bn/run.py
 
 clean:
 	rm -rf $(BUILD) sim_build results.xml .pytest_cache
