@@ -83,3 +83,27 @@ def test_rtl_long(index):
     for section in ("vectors_plain", "vectors_stress"):
         data = result.report[section]
         assert data["bit_exact"] == data["elements"] == data["faithful"] > 0, data
+
+
+# ---- BatchNorm cores (normgen.sim.cocotb_batchnorm) ------------------------------------------------
+def _batchnorm_inference_kwargs(channels, lanes, seed):
+    rng = np.random.default_rng(seed)
+    return dict(norm="batchnorm", features=channels, lanes=lanes, mean=rng.normal(0, 1, channels),
+                var=rng.uniform(0.01, 3, channels), gamma=rng.normal(0, 1.5, channels), beta=rng.normal(0, 1, channels))
+
+
+BATCHNORM_CASES = {
+    "bn-inference-c64-p1": (_batchnorm_inference_kwargs(64, 1, 1), ["test_inference", "test_inference_idle_and_backpressure"]),
+    "bn-inference-c64-p4": (_batchnorm_inference_kwargs(64, 4, 2), ["test_inference", "test_inference_idle_and_backpressure"]),
+    "bn-batch-c16-m8-p1": (dict(norm="batchnorm", features=16, max_batch=8, lanes=1),
+                           ["test_batches", "test_batches_idle_and_backpressure"]),
+    "bn-batch-c16-m8-p4": (dict(norm="batchnorm", features=16, max_batch=8, lanes=4, eps=0),
+                           ["test_batches", "test_batches_idle_and_backpressure"]),
+}
+
+
+@pytest.mark.parametrize("name", list(BATCHNORM_CASES))
+def test_batchnorm_cores_on_emitted_verilog(name):
+    kwargs, tests = BATCHNORM_CASES[name]
+    result = build_and_run(kwargs, seed=3, testcase=tests)
+    assert result.passed and result.tests == len(tests)
