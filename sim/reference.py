@@ -2,7 +2,7 @@
 Python integers, independent of the hardware algorithm.
 
 For an element with numerator ``a`` (``N*x - S1`` for LayerNorm, ``N*x`` for RMSNorm) and radicand
-``D`` (both exact integers, NUMERICS.md), ``Y * 2**F_out`` lies between two integers ``lo`` and
+``D`` (both exact integers, see README "Numerics"), ``Y * 2**F_out`` lies between two integers ``lo`` and
 ``hi`` (equal when it is an integer).  An output is *faithful* when it equals ``lo`` or ``hi``
 after saturation and *correctly rounded* when it equals ``round_half_even(Y * 2**F_out)``
 saturated.  No floating point takes part.

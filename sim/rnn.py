@@ -65,7 +65,7 @@ __all__ = ["HIDDEN", "EPS", "CORE_KWARGS", "T_MIN", "T_MAX", "TEST_SEED", "WEIGH
 #: Hidden units H; also the core's N_max (every LayerNorm vector has exactly H elements).
 HIDDEN = 32
 #: ε of training and of the core.  2**-16 lies on the input-squared grid of s5.11 (2**-22), so the
-#: core's effective ε equals the trained one exactly (NUMERICS.md: e = 64).
+#: core's effective ε equals the trained one exactly (e = 64 on the input-squared grid).
 EPS = 2.0 ** -16
 #: The core.  Input s5.11: with |h| <= 1 and inputs in [0, 1], |a_t| can never exceed
 #: :func:`summed_input_bound` (about 9 for the shipped weights), so ±16 cannot saturate, and every

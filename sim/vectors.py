@@ -1,6 +1,6 @@
 """Test-vector classes of the numeric contract, as input integers of a configuration.
 
-Every class of NUMERICS.md is here: uniform full range; normal with σ from a few LSB up to full
+Every class of the numeric contract (README, "Numerics") is here: uniform full range; normal with σ from a few LSB up to full
 scale; constant vectors; one outlier among constants; alternating ±max; N = 1, 2, N_max; vectors
 whose S1 and S2 hit the accumulator maxima; σ² ≪ ε; σ² ≫ 1; random γ/β (see
 :func:`random_params`).
