@@ -12,7 +12,7 @@ CORE_OPTS ?= --norm layernorm --features 1024 --lanes 1 \
 VENV_STAMP := .venv/.installed
 FPGA_STAMP := .venv/.fpga-installed
 
-.PHONY: run verilog sim test test-fast bench rnn ln-vs-bn clean distclean
+.PHONY: run verilog sim test test-fast bench rnn ln-vs-bn bitstream prog board-report clean distclean
 
 run: verilog sim
 
@@ -28,7 +28,8 @@ verilog: $(VENV_STAMP)
 sim: $(VENV_STAMP) verilog
 	$(PYTHON) -m normgen.sim.runner --verilog $(VERILOG) $(CORE_OPTS)
 
-test: $(VENV_STAMP)
+# the tests include the board bitstream builds (marked slow), which use the FPGA toolchain
+test: $(FPGA_STAMP)
 	$(PYTHON) -m pytest -n auto -q $(PYTEST_ARGS)
 
 test-fast: $(VENV_STAMP)
@@ -41,6 +42,20 @@ $(FPGA_STAMP): $(VENV_STAMP)
 
 bench: $(FPGA_STAMP)
 	$(PYTHON) -m normgen.sim.bench
+
+# dev boards: make bitstream BOARD=icebreaker|ulx3s, make prog BOARD=... [DRY_RUN=1]
+BOARD ?= icebreaker
+TOOLCHAIN ?= yowasp
+DRY_RUN ?=
+
+bitstream: $(FPGA_STAMP)
+	$(PYTHON) -m normgen.hw.cli board build --board $(BOARD) --toolchain $(TOOLCHAIN)
+
+prog: $(VENV_STAMP)
+	$(PYTHON) -m normgen.hw.cli board prog --board $(BOARD) $(if $(DRY_RUN),--dry-run)
+
+board-report: $(VENV_STAMP)
+	$(PYTHON) -m normgen.hw.cli board report --update-docs docs/boards.md
 
 # examples (matplotlib and tqdm from the `examples` extra)
 EXAMPLES_STAMP := .venv/.examples-installed

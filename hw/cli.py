@@ -334,6 +334,9 @@ def build_parser() -> argparse.ArgumentParser:
     out.add_argument("--module-name", default="normgen_core", metavar="NAME",
                      help="name of the top module (default: %(default)s)")
     verilog.set_defaults(run=_run_verilog)
+
+    from normgen.boards.cli import add_board_parser
+    add_board_parser(commands)
     return parser
 
 

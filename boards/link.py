@@ -1,0 +1,587 @@
+"""The host link in gateware: UART, frame parser, core, replier.
+
+Everything of a board image except its PLL and I/O buffers; the full-system simulation runs this
+very component (its emitted Verilog) against the host driver.  The protocol is described in
+:mod:`normgen.boards.protocol`.
+
+Block diagram::
+
+    rx --> UARTRx --> FIFO --> FrameParser --s_axis (vector beats)--> NormCore --m_axis--+
+                                   |  \\------param_* (γ/β beats)------^                 |
+                                   +--job FIFO (cmd, seq, error, vector, beats)--> Replier --> UARTTx --> tx
+
+The parser checks each frame as its bytes arrive and pushes the payload of NORMALIZE and
+LOAD_PARAMS straight into the core, so no frame is buffered; its verdict (error code or OK)
+goes into the job FIFO at the frame's end.  The replier holds the core's output until the job of
+that vector arrives: OK sends the results, an error drops them and sends an error reply.  A
+NORMALIZE frame cut short by the inter-byte timeout is completed with zero elements so the core
+always sees whole vectors (its output is then dropped).
+
+A LOAD_PARAMS frame writes γ/β as its beats arrive: a frame that then fails its CRC may have
+written some beats; the error reply tells the host, which writes the chunk again (the host
+driver does).
+
+Members
+-------
+rx : In(1)
+tx : Out(1)
+busy : Out(1)
+    A frame is being received.
+error : Out(1)
+    One-cycle pulse for each error reply.
+"""
+
+from amaranth import *
+from amaranth.lib import data, fifo, memory, stream, wiring
+from amaranth.lib.wiring import In, Out
+
+from normgen.hw.config import CoreConfig
+from normgen.hw.top import NormCore
+
+from . import protocol as proto
+from .uart import UARTRx, UARTTx, rx_byte_layout
+
+__all__ = ["crc16_update", "FrameParser", "Replier", "NormLink", "job_layout", "RX_FIFO_DEPTH"]
+
+#: bytes the receiver can get ahead of the parser (the parser waits only for the core)
+RX_FIFO_DEPTH = 16
+JOB_FIFO_DEPTH = 1          # the replier holds the job it works on: two frames in flight
+ERROR_BITS = max(proto.ERROR_NAMES).bit_length()
+
+
+def _crc16_byte_matrix():
+    """For each bit of the next CRC register, the register bits and byte bits it is the XOR of
+    (the eight shift steps of one byte, solved over GF(2) once, in Python)."""
+    state = [frozenset({("c", i)}) for i in range(16)]
+    for k in range(8):
+        feedback = state[15] ^ frozenset({("d", 7 - k)})
+        shifted = [frozenset()] + state[:15]
+        state = [shifted[i] ^ feedback if (0x1021 >> i) & 1 else shifted[i] for i in range(16)]
+    return [sorted(bit) for bit in state]
+
+
+_CRC16_MATRIX = _crc16_byte_matrix()
+
+
+def crc16_update(crc: Value, byte: Value) -> Value:
+    """CRC-16/CCITT-FALSE register after one more byte (most significant bit first): one XOR
+    of a few register and byte bits per output bit."""
+    crc, byte = Value.cast(crc), Value.cast(byte)
+    source = {"c": crc, "d": byte}
+    bits = []
+    for terms in _CRC16_MATRIX:
+        bit = Const(0, 1)
+        for kind, index in terms:
+            bit = bit ^ source[kind][index]
+        bits.append(bit)
+    return Cat(*bits)
+
+
+def job_layout(cfg: CoreConfig) -> data.StructLayout:
+    return data.StructLayout({
+        "cmd": 8,                                   # the request's command byte
+        "seq": 8,
+        "error": ERROR_BITS,                        # 0 = OK, else protocol.ERR_*
+        "vector": 1,                                # a vector went into the core: drain or send it
+        "beats": range(cfg.beats_max + 1),          # its beats
+    })
+
+
+class FrameParser(wiring.Component):
+    """Bytes in; vector beats, parameter beats and one job per frame out.
+
+    Members
+    -------
+    i : In(stream.Signature(rx_byte_layout))
+    beats : Out(stream.Signature(StructLayout({"data": P*W_in, "last": 1})))
+    params : Out(stream.Signature(StructLayout({"addr": 16, "gamma": P*W_p, "beta": P*W_p})))
+        (affine cores only)
+    jobs : Out(stream.Signature(job_layout(cfg)))
+    busy : Out(1)
+    """
+
+    def __init__(self, cfg: CoreConfig, *, timeout_cycles: int):
+        self._cfg = cfg
+        self._timeout = int(timeout_cycles)
+        if self._timeout < 2:
+            raise ValueError(f"timeout_cycles must be at least 2, not {timeout_cycles!r}")
+        lanes = cfg.lanes
+        members = {
+            "i": In(stream.Signature(rx_byte_layout)),
+            "beats": Out(stream.Signature(data.StructLayout({"data": lanes * cfg.in_format.width, "last": 1}))),
+            "jobs": Out(stream.Signature(job_layout(cfg))),
+            "busy": Out(1),
+        }
+        if cfg.affine:
+            w_p = cfg.param_format.width
+            members["params"] = Out(stream.Signature(data.StructLayout(
+                {"addr": 16, "gamma": lanes * w_p, "beta": lanes * w_p})))
+        super().__init__(members)
+
+    def elaborate(self, platform):
+        cfg = self._cfg
+        m = Module()
+        lanes = cfg.lanes
+        b_in = proto.element_bytes(cfg.in_format.width)
+        beat_bytes = lanes * b_in
+        max_len = proto.normalize_payload_limit(cfg)
+        if cfg.affine:
+            b_p = proto.element_bytes(cfg.param_format.width)
+            pbeat_bytes = proto.params_beat_bytes(cfg)
+            max_plen = min(proto.MAX_PAYLOAD, 2 + cfg.beats_max * pbeat_bytes)
+            max_plen -= (max_plen - 2) % pbeat_bytes
+        assemble_bytes = max(beat_bytes, pbeat_bytes if cfg.affine else 0)
+
+        # ---- the byte source: the receiver, or zeros while padding a cut vector ----------------
+        padding = Signal()
+        b_valid = Signal()
+        b_data = Signal(8)
+        b_err = Signal()
+        take = Signal()
+        m.d.comb += [
+            b_valid.eq(Mux(padding, 1, self.i.valid)),
+            b_data.eq(Mux(padding, 0, self.i.payload.data)),
+            b_err.eq(~padding & self.i.payload.error),
+            self.i.ready.eq(take & ~padding),
+        ]
+
+        # ---- frame registers --------------------------------------------------------------------
+        cmd = Signal(8)
+        seq = Signal(8)
+        # LEN, then (from DISPATCH on) the bytes still to come: payload and the two CRC bytes
+        remaining = Signal(17)
+        crc = Signal(16, init=0xFFFF)
+        line_err = Signal()
+        error = Signal(ERROR_BITS)        # decided at dispatch (bad length, unknown command)
+        timed_out = Signal()
+        bad_addr = Signal()
+        vector = Signal()
+        beats = Signal(range(cfg.beats_max + 1))
+        addr = Signal(17)
+
+        # inter-byte timeout: counts clocks without a byte while a frame is open
+        in_frame = Signal()
+        idle = Signal(range(self._timeout + 1))
+        timeout = Signal()
+        # (never in a cycle with a byte: a byte that comes just in time is a byte, not a timeout)
+        m.d.comb += timeout.eq((idle == self._timeout) & ~b_valid)
+        with m.If(~in_frame | b_valid):
+            m.d.sync += idle.eq(0)
+        with m.Elif(~timeout):
+            m.d.sync += idle.eq(idle + 1)
+        m.d.comb += self.busy.eq(in_frame)
+
+        crc_next = crc16_update(crc, b_data)
+        with m.If(take & b_valid & ~padding):
+            m.d.sync += line_err.eq(line_err | b_err)
+
+        # beat assembly: the bytes before the last one of a beat, little-endian
+        assembly = Signal(8 * max(1, assemble_bytes - 1))
+        pos = Signal(range(assemble_bytes))
+
+        def beat_word(nbytes):
+            """The beat whose last byte is arriving: bytes 0..nbytes-2 from the assembly."""
+            return Cat(assembly[len(assembly) - 8 * (nbytes - 1):], b_data) if nbytes > 1 else b_data
+
+        def elements(word, count, width, nbytes):
+            return Cat(*(word[8 * nbytes * k:8 * nbytes * k + width] for k in range(count)))
+
+        def shift_in():
+            if assemble_bytes > 1:
+                m.d.sync += assembly.eq(Cat(assembly, b_data)[8:])
+
+        job = self.jobs.payload
+        m.d.comb += [job.cmd.eq(cmd), job.seq.eq(seq), job.vector.eq(vector), job.beats.eq(beats)]
+        # one error per frame: the first that explains the others
+        with m.If(timed_out):
+            m.d.comb += job.error.eq(proto.ERR_TIMEOUT)
+        with m.Elif(line_err):
+            m.d.comb += job.error.eq(proto.ERR_LINE)
+        with m.Elif(error != 0):
+            m.d.comb += job.error.eq(error)
+        with m.Elif(crc != 0):
+            m.d.comb += job.error.eq(proto.ERR_BAD_CRC)
+        with m.Elif(bad_addr):
+            m.d.comb += job.error.eq(proto.ERR_BAD_ADDRESS)
+
+        def on_timeout():
+            m.d.sync += timed_out.eq(1)
+            m.next = "FINISH"
+
+        with m.FSM():
+            with m.State("HUNT"):
+                m.d.comb += take.eq(1)
+                m.d.sync += [cmd.eq(0), seq.eq(0), remaining.eq(0), crc.eq(0xFFFF), line_err.eq(0),
+                             error.eq(0), timed_out.eq(0), bad_addr.eq(0), vector.eq(0),
+                             beats.eq(0), pos.eq(0)]
+                with m.If(b_valid & ~b_err & (b_data == proto.SYNC[0])):
+                    m.d.sync += in_frame.eq(1)
+                    m.next = "SYNC1"
+
+            with m.State("SYNC1"):
+                m.d.comb += take.eq(1)
+                with m.If(timeout):
+                    m.d.sync += in_frame.eq(0)
+                    m.next = "HUNT"
+                with m.Elif(b_valid):
+                    with m.If(~b_err & (b_data == proto.SYNC[1])):
+                        m.next = "CMD"
+                    with m.Elif(b_err | (b_data != proto.SYNC[0])):
+                        m.d.sync += in_frame.eq(0)
+                        m.next = "HUNT"
+
+            for state, target, nxt in (("CMD", cmd, "SEQ"), ("SEQ", seq, "LEN0"),
+                                       ("LEN0", remaining[:8], "LEN1"), ("LEN1", remaining[8:16], "DISPATCH")):
+                with m.State(state):
+                    m.d.comb += take.eq(1)
+                    with m.If(timeout):
+                        on_timeout()
+                    with m.Elif(b_valid):
+                        m.d.sync += [target.eq(b_data), crc.eq(crc_next)]
+                        m.next = nxt
+
+            with m.State("DISPATCH"):
+                length = remaining[:16]
+                m.d.sync += remaining.eq(length + 2)
+                m.next = "TAIL"                      # unless the command takes a payload
+                with m.Switch(cmd):
+                    with m.Case(proto.CMD_IDENTIFY):
+                        with m.If(length != 0):
+                            m.d.sync += error.eq(proto.ERR_BAD_LENGTH)
+                    with m.Case(proto.CMD_NORMALIZE):
+                        ok = (length != 0) & (length <= max_len)
+                        if beat_bytes & (beat_bytes - 1) == 0:
+                            ok &= (length & (beat_bytes - 1)) == 0
+                        else:
+                            ok &= (length % beat_bytes) == 0
+                        with m.If(ok):
+                            m.d.sync += vector.eq(1)
+                            m.next = "VECTOR"
+                        with m.Else():
+                            m.d.sync += error.eq(proto.ERR_BAD_LENGTH)
+                    if cfg.affine:
+                        with m.Case(proto.CMD_LOAD_PARAMS):
+                            plen = (length - 2)[:16]
+                            ok = (length > 2) & (length <= max_plen)
+                            if pbeat_bytes & (pbeat_bytes - 1) == 0:
+                                ok &= (plen & (pbeat_bytes - 1)) == 0
+                            else:
+                                ok &= (plen % pbeat_bytes) == 0
+                            with m.If(ok):
+                                m.next = "ADDR0"
+                            with m.Else():
+                                m.d.sync += error.eq(proto.ERR_BAD_LENGTH)
+                    with m.Default():
+                        m.d.sync += error.eq(proto.ERR_UNKNOWN_COMMAND)
+
+            # NORMALIZE payload: every beat_bytes bytes make a beat for the core
+            with m.State("VECTOR"):
+                last_byte_of_beat = pos == beat_bytes - 1
+                last_byte = remaining == 3
+                with m.If(~padding & timeout):
+                    m.d.sync += [timed_out.eq(1), padding.eq(1)]
+                with m.Else():
+                    m.d.comb += [
+                        self.beats.valid.eq(b_valid & last_byte_of_beat),
+                        self.beats.payload.data.eq(elements(beat_word(beat_bytes), lanes,
+                                                            cfg.in_format.width, b_in)),
+                        self.beats.payload.last.eq(last_byte),
+                        take.eq(~last_byte_of_beat | self.beats.ready),
+                    ]
+                    with m.If(b_valid & take):
+                        shift_in()
+                        m.d.sync += remaining.eq(remaining - 1)
+                        with m.If(~padding):
+                            m.d.sync += crc.eq(crc_next)
+                        with m.If(last_byte_of_beat):
+                            m.d.sync += [pos.eq(0), beats.eq(beats + 1)]
+                        with m.Else():
+                            m.d.sync += pos.eq(pos + 1)
+                        with m.If(last_byte):
+                            with m.If(padding):
+                                m.d.sync += padding.eq(0)
+                                m.next = "FINISH"
+                            with m.Else():
+                                m.next = "TAIL"
+
+            if cfg.affine:
+                for state, nxt, field in (("ADDR0", "ADDR1", addr[:8]), ("ADDR1", "PARAMS", addr[8:])):
+                    with m.State(state):
+                        m.d.comb += take.eq(1)
+                        with m.If(timeout):
+                            on_timeout()
+                        with m.Elif(b_valid):
+                            m.d.sync += [crc.eq(crc_next), remaining.eq(remaining - 1), field.eq(b_data)]
+                            m.next = nxt
+
+                with m.State("PARAMS"):
+                    last_byte_of_beat = pos == pbeat_bytes - 1
+                    word = beat_word(pbeat_bytes)
+                    w_p = cfg.param_format.width
+                    # a beat past the last one is consumed without a write (the core's address
+                    # port is narrower than 16 bits) and the frame is answered ERR_BAD_ADDRESS
+                    in_range = addr < cfg.beats_max
+                    m.d.comb += [
+                        self.params.valid.eq(b_valid & last_byte_of_beat & in_range),
+                        self.params.payload.addr.eq(addr[:16]),
+                        self.params.payload.gamma.eq(elements(word, lanes, w_p, b_p)),
+                        self.params.payload.beta.eq(elements(word[8 * b_p * lanes:], lanes, w_p, b_p)),
+                        take.eq(~last_byte_of_beat | ~in_range | self.params.ready),
+                    ]
+                    with m.If(timeout):
+                        on_timeout()
+                    with m.Elif(b_valid & take):
+                        shift_in()
+                        m.d.sync += [crc.eq(crc_next), remaining.eq(remaining - 1)]
+                        with m.If(last_byte_of_beat):
+                            m.d.sync += [pos.eq(0), addr.eq(addr + 1)]
+                            with m.If(~in_range):
+                                m.d.sync += bad_addr.eq(1)
+                        with m.Else():
+                            m.d.sync += pos.eq(pos + 1)
+                        with m.If(remaining == 3):
+                            m.next = "TAIL"
+
+            # the CRC bytes; or, after a bad length or command, the rest of the frame as LEN said
+            with m.State("TAIL"):
+                m.d.comb += take.eq(1)
+                with m.If(timeout):
+                    with m.If(error == 0):
+                        m.d.sync += timed_out.eq(1)
+                    m.next = "FINISH"
+                with m.Elif(b_valid):
+                    m.d.sync += [crc.eq(crc_next), remaining.eq(remaining - 1)]
+                    with m.If(remaining == 1):
+                        m.next = "FINISH"
+
+            with m.State("FINISH"):
+                m.d.comb += self.jobs.valid.eq(1)
+                with m.If(self.jobs.ready):
+                    m.d.sync += in_frame.eq(0)
+                    m.next = "HUNT"
+        return m
+
+
+class Replier(wiring.Component):
+    """Jobs and core results in, reply bytes out.
+
+    Members
+    -------
+    jobs : In(stream.Signature(job_layout(cfg)))
+    results : In(stream.Signature(StructLayout({"data": P*W_out, "last": 1})))
+    o : Out(stream.Signature(8))
+    error : Out(1)
+    """
+
+    def __init__(self, cfg: CoreConfig, *, identity: bytes):
+        self._cfg = cfg
+        self._identity = bytes(identity)
+        super().__init__({
+            "jobs": In(stream.Signature(job_layout(cfg))),
+            "results": In(stream.Signature(data.StructLayout(
+                {"data": cfg.lanes * cfg.out_format.width, "last": 1}))),
+            "o": Out(stream.Signature(8)),
+            "error": Out(1),
+        })
+
+    def elaborate(self, platform):
+        cfg = self._cfg
+        m = Module()
+        lanes, w_out = cfg.lanes, cfg.out_format.width
+        b_out = proto.element_bytes(w_out)
+        beat_bytes = lanes * b_out
+        ident = self._identity
+
+        m.submodules.rom = rom = memory.Memory(shape=8, depth=len(ident), init=list(ident))
+        rom_rd = rom.read_port(domain="sync")
+        rom_index = Signal(range(len(ident)))
+        rom_valid = Signal()                 # rom_rd.data is the byte at rom_index
+        m.d.comb += rom_rd.addr.eq(rom_index)
+        m.d.sync += rom_valid.eq(1)
+
+        job = Signal(job_layout(cfg))
+        is_error = job.error != 0
+        reply_cmd = Signal(8)
+        left = Signal(16)                    # payload bytes still to send (LEN in the header)
+        hidx = Signal(3)                     # byte within the header, then within the CRC
+        crc = Signal(16, init=0xFFFF)
+        byte = Signal(8)
+        avail = Signal()
+        in_crc = Signal()                    # the byte counts towards the CRC
+        sent = Signal()
+        m.d.comb += [self.o.payload.eq(byte), self.o.valid.eq(avail), sent.eq(self.o.valid & self.o.ready)]
+        with m.If(sent & in_crc):
+            m.d.sync += crc.eq(crc16_update(crc, byte))
+
+        # one result beat at a time, serialised little-endian, each lane sign-extended
+        beat = Signal(8 * beat_bytes)
+        beat_loaded = Signal()
+        beat_pos = Signal(range(beat_bytes))
+        results = self.results.payload.data
+        beat_word = Cat(*(_sext(results[k * w_out:(k + 1) * w_out], 8 * b_out) for k in range(lanes)))
+
+        with m.FSM():
+            with m.State("IDLE"):
+                m.d.sync += [hidx.eq(0), crc.eq(0xFFFF), beat_loaded.eq(0), beat_pos.eq(0), rom_index.eq(0)]
+                with m.If(self.jobs.valid):
+                    m.d.comb += self.jobs.ready.eq(1)
+                    m.d.sync += job.eq(self.jobs.payload)
+                    with m.If(self.jobs.payload.vector & (self.jobs.payload.error != 0)):
+                        m.next = "DRAIN"
+                    with m.Else():
+                        m.next = "PREPARE"
+            with m.State("DRAIN"):
+                m.d.comb += self.results.ready.eq(1)
+                with m.If(self.results.valid & self.results.payload.last):
+                    m.next = "PREPARE"
+            with m.State("PREPARE"):
+                with m.If(is_error):
+                    m.d.sync += [reply_cmd.eq(proto.CMD_ERROR), left.eq(2)]
+                    m.d.comb += self.error.eq(1)
+                with m.Else():
+                    m.d.sync += reply_cmd.eq(job.cmd | proto.REPLY_FLAG)
+                    with m.Switch(job.cmd):
+                        with m.Case(proto.CMD_IDENTIFY):
+                            m.d.sync += left.eq(len(ident))
+                        with m.Case(proto.CMD_NORMALIZE):
+                            m.d.sync += left.eq(job.beats * beat_bytes)
+                        with m.Default():
+                            m.d.sync += left.eq(0)
+                m.next = "HEADER"
+            with m.State("HEADER"):
+                header = Array([Const(proto.SYNC[0], 8), Const(proto.SYNC[1], 8), reply_cmd,
+                                job.seq, left[:8], left[8:16]])
+                m.d.comb += [avail.eq(1), byte.eq(header[hidx]), in_crc.eq(hidx >= 2)]
+                with m.If(sent):
+                    m.d.sync += hidx.eq(hidx + 1)
+                    with m.If(hidx == 5):
+                        m.d.sync += hidx.eq(0)
+                        with m.If(left == 0):
+                            m.next = "CRC"
+                        with m.Else():
+                            m.next = "PAYLOAD"
+            with m.State("PAYLOAD"):
+                m.d.comb += in_crc.eq(1)
+                with m.If(is_error):                                  # error code, command
+                    m.d.comb += [avail.eq(1), byte.eq(Mux(left[0], job.cmd, job.error))]
+                with m.Elif(job.cmd == proto.CMD_IDENTIFY):
+                    m.d.comb += [avail.eq(rom_valid), byte.eq(rom_rd.data)]
+                    with m.If(sent):
+                        m.d.sync += [rom_index.eq(rom_index + 1), rom_valid.eq(0)]
+                with m.Else():
+                    m.d.comb += [avail.eq(beat_loaded), byte.eq(beat[:8]),
+                                 self.results.ready.eq(~beat_loaded)]
+                    with m.If(self.results.valid & ~beat_loaded):
+                        m.d.sync += [beat.eq(beat_word), beat_loaded.eq(1)]
+                    with m.If(sent):
+                        m.d.sync += [beat.eq(beat >> 8), beat_pos.eq(beat_pos + 1)]
+                        with m.If(beat_pos == beat_bytes - 1):
+                            m.d.sync += [beat_loaded.eq(0), beat_pos.eq(0)]
+                with m.If(sent):
+                    m.d.sync += left.eq(left - 1)
+                    with m.If(left == 1):
+                        m.next = "CRC"
+            with m.State("CRC"):
+                m.d.comb += [avail.eq(1), byte.eq(Mux(hidx[0], crc[:8], crc[8:]))]
+                with m.If(sent):
+                    m.d.sync += hidx.eq(hidx + 1)
+                    with m.If(hidx == 1):
+                        m.next = "IDLE"
+        return m
+
+
+def _sext(value, width):
+    """``value`` (signed) sign-extended to ``width`` bits."""
+    value = Value.cast(value)
+    return Cat(value, value[-1].replicate(width - len(value))) if len(value) < width else value[:width]
+
+
+class NormLink(wiring.Component):
+    """UART, frame parser, the core and the replier: a board image without its clocking and I/O.
+
+    Parameters
+    ----------
+    cfg : the core's configuration
+    link : :class:`~normgen.boards.protocol.LinkParams` (divisor, timeout, clock, board name)
+    """
+
+    rx: In(1, init=1)
+    tx: Out(1, init=1)
+    busy: Out(1)
+    error: Out(1)
+
+    def __init__(self, cfg: CoreConfig, link: proto.LinkParams):
+        if not isinstance(cfg, CoreConfig):
+            raise TypeError(f"cfg must be a CoreConfig, not {cfg!r}")
+        if not isinstance(link, proto.LinkParams):
+            raise TypeError(f"link must be a LinkParams, not {link!r}")
+        if cfg.norm not in ("layernorm", "rmsnorm"):
+            raise ValueError(f"the host link serves LayerNorm and RMSNorm cores, not norm {cfg.norm!r}")
+        self._cfg = cfg
+        self._link = link
+        self._identity = proto.identity_from_config(cfg, link)
+        super().__init__()
+
+    @property
+    def cfg(self) -> CoreConfig:
+        return self._cfg
+
+    @property
+    def link(self) -> proto.LinkParams:
+        return self._link
+
+    @property
+    def identity(self) -> proto.Identity:
+        return self._identity
+
+    def elaborate(self, platform):
+        cfg, link = self._cfg, self._link
+        m = Module()
+        m.submodules.uart_rx = uart_rx = UARTRx(clocks_per_bit=link.clocks_per_bit)
+        m.submodules.uart_tx = uart_tx = UARTTx(clocks_per_bit=link.clocks_per_bit)
+        m.submodules.rx_fifo = rx_fifo = fifo.SyncFIFOBuffered(width=9, depth=RX_FIFO_DEPTH)
+        m.submodules.parser = parser = FrameParser(cfg, timeout_cycles=link.timeout_cycles)
+        m.submodules.jobs = jobs = fifo.SyncFIFO(width=job_layout(cfg).size, depth=JOB_FIFO_DEPTH)
+        m.submodules.core = core = NormCore(cfg)
+        m.submodules.replier = replier = Replier(cfg, identity=self._identity.pack())
+
+        m.d.comb += [
+            uart_rx.rx.eq(self.rx),
+            self.tx.eq(uart_tx.tx),
+            self.busy.eq(parser.busy),
+            self.error.eq(replier.error),
+
+            rx_fifo.w_data.eq(uart_rx.o.payload.as_value()),
+            rx_fifo.w_en.eq(uart_rx.o.valid),
+            uart_rx.o.ready.eq(rx_fifo.w_rdy),
+            parser.i.payload.eq(rx_fifo.r_data),
+            parser.i.valid.eq(rx_fifo.r_rdy),
+            rx_fifo.r_en.eq(parser.i.ready),
+
+            core.s_axis_tvalid.eq(parser.beats.valid),
+            core.s_axis_tdata.eq(parser.beats.payload.data),
+            core.s_axis_tlast.eq(parser.beats.payload.last),
+            parser.beats.ready.eq(core.s_axis_tready),
+
+            jobs.w_data.eq(parser.jobs.payload.as_value()),
+            jobs.w_en.eq(parser.jobs.valid),
+            parser.jobs.ready.eq(jobs.w_rdy),
+            replier.jobs.payload.eq(jobs.r_data),
+            replier.jobs.valid.eq(jobs.r_rdy),
+            jobs.r_en.eq(replier.jobs.ready),
+
+            replier.results.valid.eq(core.m_axis_tvalid),
+            replier.results.payload.data.eq(core.m_axis_tdata),
+            replier.results.payload.last.eq(core.m_axis_tlast),
+            core.m_axis_tready.eq(replier.results.ready),
+        ]
+        wiring.connect(m, producer=replier.o, consumer=uart_tx.i)
+        if cfg.affine:
+            m.d.comb += [
+                core.param_valid.eq(parser.params.valid),
+                core.param_addr.eq(parser.params.payload.addr),
+                core.param_gamma.eq(parser.params.payload.gamma),
+                core.param_beta.eq(parser.params.payload.beta),
+                parser.params.ready.eq(core.param_ready),
+            ]
+        return m

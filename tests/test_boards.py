@@ -1,0 +1,542 @@
+"""Dev-board images: protocol, UART, PLL settings, host driver, programming command, full-system
+simulation (host driver <-> simulated board, cocotb + Icarus) and, marked slow, the bitstreams.
+"""
+from __future__ import annotations
+
+import json
+import random
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from normgen.boards import protocol as proto
+from normgen.boards.host import BoardError, BoardLink, IdentityMismatch, LinkError
+from normgen.boards.images import BOARDS
+from normgen.hw.config import CoreConfig
+from normgen.sim import golden
+
+ICEBREAKER = BOARDS["icebreaker"]
+ULX3S = BOARDS["ulx3s"]
+
+
+# ---- protocol ------------------------------------------------------------------------------------
+def test_crc_is_ccitt_false():
+    assert proto.crc16(b"123456789") == 0x29B1                   # the catalogue check value
+    body = bytes(range(40))
+    frame = proto.encode_frame(proto.CMD_NORMALIZE, 7, body)
+    assert proto.crc16(frame[2:]) == 0                             # what the gateware checks
+
+
+@pytest.mark.parametrize("width", [2, 7, 8, 9, 12, 16, 17, 24, 32])
+def test_elements_round_trip(width):
+    rng = np.random.default_rng(width)
+    values = rng.integers(-(1 << (width - 1)), 1 << (width - 1), 200)
+    values[:2] = [-(1 << (width - 1)), (1 << (width - 1)) - 1]
+    data = proto.encode_elements(values, width)
+    assert len(data) == 200 * ((width + 7) // 8)
+    assert np.array_equal(proto.decode_elements(data, width), values)
+    with pytest.raises(ValueError):
+        proto.encode_elements([1 << (width - 1)], width)
+
+
+def test_frame_decoder_skips_garbage_and_bad_frames():
+    frames = [proto.encode_frame(proto.CMD_NORMALIZE | proto.REPLY_FLAG, s, bytes([s] * s)) for s in range(1, 6)]
+    corrupted = bytearray(frames[1])
+    corrupted[-3] ^= 0x10
+    # garbage with a false SYNC whose "frame" would swallow the next real one
+    stream = b"\x00\xa5\x5a\x83\x09\x40\x00" + frames[0] + b"\xa5\xff" + bytes(corrupted) + frames[2] + frames[3] + frames[4]
+    decoder = proto.FrameDecoder()
+    got = []
+    for k in range(0, len(stream), 3):                 # fed in small pieces
+        decoder.feed(stream[k:k + 3])
+        while (frame := decoder.next_frame()) is not None:
+            got.append(frame.seq)
+    assert got == [1, 3, 4, 5]
+    assert decoder.dropped >= 2
+
+
+def test_identity_round_trip_and_mismatch():
+    ident = ICEBREAKER.identity
+    assert proto.Identity.unpack(ident.pack()) == ident
+    assert ident.features == 1024 and ident.in_format == "s3.5" and ident.board == "icebreaker"
+    other = ULX3S.identity
+    problems = other.mismatches(ident)
+    assert any(p.startswith("in_format") for p in problems)
+    assert any(p.startswith("config_hash") for p in problems)
+    with pytest.raises(ValueError, match="magic"):
+        proto.Identity.unpack(b"XXXX" + ident.pack()[4:])
+    # the hash follows the parameters the image starts with
+    cfg = ICEBREAKER.core_config()
+    assert proto.config_hash(cfg) != proto.config_hash(cfg.with_params(np.full(cfg.features, 0.5), None))
+
+
+def test_board_images_are_consistent():
+    for image in BOARDS.values():
+        assert image.baud <= image.uart_max_baud
+        assert image.clock_hz % image.baud == 0 and image.clocks_per_bit >= 4
+        pll = image.pll_params()
+        assert abs(pll.f_out - image.clock_hz) < 1
+        cfg = image.core_config()
+        assert image.identity.config_hash == proto.config_hash(cfg)
+    # the FT2232H makes 12 MHz / n, the FT231X 3 MHz / n (n >= 1 in steps of 1/8)
+    for image, base in ((ICEBREAKER, 12_000_000), (ULX3S, 3_000_000)):
+        n = base / image.baud
+        assert n >= 1 and abs(n * 8 - round(n * 8)) < 1e-9
+
+
+# ---- PLL -----------------------------------------------------------------------------------------
+def test_pll_settings():
+    from normgen.boards.pll import PLLError, ecp5_pll_params, ice40_pll_params
+    p = ice40_pll_params(12e6, 18e6)
+    assert (p.divr, p.divf, p.divq, p.filter_range) == (0, 47, 5, 1) and p.f_vco == 576e6
+    p = ecp5_pll_params(25e6, 60e6)
+    assert (p.clki_div, p.clkfb_div, p.clkop_div) == (5, 12, 10) and p.f_vco == 600e6
+    with pytest.raises(PLLError, match="exactly"):
+        ecp5_pll_params(25e6, 48e6)
+    with pytest.raises(PLLError):
+        ice40_pll_params(12e6, 500e6)
+
+
+def _run_yowasp(tool, args, cwd):
+    exe = shutil.which(tool) or str(Path(sys.executable).parent / tool)
+    if not Path(exe).exists():
+        pytest.skip(f"{tool} not installed")
+    return subprocess.run([exe, *args], cwd=cwd, capture_output=True, text=True, timeout=300).stdout
+
+
+@pytest.mark.parametrize("f_out", [18, 30, 48, 60])
+def test_ice40_pll_agrees_with_icepll(f_out, tmp_path):
+    from normgen.boards.pll import ice40_pll_params
+    text = _run_yowasp("yowasp-icepll", ["-i", "12", "-o", str(f_out)], tmp_path)
+    fields = {}
+    for line in text.splitlines():
+        key, _, value = line.partition(":")
+        if key.strip() in ("DIVR", "DIVF", "DIVQ", "FILTER_RANGE"):
+            fields[key.strip()] = int(value.split()[0])
+    p = ice40_pll_params(12e6, f_out * 1e6)
+    assert fields == {"DIVR": p.divr, "DIVF": p.divf, "DIVQ": p.divq, "FILTER_RANGE": p.filter_range}
+
+
+@pytest.mark.parametrize("f_out", [45, 60, 75, 90])
+def test_ecp5_pll_agrees_with_ecppll(f_out, tmp_path):
+    from normgen.boards.pll import ecp5_pll_params
+    text = _run_yowasp("yowasp-ecppll", ["-i", "25", "-o", str(f_out)], tmp_path)
+    got = {line.split(":")[0].strip(): int(line.split(":")[1]) for line in text.splitlines()
+           if "divisor" in line}
+    p = ecp5_pll_params(25e6, f_out * 1e6)
+    assert got == {"Refclk divisor": p.clki_div, "Feedback divisor": p.clkfb_div, "clkout0 divisor": p.clkop_div}
+
+
+# ---- UART (Amaranth simulator) --------------------------------------------------------------------
+def _uart_rx_run(levels, cpb):
+    """Drive UARTRx with one line level per clock; return [(byte, error)]."""
+    from amaranth.sim import Simulator
+    from normgen.boards.uart import UARTRx
+    dut = UARTRx(clocks_per_bit=cpb)
+    got = []
+
+    async def bench(ctx):
+        ctx.set(dut.o.ready, 1)
+        for level in levels:
+            ctx.set(dut.rx, level)
+            await ctx.tick()
+            if ctx.get(dut.o.valid):
+                got.append((ctx.get(dut.o.payload.data), ctx.get(dut.o.payload.error)))
+        for _ in range(3 * cpb):
+            await ctx.tick()
+            if ctx.get(dut.o.valid):
+                got.append((ctx.get(dut.o.payload.data), ctx.get(dut.o.payload.error)))
+
+    sim = Simulator(dut)
+    sim.add_clock(1e-8)
+    sim.add_testbench(bench)
+    sim.run()
+    return got
+
+
+def _line_levels(items, cpb, skew=0.0, phase=0.0, stop_bits=None):
+    """Line level at each clock for 8N1 bytes sent at cpb*(1+skew) clocks per bit.
+
+    items: bytes, or ("glitch", clocks) / ("break", bits) / ("idle", bits)."""
+    bits = []
+    for k, item in enumerate(items):
+        if isinstance(item, tuple):
+            kind, count = item
+            bits += {"glitch": [], "break": [0] * count, "idle": [1] * count}[kind]
+            if kind == "glitch":
+                bits.append(("glitch", count))
+            continue
+        stop = 1 if stop_bits is None else stop_bits[k]
+        bits += [0] + [(item >> b) & 1 for b in range(8)] + [stop]
+    bits += [1, 1]
+    levels, t = [1] * 5, phase
+    for bit in bits:
+        if isinstance(bit, tuple):
+            levels += [0] * bit[1] + [1] * cpb
+            continue
+        end = t + cpb * (1 + skew)
+        levels += [bit] * (int(end) - int(t))
+        t = end
+    return levels
+
+
+@pytest.mark.parametrize("cpb,skew", [(4, 0.0), (4, 0.02), (4, -0.02), (6, 0.03), (6, -0.03), (20, 0.04), (20, -0.04),
+                                      (15, 0.04), (15, -0.04), (6, 0.05), (20, 0.05)])
+def test_uart_rx_tolerates_baud_mismatch(cpb, skew):
+    rng = random.Random(cpb)
+    data = bytes(rng.randrange(256) for _ in range(24)) + b"\x00\xff\x55\xaa"
+    got = _uart_rx_run(_line_levels(data, cpb, skew, phase=rng.random()), cpb)
+    assert got == [(b, 0) for b in data]
+
+
+def test_uart_rx_framing_error_glitch_and_break():
+    cpb = 8
+    # a byte whose stop bit is 0 is delivered with error=1; a glitch shorter than half a bit is
+    # ignored; a break gives one error byte (0x00) and nothing more until the line is high again
+    items = [0x31, 0x32, ("glitch", 2), ("idle", 2), 0x33, ("break", 40), ("idle", 2), 0x34]
+    levels = _line_levels(items, cpb, stop_bits=[1, 0, None, None, 1, None, None, 1])
+    got = _uart_rx_run(levels, cpb)
+    assert got == [(0x31, 0), (0x32, 1), (0x33, 0), (0x00, 1), (0x34, 0)]
+
+
+def test_uart_tx_rx_loopback():
+    from amaranth import Module
+    from amaranth.sim import Simulator
+    from normgen.boards.uart import UARTRx, UARTTx
+    cpb = 5
+    m = Module()
+    m.submodules.tx = tx = UARTTx(clocks_per_bit=cpb)
+    m.submodules.rx = rx = UARTRx(clocks_per_bit=cpb)
+    m.d.comb += rx.rx.eq(tx.tx)
+    data = list(range(0, 256, 7)) + [0, 255]
+    got, line = [], []
+
+    async def send(ctx):
+        for byte in data:
+            ctx.set(tx.i.valid, 1)
+            ctx.set(tx.i.payload, byte)
+            await ctx.tick().until(tx.i.ready)
+        ctx.set(tx.i.valid, 0)
+
+    async def receive(ctx):
+        ctx.set(rx.o.ready, 1)
+        while len(got) < len(data):
+            await ctx.tick()
+            line.append(ctx.get(tx.tx))
+            if ctx.get(rx.o.valid):
+                got.append((ctx.get(rx.o.payload.data), ctx.get(rx.o.payload.error)))
+
+    sim = Simulator(m)
+    sim.add_clock(1e-8)
+    sim.add_testbench(send)
+    sim.add_testbench(receive)
+    sim.run()
+    assert got == [(b, 0) for b in data]
+    # back-to-back: exactly 10 bit times per byte on the wire, no idle gap
+    first_low = line.index(0)
+    assert line[first_low:first_low + cpb] == [0] * cpb
+
+
+def test_uart_divisor_validation():
+    from normgen.boards.uart import UARTRx, UARTTx
+    for bad in (3, 0, 4.5, "8", True):
+        with pytest.raises(TypeError, match="Clocks per bit"):
+            UARTRx(clocks_per_bit=bad)
+        with pytest.raises(TypeError, match="Clocks per bit"):
+            UARTTx(clocks_per_bit=bad)
+
+
+# ---- host driver against a behavioural board ------------------------------------------------------
+class FakeBoard:
+    """A pyserial-like port with a board behind it written in Python from the protocol text, and
+    faults to inject: each entry of ``faults`` applies to one request in order ("drop": no
+    reply, "corrupt": the reply's CRC broken, "error": an error reply, "late": the reply after
+    the host gave up, None: a good reply)."""
+
+    def __init__(self, image, *, faults=(), identity=None):
+        self.cfg = image.core_config()
+        self.identity = identity or image.identity
+        self.baudrate = image.baud
+        self.timeout = None
+        self.faults = list(faults)
+        self.requests = []
+        self.now = 0.0
+        self._out = bytearray()
+        self._late = bytearray()
+        self.gamma, self.beta = (np.array(v) for v in self.cfg.gamma_beta_int())
+
+    def clock(self):
+        return self.now
+
+    def write(self, data):
+        decoder = proto.FrameDecoder()
+        decoder.feed(bytes(data))
+        frame = decoder.next_frame()
+        assert frame is not None, "the host sent a frame that does not decode"
+        self.requests.append(frame)
+        fault = self.faults.pop(0) if self.faults else None
+        reply = self._serve(frame)
+        self._out += self._late
+        self._late = bytearray()
+        if fault == "drop":
+            return len(data)
+        if fault == "late":
+            self._late += reply
+            return len(data)
+        if fault == "corrupt":
+            reply = bytearray(reply)
+            reply[-1] ^= 0x01
+        if fault == "error":
+            reply = proto.encode_frame(proto.CMD_ERROR, frame.seq, bytes([proto.ERR_BAD_CRC, frame.cmd]))
+        self._out += reply
+        return len(data)
+
+    def _serve(self, frame):
+        cfg = self.cfg
+        if frame.cmd == proto.CMD_IDENTIFY:
+            return proto.encode_frame(0x81, frame.seq, self.identity.pack())
+        if frame.cmd == proto.CMD_LOAD_PARAMS:
+            w = cfg.param_format.width
+            start = int.from_bytes(frame.payload[:2], "little")
+            values = proto.decode_elements(frame.payload[2:], w).reshape(-1, 2)
+            self.gamma[start:start + len(values)] = values[:, 0]
+            self.beta[start:start + len(values)] = values[:, 1]
+            return proto.encode_frame(0x82, frame.seq)
+        if frame.cmd == proto.CMD_NORMALIZE:
+            x = proto.decode_elements(frame.payload, cfg.in_format.width)
+            current = cfg.with_params(cfg.param_format.to_float(self.gamma), cfg.param_format.to_float(self.beta))
+            y = golden.normalize(current, x[None, :])[0]
+            return proto.encode_frame(0x83, frame.seq, proto.encode_elements(y, cfg.out_format.width))
+        return proto.encode_frame(proto.CMD_ERROR, frame.seq, bytes([proto.ERR_UNKNOWN_COMMAND, frame.cmd]))
+
+    def read(self, size=1):
+        if not self._out:
+            self.now += self.timeout or 0.0          # nothing comes: the whole timeout passes
+            return b""
+        data = bytes(self._out[:size])
+        del self._out[:size]
+        self.now += len(data) * 10 / self.baudrate
+        return data
+
+    def reset_input_buffer(self):
+        self._out.clear()
+
+
+def _vectors(cfg, count, seed=0):
+    rng = np.random.default_rng(seed)
+    return [rng.integers(cfg.in_format.min_int, cfg.in_format.max_int + 1, int(rng.integers(1, 40)))
+            for _ in range(count)]
+
+
+@pytest.mark.parametrize("image", [ICEBREAKER, ULX3S], ids=lambda i: i.name)
+def test_host_driver_against_behavioural_board(image):
+    port = FakeBoard(image)
+    link = BoardLink(port, expected=image.identity)
+    xs = _vectors(port.cfg, 12)
+    ys = link.normalize_int(xs)
+    assert all(np.array_equal(y, e) for y, e in zip(ys, golden.normalize_vectors(port.cfg, xs)))
+    gamma, beta = (np.random.default_rng(1).integers(-40, 40, port.cfg.features) for _ in range(2))
+    link.load_params(gamma, beta, chunk_bytes=300)
+    assert np.array_equal(port.gamma, gamma) and np.array_equal(port.beta, beta)
+    assert link.stats.retries == 0
+
+
+def test_host_retries_and_recovers():
+    faults = [None, "drop", "corrupt", "error", None, "late", None, None, "drop"]
+    port = FakeBoard(ICEBREAKER, faults=faults)
+    link = BoardLink(port, expected=ICEBREAKER.identity, window=2, margin_s=0.01)
+    xs = _vectors(port.cfg, 6, seed=3)
+    ys = link.normalize_int(xs)
+    assert all(np.array_equal(y, e) for y, e in zip(ys, golden.normalize_vectors(port.cfg, xs)))
+    assert link.stats.retries >= 4 and link.stats.timeouts >= 2
+    assert link.stats.error_replies == {"bad CRC": 1}
+
+
+def test_host_gives_up_with_a_clear_error():
+    port = FakeBoard(ICEBREAKER, faults=[None] + ["drop"] * 10)
+    link = BoardLink(port, expected=ICEBREAKER.identity, retries=3, margin_s=0.01)
+    with pytest.raises(LinkError, match=r"NORMALIZE: no valid reply after 4 attempts \(last problem: no reply"):
+        link.normalize_int([np.arange(4)])
+    assert len(port.requests) == 1 + 4
+    port = FakeBoard(ICEBREAKER, faults=[None] + ["error"] * 10)
+    link = BoardLink(port, expected=ICEBREAKER.identity, retries=2, margin_s=0.01)
+    with pytest.raises(LinkError, match="answered error reply: bad CRC"):
+        link.normalize_int([np.arange(4)])
+
+
+def test_host_refuses_the_wrong_image():
+    port = FakeBoard(ICEBREAKER, identity=ULX3S.identity)
+    with pytest.raises(IdentityMismatch, match=r"another image than expected \(.*in_format: board 's4.12', expected 's3.5'"):
+        BoardLink(port, expected=ICEBREAKER.identity)
+    # γ/β baked into the image are part of the identity
+    cfg = ICEBREAKER.core_config().with_params(np.full(1024, 0.5), None)
+    wrong = proto.identity_from_config(cfg, ICEBREAKER.link_params())
+    with pytest.raises(IdentityMismatch, match="config_hash"):
+        BoardLink(FakeBoard(ICEBREAKER, identity=wrong), expected=ICEBREAKER.identity)
+
+
+def test_host_checks_vectors_before_sending():
+    port = FakeBoard(ICEBREAKER)
+    link = BoardLink(port, expected=ICEBREAKER.identity)
+    sent = len(port.requests)
+    with pytest.raises(BoardError, match="N = 1025 elements; the board takes 1..1024"):
+        link.normalize_int([np.zeros(1025, np.int64)])
+    with pytest.raises(BoardError, match="outside the 8-bit signed range"):
+        link.normalize_int([np.array([0, 200])])
+    with pytest.raises(BoardError, match="N_max = 1024 values"):
+        link.load_params(np.zeros(10), np.zeros(10))
+    assert len(port.requests) == sent
+
+
+# ---- command line ---------------------------------------------------------------------------------
+def _board_cli(argv):
+    from normgen.boards.cli import main
+    return main(argv)
+
+
+@pytest.mark.parametrize("board,flash,expected", [
+    ("icebreaker", False, ["iceprog", "-S", "{bit}"]),
+    ("icebreaker", True, ["iceprog", "{bit}"]),
+    ("ulx3s", False, ["openFPGALoader", "-b", "ulx3s", "{bit}"]),
+    ("ulx3s", True, ["openFPGALoader", "-b", "ulx3s", "-f", "{bit}"]),
+])
+def test_prog_dry_run_prints_the_command(board, flash, expected, capsys, monkeypatch):
+    from normgen.boards.build import bitstream_path
+    monkeypatch.delenv("ICEPROG", raising=False)
+    monkeypatch.delenv("OPENFPGALOADER", raising=False)
+    argv = ["board", "prog", "--board", board, "--dry-run"] + (["--flash"] if flash else [])
+    assert _board_cli(argv) == 0
+    out = capsys.readouterr().out.strip()
+    bit = str(bitstream_path(BOARDS[board]))
+    assert out == " ".join(part.format(bit=bit) for part in expected)
+
+
+def test_prog_without_bitstream_or_tool_fails_clearly(tmp_path, capsys):
+    assert _board_cli(["board", "prog", "--board", "icebreaker", "--bitstream", str(tmp_path / "none.bin")]) == 1
+    assert "not found" in capsys.readouterr().err
+
+
+def test_board_run_cli_with_check(tmp_path, monkeypatch, capsys):
+    from normgen.boards import cli
+    port = FakeBoard(ICEBREAKER)
+    monkeypatch.setattr(cli, "_open_port", lambda args, image: port)
+    port.close = lambda: None
+    x = np.random.default_rng(5).normal(0, 1.5, (7, 48))
+    np.save(tmp_path / "x.npy", x)
+    argv = ["board", "run", "--board", "icebreaker", "--port", "/dev/null", "--input", str(tmp_path / "x.npy"),
+            "--output", str(tmp_path / "y.npy"), "--check", "--no-progress"]
+    assert _board_cli(argv) == 0
+    cfg = ICEBREAKER.core_config()
+    x_int, _ = cfg.in_format.quantize(x)
+    assert np.array_equal(np.load(tmp_path / "y.npy"), cfg.out_format.to_float(golden.normalize(cfg, x_int)))
+    assert "bit-exact with the golden model" in capsys.readouterr().err
+
+    # a board that computes something else: --check reports it and the exit status is 1
+    wrong = FakeBoard(ICEBREAKER)
+    wrong.cfg = CoreConfig(**{**ICEBREAKER.core, "eps": 2.0 ** -6})
+    wrong.close = lambda: None
+    monkeypatch.setattr(cli, "_open_port", lambda args, image: wrong)
+    assert _board_cli(argv) == 1
+    assert "differ from the golden model" in capsys.readouterr().err
+
+
+def test_board_run_cli_link_failure(tmp_path, monkeypatch, capsys):
+    from normgen.boards import cli
+    port = FakeBoard(ICEBREAKER, faults=["drop"] * 20)
+    port.close = lambda: None
+    monkeypatch.setattr(cli, "_open_port", lambda args, image: port)
+    np.save(tmp_path / "x.npy", np.zeros((1, 4)))
+    argv = ["board", "run", "--board", "icebreaker", "--port", "/dev/null", "--input", str(tmp_path / "x.npy"),
+            "--retries", "2", "--margin", "0.01"]
+    assert _board_cli(argv) == 1
+    assert "IDENTIFY: no valid reply after 3 attempts" in capsys.readouterr().err
+
+
+def test_board_run_cli_usage_errors(tmp_path):
+    np.save(tmp_path / "x.npy", np.zeros((2, 1025)))
+    with pytest.raises(SystemExit) as exc:
+        _board_cli(["board", "run", "--board", "icebreaker", "--port", "/dev/null", "--input", str(tmp_path / "x.npy")])
+    assert exc.value.code == 2
+
+
+def test_report_markdown_from_reports():
+    from normgen.boards.build import report_markdown
+    report = {"board": "icebreaker", "device": "iCE40UP5K-SG48", "core": "cfg", "core_clock_mhz": 18.0,
+              "baud": 3_000_000, "clocks_per_bit": 6, "yosys_cells": {"LUT4": 100, "FF": 50},
+              "utilization": {"logic cells": {"used": 528, "available": 5280},
+                              "DSP": {"used": 7, "available": 8}},
+              "clocks": {"clk": {"achieved_mhz": 17.5, "constraint_mhz": 18.0}}, "core_clock_net": "clk",
+              "timing_met": False}
+    table = report_markdown(report)
+    assert "| icebreaker | iCE40UP5K-SG48 | 18 MHz | 3 Mbaud (6) | 100 | 50 | 528 / 5280 (10 %) | 7 / 8 (88 %) | – " \
+           "| 17.5 / 18.0 MHz | **FAILED** |" in table
+
+
+# ---- full-system simulation: the host driver against the simulated board --------------------------
+@pytest.mark.parametrize("test", ["test_vectors", "test_malformed"])
+def test_board_simulation_icebreaker(test):
+    """The iCEBreaker image's link and core (its own configuration, 4 clocks per bit) under Icarus:
+    >= 50 vectors bit-exact through the host driver; >= 200 malformed frames, each answered as
+    it should be and followed by a good frame served bit-exact."""
+    from normgen.boards.sim import run_board_sim
+    result = run_board_sim("icebreaker", vectors=60, malformed=220, seed=11, testcase=test)
+    assert result.passed, result.failures
+    if test == "test_vectors":
+        rep = result.report["vectors"]
+        assert rep["plain"]["bit_exact"] == rep["plain"]["vectors"] >= 50
+        assert rep["skewed"]["bit_exact"] == rep["skewed"]["vectors"] > 0
+        assert rep["params"]["bit_exact"] == rep["params"]["vectors"] > 0
+        assert rep["retries"] == 0
+    else:
+        rep = result.report["malformed"]
+        assert rep["malformed"] >= 200 and rep["good_after"] == rep["good_frames"] == rep["malformed"]
+        assert set(rep["by_kind"]) == {"bad_crc", "truncated", "garbage", "garbage_then_frame", "oversize",
+                                       "bad_length", "unknown_command", "stalled", "line_break", "bad_address"}
+        assert rep["final_bit_exact"] == rep["final_vectors"]
+
+
+def test_board_simulation_ulx3s():
+    """The ULX3S image (16-bit formats: two bytes per element, 4-byte γ/β beats) through the host
+    driver; the malformed frames are the iCEBreaker test's (the same parser)."""
+    from normgen.boards.sim import run_board_sim
+    result = run_board_sim("ulx3s", vectors=16, seed=12, testcase="test_vectors")
+    assert result.passed, result.failures
+    rep = result.report["vectors"]
+    for section in ("plain", "skewed", "params"):
+        assert rep[section]["bit_exact"] == rep[section]["vectors"] > 0, section
+
+
+@pytest.mark.slow
+def test_board_simulation_ulx3s_malformed():
+    from normgen.boards.sim import run_board_sim
+    result = run_board_sim("ulx3s", malformed=220, seed=13, testcase="test_malformed")
+    assert result.passed, result.failures
+    assert result.report["malformed"]["good_after"] == 220
+
+
+# ---- bitstreams (slow: a few minutes each with YoWASP) --------------------------------------------
+@pytest.mark.slow
+@pytest.mark.parametrize("board", sorted(BOARDS))
+def test_bitstream_builds_and_meets_timing(board, tmp_path):
+    from normgen.boards.build import BuildError, build_board, toolchain_env
+    image = BOARDS[board]
+    try:
+        toolchain_env(image, "yowasp")
+    except BuildError as exc:
+        pytest.skip(str(exc))
+    report = build_board(board, build_dir=tmp_path, log=lambda *a: None)
+    assert report["timing_met"]
+    assert (tmp_path / f"normgen_{board}.{image.bitstream_ext}").stat().st_size > 10_000
+    saved = json.loads((tmp_path / "report.json").read_text())
+    assert saved["timing_met"] and saved["board"] == board
+    util = saved["utilization"]
+    for label in ("logic cells", "DSP", "block RAM"):
+        assert 0 < util[label]["used"] <= util[label]["available"], (label, util[label])
+    clock = saved["clocks"][saved["core_clock_net"]]
+    assert abs(clock["constraint_mhz"] - image.clock_hz / 1e6) < 0.01
+    assert clock["achieved_mhz"] >= clock["constraint_mhz"]
+    assert (tmp_path / "report.md").read_text().startswith("| board |")
