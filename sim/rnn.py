@@ -41,7 +41,6 @@ both must see the same ``a_t``.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import hashlib
 import json
 import logging
@@ -55,6 +54,7 @@ import numpy as np
 
 from normgen.hw.config import CoreConfig
 from normgen.sim import golden
+from normgen.sim.runner import build_lock, build_root
 
 __all__ = ["HIDDEN", "EPS", "CORE_KWARGS", "T_MIN", "T_MAX", "TEST_SEED", "WEIGHTS_PATH",
            "Dataset", "adding_task", "LNRNN", "NormOut", "FloatLayerNorm", "Float32LayerNorm", "GoldenLayerNorm",
@@ -470,28 +470,12 @@ class RtlRunFailed(AssertionError):
     """The cocotb run did not pass; the message holds the failures and the log tail."""
 
 
-def _build_root() -> Path:
-    env = os.environ.get("NORMGEN_BUILD_DIR")
-    return Path(env).resolve() if env else REPO / "build"
-
-
-@contextlib.contextmanager
-def _locked(path: Path):
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
-
-
 def rtl_build_dir(cfg: CoreConfig, root: Path | None = None) -> Path:
     """``build/rnn/<config>-<hash>``: one directory per core configuration."""
     key = json.dumps({"core": cfg.describe(), "module": RTL_MODULE_NAME}, sort_keys=True)
     digest = hashlib.sha256(key.encode()).hexdigest()[:12]
     name = f"{cfg.norm}-n{cfg.features}-p{cfg.lanes}-{cfg.in_format}-{cfg.out_format}-{digest}"
-    return (root or _build_root() / "rnn") / name
+    return (root or build_root() / "rnn") / name
 
 
 def _shard_bounds(count: int, jobs: int) -> list[tuple[int, int]]:
@@ -518,7 +502,7 @@ def run_rtl(model_path, data: Dataset, *, name: str = "run", jobs: int = 1, buil
     case = rtl_build_dir(cfg, build_root)
     case.mkdir(parents=True, exist_ok=True)
     source = case / f"{RTL_MODULE_NAME}.v"
-    with _locked(case / ".generate.lock"):
+    with build_lock(case / ".generate.lock"):
         text = generate_verilog(cfg, module_name=RTL_MODULE_NAME)
         if not source.exists() or source.read_text() != text:
             source.write_text(text)
@@ -612,7 +596,7 @@ def _simulate_shard(case: Path, sim_build: Path, source: Path, model_path: Path,
             build_args += ["-s", "rnn_waves_dump"]
             plusargs = [f"+rnn_dumpfile={run_dir / (RTL_MODULE_NAME + '.fst')}"]    # vvp -fst
         runner.log.setLevel(logging.ERROR)          # "Skipping compilation" on every shard
-        with _locked(case / ".build.lock"):
+        with build_lock(case / ".build.lock"):
             stamp = sim_build / "build_flags.json"
             flags = json.dumps({"sources": [str(p) for p in sources], "args": build_args})
             rebuild = not stamp.exists() or stamp.read_text() != flags

@@ -63,7 +63,9 @@ class RunResult:
     run_dir: Path | None = None
 
 
-def _repo_build_root() -> Path:
+def build_root() -> Path:
+    """Where simulation builds go: ``$NORMGEN_BUILD_DIR``, else ``build/`` of the repository (or of
+    the working directory for an installed package)."""
     env = os.environ.get("NORMGEN_BUILD_DIR")
     if env:
         return Path(env).resolve()
@@ -94,7 +96,7 @@ def case_dir(cfg_kwargs: dict, root: Path | None = None) -> Path:
     digest = hashlib.sha256(json.dumps(kwargs, sort_keys=True).encode()).hexdigest()[:12]
     cfg = CoreConfig(**cfg_kwargs)
     name = f"{cfg.norm}-n{cfg.features}-p{cfg.lanes}{'' if cfg.affine else '-noaffine'}-{digest}"
-    return (root or _repo_build_root() / "cocotb") / name
+    return (root or build_root() / "cocotb") / name
 
 
 def _choose_simulator(simulator: str | None) -> str:
@@ -154,7 +156,8 @@ def _with_env(values: dict):
 
 
 @contextlib.contextmanager
-def _locked(path: Path):
+def build_lock(path: Path):
+    """An exclusive lock file, so that parallel test workers share one build directory."""
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "w") as handle:
         fcntl.flock(handle, fcntl.LOCK_EX)
@@ -247,7 +250,7 @@ def build_and_run(cfg_kwargs: dict, seed: int = 1, testcase=None, build_dir=None
     if verilog is None:
         from normgen.hw.top import generate_verilog
         source = case / f"{module_name}.v"
-        with _locked(case / ".generate.lock"):
+        with build_lock(case / ".generate.lock"):
             _write_if_changed(source, generate_verilog(cfg, module_name=module_name))
     else:
         source = Path(verilog).resolve()
@@ -291,7 +294,7 @@ def build_and_run(cfg_kwargs: dict, seed: int = 1, testcase=None, build_dir=None
         # have them: the emitted Verilog has no time-zero dependence (normgen.hw.top).
         build_args = []
         build_waves = waves
-    with _locked(sim_build / ".build.lock"), _without_env("WAVES"), _with_env(build_env):
+    with build_lock(sim_build / ".build.lock"), _without_env("WAVES"), _with_env(build_env):
         # the simulators rebuild only when a source is newer: also rebuild when the flags change
         stamp = sim_build / "build_flags.json"
         flags = json.dumps({"sources": [str(p) for p in sources], "args": build_args, "env": build_env})
