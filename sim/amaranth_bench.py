@@ -14,23 +14,10 @@ from normgen.hw.config import CoreConfig
 from normgen.hw.fold import fold_batchnorm
 from normgen.hw.top import build_core, core_latency
 from normgen.sim import golden
+from normgen.sim.lanes import pack_lanes, unpack_lanes
 
-__all__ = ["pack_lanes", "unpack_lanes", "Packet", "ParamWrite", "Reset", "CoreRun", "run_core",
+__all__ = ["Packet", "ParamWrite", "Reset", "CoreRun", "run_core",
            "expected_outputs"]
-
-
-def pack_lanes(values, width: int) -> int:
-    """Lane k of ``values`` at bits [k*width, (k+1)*width), two's complement."""
-    mask = (1 << width) - 1
-    return sum((int(v) & mask) << (k * width) for k, v in enumerate(values))
-
-
-def unpack_lanes(word: int, lanes: int, width: int) -> list[int]:
-    out = []
-    for k in range(lanes):
-        v = (int(word) >> (k * width)) & ((1 << width) - 1)
-        out.append(v - (1 << width) if v >> (width - 1) else v)
-    return out
 
 
 @dataclass
@@ -198,7 +185,7 @@ def run_core(cfg: CoreConfig, items, *, idle=0.0, stall=0.0, seed=0, max_cycles=
                 if run.first_output_cycle is None:
                     run.first_output_cycle = cycle[0]
                 run.last_output_cycle = cycle[0]
-                current += unpack_lanes(data, lanes, w_out)
+                current += unpack_lanes(data, w_out, lanes)
                 if last:
                     run.outputs.append((np.array(current, np.int64), int(user)))
                     run.latencies.append(first_cycle)
@@ -289,7 +276,7 @@ def run_batches(cfg: CoreConfig, batches, *, idle=0.0, stall=0.0, seed=0) -> Bat
             if valid and first is None:
                 first = cycle[0]
             if valid and ready:
-                current += unpack_lanes(data, lanes, w_out)
+                current += unpack_lanes(data, w_out, lanes)
                 if last:
                     rows.append(current)
                     current = []

@@ -17,8 +17,8 @@ from cocotb.triggers import ClockCycles, RisingEdge
 from cocotbext.axi import AxiStreamBus, AxiStreamFrame, AxiStreamSink, AxiStreamSource
 
 from normgen.sim import golden, reference, vectors
-from normgen.sim.cocotb_core import (CLOCK_NS, SETTINGS, make_config, pack_lanes, pause_pattern, rng_for,
-                                     unpack_lanes)
+from normgen.sim.cocotb_core import CLOCK_NS, SETTINGS, make_config, pause_pattern, rng_for
+from normgen.sim.lanes import pack_lanes, unpack_lanes
 
 
 class BatchNormTB:

@@ -39,6 +39,7 @@ from cocotbext.axi import AxiStreamBus, AxiStreamSink, AxiStreamSource
 
 from normgen.hw.config import CoreConfig
 from normgen.sim import golden, reference, vectors
+from normgen.sim.lanes import pack_lanes, unpack_lanes
 
 ENV_VAR = "NORMGEN_COCOTB_CONFIG"
 CLOCK_NS = 10
@@ -64,25 +65,6 @@ def make_config(core: dict) -> CoreConfig:
     if unknown:
         raise ValueError(f"unknown core settings {sorted(unknown)}")
     return CoreConfig(**core)
-
-
-def pack_lanes(values, width: int) -> int:
-    """Lane k of ``values`` (signed integers) at bits [k·width + width − 1 : k·width]."""
-    mask = (1 << width) - 1
-    word = 0
-    for k, value in enumerate(values):
-        word |= (int(value) & mask) << (k * width)
-    return word
-
-
-def unpack_lanes(word: int, width: int, lanes: int) -> list[int]:
-    """Inverse of :func:`pack_lanes`: two's-complement lanes of one beat."""
-    mask, sign = (1 << width) - 1, 1 << (width - 1)
-    out = []
-    for k in range(lanes):
-        lane = (int(word) >> (k * width)) & mask
-        out.append(lane - (1 << width) if lane & sign else lane)
-    return out
 
 
 def rng_for(seed: int, *salt: int) -> np.random.Generator:
