@@ -36,6 +36,7 @@ from amaranth.lib import data, fifo, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from normgen.hw.config import CoreConfig
+from normgen.hw.streams import through_fifo
 from normgen.hw.top import NormCore
 
 from . import protocol as proto
@@ -551,30 +552,18 @@ class NormLink(wiring.Component):
             self.busy.eq(parser.busy),
             self.error.eq(replier.error),
 
-            rx_fifo.w_data.eq(uart_rx.o.payload.as_value()),
-            rx_fifo.w_en.eq(uart_rx.o.valid),
-            uart_rx.o.ready.eq(rx_fifo.w_rdy),
-            parser.i.payload.eq(rx_fifo.r_data),
-            parser.i.valid.eq(rx_fifo.r_rdy),
-            rx_fifo.r_en.eq(parser.i.ready),
-
             core.s_axis_tvalid.eq(parser.beats.valid),
             core.s_axis_tdata.eq(parser.beats.payload.data),
             core.s_axis_tlast.eq(parser.beats.payload.last),
             parser.beats.ready.eq(core.s_axis_tready),
-
-            jobs.w_data.eq(parser.jobs.payload.as_value()),
-            jobs.w_en.eq(parser.jobs.valid),
-            parser.jobs.ready.eq(jobs.w_rdy),
-            replier.jobs.payload.eq(jobs.r_data),
-            replier.jobs.valid.eq(jobs.r_rdy),
-            jobs.r_en.eq(replier.jobs.ready),
 
             replier.results.valid.eq(core.m_axis_tvalid),
             replier.results.payload.data.eq(core.m_axis_tdata),
             replier.results.payload.last.eq(core.m_axis_tlast),
             core.m_axis_tready.eq(replier.results.ready),
         ]
+        through_fifo(m, uart_rx.o, rx_fifo, parser.i)
+        through_fifo(m, parser.jobs, jobs, replier.jobs)
         wiring.connect(m, producer=replier.o, consumer=uart_tx.i)
         if cfg.affine:
             m.d.comb += [

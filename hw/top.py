@@ -19,6 +19,7 @@ from .config import CoreConfig
 from .ingest import Ingest, buffer_depth
 from .output import OutputStage, affine_params, core_ports, output_latency
 from .scalars import VectorScalars, scalars_latency
+from .streams import through_fifo
 
 __all__ = ["NormCore", "build_core", "generate_verilog", "core_latency", "STATS_FIFO_DEPTH"]
 
@@ -107,12 +108,6 @@ class NormCore(wiring.Component):
             output.rd_data.eq(buf_rd.data),
             ingest.rd_ptr.eq(output.rd_ptr),
 
-            stats_fifo.w_data.eq(ingest.stats.payload.as_value()),
-            stats_fifo.w_en.eq(ingest.stats.valid),
-            ingest.stats.ready.eq(stats_fifo.w_rdy),
-            scalars.i.payload.eq(stats_fifo.r_data),
-            scalars.i.valid.eq(stats_fifo.r_rdy),
-            stats_fifo.r_en.eq(scalars.i.ready),
 
             self.m_axis_tvalid.eq(output.o.valid),
             self.m_axis_tdata.eq(output.o.payload.data),
@@ -120,6 +115,7 @@ class NormCore(wiring.Component):
             self.m_axis_tuser.eq(output.o.payload.error),
             output.o.ready.eq(self.m_axis_tready),
         ]
+        through_fifo(m, ingest.stats, stats_fifo, scalars.i)
         wiring.connect(m, producer=scalars.o, consumer=output.coefs)
 
         if cfg.affine:
