@@ -58,7 +58,7 @@ class BatchStatsCore(wiring.Component):
         return batch_stats_latency(self._cfg)
 
     def elaborate(self, platform):
-        from .top import _pack_params
+        from .top import pack_params
         cfg = self._cfg
         m = Module()
         lanes, beats_max, m_max = cfg.lanes, cfg.beats_max, cfg.max_batch
@@ -141,7 +141,7 @@ class BatchStatsCore(wiring.Component):
 
         if cfg.affine:
             m.submodules.params = params = memory.Memory(
-                shape=unsigned(lanes * 2 * cfg.param_format.width), depth=beats_max, init=_pack_params(cfg))
+                shape=unsigned(lanes * 2 * cfg.param_format.width), depth=beats_max, init=pack_params(cfg))
             par_wr, par_rd = params.write_port(), params.read_port(domain="sync")
             s1b_par = Signal.like(par_rd.data)
             with m.If(advance):

@@ -21,7 +21,7 @@ from .output import OutputStage, affine_params, core_ports, output_latency
 from .scalars import VectorScalars, scalars_latency
 from .streams import through_fifo
 
-__all__ = ["NormCore", "build_core", "generate_verilog", "core_latency", "STATS_FIFO_DEPTH"]
+__all__ = ["NormCore", "build_core", "pack_params", "generate_verilog", "core_latency", "STATS_FIFO_DEPTH"]
 
 #: Vectors whose statistics can wait for the scalar stage.
 STATS_FIFO_DEPTH = 4
@@ -41,7 +41,7 @@ def core_latency(cfg: CoreConfig) -> int:
     return Ingest.LATENCY + fifo_latency + scalars_latency(cfg) + output_latency(cfg)
 
 
-def _pack_params(cfg: CoreConfig) -> list[int]:
+def pack_params(cfg: CoreConfig) -> list[int]:
     """γ/β memory words: lane k's γ at bits [k*W_p...], β at [(P+k)*W_p...]."""
     if not cfg.affine:
         return []
@@ -121,7 +121,7 @@ class NormCore(wiring.Component):
         if cfg.affine:
             m.submodules.params = params = memory.Memory(
                 shape=unsigned(cfg.lanes * 2 * cfg.param_format.width), depth=cfg.beats_max,
-                init=_pack_params(cfg))
+                init=pack_params(cfg))
             par_wr = params.write_port()
             par_rd = params.read_port(domain="sync")
             idle = ~ingest.busy & ~stats_fifo.r_rdy & ~scalars.busy & ~output.busy

@@ -20,6 +20,23 @@ __all__ = ["Packet", "ParamWrite", "Reset", "CoreRun", "run_core",
            "expected_outputs"]
 
 
+def _simulate(dut, sync: ClockDomain, cycle: list, *testbenches):
+    """Run ``testbenches`` on ``dut`` clocked by ``sync``; ``cycle[0]`` counts the clock edges."""
+    async def clock_counter(ctx):
+        async for _ in ctx.tick():
+            cycle[0] += 1
+
+    top = Module()
+    top.domains.sync = sync
+    top.submodules.dut = dut
+    sim = Simulator(top)
+    sim.add_clock(1e-8, domain="sync")
+    sim.add_process(clock_counter)
+    for testbench in testbenches:
+        sim.add_testbench(testbench)
+    sim.run()
+
+
 @dataclass
 class Packet:
     """One input packet (a vector; may be longer than N_max to test rejection)."""
@@ -115,11 +132,8 @@ def run_core(cfg: CoreConfig, items, *, idle=0.0, stall=0.0, seed=0, max_cycles=
         max_cycles = int(4 * work / max(1e-3, (1 - idle) * (1 - stall))) + 1000
     run = CoreRun()
     last_in_cycle, first_in_cycle = [], []
+    sync = ClockDomain("sync")                  # the source resets it mid-vector
     cycle = [0]
-
-    async def clock_counter(ctx):
-        async for _ in ctx.tick():
-            cycle[0] += 1
 
     async def source(ctx):
         pending_reset = None
@@ -193,15 +207,7 @@ def run_core(cfg: CoreConfig, items, *, idle=0.0, stall=0.0, seed=0, max_cycles=
         run.cycles = cycle[0]
         run.overlong_flag = ctx.get(dut.status_overlong)
 
-    top = Module()
-    top.domains.sync = sync = ClockDomain("sync")
-    top.submodules.dut = dut
-    sim = Simulator(top)
-    sim.add_clock(1e-8, domain="sync")
-    sim.add_process(clock_counter)
-    sim.add_testbench(source)
-    sim.add_testbench(sink)
-    sim.run()
+    _simulate(dut, sync, cycle, source, sink)
     # latency of packet j = cycle its first output beat was valid - cycle its last input beat was
     # taken (BatchNorm streams: - cycle its first input beat was taken)
     reference_cycles = first_in_cycle if cfg.is_bn_inference else last_in_cycle
@@ -244,10 +250,6 @@ def run_batches(cfg: CoreConfig, batches, *, idle=0.0, stall=0.0, seed=0) -> Bat
     max_cycles = int((total + beats_out) * 4 / max(1e-3, (1 - idle) * (1 - stall))
                      + len(batches) * (core_latency(cfg) + 100) * 2)
 
-    async def clock_counter(ctx):
-        async for _ in ctx.tick():
-            cycle[0] += 1
-
     async def source(ctx):
         for batch in batches:
             samples = list(batch)
@@ -289,15 +291,7 @@ def run_batches(cfg: CoreConfig, batches, *, idle=0.0, stall=0.0, seed=0) -> Bat
                     rows, first = [], None
         run.overlong_flag = ctx.get(dut.status_overlong)
 
-    top = Module()
-    top.domains.sync = ClockDomain("sync")
-    top.submodules.dut = dut
-    sim = Simulator(top)
-    sim.add_clock(1e-8, domain="sync")
-    sim.add_process(clock_counter)
-    sim.add_testbench(source)
-    sim.add_testbench(sink)
-    sim.run()
+    _simulate(dut, ClockDomain("sync"), cycle, source, sink)
     if len(last_in) == len(run.latencies):
         run.latencies = [f - l for f, l in zip(run.latencies, last_in)]
     return run

@@ -134,6 +134,17 @@ def _check(cfg, items, run):
         np.testing.assert_array_equal(got, want, err_msg=f"packet {index}")
 
 
+def _check_exact_faithful_latency(cfg, packets, run, traffic):
+    """Bit-exact with the golden model, faithful to the exact reference, and (at full rate) the
+    declared latency."""
+    _check(cfg, packets, run)
+    for packet, (y, _) in zip(packets, run.outputs):
+        report = reference.check_vector(cfg, packet.x, y)
+        assert report.unfaithful == 0, report.first_failure
+    if traffic == (0.0, 0.0):
+        assert run.latencies[0] == core_latency(cfg)
+
+
 @pytest.mark.parametrize("traffic", [(0.0, 0.0), (0.3, 0.4)], ids=["full-rate", "idle+backpressure"])
 @pytest.mark.parametrize("name", list(CORE_CASES))
 def test_core_bit_exact_and_faithful(name, traffic):
@@ -142,12 +153,7 @@ def test_core_bit_exact_and_faithful(name, traffic):
     packets = [Packet(x) for _, x in vectors.class_vectors(cfg, rng, 2)]
     idle, stall = traffic
     run = run_core(cfg, packets, idle=idle, stall=stall, seed=5)
-    _check(cfg, packets, run)
-    for packet, (y, _) in zip(packets, run.outputs):
-        report = reference.check_vector(cfg, packet.x, y)
-        assert report.unfaithful == 0, report.first_failure
-    if traffic == (0.0, 0.0):
-        assert run.latencies[0] == core_latency(cfg)
+    _check_exact_faithful_latency(cfg, packets, run, traffic)
 
 
 def test_core_latency_default_config():
@@ -222,12 +228,7 @@ def test_batchnorm_core_bit_exact_and_faithful(kwargs, traffic):
     packets.append(Packet(vectors.make_vector(cfg, "uniform", cfg.lanes, rng)))   # a short sample
     idle, stall = traffic
     run = run_core(cfg, packets, idle=idle, stall=stall, seed=3)
-    _check(cfg, packets, run)
-    for packet, (y, _) in zip(packets, run.outputs):
-        report = reference.check_vector(cfg, packet.x, y)
-        assert report.unfaithful == 0, report.first_failure
-    if traffic == (0.0, 0.0):
-        assert run.latencies[0] == core_latency(cfg)
+    _check_exact_faithful_latency(cfg, packets, run, traffic)
 
 
 def test_batchnorm_parameter_load_and_overlong_sample():
