@@ -23,7 +23,7 @@ $(VENV_STAMP): pyproject.toml
 
 verilog: $(VENV_STAMP)
 	mkdir -p $(BUILD)
-	$(PYTHON) -m normgen.hw.cli verilog $(CORE_OPTS) -o $(VERILOG)
+	$(PYTHON) -m normgen.host.cli verilog $(CORE_OPTS) -o $(VERILOG)
 
 sim: $(VENV_STAMP) verilog
 	$(PYTHON) -m normgen.sim.runner --verilog $(VERILOG) $(CORE_OPTS)
@@ -49,13 +49,13 @@ TOOLCHAIN ?= yowasp
 DRY_RUN ?=
 
 bitstream: $(FPGA_STAMP)
-	$(PYTHON) -m normgen.hw.cli board build --board $(BOARD) --toolchain $(TOOLCHAIN)
+	$(PYTHON) -m normgen.host.cli board build --board $(BOARD) --toolchain $(TOOLCHAIN)
 
 prog: $(VENV_STAMP)
-	$(PYTHON) -m normgen.hw.cli board prog --board $(BOARD) $(if $(DRY_RUN),--dry-run)
+	$(PYTHON) -m normgen.host.cli board prog --board $(BOARD) $(if $(DRY_RUN),--dry-run)
 
 board-report: $(VENV_STAMP)
-	$(PYTHON) -m normgen.hw.cli board report --update-docs docs/boards.md
+	$(PYTHON) -m normgen.host.cli board report --update-docs docs/boards.md
 
 # examples (matplotlib and tqdm from the `examples` extra)
 EXAMPLES_STAMP := .venv/.examples-installed

@@ -1,6 +1,6 @@
 """``normgen board run|build|prog|report``: the dev-board images from the command line.
 
-Hook into the main CLI (``normgen.hw.cli.build_parser``)::
+Hook into the main CLI (``normgen.host.cli.build_parser``)::
 
     from normgen.boards.cli import add_board_parser
     add_board_parser(commands)
@@ -28,7 +28,7 @@ def _note(message: str):
 
 
 def _cli_error():
-    from normgen.hw.cli import CliError
+    from normgen.host.cli import CliError
     return CliError
 
 
@@ -51,7 +51,7 @@ def _open_port(args, image):
 
 
 def _run_run(args) -> int:
-    from normgen.hw.cli import load_array, write_atomically
+    from normgen.host.cli import load_array, write_atomically
     from normgen.sim import golden
 
     from .host import BoardError, BoardLink
@@ -237,7 +237,7 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog=PROG)
     add_board_parser(parser.add_subparsers(dest="command", metavar="COMMAND", required=True))
     args = parser.parse_args(argv)
-    from normgen.hw.cli import CliError
+    from normgen.host.cli import CliError
     from normgen.hw.config import ConfigError
     try:
         return args.run(args)

@@ -53,6 +53,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from normgen.host.fold import fold_batchnorm
+
 __all__ = ["FixedFormat", "CoreConfig", "ConfigError", "NORMS", "SCALAR_MULS", "MAX_ARITH_WIDTH"]
 
 #: The per-element arithmetic (hardware products and the NumPy golden model's int64 lanes)
@@ -179,7 +181,7 @@ class CoreConfig:
 
     BatchNorm (inference) has no statistics stage: ``y = gamma*(x - mean)/sqrt(var + eps) + beta``
     is folded, exactly in rationals from the float parameters, into one scale ``A`` and shift ``B``
-    per channel (:mod:`normgen.hw.fold`) for the same per-element datapath ``x*A - B``; γ and β are
+    per channel (:mod:`normgen.host.fold`) for the same per-element datapath ``x*A - B``; γ and β are
     the float values themselves (``param_format`` does not apply) and ε is exact (no grid).
 
     Raises
@@ -395,8 +397,7 @@ class CoreConfig:
         ``s = gamma/sqrt(var + eps)``: rounding them costs at most ``(|x| + 1)/2 * 2**-FA`` =
         1/8 output LSB, rounding v another 1/8: the output is faithful to the exact real result of
         the float parameters.  A and B are sized for the parameters given here; a run-time load
-        whose constants do not fit is refused (:func:`normgen.hw.fold.fold_batchnorm`)."""
-        from .fold import fold_batchnorm   # the folding needs FA, set above
+        whose constants do not fit is refused (:func:`normgen.host.fold.fold_batchnorm`)."""
         set_ = lambda name, value: object.__setattr__(self, name, value)  # noqa: E731
         x_mag = 1 << (self.in_format.width - 1)
         scale, shift = fold_batchnorm(self, self.gamma, self.beta, self.mean, self.var, check=False)
@@ -486,7 +487,7 @@ class CoreConfig:
 
     def with_params(self, gamma=None, beta=None) -> "CoreConfig":
         """A copy with other γ/β values (the same hardware: only memory contents differ).  For
-        BatchNorm use :func:`normgen.hw.fold.fold_batchnorm` to load new parameters."""
+        BatchNorm use :func:`normgen.host.fold.fold_batchnorm` to load new parameters."""
         if self.is_bn_inference:
             raise ConfigError("BatchNorm cores take new parameters through fold_batchnorm")
         return CoreConfig(norm=self.norm, features=self.features, lanes=self.lanes,

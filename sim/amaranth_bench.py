@@ -11,7 +11,7 @@ from amaranth.hdl import ClockDomain, Module
 from amaranth.sim import Simulator
 
 from normgen.hw.config import CoreConfig
-from normgen.hw.fold import fold_batchnorm
+from normgen.host.fold import fold_batchnorm
 from normgen.hw.top import build_core, core_latency
 from normgen.sim import golden
 from normgen.sim.lanes import pack_lanes, unpack_lanes

@@ -16,7 +16,7 @@ from fractions import Fraction
 import numpy as np
 
 from normgen.hw.config import CoreConfig
-from normgen.hw.exact import floor_signed_sqrt_plus
+from normgen.host.exact import floor_signed_sqrt_plus
 
 __all__ = ["ExactBounds", "exact_bounds", "check_vector", "AccuracyReport"]
 

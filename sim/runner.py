@@ -350,7 +350,7 @@ def _config_from_args(argv):
     parser.add_argument("--sim", default=None, help="icarus (default) or verilator")
     make_config = None
     try:
-        from normgen.hw import cli
+        from normgen.host import cli
         if hasattr(cli, "add_core_options") and hasattr(cli, "core_config_from_args"):
             cli.add_core_options(parser)
             make_config = cli.core_config_from_args

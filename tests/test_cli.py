@@ -11,7 +11,7 @@ from fractions import Fraction
 import numpy as np
 import pytest
 
-from normgen.hw import cli
+from normgen.host import cli
 from normgen.hw.config import CoreConfig
 from normgen.sim import golden
 
@@ -229,12 +229,12 @@ def test_model_as_a_subprocess_matches_in_process(files, capsys):
     status, _, _ = run([*argv, "--output", files["out"]], capsys)
     assert status == 0
     other = files["tmp"] / "sub.npy"
-    result = subprocess.run([sys.executable, "-m", "normgen.hw.cli", *argv, "--output", str(other)],
+    result = subprocess.run([sys.executable, "-m", "normgen.host.cli", *argv, "--output", str(other)],
                             capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     assert np.array_equal(np.load(other), np.load(files["out"]))
     assert "3 value(s) saturated" in result.stderr
-    failed = subprocess.run([sys.executable, "-m", "normgen.hw.cli", "model", "--input", "missing.npy",
+    failed = subprocess.run([sys.executable, "-m", "normgen.host.cli", "model", "--input", "missing.npy",
                              "--output", str(files["tmp"] / "never.npy")],
                             capture_output=True, text=True, timeout=120)
     assert failed.returncode == 2

@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from normgen.hw.cli import main
+from normgen.host.cli import main
 from normgen.hw.config import CoreConfig
 from normgen.sim import golden
 

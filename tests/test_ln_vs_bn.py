@@ -1,7 +1,7 @@
 """The reason LayerNorm exists, shown on the generated cores: the same sample in different batches."""
 import numpy as np
 
-from normgen.sim.ln_vs_bn import compare, make_configs
+from examples.ln_vs_bn.compare import compare, make_configs
 
 
 def test_batchnorm_depends_on_the_batch_and_layernorm_does_not():

@@ -1,4 +1,4 @@
-"""The layer-normalized RNN (normgen.sim.rnn) with the LayerNorm core in the loop.
+"""The layer-normalized RNN (examples.rnn.lnrnn) with the LayerNorm core in the loop.
 
 * RTL in the loop (Icarus + cocotb, a handful of test sequences, a few hundred LayerNorm calls):
   the core's outputs equal the golden model's bit for bit at every step of every sequence, γ/β
@@ -16,7 +16,8 @@ import numpy as np
 import pytest
 
 from normgen.hw.config import CoreConfig
-from normgen.sim import golden, rnn
+from normgen.sim import golden
+from examples.rnn import lnrnn as rnn
 
 MODEL = rnn.LNRNN.load()
 CFG = rnn.core_config(MODEL)

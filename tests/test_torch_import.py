@@ -5,7 +5,7 @@ float64 output (every output within one output LSB, which is what a faithful cor
 import numpy as np
 import pytest
 
-from normgen.hw.cli import main
+from normgen.host.cli import main
 from normgen.hw.config import CoreConfig
 from normgen.sim import golden
 

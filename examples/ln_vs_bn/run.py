@@ -7,7 +7,7 @@ import sys
 
 import numpy as np
 
-from normgen.sim.ln_vs_bn import compare, make_configs
+from examples.ln_vs_bn.compare import compare, make_configs
 
 
 def main(out_dir="docs"):

@@ -1,5 +1,5 @@
-"""The layer-normalized RNN in PyTorch, for training only (inference lives in normgen.sim.rnn and
-needs no torch).  The same equations as :class:`normgen.sim.rnn.LNRNN`::
+"""The layer-normalized RNN in PyTorch, for training only (inference lives in examples.rnn.lnrnn and
+needs no torch).  The same equations as :class:`examples.rnn.lnrnn.LNRNN`::
 
     a_t = W_hh·h_{t-1} + W_xh·x_t + b
     h_t = tanh(layer_norm(a_t; γ, β, ε))        biased variance, ε inside the root
@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from normgen.sim.rnn import EPS, HIDDEN, INPUTS, LNRNN
+from examples.rnn.lnrnn import EPS, HIDDEN, INPUTS, LNRNN
 
 
 class TorchLNRNN(nn.Module):

@@ -17,9 +17,10 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from normgen.sim import golden, rnn
+from normgen.sim import golden
+from examples.rnn import lnrnn as rnn
 
-DOCS = rnn.REPO / "docs"
+DOCS = Path(__file__).resolve().parents[2] / "docs"
 LONG_LENGTH = 500
 
 
@@ -325,7 +326,7 @@ def write_markdown(path, model, cfg, test, large, long_data, long_rtl_data, r, r
         "**One step.** Given the same summed inputs a_t, the fixed-point LayerNorm differs from float64 by",
         "less than 1 output LSB (the core is faithful) plus the effect of rounding a_t to the input grid",
         "(≤ |γ|·d·(2 + |z|)/√(σ² + ε), d = half an input LSB) plus rounding γ/β (≤ LSB_p/2·(|z| + 1));",
-        "`normgen.sim.rnn.step_error_bound` evaluates this per element.",
+        "`examples.rnn.lnrnn.step_error_bound` evaluates this per element.",
         f"Measured on every step of the RTL run: max {r['step_error_max']:.3g}, mean {r['step_error_mean']:.3g}",
         f"(output LSB {cfg.out_format.lsb:.3g}); bound median {r['step_bound_median']:.3g}; largest error/bound ratio",
         f"{r['step_error_over_bound_max']:.3f} — " + ("every element within its bound." if r["step_error_within_bound"]
@@ -390,7 +391,7 @@ def write_markdown(path, model, cfg, test, large, long_data, long_rtl_data, r, r
         "python -m pytest tests/test_rnn.py",
         "```",
         "",
-        "Files: `sim/rnn.py` = `normgen.sim.rnn` (task, network, LayerNorm variants, RTL runner),",
+        "Files: `sim/rnn.py` = `examples.rnn.lnrnn` (task, network, LayerNorm variants, RTL runner),",
         "`sim/cocotb_rnn.py` (the cocotb test), `examples/rnn/` (training, this run),",
         "`tests/test_rnn.py` (RTL = golden bit for bit on a few sequences; accuracy and LSB bounds).",
         "",

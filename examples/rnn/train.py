@@ -4,7 +4,7 @@
 
 Needs PyTorch (``pip install torch``); the shipped weights make it unnecessary for everything
 else.  Seeded and deterministic: the same torch build on the same machine gives the same file.
-Fresh batches from :func:`normgen.sim.rnn.adding_task` at every step (training seed 0, validation
+Fresh batches from :func:`examples.rnn.lnrnn.adding_task` at every step (training seed 0, validation
 seed 1, never the test seed), float64, Adam with a cosine learning-rate decay, gradient clipping.
 """
 from __future__ import annotations
@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from normgen.sim import rnn
+from examples.rnn import lnrnn as rnn
 
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parent))

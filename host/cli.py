@@ -163,7 +163,7 @@ def add_core_options(parser: argparse.ArgumentParser, *, norms=NORMS):
 
 
 def _layer_from_torch(path):
-    from normgen.hw.torch_import import ImportError_, load_layer
+    from normgen.host.torch_import import ImportError_, load_layer
     try:
         return load_layer(path)
     except ImportError_ as exc:

@@ -24,7 +24,7 @@ The LayerNorm variants (all return :class:`NormOut`):
   saturating), the bit-exact golden model of the configured normgen core
   (:func:`normgen.sim.golden.normalize`) with the trained γ/β on the parameter grid, the output
   integers back to floats; ``tanh`` stays float64.
-* the RTL — the same, but the emitted Verilog computes every step (:mod:`normgen.sim.cocotb_rnn`,
+* the RTL — the same, but the emitted Verilog computes every step (:mod:`examples.rnn.cocotb_rnn`,
   started by :func:`run_rtl`).  The Verilog is generated with the default γ = 1, β = 0 and the
   trained values are written through the core's parameter port at the start of the run.
 * :class:`BatchNormBatch1` — for contrast: batch-statistics BatchNorm over a batch of one sample.
@@ -81,8 +81,8 @@ T_MIN, T_MAX = 10, 50
 TEST_SEED = 2016
 INPUTS = 2                      # (value, marker) per step
 
-REPO = Path(__file__).resolve().parents[1]
-WEIGHTS_PATH = REPO / "examples" / "rnn" / "ln_rnn.npz"
+#: The trained weights ship next to this module.
+WEIGHTS_PATH = Path(__file__).resolve().with_name("ln_rnn.npz")
 
 
 # ---- the task ------------------------------------------------------------------------------------
@@ -462,7 +462,7 @@ def linearized_deviation_bound(model: LNRNN, cfg: CoreConfig, data: Dataset, ref
 
 # ---- the RTL in the loop -------------------------------------------------------------------------
 RTL_ENV_VAR = "NORMGEN_RNN_SETTINGS"
-RTL_TEST_MODULE = "normgen.sim.cocotb_rnn"
+RTL_TEST_MODULE = "examples.rnn.cocotb_rnn"
 RTL_MODULE_NAME = "normgen_ln"
 
 

@@ -1,7 +1,7 @@
-"""cocotb test: the layer-normalized RNN of :mod:`normgen.sim.rnn` with the LayerNorm of every
+"""cocotb test: the layer-normalized RNN of :mod:`examples.rnn.lnrnn` with the LayerNorm of every
 time step computed by the emitted Verilog core.
 
-Started by :func:`normgen.sim.rnn.run_rtl`, which passes the settings as JSON in the environment
+Started by :func:`examples.rnn.lnrnn.run_rtl`, which passes the settings as JSON in the environment
 variable ``NORMGEN_RNN_SETTINGS``::
 
     {"core": CoreConfig keyword arguments of the core (without γ/β: the Verilog holds γ = 1, β = 0),
@@ -33,7 +33,7 @@ from cocotb.triggers import ClockCycles, RisingEdge, with_timeout
 from cocotbext.axi import AxiStreamBus, AxiStreamSink, AxiStreamSource
 
 from normgen.hw.config import CoreConfig
-from normgen.sim.rnn import (LNRNN, RTL_ENV_VAR, Dataset, NormOut, RnnRun, core_config, quantize_summed,
+from examples.rnn.lnrnn import (LNRNN, RTL_ENV_VAR, Dataset, NormOut, RnnRun, core_config, quantize_summed,
                              run_async)
 
 CLOCK_NS = 10

@@ -6,7 +6,7 @@ rationals of their float values)::
     A_c = round(s * 2**(FA - F_in))            the scale, per input integer
     B_c = round((s*mean - beta) * 2**FA)       the shift, so that x*A - B ~ Y * 2**FA
 
-Both roundings are decided in integers (:mod:`normgen.hw.exact`), half up.
+Both roundings are decided in integers (:mod:`normgen.host.exact`), half up.
 """
 from __future__ import annotations
 
