@@ -28,6 +28,7 @@ import tempfile
 
 import numpy as np
 
+from normgen.hw import core_latency, generate_verilog
 from normgen.hw.config import NORMS, SCALAR_MULS, ConfigError, CoreConfig
 
 __all__ = ["main", "build_parser", "add_core_options", "core_config_from_args", "CliError"]
@@ -245,16 +246,16 @@ def _run_model(args) -> int:
 
     x_int, saturated = cfg.in_format.quantize(x)
     fmt = cfg.in_format
-    if cfg.is_bn_batch and n != cfg.features:
+    if cfg.kind.statistics == "batch" and n != cfg.features:
         raise CliError(f"--input samples have {n} channels; this BatchNorm core takes exactly C = {cfg.features}")
     _note(f"{cfg.describe()}")
-    if cfg.is_bn_inference:
+    if cfg.kind.folded:
         _note(f"eps = {cfg.eps!r} (exact: folded with the running statistics)")
     else:
         _note(f"effective eps = {cfg.eps_effective!r} (e = {cfg.eps_int} steps of 2**-{2 * fmt.frac_bits})")
     _note(f"input: {vectors} vector(s) of {n} values quantized to {fmt}; {saturated} value(s) saturated "
           f"to [{fmt.min_int * fmt.lsb}, {fmt.max_int * fmt.lsb}]")
-    if cfg.is_bn_batch:
+    if cfg.kind.statistics == "batch":
         size = args.batch_size or min(vectors, cfg.max_batch)
         if not 1 <= size <= cfg.max_batch:
             raise CliError(f"--batch-size must be in 1..{cfg.max_batch} (max_batch), not {size}")
@@ -275,13 +276,7 @@ def _run_verilog(args) -> int:
     cfg = core_config_from_args(args)
     if args.output != "-":
         _check_output_path(args.output, "--output")
-    try:
-        from normgen.hw import top
-    except ImportError as exc:
-        raise CliError(f"the Verilog generator is not available ({exc})") from None
-
-    result = top.generate_verilog(cfg, module_name=args.module_name)
-    text = result if isinstance(result, str) else getattr(result, "text", None) or str(result)
+    text = generate_verilog(cfg, module_name=args.module_name)
     if args.output == "-":
         try:
             sys.stdout.write(text)
@@ -293,14 +288,7 @@ def _run_verilog(args) -> int:
     else:
         write_atomically(args.output, lambda f: f.write(text), binary=False)
         where = args.output
-    latency = getattr(result, "latency", None)
-    if latency is None and callable(getattr(top, "core_latency", None)):
-        try:
-            latency = top.core_latency(cfg)
-        except Exception:                         # the summary line is informative only
-            latency = None
-    extra = f", latency {latency} cycles" if isinstance(latency, int) else ""
-    _note(f"wrote {where}: module {args.module_name}: {cfg.describe()}{extra}")
+    _note(f"wrote {where}: module {args.module_name}: {cfg.describe()}, latency {core_latency(cfg)} cycles")
     return 0
 
 
