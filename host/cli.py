@@ -157,6 +157,12 @@ def add_core_options(parser: argparse.ArgumentParser, *, norms=NORMS):
     group.add_argument("--from-torch", metavar="FILE",
                        help="take norm, size, eps and parameters from a saved nn.LayerNorm / nn.RMSNorm / "
                             "nn.BatchNorm1d (.pt/.pth, needs torch) or an .npz of its state dict")
+    group.add_argument("--from-onnx", metavar="FILE",
+                       help="take norm, size, eps and parameters from a LayerNormalization, "
+                            "BatchNormalization (inference) or RMSNormalization node of an ONNX model "
+                            "(needs onnx)")
+    group.add_argument("--onnx-node", metavar="NAME",
+                       help="with --from-onnx: the node to take when the model has several")
     group.add_argument("--scalar-mul", choices=SCALAR_MULS, default=DEFAULTS["scalar_mul"],
                        help="per-vector multiplier: parallel (fast) or serial (few DSP blocks) "
                             "(default: %(default)s)")
@@ -169,6 +175,27 @@ def _layer_from_torch(path):
         return load_layer(path)
     except ImportError_ as exc:
         raise CliError(f"--from-torch: {exc}") from None
+
+
+def _layer_from_onnx(path, node):
+    from normgen.host.onnx_import import load_onnx_layer
+    from normgen.host.torch_import import ImportError_
+    try:
+        return load_onnx_layer(path, node)
+    except ImportError_ as exc:
+        raise CliError(f"--from-onnx: {exc}") from None
+
+
+def _imported_layer(args):
+    """The layer ``--from-torch`` or ``--from-onnx`` names, or None."""
+    from_torch, from_onnx = getattr(args, "from_torch", None), getattr(args, "from_onnx", None)
+    if from_torch and from_onnx:
+        raise CliError("--from-torch and --from-onnx cannot be used together: choose one source")
+    if getattr(args, "onnx_node", None) is not None and not from_onnx:
+        raise CliError("--onnx-node selects a node of the --from-onnx model; give --from-onnx FILE")
+    if from_torch:
+        return _layer_from_torch(from_torch)
+    return _layer_from_onnx(from_onnx, getattr(args, "onnx_node", None)) if from_onnx else None
 
 
 def _pick(option: str, given, imported, default):
@@ -185,7 +212,7 @@ def core_config_from_args(args: argparse.Namespace) -> CoreConfig:
     configurations."""
     if not args.affine and (args.gamma or args.beta):
         raise CliError("--gamma/--beta cannot be used with --no-affine")
-    layer = _layer_from_torch(args.from_torch) if getattr(args, "from_torch", None) else None
+    layer = _imported_layer(args)
     norm = _pick("norm", args.norm, layer and layer.norm, DEFAULTS["norm"])
     features = _pick("features", args.features, layer and layer.features, DEFAULTS["features"])
     eps = _pick("eps", args.eps, layer and layer.eps, DEFAULTS["eps"])
