@@ -29,7 +29,8 @@ import tempfile
 import numpy as np
 
 from normgen.hw import core_latency, generate_verilog
-from normgen.hw.config import NORMS, SCALAR_MULS, ConfigError, CoreConfig
+from normgen.hw.config import SCALAR_MULS, ConfigError, CoreConfig
+from normgen.hw.kinds import KINDS, NORMS, kind_for
 
 __all__ = ["main", "build_parser", "add_core_options", "core_config_from_args", "CliError"]
 
@@ -218,11 +219,14 @@ def core_config_from_args(args: argparse.Namespace) -> CoreConfig:
     eps = _pick("eps", args.eps, layer and layer.eps, DEFAULTS["eps"])
     affine = args.affine and (layer is None or layer.affine)
     max_batch = getattr(args, "max_batch", None)
-    batchnorm = norm == "batchnorm" and max_batch is None          # inference, folded
-    if not batchnorm and (args.mean or args.var):
-        raise CliError("--mean/--var are BatchNorm inference parameters (--norm batchnorm without --max-batch)")
-    if max_batch is not None and norm != "batchnorm":
-        raise CliError("--max-batch is a BatchNorm parameter (--norm batchnorm)")
+    given = {name for name in ("max_batch", "mean", "var") if getattr(args, name, None) is not None}
+    try:
+        kind = kind_for(norm, given)
+    except ValueError as exc:
+        raise CliError(str(exc)) from None
+    for name in sorted(given - set(kind.options)):
+        owners = " or ".join(f"--norm {k.norm} ({k.summary})" for k in KINDS.values() if name in k.options)
+        raise CliError(f"--{name.replace('_', '-')} belongs to {owners}; it does not apply to {kind.summary}")
     if max_batch is not None and layer is not None:
         layer.arrays.pop("mean", None)                 # training forward: batch statistics instead
         layer.arrays.pop("var", None)
@@ -245,7 +249,7 @@ def core_config_from_args(args: argparse.Namespace) -> CoreConfig:
     if max_batch is not None:
         common.update(max_batch=max_batch, momentum=args.momentum)
     try:
-        if batchnorm:
+        if kind.folded:          # the parameters are folded with the statistics: one step
             return CoreConfig(**common, **params)
         # the sizes and formats first, so that γ/β errors make sense
         cfg = CoreConfig(**common)
