@@ -164,6 +164,10 @@ def add_core_options(parser: argparse.ArgumentParser, *, norms=NORMS):
                             "(needs onnx)")
     group.add_argument("--onnx-node", metavar="NAME",
                        help="with --from-onnx: the node to take when the model has several")
+    group.add_argument("--vector-interval", type=int, default=None, metavar="C",
+                       help="LayerNorm/RMSNorm: the per-vector stage takes a new vector every C cycles "
+                            "(replicated scalar units), so vectors of >= C beats stream at full rate "
+                            "(default: one unit)")
     group.add_argument("--scalar-mul", choices=SCALAR_MULS, default=DEFAULTS["scalar_mul"],
                        help="per-vector multiplier: parallel (fast) or serial (few DSP blocks) "
                             "(default: %(default)s)")
@@ -245,7 +249,8 @@ def core_config_from_args(args: argparse.Namespace) -> CoreConfig:
         params[name] = values
     common = dict(norm=norm, features=features, lanes=args.lanes, in_format=args.in_format,
                   out_format=args.out_format, param_format=args.param_format, eps=eps, affine=affine,
-                  scalar_mul=getattr(args, "scalar_mul", DEFAULTS["scalar_mul"]))
+                  scalar_mul=getattr(args, "scalar_mul", DEFAULTS["scalar_mul"]),
+                  vector_interval=getattr(args, "vector_interval", None))
     if max_batch is not None:
         common.update(max_batch=max_batch, momentum=args.momentum)
     try:

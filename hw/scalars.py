@@ -26,7 +26,7 @@ from amaranth.lib.wiring import In, Out
 from .config import CoreConfig
 from .rsqrt import Rsqrt, rsqrt_latency
 
-__all__ = ["VectorScalars", "SerialMultiplier", "scalars_latency", "vector_stats_layout", "vector_coefs_layout", "round_shift"]
+__all__ = ["VectorScalars", "ScalarBank", "scalar_units", "unit_interval", "SerialMultiplier", "scalars_latency", "vector_stats_layout", "vector_coefs_layout", "round_shift"]
 
 
 #: Cycles the scalar stage spends outside the rsqrt unit, from the input transfer to ``o.valid``,
@@ -303,4 +303,71 @@ class VectorScalars(wiring.Component):
                     with m.If(multiplier.done):
                         m.next = next_state
         m.d.comb += self.busy.eq(~fsm.ongoing("IDLE"))
+        return m
+
+
+def unit_interval(cfg: CoreConfig) -> int:
+    """Cycles one :class:`VectorScalars` unit spends per vector: its latency, then the cycle in
+    which its result is taken (it accepts the next vector in the cycle after)."""
+    return scalars_latency(cfg) + 1
+
+
+def scalar_units(cfg: CoreConfig) -> int:
+    """Units the per-vector stage needs so that it takes a vector every ``cfg.vector_interval``
+    cycles (one unit without a ``vector_interval``)."""
+    if cfg.vector_interval is None:
+        return 1
+    return -(-unit_interval(cfg) // cfg.vector_interval)
+
+
+class ScalarBank(wiring.Component):
+    """``units`` :class:`VectorScalars` side by side, vectors dealt round-robin and collected in the
+    same order, so the stage takes a new vector every ``ceil(unit_interval / units)`` cycles.
+
+    Members as :class:`VectorScalars` (``i``, ``o``, ``busy``); the latency is a unit's.  Between
+    the registers of the units there are only the dealing and collecting multiplexers (one
+    ``units``-way select of the coefficient word)."""
+
+    def __init__(self, cfg: CoreConfig, units: int):
+        if units < 2:
+            raise ValueError(f"a bank needs at least 2 units, not {units}")
+        self._cfg = cfg
+        self._units = units
+        super().__init__({
+            "i": In(stream.Signature(vector_stats_layout(cfg))),
+            "o": Out(stream.Signature(vector_coefs_layout(cfg))),
+            "busy": Out(1),
+        })
+
+    @property
+    def units(self) -> int:
+        return self._units
+
+    @property
+    def latency(self) -> int:
+        return scalars_latency(self._cfg)
+
+    def elaborate(self, platform):
+        m = Module()
+        units = [VectorScalars(self._cfg) for _ in range(self._units)]
+        for k, unit in enumerate(units):
+            m.submodules[f"unit{k}"] = unit
+        deal = Signal(range(self._units))
+        collect = Signal(range(self._units))
+        for k, unit in enumerate(units):
+            m.d.comb += [
+                unit.i.payload.eq(self.i.payload),
+                unit.i.valid.eq(self.i.valid & (deal == k)),
+                unit.o.ready.eq(self.o.ready & (collect == k)),
+            ]
+        m.d.comb += [
+            self.i.ready.eq(Array(u.i.ready for u in units)[deal]),
+            self.o.valid.eq(Array(u.o.valid for u in units)[collect]),
+            self.o.payload.eq(Array(u.o.payload for u in units)[collect]),
+            self.busy.eq(Cat(u.busy for u in units).any()),
+        ]
+        with m.If(self.i.valid & self.i.ready):
+            m.d.sync += deal.eq(Mux(deal == self._units - 1, 0, deal + 1))
+        with m.If(self.o.valid & self.o.ready):
+            m.d.sync += collect.eq(Mux(collect == self._units - 1, 0, collect + 1))
         return m
