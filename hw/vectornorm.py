@@ -56,7 +56,7 @@ class NormCore(Core):
 
     @staticmethod
     def latency_of(cfg: CoreConfig) -> int:
-        return Ingest.LATENCY + FIFO_LATENCY + scalars_latency(cfg) + output_latency(cfg)
+        return Ingest.latency_of(cfg) + FIFO_LATENCY + scalars_latency(cfg) + output_latency(cfg)
 
     @property
     def buffer_depth(self) -> int:
