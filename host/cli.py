@@ -28,6 +28,7 @@ import tempfile
 
 import numpy as np
 
+from normgen.host.npyfile import NpyError, load_npy
 from normgen.hw.config import NORMS, SCALAR_MULS, ConfigError, CoreConfig
 
 __all__ = ["main", "build_parser", "add_core_options", "core_config_from_args", "CliError"]
@@ -74,10 +75,9 @@ def load_array(path: str, what: str) -> np.ndarray:
         kind = "an .npz archive" if magic.startswith(b"PK") else "not a .npy file"
         raise CliError(f"{what} file {path!r} is {kind}; expected one array saved with numpy.save")
     try:
-        array = np.load(path, allow_pickle=False)
-    except (ValueError, OSError, EOFError) as exc:
-        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise CliError(f"{what} file {path!r} is not a loadable .npy array ({reason})") from None
+        array = load_npy(path)            # header checked first: no pickles, no forged sizes
+    except NpyError as exc:
+        raise CliError(f"{what} file {path!r}: {exc}") from None
     if array.dtype.kind not in "iuf":
         raise CliError(f"{what} file {path!r} must hold real numbers, not dtype {array.dtype}")
     array = array.astype(np.float64)

@@ -272,3 +272,54 @@ def test_verilog_writes_the_core(tmp_path, capsys):
     assert str(target) in err and cfg.describe() in err
     assert out == ""
     assert os.listdir(target.parent) == ["core.v"]
+
+
+# ---- hostile inputs: one error line, nothing written, nothing replaced ----------------------------
+
+def assert_one_error_line(status, out, err):
+    assert status == 2, err
+    lines = err.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("normgen: error: "), err
+    assert out == ""
+    return lines[0]
+
+
+def _forged_npy(path, shape, payload=b"\0" * 64):
+    """An .npy file whose header declares ``shape`` of float64, followed by ``payload`` only."""
+    import io
+    buffer = io.BytesIO()
+    np.lib.format.write_array_header_1_0(buffer, {"descr": "<f8", "fortran_order": False, "shape": shape})
+    path.write_bytes(buffer.getvalue() + payload)
+    return path
+
+
+@pytest.mark.parametrize("option", ["--input", "--gamma"])
+@pytest.mark.parametrize("shape", [(10 ** 12, 64), (2 ** 62,), (3, 64)])
+def test_npy_header_declaring_more_data_than_the_file_holds_is_refused(files, capsys, option, shape):
+    forged = _forged_npy(files["tmp"] / "forged.npy", shape)
+    argv = (["model", "--features", 64, "--input", forged, "--output", files["out"]] if option == "--input" else
+            ["model", "--features", 64, "--gamma", forged, "--input", files["x"], "--output", files["out"]])
+    line = assert_one_error_line(*run(argv, capsys))
+    assert option in line and "declares" in line and str(shape) in line
+    assert not files["out"].exists()
+
+
+class _Marker:
+    """Unpickling this creates the file ``path``: proof that a loader ran code from the file."""
+
+    def __init__(self, path):
+        self.path = str(path)
+
+    def __reduce__(self):
+        return (open, (self.path, "w"))
+
+
+def test_npy_of_pickled_objects_is_refused_without_running_them(files, capsys):
+    marker = files["tmp"] / "marker"
+    evil = np.empty((1, 1), dtype=object)
+    evil[0, 0] = _Marker(marker)
+    np.save(files["tmp"] / "evil.npy", evil, allow_pickle=True)
+    line = assert_one_error_line(*run(["model", "--features", 64, "--input", files["tmp"] / "evil.npy",
+                                       "--output", files["out"]], capsys))
+    assert "pickle" in line
+    assert not marker.exists() and not files["out"].exists()
