@@ -51,7 +51,7 @@ def _open_port(args, image):
 
 
 def _run_run(args) -> int:
-    from normgen.host.cli import load_array, write_atomically
+    from normgen.host.cli import _check_output_path, _input_paths, load_array, write_atomically
     from normgen.sim import golden
 
     from .host import BoardError, BoardLink
@@ -59,6 +59,8 @@ def _run_run(args) -> int:
     CliError = _cli_error()
     image = _boards()[args.board]
     cfg = image.core_config()
+    if args.output:
+        _check_output_path(args.output, "--output", _input_paths(args))
     x = load_array(args.input, "--input")
     if x.ndim == 1:
         x = x[None, :]

@@ -15,7 +15,9 @@ Every subcommand that describes a core takes the same options, built by
 User errors (a bad file, a wrong shape, an impossible configuration) print one line
 ``normgen: error: ...`` on stderr and exit with status 2; nothing is written then.  Output files
 are written to a temporary file next to the target and renamed into place, so a reader never sees
-a partial file.
+a partial file; an output path that names something other than a regular file (a directory, a
+device, a FIFO, a socket) or one of the command's input files is refused, and a symbolic link is
+followed, its target replaced.
 """
 from __future__ import annotations
 
@@ -23,6 +25,7 @@ import argparse
 import dataclasses
 import os
 import re
+import stat
 import sys
 import tempfile
 
@@ -87,9 +90,37 @@ def load_array(path: str, what: str) -> np.ndarray:
     return array
 
 
-def _check_output_path(path: str, what: str):
-    if os.path.isdir(path):
-        raise CliError(f"{what} {path!r} is a directory")
+_FILE_KINDS = ((stat.S_ISDIR, "a directory"), (stat.S_ISCHR, "a character device"),
+               (stat.S_ISBLK, "a block device"), (stat.S_ISFIFO, "a FIFO"), (stat.S_ISSOCK, "a socket"))
+
+
+def _check_output_path(path: str, what: str, inputs=()):
+    """Refuse an output path that exists and is not a regular file (following symbolic links),
+    or that is the same file as one of ``inputs`` (``(option, path)`` pairs)."""
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:             # nothing there yet (or a dangling link): it is created
+        return
+    except OSError as exc:
+        raise CliError(f"cannot write {what} {path!r}: {exc.strerror or exc}") from None
+    if not stat.S_ISREG(mode):
+        kind = next((name for test, name in _FILE_KINDS if test(mode)), "not a regular file")
+        raise CliError(f"{what} {path!r} is {kind}; the output must be a regular file")
+    for option, source in inputs:
+        try:
+            same = source is not None and os.path.samefile(path, source)
+        except OSError:
+            same = False
+        if same:
+            raise CliError(f"{what} {path!r} is the same file as {option} {source!r}; "
+                           f"refusing to overwrite an input")
+
+
+def _input_paths(args) -> list:
+    """The ``(option, path)`` pairs of the input files a command reads."""
+    names = ("input", "gamma", "beta", "mean", "var", "from_torch")
+    return [(f"--{name.replace('_', '-')}", getattr(args, name)) for name in names
+            if getattr(args, name, None) is not None]
 
 
 def _umask() -> int:
@@ -99,8 +130,13 @@ def _umask() -> int:
 
 
 def write_atomically(path: str, write, *, binary: bool):
-    """Call ``write(file)`` on a temporary file beside ``path``, then rename it to ``path``."""
-    directory = os.path.dirname(os.path.abspath(path))
+    """Call ``write(file)`` on a temporary file beside ``path``, then rename it to ``path``.
+
+    A symbolic link is followed: its target is replaced and the link stays.  A path that exists
+    and is not a regular file is refused (:class:`CliError`)."""
+    _check_output_path(path, "output")
+    target = os.path.realpath(path)
+    directory = os.path.dirname(target)
     try:
         os.makedirs(directory, exist_ok=True)
         fd, temp = tempfile.mkstemp(dir=directory, prefix=".normgen-", suffix=".tmp")
@@ -110,7 +146,7 @@ def write_atomically(path: str, write, *, binary: bool):
         with os.fdopen(fd, "wb" if binary else "w") as file:
             write(file)
         os.chmod(temp, 0o666 & ~_umask())             # mkstemp's 0600 is not what `>` would give
-        os.replace(temp, path)
+        os.replace(temp, target)
     except BaseException as exc:
         try:
             os.unlink(temp)
@@ -232,7 +268,7 @@ def _run_model(args) -> int:
     from normgen.sim import golden
 
     cfg = core_config_from_args(args)
-    _check_output_path(args.output, "--output")
+    _check_output_path(args.output, "--output", _input_paths(args))
     x = load_array(args.input, "--input")
     if x.ndim != 2:
         raise CliError(f"--input file {args.input!r} must hold a 2-D array (vectors, N), "
@@ -274,7 +310,7 @@ def _run_verilog(args) -> int:
                        f"not {args.module_name!r}")
     cfg = core_config_from_args(args)
     if args.output != "-":
-        _check_output_path(args.output, "--output")
+        _check_output_path(args.output, "--output", _input_paths(args))
     try:
         from normgen.hw import top
     except ImportError as exc:

@@ -323,3 +323,96 @@ def test_npy_of_pickled_objects_is_refused_without_running_them(files, capsys):
                                        "--output", files["out"]], capsys))
     assert "pickle" in line
     assert not marker.exists() and not files["out"].exists()
+
+
+@pytest.mark.parametrize("kind", ["fifo", "socket", "device"])
+def test_output_that_is_not_a_regular_file_is_refused_and_kept(files, capsys, kind):
+    import socket
+    import stat
+    import tempfile
+
+    short = tempfile.mkdtemp(dir="/tmp")               # a socket path must be short
+    target = os.path.join(short, kind)
+    listener = None
+    try:
+        if kind == "fifo":
+            os.mkfifo(target)
+        elif kind == "socket":
+            listener = socket.socket(socket.AF_UNIX)
+            listener.bind(target)
+        else:                      # a private node with /dev/null's numbers: harmless if replaced
+            try:
+                os.mknod(target, 0o600 | stat.S_IFCHR, os.makedev(1, 3))
+            except PermissionError:
+                pytest.skip("creating a device node needs CAP_MKNOD")
+        before = os.lstat(target)
+        for argv in (["model", "--features", 64, "--input", files["x"], "--output", target],
+                     ["verilog", "--features", 8, "-o", target]):
+            line = assert_one_error_line(*run(argv, capsys))
+            assert "--output" in line and target in line and "regular file" in line
+            after = os.lstat(target)
+            assert stat.S_IFMT(after.st_mode) == stat.S_IFMT(before.st_mode)
+            assert (after.st_ino, after.st_rdev) == (before.st_ino, before.st_rdev)
+        assert sorted(os.listdir(short)) == [kind]     # no temporary file left beside it
+    finally:
+        if listener is not None:
+            listener.close()
+        os.unlink(target)
+        os.rmdir(short)
+
+
+def test_board_run_output_that_is_a_fifo_is_refused_before_the_board_is_opened(tmp_path, capsys):
+    from normgen.boards import cli as board_cli
+    os.mkfifo(tmp_path / "fifo")
+    np.save(tmp_path / "x.npy", np.zeros((1, 8)))
+    with pytest.raises(SystemExit) as exc:
+        board_cli.main(["board", "run", "--board", "icebreaker", "--port", str(tmp_path / "no-such-port"),
+                        "--input", str(tmp_path / "x.npy"), "--output", str(tmp_path / "fifo")])
+    out, err = capsys.readouterr()
+    line = assert_one_error_line(exc.value.code, out, err)
+    assert "FIFO" in line
+    assert os.path.exists(tmp_path / "fifo") and not os.path.isfile(tmp_path / "fifo")
+
+
+@pytest.mark.parametrize("dangling", [False, True])
+def test_symlink_output_replaces_its_target_and_stays_a_link(files, capsys, dangling):
+    real = files["tmp"] / "results" / "real.npy"
+    real.parent.mkdir()
+    if not dangling:
+        real.write_bytes(b"previous result")
+    link = files["tmp"] / "link.npy"
+    link.symlink_to(real)
+    status, _, err = run(["model", "--features", 64, "--input", files["x"], "--output", link], capsys)
+    assert status == 0, err
+    assert link.is_symlink() and os.readlink(link) == str(real)
+    x_int, _ = quantize_by_hand(np.load(files["x"]), 12, 16)
+    expected = golden.normalize(CoreConfig(features=64), x_int) / 4096
+    assert np.array_equal(np.load(real), expected)
+    assert os.listdir(real.parent) == ["real.npy"]
+
+
+@pytest.mark.parametrize("spelling", ["same", "dotted", "symlink", "hardlink"])
+@pytest.mark.parametrize("option", ["--input", "--gamma", "--beta"])
+def test_output_that_is_an_input_is_refused(files, capsys, option, spelling):
+    source = files["x"] if option == "--input" else files[option[2:]]
+    output = {"same": str(source),
+              "dotted": os.path.join(os.path.dirname(source), ".", os.path.basename(source)),
+              "symlink": str(files["tmp"] / "alias.npy"),
+              "hardlink": str(files["tmp"] / "hard.npy")}[spelling]
+    if spelling == "symlink":
+        os.symlink(source, output)
+    elif spelling == "hardlink":
+        os.link(source, output)
+    content = source.read_bytes()
+    line = assert_one_error_line(*run(["model", "--features", 64, "--gamma", files["gamma"], "--beta", files["beta"],
+                                       "--input", files["x"], "--output", output], capsys))
+    assert "--output" in line and option in line and "input" in line
+    assert source.read_bytes() == content
+
+
+def test_verilog_output_that_is_the_gamma_file_is_refused(files, capsys):
+    content = files["gamma"].read_bytes()
+    line = assert_one_error_line(*run(["verilog", "--features", 64, "--gamma", files["gamma"],
+                                       "-o", files["gamma"]], capsys))
+    assert "--gamma" in line
+    assert files["gamma"].read_bytes() == content
