@@ -236,7 +236,8 @@ def add_board_parser(subparsers) -> argparse.ArgumentParser:
 
 def main(argv=None) -> int:
     """Standalone entry: ``python -m normgen.boards.cli board ...``."""
-    parser = argparse.ArgumentParser(prog=PROG)
+    from normgen.host.cli import OneLineParser
+    parser = OneLineParser(prog=PROG)
     add_board_parser(parser.add_subparsers(dest="command", metavar="COMMAND", required=True))
     args = parser.parse_args(argv)
     from normgen.host.cli import CliError

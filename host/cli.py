@@ -12,12 +12,12 @@ Every subcommand that describes a core takes the same options, built by
 :func:`add_core_options` and turned into a :class:`~normgen.hw.config.CoreConfig` by
 :func:`core_config_from_args`; a new subcommand reuses both.
 
-User errors (a bad file, a wrong shape, an impossible configuration) print one line
-``normgen: error: ...`` on stderr and exit with status 2; nothing is written then.  Output files
-are written to a temporary file next to the target and renamed into place, so a reader never sees
-a partial file; an output path that names something other than a regular file (a directory, a
-device, a FIFO, a socket) or one of the command's input files is refused, and a symbolic link is
-followed, its target replaced.
+User errors (a bad option, a bad file, a wrong shape, an impossible configuration) print one line
+``normgen: error: ...`` on stderr and nothing else, and exit with status 2; nothing is written
+then.  Output files are written to a temporary file next to the target and renamed into place, so
+a reader never sees a partial file; an output path that names something other than a regular file
+(a directory, a device, a FIFO, a socket) or one of the command's input files is refused, and a
+symbolic link is followed, its target replaced.
 """
 from __future__ import annotations
 
@@ -34,7 +34,7 @@ import numpy as np
 from normgen.host.npyfile import NpyError, load_npy
 from normgen.hw.config import NORMS, SCALAR_MULS, ConfigError, CoreConfig
 
-__all__ = ["main", "build_parser", "add_core_options", "core_config_from_args", "CliError"]
+__all__ = ["main", "build_parser", "add_core_options", "core_config_from_args", "CliError", "OneLineParser"]
 
 PROG = "normgen"
 
@@ -47,6 +47,15 @@ _VERILOG_IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_$]*$")
 
 class CliError(Exception):
     """A user error: reported as ``normgen: error: <message>`` with exit status 2."""
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """An argument parser whose errors are one line, ``normgen: error: ...``, like every other
+    user error (argparse's own print the usage block first).  Subcommand parsers inherit it."""
+
+    def error(self, message):
+        message = " ".join(str(message).split())
+        self.exit(2, f"{PROG}: error: {message} (see '{self.prog} --help')\n")
 
 
 def _version() -> str:
@@ -269,6 +278,12 @@ def _run_model(args) -> int:
 
     cfg = core_config_from_args(args)
     _check_output_path(args.output, "--output", _input_paths(args))
+    if args.batch_size is not None:
+        if not cfg.is_bn_batch:
+            raise CliError("--batch-size is an option of BatchNorm with batch statistics "
+                           "(--norm batchnorm --max-batch M_MAX)")
+        if not 1 <= args.batch_size <= cfg.max_batch:
+            raise CliError(f"--batch-size must be in 1..{cfg.max_batch} (max_batch), not {args.batch_size}")
     x = load_array(args.input, "--input")
     if x.ndim != 2:
         raise CliError(f"--input file {args.input!r} must hold a 2-D array (vectors, N), "
@@ -278,28 +293,30 @@ def _run_model(args) -> int:
         raise CliError(f"--input vectors have N = {n} elements; N must be in 1..{cfg.features} (N_max)")
     if n % cfg.lanes:
         raise CliError(f"--input vectors have N = {n} elements, not a multiple of lanes = {cfg.lanes}")
+    if cfg.is_bn_batch and n != cfg.features:
+        raise CliError(f"--input samples have {n} channels; this BatchNorm core takes exactly C = {cfg.features}")
 
     x_int, saturated = cfg.in_format.quantize(x)
     fmt = cfg.in_format
-    if cfg.is_bn_batch and n != cfg.features:
-        raise CliError(f"--input samples have {n} channels; this BatchNorm core takes exactly C = {cfg.features}")
-    _note(f"{cfg.describe()}")
+    # the notes are printed once the output is written: after an error, its line is the only one
+    notes = [f"{cfg.describe()}"]
     if cfg.is_bn_inference:
-        _note(f"eps = {cfg.eps!r} (exact: folded with the running statistics)")
+        notes.append(f"eps = {cfg.eps!r} (exact: folded with the running statistics)")
     else:
-        _note(f"effective eps = {cfg.eps_effective!r} (e = {cfg.eps_int} steps of 2**-{2 * fmt.frac_bits})")
-    _note(f"input: {vectors} vector(s) of {n} values quantized to {fmt}; {saturated} value(s) saturated "
-          f"to [{fmt.min_int * fmt.lsb}, {fmt.max_int * fmt.lsb}]")
+        notes.append(f"effective eps = {cfg.eps_effective!r} (e = {cfg.eps_int} steps of 2**-{2 * fmt.frac_bits})")
+    notes.append(f"input: {vectors} vector(s) of {n} values quantized to {fmt}; {saturated} value(s) saturated "
+                 f"to [{fmt.min_int * fmt.lsb}, {fmt.max_int * fmt.lsb}]")
     if cfg.is_bn_batch:
-        size = args.batch_size or min(vectors, cfg.max_batch)
-        if not 1 <= size <= cfg.max_batch:
-            raise CliError(f"--batch-size must be in 1..{cfg.max_batch} (max_batch), not {size}")
+        size = args.batch_size or max(1, min(vectors, cfg.max_batch))
         batches = [x_int[start:start + size] for start in range(0, vectors, size)]
-        _note(f"{len(batches)} batch(es) of up to {size} samples, normalized with their own statistics")
-        y = cfg.out_format.to_float(np.concatenate([golden.normalize_batch(cfg, b) for b in batches]))
+        notes.append(f"{len(batches)} batch(es) of up to {size} samples, normalized with their own statistics")
+        y_int = [golden.normalize_batch(cfg, b) for b in batches]
+        y = cfg.out_format.to_float(np.concatenate(y_int) if y_int else np.zeros((0, n), np.int64))
     else:
         y = cfg.out_format.to_float(golden.normalize(cfg, x_int))
     write_atomically(args.output, lambda f: np.save(f, y, allow_pickle=False), binary=True)
+    for note in notes:
+        _note(note)
     _note(f"wrote {args.output} ({vectors} x {n}, {cfg.out_format})")
     return 0
 
@@ -341,7 +358,7 @@ def _run_verilog(args) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog=PROG,
         description="Generator of fixed-point LayerNorm / RMSNorm / BatchNorm hardware and its bit-exact model.")
     parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")

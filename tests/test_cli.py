@@ -416,3 +416,84 @@ def test_verilog_output_that_is_the_gamma_file_is_refused(files, capsys):
                                        "-o", files["gamma"]], capsys))
     assert "--gamma" in line
     assert files["gamma"].read_bytes() == content
+
+
+@pytest.mark.parametrize("argv, words", [
+    (["model", "--features", "12x", "--input", "a", "--output", "b"], ["--features", "'12x'"]),
+    (["model", "--input", "a"], ["--output"]),
+    (["model", "--norm", "groupnorm", "--input", "a", "--output", "b"], ["--norm", "groupnorm"]),
+    (["model", "--input", "a", "--output", "b", "--frobnicate"], ["--frobnicate"]),
+    (["verilog", "--lanes"], ["--lanes"]),
+    (["frobnicate"], ["frobnicate"]),
+    ([], ["COMMAND"]),
+    (["board"], ["BOARD_COMMAND"]),
+    (["board", "run", "--board", "nope", "--port", "p", "--input", "x"], ["--board", "nope"]),
+    (["board", "build", "--board", "icebreaker", "--seed", "one"], ["--seed", "'one'"]),
+])
+def test_argument_errors_are_one_line(tmp_path, capsys, argv, words):
+    line = assert_one_error_line(*run(argv, capsys))
+    for word in words:
+        assert word in line, (word, line)
+    assert "--help" in line                            # the usage hint rides on the same line
+    assert os.listdir(tmp_path) == []
+
+
+def test_board_cli_argument_errors_are_one_line(capsys):
+    from normgen.boards import cli as board_cli
+    with pytest.raises(SystemExit) as exc:
+        board_cli.main(["board", "prog", "--board", "nope"])
+    out, err = capsys.readouterr()
+    line = assert_one_error_line(exc.value.code, out, err)
+    assert "--board" in line and "'nope'" in line
+
+
+@pytest.fixture
+def bn_batch(tmp_path):
+    np.save(tmp_path / "x.npy", np.random.default_rng(9).normal(0, 2, (10, 8)))
+    return ["model", "--norm", "batchnorm", "--features", 8, "--max-batch", 4, "--input", tmp_path / "x.npy",
+            "--output", tmp_path / "y.npy"]
+
+
+@pytest.mark.parametrize("size", [0, -1, 5])
+def test_batch_size_outside_its_range_is_refused(tmp_path, capsys, bn_batch, size):
+    line = assert_one_error_line(*run([*bn_batch, "--batch-size", size], capsys))
+    assert "--batch-size" in line and "1..4" in line and f"not {size}" in line
+    assert not (tmp_path / "y.npy").exists()
+
+
+def test_batch_size_without_batch_statistics_is_refused(files, capsys):
+    line = assert_one_error_line(*run(["model", "--features", 64, "--batch-size", 2, "--input", files["x"],
+                                       "--output", files["out"]], capsys))
+    assert "--batch-size" in line and "--max-batch" in line
+    assert not files["out"].exists()
+
+
+def test_batch_statistics_on_no_samples_write_an_empty_output(tmp_path, capsys, bn_batch):
+    np.save(tmp_path / "x.npy", np.zeros((0, 8)))
+    status, _, err = run(bn_batch, capsys)
+    assert status == 0, err
+    assert np.load(tmp_path / "y.npy").shape == (0, 8)
+
+
+def test_an_error_after_the_computation_is_the_only_line(files, capsys):
+    # the output's directory cannot be made (a file is in the way): the failure comes last
+    blocker = files["tmp"] / "blocker"
+    blocker.write_bytes(b"")
+    line = assert_one_error_line(*run(["model", "--features", 64, "--input", files["x"],
+                                       "--output", blocker / "y.npy"], capsys))
+    assert "cannot write" in line and "blocker" in line
+
+
+def test_values_beyond_float_range_of_the_format_bring_no_warning_lines(tmp_path):
+    # a separate process: Python's warnings reach its real stderr, as a user sees them
+    np.save(tmp_path / "big.npy", np.full((2, 4), 1e308))
+    base = [sys.executable, "-m", "normgen.host.cli", "model", "--input", str(tmp_path / "big.npy"),
+            "--output", str(tmp_path / "y.npy")]
+    failed = subprocess.run([*base, "--norm", "batchnorm", "--features", "8", "--max-batch", "4"],
+                            capture_output=True, text=True, timeout=120)
+    assert failed.returncode == 2
+    assert len(failed.stderr.splitlines()) == 1 and "C = 8" in failed.stderr, failed.stderr
+    ok = subprocess.run([*base, "--features", "4"], capture_output=True, text=True, timeout=120)
+    assert ok.returncode == 0, ok.stderr
+    assert "Warning" not in ok.stderr and "8 value(s) saturated" in ok.stderr, ok.stderr
+    assert np.array_equal(np.load(tmp_path / "y.npy"), np.zeros((2, 4)))     # constant vectors: β = 0
