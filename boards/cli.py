@@ -87,9 +87,9 @@ def _run_run(args) -> int:
         params = (cfg.gamma_int, cfg.beta_int)
 
     x_int, saturated = cfg.in_format.quantize(x)
+    port = _open_port(args, image)              # a user error: before any status line
     _note(f"{image.title}: {cfg.describe()}")
     _note(f"input: {vectors} vector(s) of {n} values quantized to {cfg.in_format}; {saturated} saturated")
-    port = _open_port(args, image)
     try:
         try:
             link = BoardLink(port, expected=image.identity, retries=args.retries, margin_s=args.margin,

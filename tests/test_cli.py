@@ -497,3 +497,16 @@ def test_values_beyond_float_range_of_the_format_bring_no_warning_lines(tmp_path
     assert ok.returncode == 0, ok.stderr
     assert "Warning" not in ok.stderr and "8 value(s) saturated" in ok.stderr, ok.stderr
     assert np.array_equal(np.load(tmp_path / "y.npy"), np.zeros((2, 4)))     # constant vectors: β = 0
+
+
+def test_board_run_port_that_cannot_be_opened_is_the_only_line(tmp_path, capsys):
+    pytest.importorskip("serial")
+    from normgen.boards import cli as board_cli
+    np.save(tmp_path / "x.npy", np.zeros((1, 8)))
+    with pytest.raises(SystemExit) as exc:
+        board_cli.main(["board", "run", "--board", "icebreaker", "--port", str(tmp_path / "no-such-port"),
+                        "--input", str(tmp_path / "x.npy"), "--output", str(tmp_path / "y.npy")])
+    out, err = capsys.readouterr()
+    line = assert_one_error_line(exc.value.code, out, err)
+    assert "cannot open" in line and "no-such-port" in line
+    assert not (tmp_path / "y.npy").exists()
