@@ -133,7 +133,8 @@ class FixedFormat:
         values = np.asarray(values, dtype=np.float64)
         if not np.all(np.isfinite(values)):
             raise ConfigError("values must be finite (found NaN or inf)")
-        scaled = np.rint(np.ldexp(values, self.frac_bits))
+        with np.errstate(over="ignore"):               # beyond float64: ±inf, saturated below
+            scaled = np.rint(np.ldexp(values, self.frac_bits))
         saturated = int(np.count_nonzero((scaled < self.min_int) | (scaled > self.max_int)))
         return np.clip(scaled, self.min_int, self.max_int).astype(np.int64), saturated
 
