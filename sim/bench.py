@@ -19,7 +19,12 @@ Run as ``python -m normgen.sim.bench`` (``make bench``); writes ``reports/bench.
   so and has no numbers.
 - **accuracy** — the golden model on every vector class of :mod:`normgen.sim.vectors` (default
   and random γ/β), every output classified by the exact reference: unfaithful (must be 0) and
-  faithful-but-not-round-half-even counts.
+  faithful-but-not-round-half-even counts, and a histogram of the output error in LSB against the
+  exact real result (:func:`normgen.sim.reference.output_errors`), beside the error of the
+  correctly rounded outputs.
+- **plots** (matplotlib, the ``bench`` extra) — ``reports/bench_throughput.png``, the sustained
+  rate against the vector length per core, and ``reports/bench_errors.png``, the error histogram;
+  :func:`write_plots` draws them from the measurements above.
 """
 from __future__ import annotations
 
@@ -46,6 +51,10 @@ VECTORS_MAX = 10                 # back-to-back N_max vectors (>= 8)
 SWEEP = [8, 16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512, 768, 1024]
 SWEEP_MIN_BEATS = 1024           # beats per sweep point (at least 8 vectors)
 EFFICIENCY = 0.95
+# output error histogram: 1/32 LSB per bin, centred on multiples of 1/32 so that 0 and the ties
+# at ±1/2 LSB of correct rounding sit in the middle of a bin, not on an edge
+ERROR_BINS = (np.arange(-32, 34) - 0.5) / 32
+PLOTS = {"throughput": "bench_throughput.png", "errors": "bench_errors.png"}
 
 THROUGHPUT_CASES = [("default P=1", {}), ("default P=4", {"lanes": 4}),
                     ("default P=1, serial scalars", {"scalar_mul": "serial"})]
@@ -182,9 +191,16 @@ def measure_accuracy(name: str, kwargs: dict, seed: int, per_class: int, random_
         return {}
     total = reference.AccuracyReport()
     by_class = {}
+    histogram = {"core": np.zeros(len(ERROR_BINS) - 1, dtype=np.int64),
+                 "rounded": np.zeros(len(ERROR_BINS) - 1, dtype=np.int64)}
+    worst = 0.0
     for kind, x in vectors.class_vectors(cfg, rng, per_class):
         y = golden.normalize(cfg, x[None, :])[0]
         rep = reference.check_vector(cfg, x, y)
+        core_error, rounded_error = reference.output_errors(cfg, x, y)
+        histogram["core"] += np.histogram(np.clip(core_error, -1, 1), ERROR_BINS)[0]
+        histogram["rounded"] += np.histogram(np.clip(rounded_error, -1, 1), ERROR_BINS)[0]
+        worst = max(worst, float(np.abs(core_error).max()))
         total.add(rep)
         entry = by_class.setdefault(kind, [0, 0, 0])
         entry[0] += rep.elements
@@ -192,7 +208,8 @@ def measure_accuracy(name: str, kwargs: dict, seed: int, per_class: int, random_
         entry[2] += rep.not_rounded
     return {"name": name + (" random γ/β" if random_params else ""), "config": cfg.describe(),
             "elements": total.elements, "unfaithful": total.unfaithful, "not_rounded": total.not_rounded,
-            "first_failure": total.first_failure,
+            "first_failure": total.first_failure, "max_abs_error_lsb": worst,
+            "error_histogram": {"bins": ERROR_BINS.tolist(), **{k: v.tolist() for k, v in histogram.items()}},
             "by_class": {k: {"elements": v[0], "unfaithful": v[1], "not_rounded": v[2]} for k, v in by_class.items()}}
 
 
@@ -250,6 +267,68 @@ def measure_batchnorm(seed: int, per_class: int) -> dict:
     return result
 
 
+# ---- plots ---------------------------------------------------------------------------------------
+def plot_throughput(throughput: list, path: Path):  # -> matplotlib.figure.Figure
+    """Sustained rate (elements per cycle) against the vector length N, one line per core, with
+    each core's P as a dotted ceiling; from the ``throughput`` entries of :func:`measure_throughput`."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(7.5, 4.5), layout="constrained")
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot()
+    for index, t in enumerate(throughput):
+        points = sorted((int(beats) * t["lanes"], s["elements_per_cycle_output"]) for beats, s in t["sweep"].items())
+        line, = ax.plot([n for n, _ in points], [r for _, r in points], marker="o", markersize=3,
+                        label=f"{t['name']}", color=f"C{index}")
+        ax.axhline(t["lanes"], color=line.get_color(), linestyle=":", linewidth=1)
+    ax.set_xscale("log", base=2)
+    ax.set_xlabel("vector length N (elements)")
+    ax.set_ylabel("sustained elements / cycle")
+    ax.set_title("Back-to-back vectors of length N, no idle cycles, no backpressure (dotted: P)")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend()
+    fig.savefig(path, dpi=110)
+    return fig
+
+
+def plot_errors(accuracy: list, path: Path):  # -> matplotlib.figure.Figure
+    """Histogram of the output error in LSB against the exact real result, summed over the
+    ``accuracy`` entries of :func:`measure_accuracy` that carry one: the cores (faithful: within
+    ±1 LSB) beside the correctly rounded outputs (within ±0.5 LSB)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    entries = [a for a in accuracy if "error_histogram" in a]
+    bins = np.asarray(entries[0]["error_histogram"]["bins"])
+    core = np.sum([a["error_histogram"]["core"] for a in entries], axis=0)
+    rounded = np.sum([a["error_histogram"]["rounded"] for a in entries], axis=0)
+    fig = Figure(figsize=(7.5, 4.5), layout="constrained")
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot()
+    ax.stairs(rounded, bins, label="correctly rounded (round half to even)", color="C1", fill=True, alpha=0.35)
+    ax.stairs(core, bins, label="normgen cores (golden model = RTL)", color="C0", linewidth=1.5)
+    ax.set_yscale("log")
+    ax.set_xlim(-1, 1)
+    ax.set_xlabel("output error y − Y·2^F_out (LSB), Y the exact real result")
+    ax.set_ylabel("outputs")
+    ax.set_title(f"{int(core.sum())} outputs, {len(entries)} LayerNorm/RMSNorm configurations, every vector class")
+    ax.legend()
+    fig.savefig(path, dpi=110)
+    return fig
+
+
+def write_plots(data: dict, out_dir: Path) -> str:
+    """Draw the PNGs of :data:`PLOTS` into ``out_dir``; returns a note when they cannot be drawn."""
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        return "matplotlib is not installed (pip install 'normgen[bench]'): no plots."
+    plot_throughput(data["throughput"], out_dir / PLOTS["throughput"])
+    plot_errors(data["accuracy"], out_dir / PLOTS["errors"])
+    return ""
+
+
 # ---- report ------------------------------------------------------------------------------------
 def _fmt_rate(value: float) -> str:
     return f"{value:.3f}"
@@ -270,6 +349,8 @@ def render_markdown(data: dict) -> str:
                    f"{_fmt_rate(n['elements_per_cycle_output'])} | {_fmt_rate(n['elements_per_cycle_end_to_end'])} | "
                    f"{n['elements_per_cycle_output'] / t['lanes']:.1%} |")
     out += ["", f"Sweep of the vector length (sustained rate; target ≥ {EFFICIENCY} · P):", ""]
+    if data.get("plots_note") == "":
+        out += [f"![Sustained rate against the vector length]({PLOTS['throughput']})", ""]
     for t in data["throughput"]:
         out += [f"**{t['name']}** — smallest N/P at ≥ {EFFICIENCY}·P: "
                 f"{t['smallest_beats_at_target']} (all longer measured lengths too from N/P = "
@@ -327,6 +408,12 @@ def render_markdown(data: dict) -> str:
         out.append(f"| {a['name']} | {a['elements']} | {a['unfaithful']} | {a['not_rounded']} "
                    f"({a['not_rounded'] / max(1, a['elements']):.2%}) |")
     out.append("")
+    if data.get("plots_note") == "":
+        worst = max(a.get("max_abs_error_lsb", 0.0) for a in data["accuracy"])
+        out += [f"Output error against the exact real result, LayerNorm and RMSNorm configurations above "
+                f"(largest |error| {worst:.4f} LSB):", "", f"![Output error histogram]({PLOTS['errors']})", ""]
+    elif data.get("plots_note"):
+        out += [data["plots_note"], ""]
     return "\n".join(out)
 
 
@@ -364,6 +451,9 @@ def render_summary(data: dict) -> str:
     out.append(f"Accuracy: {sum(a['unfaithful'] for a in accuracy)} unfaithful outputs in {elements} "
                f"(every vector class, {len(accuracy)} configurations); "
                f"{sum(a['not_rounded'] for a in accuracy) / max(1, elements):.1%} differ from round-half-even.")
+    if data.get("plots_note") == "":
+        out += ["", f"![Sustained rate against the vector length](reports/{PLOTS['throughput']})",
+                f"![Output error histogram](reports/{PLOTS['errors']})"]
     return "\n".join(out)
 
 
@@ -443,6 +533,7 @@ def main(argv=None) -> int:
 
     data["seconds"] = time.time() - started
     out_dir.mkdir(parents=True, exist_ok=True)
+    data["plots_note"] = write_plots(data, out_dir)
     (out_dir / "bench.json").write_text(json.dumps(data, indent=1, default=str) + "\n")
     (out_dir / "bench.md").write_text(render_markdown(data))
     if args.out is None and update_readme(_repo_root() / "README.md", render_summary(data)):
