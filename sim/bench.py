@@ -181,6 +181,35 @@ def resource_jobs(executor, seed: int):
     return jobs, ""
 
 
+# ---- short vectors: the per-vector stage's rate --------------------------------------------------
+SHORT_VECTOR_CASES = [(64, 8), (128, 16), (768, 32), (768, 64), (256, 64), (4096, 64)]
+SHORT_VECTOR_INTERVAL = 4
+SHORT_VECTORS = 24                 # back-to-back vectors of N_max elements per case
+
+
+def measure_short_vectors(seed: int) -> list[dict]:
+    """Sustained rate of back-to-back vectors of N = N_max elements at P lanes, with one scalar unit
+    and with ``vector_interval = SHORT_VECTOR_INTERVAL`` (Amaranth simulation of the gateware,
+    outputs checked against the golden model)."""
+    from normgen.hw.scalars import scalar_units
+    from normgen.sim.amaranth_bench import Packet, expected_outputs, run_core
+    rows = []
+    for n, lanes in SHORT_VECTOR_CASES:
+        rng = np.random.default_rng([seed, n, lanes])
+        for interval in (None, SHORT_VECTOR_INTERVAL):
+            cfg = CoreConfig(features=n, lanes=lanes, vector_interval=interval)
+            packets = [Packet(cfg.in_format.quantize(rng.normal(0, 1, n))[0]) for _ in range(SHORT_VECTORS)]
+            started = time.time()
+            run = run_core(cfg, packets)
+            expected = expected_outputs(cfg, packets)
+            exact = len(run.outputs) == len(expected) and all(
+                np.array_equal(got, want) and gu == wu for (got, gu), (want, wu) in zip(run.outputs, expected))
+            rows.append({"n": n, "lanes": lanes, "vector_interval": interval, "units": scalar_units(cfg),
+                         "elements_per_cycle": run.sustained_rate, "bit_exact": exact,
+                         "seconds": round(time.time() - started, 1)})
+    return rows
+
+
 # ---- accuracy ---------------------------------------------------------------------------------
 def measure_accuracy(name: str, kwargs: dict, seed: int, per_class: int, random_params: bool) -> dict:
     cfg = CoreConfig(**kwargs)
@@ -361,6 +390,18 @@ def render_markdown(data: dict) -> str:
                        f"{s['elements_per_cycle_output'] / t['lanes']:.1%} |")
         out.append("")
 
+    if data.get("short_vectors"):
+        out += ["## Short vectors (the per-vector stage's rate)", "",
+                f"{SHORT_VECTORS} back-to-back vectors of N elements; `--vector-interval {SHORT_VECTOR_INTERVAL}` deals them "
+                "to that many scalar units (each a copy of the rsqrt and the scalar multiplier).", "",
+                "| N | P | N/P | vector interval | scalar units | sustained elements/cycle | of P | bit-exact |",
+                "|---|---|---|---|---|---|---|---|"]
+        for s in data["short_vectors"]:
+            out.append(f"| {s['n']} | {s['lanes']} | {s['n'] // s['lanes']} | {s['vector_interval'] or '—'} | "
+                       f"{s['units']} | {_fmt_rate(s['elements_per_cycle'])} | {s['elements_per_cycle'] / s['lanes']:.1%} | "
+                       f"{'yes' if s['bit_exact'] else 'NO'} |")
+        out.append("")
+
     out += ["## Latency (last input beat → first output beat valid)", "",
             "| core | measured (cycles, by N) | NormCore.latency |", "|---|---|---|"]
     for t in data["throughput"]:
@@ -437,6 +478,19 @@ def render_summary(data: dict) -> str:
             out.append(f"| {t['name']} | {_fmt_rate(t['elements_per_cycle_output'])} | — (no per-vector stage) | "
                        f"{t['latency_measured']} (beat in → beat out) |")
     out.append("")
+    if data.get("short_vectors"):
+        out += ["Short vectors, N_max-element vectors back to back (elements/cycle of P; `--vector-interval "
+                f"{SHORT_VECTOR_INTERVAL}` deals vectors to several scalar units):", "",
+                "| N | P | one scalar unit | with `--vector-interval " + str(SHORT_VECTOR_INTERVAL) + "` (units) |",
+                "|---|---|---|---|"]
+        rows = {}
+        for s in data["short_vectors"]:
+            rows.setdefault((s["n"], s["lanes"]), {})[s["vector_interval"]] = s
+        for (n, lanes), pair in rows.items():
+            one, many = pair.get(None), pair.get(SHORT_VECTOR_INTERVAL)
+            out.append(f"| {n} | {lanes} | {_fmt_rate(one['elements_per_cycle'])} | "
+                       f"{_fmt_rate(many['elements_per_cycle'])} ({many['units']}) |")
+        out.append("")
     if not data["resources_note"]:
         out += ["| core | family | LUT4 | FF | RAM blocks | DSP blocks |", "|---|---|---|---|---|---|"]
         for r in data["resources"]:
@@ -515,6 +569,9 @@ def main(argv=None) -> int:
             print(f"bench: throughput and latency, {name} ...", flush=True)
             data["throughput"].append(measure_throughput(name, kwargs, args.seed))
 
+        print("bench: short vectors ...", flush=True)
+        data["short_vectors"] = measure_short_vectors(args.seed)
+
         print("bench: accuracy (golden model + exact reference) ...", flush=True)
         data["accuracy"] = []
         for name, kwargs in ACCURACY_CASES:
@@ -542,6 +599,7 @@ def main(argv=None) -> int:
     failed = [a["name"] for a in data["accuracy"] + data["batchnorm"]["accuracy"] if a["unfaithful"]]
     failed += [t["name"] for t in data["batchnorm"]["inference"] + data["batchnorm"]["batch"]
                if not t["bit_exact"] or t["latency_measured"] != t["latency_declared"]]
+    failed += [f"short vectors N={s['n']} P={s['lanes']}" for s in data.get("short_vectors", []) if not s["bit_exact"]]
     failed += [t["name"] for t in data["throughput"] if t["latency_declared"] is not None
                and any(v != t["latency_declared"] for v in t["latency_measured"].values())]
     if failed:
