@@ -139,8 +139,10 @@ def synthesize(verilog: Path, top: str, family: str, workdir: Path) -> dict:
     command = _yosys_command()
     spec = FAMILIES[family]
     stat_path = workdir / f"stat_{family}.json"
-    script = (f"read_verilog {verilog}; {spec['script'].format(top=top)}; "
-              f"tee -q -o {stat_path} stat -json")
+    # YoWASP's Yosys (WebAssembly) sees only its working directory: paths relative to it
+    source = Path(verilog).resolve().relative_to(Path(workdir).resolve())
+    script = (f"read_verilog {source.as_posix()}; {spec['script'].format(top=top)}; "
+              f"tee -q -o {stat_path.name} stat -json")
     started = time.time()
     proc = subprocess.run(command + ["-q", "-p", script], capture_output=True, text=True,
                           cwd=workdir, timeout=1800)
