@@ -186,11 +186,37 @@ def _utilisation(log: str) -> dict:
     return found
 
 
-def _critical_path(report: dict) -> dict | None:
+def _core_clock(clocks) -> str | None:
+    """The net of the harness's ``clk`` pin among nextpnr's clocks.  nextpnr-ice40 also lists the
+    constant net that clocks an SB_MAC16 used without registers (``$PACKER_GND_NET...``)."""
+    pins = [c for c in clocks if re.search(r"(^|\$)clk\$", c)]
+    rest = [c for c in clocks if not re.search(r"GND|VCC", c)]
+    return (pins or rest or [None])[0]
+
+
+def _path_delay(path: dict) -> float:
+    return sum(s["delay"] for s in path["path"])
+
+
+def _constant_clock_paths(report: dict, clock: str) -> dict | None:
+    """Paths nextpnr cuts at a DSP it times as clocked by a constant net (iCE40 SB_MAC16 without
+    registers): the worst delay into such a DSP and out of one, and their sum, a bound on a path
+    from a flip-flop through such a DSP to a flip-flop that the core clock's fmax does not cover."""
+    core = f"posedge {clock}"
+    into = [_path_delay(p) for p in report.get("critical_paths", []) if p.get("from") == core
+            and p.get("to") not in (core, "<async>")]
+    out = [_path_delay(p) for p in report.get("critical_paths", []) if p.get("to") == core
+           and p.get("from") not in (core, "<async>")]
+    if not into and not out:
+        return None
+    worst_in, worst_out = max(into, default=0.0), max(out, default=0.0)
+    return {"into_ns": round(worst_in, 3), "out_of_ns": round(worst_out, 3), "bound_ns": round(worst_in + worst_out, 3)}
+
+
+def _critical_path(report: dict, clock: str) -> dict | None:
     """The critical path from the core clock to itself in nextpnr's report: start and end cells
     and nets, and its delay split into logic (clock-to-out, cells, setup) and routing."""
-    paths = [p for p in report.get("critical_paths", []) if p.get("from") == p.get("to")
-             and "<async>" not in p.get("from", "")]
+    paths = [p for p in report.get("critical_paths", []) if p.get("from") == p.get("to") == f"posedge {clock}"]
     if not paths:
         return None
     segments = paths[0]["path"]
@@ -289,13 +315,13 @@ def place_and_route(cfg: CoreConfig, family: str, *, seed: int = 1, workdir, fre
         return {**result, "status": "failed", "error": "place and route: " + _last_error(log)}
     report = json.loads((workdir / "report.json").read_text())
     clocks = report.get("fmax", {})
-    clock = next(iter(clocks), None)
+    clock = _core_clock(clocks)
     if clock is not None:
         result["fmax_mhz"] = round(clocks[clock]["achieved"], 2)
     else:
         found = _FMAX_RE.findall(log)
-        if found:
-            clock, result["fmax_mhz"] = found[-1][0], float(found[-1][1])
+        clock = _core_clock([name for name, *_ in found])
+        result["fmax_mhz"] = next((float(f) for name, f, *_ in reversed(found) if name == clock), None)
     result["clock_net"] = clock
     for name, entry in report.get("utilization", {}).items():
         if entry["used"]:
@@ -304,7 +330,8 @@ def place_and_route(cfg: CoreConfig, family: str, *, seed: int = 1, workdir, fre
         if cell in report.get("utilization", {}) and not (family == "ice40" and group == "FF"):
             entry = report["utilization"][cell]
             result["utilization"][group] = {"used": entry["used"], "available": entry["available"]}
-    result["critical_path"] = _critical_path(report)
+    result["critical_path"] = _critical_path(report, clock)
+    result["constant_clock_paths"] = _constant_clock_paths(report, clock)
     return {**result, "status": "routed", "fits": True}
 
 
@@ -323,6 +350,7 @@ PNR_CASES = [
     ("LayerNorm default P=32", "ecp5", {"lanes": 32}),
     ("BatchNorm inference C=1024 P=1", "ecp5", "batchnorm inference"),
     ("LayerNorm default P=1", "ice40", {}),
+    ("LayerNorm default P=1, serial scalars", "ice40", {"scalar_mul": "serial"}),
 ]
 
 
@@ -365,6 +393,7 @@ def render_markdown(rows: list[dict]) -> list[str]:
         cp = r.get("critical_path")
         if r.get("status") == "routed":
             fmax = f"{r['fmax_mhz']:.1f} ({r['constraint_mhz']})" if r.get("fmax_mhz") else "?"
+            fmax += " †" if r.get("constant_clock_paths") else ""
         else:
             fmax = f"{r.get('status')}: {r.get('error', '')}".replace("|", "/")
         path = f"`{cp['start_cell']}` → `{cp['end_cell']}`" if cp else "—"
@@ -372,6 +401,13 @@ def render_markdown(rows: list[dict]) -> list[str]:
         out.append(f"| {r['name']} | {r.get('device', r.get('family'))} | {fmax} | {_used(r, 'LUT')} | "
                    f"{_used(r, 'FF')} | {_used(r, 'DSP')} | {_used(r, 'BRAM')} | {_fits(r)} | {path} | {split} |")
     out.append("")
+    for r in rows:
+        split = r.get("constant_clock_paths")
+        if split:
+            out += [f"† {r['name']} ({r['family']}): nextpnr times the DSPs used without registers as clocked by "
+                    f"a constant net, so a path through one is cut there and is not in fmax: worst path into such "
+                    f"a DSP {split['into_ns']:.2f} ns, out of one {split['out_of_ns']:.2f} ns (sum "
+                    f"{split['bound_ns']:.2f} ns, a bound on a flip-flop → DSP → flip-flop path).", ""]
     return out
 
 
