@@ -42,7 +42,7 @@ from normgen.hw.top import NormCore
 from . import protocol as proto
 from .uart import UARTRx, UARTTx, rx_byte_layout
 
-__all__ = ["crc16_update", "FrameParser", "Replier", "NormLink", "job_layout", "RX_FIFO_DEPTH"]
+__all__ = ["crc16_update", "FrameParser", "Replier", "LinkEngine", "NormLink", "job_layout", "RX_FIFO_DEPTH"]
 
 #: bytes the receiver can get ahead of the parser (the parser waits only for the core)
 RX_FIFO_DEPTH = 16
@@ -497,6 +497,77 @@ def _sext(value, width):
     return Cat(value, value[-1].replicate(width - len(value))) if len(value) < width else value[:width]
 
 
+class LinkEngine(wiring.Component):
+    """Frame parser, the core and the replier: bytes in, bytes out (:class:`NormLink` without
+    its UARTs).
+
+    Parameters
+    ----------
+    cfg : the core's configuration
+    timeout_cycles : inter-byte timeout of a frame, in clock cycles
+    identity : the IDENTIFY record (bytes)
+
+    Members
+    -------
+    i : In(stream.Signature(rx_byte_layout))
+        Received bytes, each with its line error flag.
+    o : Out(stream.Signature(8))
+        Reply bytes.
+    busy : Out(1)
+    error : Out(1)
+    """
+
+    def __init__(self, cfg: CoreConfig, *, timeout_cycles: int, identity: bytes):
+        self._cfg = cfg
+        self._timeout = timeout_cycles
+        self._identity = bytes(identity)
+        super().__init__({
+            "i": In(stream.Signature(rx_byte_layout)),
+            "o": Out(stream.Signature(8)),
+            "busy": Out(1),
+            "error": Out(1),
+        })
+
+    def elaborate(self, platform):
+        cfg = self._cfg
+        m = Module()
+        m.submodules.parser = parser = FrameParser(cfg, timeout_cycles=self._timeout)
+        m.submodules.jobs = jobs = fifo.SyncFIFO(width=job_layout(cfg).size, depth=JOB_FIFO_DEPTH)
+        m.submodules.core = core = NormCore(cfg)
+        m.submodules.replier = replier = Replier(cfg, identity=self._identity)
+
+        wiring.connect(m, wiring.flipped(self.i), parser.i)
+        wiring.connect(m, replier.o, wiring.flipped(self.o))
+        m.d.comb += [self.busy.eq(parser.busy), self.error.eq(replier.error)]
+        through_fifo(m, parser.jobs, jobs, replier.jobs)
+        _connect_core(m, core, cfg, beats=parser.beats, results=replier.results,
+                      params=parser.params if cfg.affine else None)
+        return m
+
+
+def _connect_core(m, core, cfg, *, beats, results, params):
+    """The one place that names the core's ports: vector beats in, results out, γ/β writes."""
+    m.d.comb += [
+        core.s_axis_tvalid.eq(beats.valid),
+        core.s_axis_tdata.eq(beats.payload.data),
+        core.s_axis_tlast.eq(beats.payload.last),
+        beats.ready.eq(core.s_axis_tready),
+
+        results.valid.eq(core.m_axis_tvalid),
+        results.payload.data.eq(core.m_axis_tdata),
+        results.payload.last.eq(core.m_axis_tlast),
+        core.m_axis_tready.eq(results.ready),
+    ]
+    if params is not None:
+        m.d.comb += [
+            core.param_valid.eq(params.valid),
+            core.param_addr.eq(params.payload.addr),
+            core.param_gamma.eq(params.payload.gamma),
+            core.param_beta.eq(params.payload.beta),
+            params.ready.eq(core.param_ready),
+        ]
+
+
 class NormLink(wiring.Component):
     """UART, frame parser, the core and the replier: a board image without its clocking and I/O.
 
@@ -541,36 +612,14 @@ class NormLink(wiring.Component):
         m.submodules.uart_rx = uart_rx = UARTRx(clocks_per_bit=link.clocks_per_bit)
         m.submodules.uart_tx = uart_tx = UARTTx(clocks_per_bit=link.clocks_per_bit)
         m.submodules.rx_fifo = rx_fifo = fifo.SyncFIFOBuffered(width=9, depth=RX_FIFO_DEPTH)
-        m.submodules.parser = parser = FrameParser(cfg, timeout_cycles=link.timeout_cycles)
-        m.submodules.jobs = jobs = fifo.SyncFIFO(width=job_layout(cfg).size, depth=JOB_FIFO_DEPTH)
-        m.submodules.core = core = NormCore(cfg)
-        m.submodules.replier = replier = Replier(cfg, identity=self._identity.pack())
-
+        m.submodules.engine = engine = LinkEngine(cfg, timeout_cycles=link.timeout_cycles,
+                                                  identity=self._identity.pack())
         m.d.comb += [
             uart_rx.rx.eq(self.rx),
             self.tx.eq(uart_tx.tx),
-            self.busy.eq(parser.busy),
-            self.error.eq(replier.error),
-
-            core.s_axis_tvalid.eq(parser.beats.valid),
-            core.s_axis_tdata.eq(parser.beats.payload.data),
-            core.s_axis_tlast.eq(parser.beats.payload.last),
-            parser.beats.ready.eq(core.s_axis_tready),
-
-            replier.results.valid.eq(core.m_axis_tvalid),
-            replier.results.payload.data.eq(core.m_axis_tdata),
-            replier.results.payload.last.eq(core.m_axis_tlast),
-            core.m_axis_tready.eq(replier.results.ready),
+            self.busy.eq(engine.busy),
+            self.error.eq(engine.error),
         ]
-        through_fifo(m, uart_rx.o, rx_fifo, parser.i)
-        through_fifo(m, parser.jobs, jobs, replier.jobs)
-        wiring.connect(m, producer=replier.o, consumer=uart_tx.i)
-        if cfg.affine:
-            m.d.comb += [
-                core.param_valid.eq(parser.params.valid),
-                core.param_addr.eq(parser.params.payload.addr),
-                core.param_gamma.eq(parser.params.payload.gamma),
-                core.param_beta.eq(parser.params.payload.beta),
-                parser.params.ready.eq(core.param_ready),
-            ]
+        through_fifo(m, uart_rx.o, rx_fifo, engine.i)
+        wiring.connect(m, producer=engine.o, consumer=uart_tx.i)
         return m
