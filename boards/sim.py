@@ -80,7 +80,7 @@ def _failures(results_xml: Path) -> list:
 
 
 def run_board_sim(board: str = "icebreaker", *, cfg: CoreConfig | None = None, vectors: int = 60,
-                  max_n: int = 24, malformed: int = 220, corrupted: int = 300, seed: int = 1, testcase=None,
+                  max_n: int = 24, malformed: int = 220, corrupted: int = 100, seed: int = 1, testcase=None,
                   clocks_per_bit: int = 4, timeout_bytes: int = 8, waves: bool = False,
                   check: bool = True, quiet: bool = True) -> SimResult:
     """Simulate the board image of ``board`` (or ``cfg``) and run the host driver against it."""
@@ -156,7 +156,7 @@ def main(argv=None) -> int:
     parser.add_argument("--vectors", type=int, default=60)
     parser.add_argument("--max-n", type=int, default=24)
     parser.add_argument("--malformed", type=int, default=220)
-    parser.add_argument("--corrupted", type=int, default=300)
+    parser.add_argument("--corrupted", type=int, default=100)
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--test", action="append",
                         help="test_vectors, test_malformed or test_corrupted (default all)")

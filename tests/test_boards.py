@@ -572,6 +572,30 @@ def test_board_simulation_ulx3s():
         assert rep[section]["bit_exact"] == rep[section]["vectors"] > 0, section
 
 
+#: a board image with a small core (the iCEBreaker's formats, N_max 16): short γ/β loads, so the
+#: simulated time goes to the corrupted frames
+SMALL_CORE = CoreConfig(norm="layernorm", features=16, lanes=1, in_format="s3.5", out_format="s3.5",
+                        param_format="s2.6", eps=2.0 ** -10)
+
+
+@pytest.mark.parametrize("corrupted,seed", [
+    pytest.param(100, 21),
+    pytest.param(300, 23, marks=pytest.mark.slow),
+])
+def test_board_simulation_corrupted_line(corrupted, seed):
+    """The host driver over a line that corrupts frames (UART, parser, core under Icarus): every
+    result it returns is bit-exact with the golden model under the γ/β it loaded last, and the
+    board ends holding them."""
+    from normgen.boards.sim import run_board_sim
+    result = run_board_sim("small", cfg=SMALL_CORE, corrupted=corrupted, max_n=16, seed=seed,
+                           testcase="test_corrupted")
+    assert result.passed, result.failures
+    rep = result.report["corrupted"]
+    assert rep["corrupted"] >= corrupted and rep["bit_exact"] == rep["vectors"] > 0
+    assert rep["final_bit_exact"] == 1 and rep["board_pcrc_ok"] == 1 and rep["loads"] >= 1
+    assert {"bit", "normalize_to_load", "load_address"} <= set(rep["by_kind"])
+
+
 @pytest.mark.slow
 def test_board_simulation_ulx3s_malformed():
     from normgen.boards.sim import run_board_sim
