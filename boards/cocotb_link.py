@@ -416,7 +416,8 @@ class Corruptor:
                  if (k != "normalize_to_load" or cmd == proto.CMD_NORMALIZE)
                  and (k != "load_address" or cmd == proto.CMD_LOAD_PARAMS)]
         for _ in range(20):
-            kind = rng.choice(kinds)
+            # half the corrupted LOAD_PARAMS frames get another address: the case that matters
+            kind = "load_address" if "load_address" in kinds and rng.random() < 0.5 else rng.choice(kinds)
             data = bytearray(frame)
             if kind == "bit":
                 pos = rng.randrange(len(data))

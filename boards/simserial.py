@@ -14,6 +14,7 @@ written from the 8N1 definition, independently of the gateware UART.
 """
 from __future__ import annotations
 
+import math
 from collections import deque
 
 import cocotb
@@ -132,7 +133,9 @@ class SimSerial:
 
     @resume
     async def read(self, size: int = 1) -> bytes:
-        deadline = None if self.timeout is None else get_sim_time("ps") + round(self.timeout * 1e12)
+        # rounded up: a timeout of a fraction of a picosecond still lets time pass (rounded down
+        # to 0, a caller that waits for a deadline would call again and again at the same time)
+        deadline = None if self.timeout is None else get_sim_time("ps") + math.ceil(self.timeout * 1e12)
         while len(self._from_board) < size:
             self._from_board_event.clear()
             if deadline is None:
