@@ -92,8 +92,10 @@ def _run_run(args) -> int:
     _note(f"input: {vectors} vector(s) of {n} values quantized to {cfg.in_format}; {saturated} saturated")
     try:
         try:
+            # the board must hold the image's own γ/β unless others are loaded: a board left
+            # with other γ/β (by an earlier run) gets the image's written back
             link = BoardLink(port, expected=image.identity, retries=args.retries, margin_s=args.margin,
-                             window=args.window)
+                             window=args.window, params=cfg.gamma_beta_int() if cfg.affine else None)
             _note(f"board: {link.identity.describe()}")
             if params is not None:
                 link.load_params(*params)

@@ -9,7 +9,10 @@ Settings arrive as JSON in the environment variable ``NORMGEN_BOARD_SIM`` (writt
      "malformed": how many malformed frames, "report": path of the JSON report}
 
 ``test_vectors`` runs the host driver (IDENTIFY check, NORMALIZE with two requests in flight,
-LOAD_PARAMS) and compares every output with the golden model.  ``test_malformed`` throws
+LOAD_PARAMS) and compares every output with the golden model.  ``test_corrupted`` runs the host
+driver over a noisy line (bits flipped, NORMALIZE turned into LOAD_PARAMS, γ/β addresses
+changed, bytes replaced, lost or added) and compares every output it returns with the golden
+model under the γ/β it loaded.  ``test_malformed`` throws
 malformed frames at the board — bad CRC, truncated frames, garbage, oversize and zero-length
 vectors, unknown commands, a stalled host, UART breaks, bad parameter addresses — expects the
 exact error reply (or silence) for each, and after each sends a good frame whose result must be
@@ -209,8 +212,10 @@ class Raw:
         frames = self.frames_until_quiet(self.reply_time(len(x)))
         assert len(frames) == 1 and frames[0].cmd == proto.CMD_NORMALIZE | proto.REPLY_FLAG \
             and frames[0].seq == seq, f"good frame after a malformed one: {[f.describe() for f in frames]}"
-        y = proto.decode_elements(frames[0].payload, cfg.out_format.width)
-        return int(np.array_equal(y, golden.normalize(cfg, x[None, :])[0]))
+        payload, pcrc = proto.split_pcrc(frames[0].payload)
+        y = proto.decode_elements(payload, cfg.out_format.width)
+        return int(np.array_equal(y, golden.normalize(cfg, x[None, :])[0])
+                   and pcrc == proto.config_params_crc(cfg))
 
     def reply_time(self, n):
         return (4 * n + 2 * proto.OVERHEAD_BYTES + 64) * self.tb.byte_time
@@ -384,3 +389,106 @@ async def test_malformed(dut):
     _update_report(settings, "malformed", report)
     assert report["good_after"] == report["good_frames"], report
     assert report["final_bit_exact"] == report["final_vectors"], report
+
+
+# ---- the host driver over a noisy line -----------------------------------------------------------
+class Corruptor:
+    """Corrupts some of the frames the host writes (``rate``), each in one of these ways, and
+    counts them; a corruption that happens to leave a valid frame is not used."""
+
+    KINDS = ("bit", "normalize_to_load", "load_address", "bytes", "lost_byte", "extra_byte")
+
+    def __init__(self, rng: random.Random, rate: float):
+        self.rng = rng
+        self.rate = rate
+        self.counts = {}
+
+    @property
+    def total(self) -> int:
+        return sum(self.counts.values())
+
+    def __call__(self, frame: bytes) -> bytes:
+        rng = self.rng
+        if rng.random() >= self.rate:
+            return frame
+        cmd = frame[2]
+        kinds = [k for k in self.KINDS
+                 if (k != "normalize_to_load" or cmd == proto.CMD_NORMALIZE)
+                 and (k != "load_address" or cmd == proto.CMD_LOAD_PARAMS)]
+        for _ in range(20):
+            # half the corrupted LOAD_PARAMS frames get another address: the case that matters
+            kind = "load_address" if "load_address" in kinds and rng.random() < 0.5 else rng.choice(kinds)
+            data = bytearray(frame)
+            if kind == "bit":
+                pos = rng.randrange(len(data))
+                data[pos] ^= 1 << rng.randrange(8)
+            elif kind == "normalize_to_load":
+                data[2] ^= proto.CMD_NORMALIZE ^ proto.CMD_LOAD_PARAMS
+            elif kind == "load_address":
+                pos = proto.HEADER_BYTES + rng.randrange(2)
+                data[pos] ^= 1 << rng.randrange(8)
+            elif kind == "bytes":
+                for _ in range(rng.randrange(2, 5)):
+                    data[rng.randrange(len(data))] = rng.randrange(256)
+            elif kind == "lost_byte":
+                del data[rng.randrange(len(data))]
+            else:
+                data.insert(rng.randrange(len(data) + 1), rng.randrange(256))
+            decoder = proto.FrameDecoder()
+            decoder.feed(bytes(data))
+            if bytes(data) != frame and decoder.next_frame() is None:
+                self.counts[kind] = self.counts.get(kind, 0) + 1
+                return bytes(data)
+        return frame
+
+
+@cocotb.test()
+async def test_corrupted(dut):
+    """The host driver over a line that corrupts frames: every result it returns is bit-exact
+    with the golden model under the γ/β it loaded last, and the board ends holding them."""
+    tb = TB(dut)
+    await tb.start()
+    cfg, settings = tb.cfg, tb.settings
+    target = settings.get("corrupted", 100)
+    rng = random.Random(settings["seed"] + 1)
+    report = {}
+
+    @bridge
+    def host():
+        started = time.monotonic()
+        link = tb.host_link(window=2, retries=12)
+        corruptor = Corruptor(rng, rate=0.4)
+        current = cfg
+        vectors_sent = exact = loads = 0
+        tb.port.corrupt = corruptor
+        while corruptor.total < target:
+            if cfg.affine and (loads == 0 or rng.random() < 0.15):
+                gamma, beta = vectors.random_params(cfg, tb.rng)
+                current = cfg.with_params(gamma, beta)
+                link.load_params(current.gamma_int, current.beta_int, chunk_bytes=256)
+                loads += 1
+            xs = [tb.random_vector() for _ in range(4)]
+            ys = link.normalize_int(xs)
+            vectors_sent += len(xs)
+            exact += sum(int(np.array_equal(y, e)) for y, e in zip(ys, golden.normalize_vectors(current, xs)))
+            dut._log.info(f"{corruptor.total} corrupted frames, {vectors_sent} vectors ({exact} bit-exact), "
+                          f"{loads} γ/β loads; {link.stats.summary()}")
+        tb.port.corrupt = None
+        # the γ/β the board holds, by its own checksum, and a vector of N_max through them
+        link.identify()
+        gamma, beta = current.gamma_beta_int()
+        wanted = (proto.params_crc(gamma, beta, cfg.lanes, cfg.param_format.width) if cfg.affine
+                  else proto.config_params_crc(cfg))
+        last = [tb.random_vector(cfg.features)]
+        final = int(np.array_equal(link.normalize_int(last)[0], golden.normalize_vectors(current, last)[0]))
+        report.update(corrupted=corruptor.total, by_kind=dict(corruptor.counts), vectors=vectors_sent,
+                      bit_exact=exact, loads=loads, final_bit_exact=final,
+                      board_pcrc_ok=int(link.board_params_crc == wanted),
+                      param_restores=link.stats.param_restores, stats=link.stats.summary(),
+                      wall_s=time.monotonic() - started)
+        _STATE["params_changed"] = True
+
+    await host()
+    _update_report(settings, "corrupted", report)
+    assert report["bit_exact"] == report["vectors"], report
+    assert report["final_bit_exact"] == 1 and report["board_pcrc_ok"] == 1, report

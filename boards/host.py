@@ -20,6 +20,13 @@ Usage::
 Every request is retried (a new sequence number each time) after an error reply, a reply that
 does not decode, or a missing reply; after ``retries`` further attempts the driver raises
 :class:`LinkError` naming the last problem.
+
+γ/β: every OK reply carries the checksum (PCRC) of the γ/β the board holds; a NORMALIZE reply,
+the checksum of the γ/β its vector was computed with.  The driver knows which γ/β the board
+must hold — those of its last :meth:`BoardLink.load_params`, else ``params`` given to it, else
+the image's own (the IDENTIFY record has their checksum) — and never returns a result computed
+with other ones: it writes its γ/β again (when it knows their values) and repeats the vectors,
+or raises :class:`BoardError`.
 """
 from __future__ import annotations
 
@@ -48,6 +55,11 @@ class IdentityMismatch(BoardError):
     """The board runs another image than the one expected."""
 
 
+class _ParamsDiffer(Exception):
+    """A NORMALIZE reply was computed with other γ/β than the board must hold."""
+    done: dict = {}
+
+
 @dataclass
 class LinkStats:
     requests: int = 0
@@ -57,19 +69,21 @@ class LinkStats:
     error_replies: Counter = field(default_factory=Counter)   # error name -> count
     stale_replies: int = 0                                    # replies to an abandoned attempt
     undecodable: int = 0                                      # frames the host could not decode
+    param_restores: int = 0                                   # γ/β written again: the board's differed
 
     def summary(self) -> str:
         errors = ", ".join(f"{name}: {count}" for name, count in sorted(self.error_replies.items()))
         return (f"{self.requests} requests, {self.attempts} frames sent, {self.retries} retries, "
                 f"{self.timeouts} reply timeouts" + (f", error replies ({errors})" if errors else "")
-                + (f", {self.stale_replies} stale replies" if self.stale_replies else ""))
+                + (f", {self.stale_replies} stale replies" if self.stale_replies else "")
+                + (f", γ/β written again {self.param_restores} times" if self.param_restores else ""))
 
 
 @dataclass
 class _Request:
     cmd: int
     payload: bytes
-    reply_len: int | None           # expected payload length of the OK reply (None: any)
+    reply_len: int | None           # expected payload length of the OK reply, PCRC included (None: any)
     key: object = None              # the caller's tag (vector index)
     attempts: int = 0
     last_problem: str = ""
@@ -88,10 +102,13 @@ class BoardLink:
         latency on hardware; a few byte times in simulation)
     window : NORMALIZE requests in flight at once (2 overlaps a reply with the next request)
     identify : ask the board for its identity now (and check it against ``expected``)
+    params : (γ, β) integers of the param format, N_max each: the γ/β the board must hold until
+        :meth:`load_params` says otherwise (written when the board holds others).  None: the
+        image's own, which the driver can check but not write back.
     """
 
     def __init__(self, port, *, expected: proto.Identity | None = None, retries: int = 5,
-                 margin_s: float = 0.25, window: int = 2, identify: bool = True):
+                 margin_s: float = 0.25, window: int = 2, identify: bool = True, params=None):
         if retries < 0:
             raise ValueError(f"retries must be >= 0, not {retries!r}")
         if window not in (1, 2):
@@ -103,6 +120,9 @@ class BoardLink:
         self.stats = LinkStats()
         self.expected = expected
         self.identity: proto.Identity | None = None
+        #: PCRC of the board's γ/β in its last OK reply (None before the first)
+        self.board_params_crc: int | None = None
+        self._params = None if params is None else tuple(np.asarray(v, dtype=np.int64).ravel() for v in params)
         self._seq = 0
         self._decoder = proto.FrameDecoder()
         self._clock = getattr(port, "clock", time.monotonic)
@@ -124,9 +144,16 @@ class BoardLink:
     def _reply_budget(self, request: _Request) -> float:
         """Seconds from the end of writing a request to the end of its reply."""
         reply = proto.OVERHEAD_BYTES + (request.reply_len if request.reply_len is not None
-                                        else proto.Identity.SIZE)
+                                        else proto.Identity.SIZE + proto.PCRC_BYTES)
+        device = self._device_timeout()
+        ident = self.identity or self.expected
+        if request.cmd == proto.CMD_LOAD_PARAMS and ident is not None:
+            # the board writes the frame's beats (two cycles each), then redoes the checksum
+            # over all N_max/P beats (one cycle each)
+            beats = ident.features // ident.lanes
+            device += (2 * beats + beats + 64) / ident.clock_hz
         return (self.wire_time(len(request.payload) + proto.OVERHEAD_BYTES) + self.wire_time(reply)
-                + self._device_timeout() + self.margin_s)
+                + device + self.margin_s)
 
     # ---- frames -------------------------------------------------------------------------------
     def _next_seq(self) -> int:
@@ -173,6 +200,12 @@ class BoardLink:
             self.stats.undecodable += 1
             return (f"{proto.COMMAND_NAMES[request.cmd]} reply of {len(frame.payload)} bytes, "
                     f"expected {request.reply_len}")
+        if len(frame.payload) < proto.PCRC_BYTES:
+            self.stats.undecodable += 1
+            return f"{proto.COMMAND_NAMES[request.cmd]} reply without its γ/β checksum"
+        self.board_params_crc = proto.split_pcrc(frame.payload)[1]
+        if request.cmd == proto.CMD_NORMALIZE and self.board_params_crc != self._wanted_params_crc():
+            raise _ParamsDiffer()
         return None
 
     def _give_up(self, request: _Request):
@@ -191,6 +224,14 @@ class BoardLink:
         order: deque[int] = deque()
         done = {}
         self._flush_input()
+        try:
+            self._run(queue, in_flight, order, done, window, on_done)
+        except _ParamsDiffer as exc:
+            exc.done = done
+            raise
+        return done
+
+    def _run(self, queue, in_flight, order, done, window, on_done):
         while queue or in_flight:
             while queue and len(in_flight) < window:
                 request = queue.popleft()
@@ -231,15 +272,15 @@ class BoardLink:
                 self._give_up(request)
             self.stats.retries += 1
             queue.appendleft(request)
-        return done
 
     # ---- commands ------------------------------------------------------------------------------
     def identify(self) -> proto.Identity:
         """Ask the board who it is; raise :class:`IdentityMismatch` if it is not ``expected``."""
-        request = _Request(proto.CMD_IDENTIFY, b"", proto.Identity.SIZE, key="identify")
+        # (any length: a board of another protocol version is told apart by its record)
+        request = _Request(proto.CMD_IDENTIFY, b"", None, key="identify")
         frame = self.run([request])["identify"]
         try:
-            identity = proto.Identity.unpack(frame.payload)
+            identity = proto.Identity.unpack(proto.split_pcrc(frame.payload)[0])
         except ValueError as exc:
             raise IdentityMismatch(f"the board's IDENTIFY answer is not understood: {exc}") from None
         self.identity = identity
@@ -258,7 +299,14 @@ class BoardLink:
         return self.identity
 
     def load_params(self, gamma_int, beta_int, *, chunk_bytes: int = 4096):
-        """Write γ/β (integers of the param format, N_max each) through LOAD_PARAMS frames."""
+        """Write γ/β (integers of the param format, N_max each) through LOAD_PARAMS frames; from
+        now on the board must hold these."""
+        gamma, beta = self._checked_params(gamma_int, beta_int)
+        self._params = (gamma, beta)
+        self._chunk_bytes = chunk_bytes
+        self._write_params()
+
+    def _checked_params(self, gamma_int, beta_int):
         ident = self._require_identity()
         if not ident.affine:
             raise BoardError("the board's core has no affine stage: γ/β cannot be loaded")
@@ -267,6 +315,20 @@ class BoardLink:
         if gamma.shape != (ident.features,) or beta.shape != (ident.features,):
             raise BoardError(f"γ and β must hold N_max = {ident.features} values each, not "
                              f"{gamma.shape[0]} and {beta.shape[0]}")
+        return gamma, beta
+
+    def _wanted_params_crc(self) -> int:
+        """PCRC of the γ/β the board must hold."""
+        ident = self._require_identity()
+        if self._params is None:
+            return ident.init_params_crc
+        return proto.params_crc(*self._params, ident.lanes, _format_width(ident.param_format))
+
+    def _write_params(self):
+        """Write ``self._params`` whole, until the board's checksum says they are there."""
+        gamma, beta = self._checked_params(*self._params)
+        ident = self.identity
+        chunk_bytes = getattr(self, "_chunk_bytes", 4096)
         width = _format_width(ident.param_format)
         lanes = ident.lanes
         nbytes = proto.element_bytes(width)
@@ -280,8 +342,28 @@ class BoardLink:
             for beat in range(start, stop):
                 sl = slice(beat * lanes, (beat + 1) * lanes)
                 payload += proto.encode_elements(gamma[sl], width) + proto.encode_elements(beta[sl], width)
-            requests.append(_Request(proto.CMD_LOAD_PARAMS, bytes(payload), 0, key=start))
-        self.run(requests, window=1)
+            requests.append(_Request(proto.CMD_LOAD_PARAMS, bytes(payload), proto.PCRC_BYTES, key=start))
+        for _ in range(self.retries + 1):
+            for request in requests:
+                request.attempts = 0
+            self.run(requests, window=1)
+            if self.board_params_crc == self._wanted_params_crc():
+                return
+        raise LinkError(f"LOAD_PARAMS: the board's γ/β checksum is {self.board_params_crc:04x} after "
+                        f"{self.retries + 1} complete writes, expected {self._wanted_params_crc():04x}")
+
+    def _ensure_params(self):
+        """Make the board hold the γ/β it must hold, if its last reply says it does not."""
+        want = self._wanted_params_crc()
+        if self.board_params_crc is None or self.board_params_crc == want:
+            return
+        if self._params is None:
+            raise BoardError(
+                f"the board holds other γ/β (checksum {self.board_params_crc:04x}) than its image's "
+                f"own ({want:04x}), and the driver does not know their values: load them with "
+                "load_params() or give them as params= (normgen board run does)")
+        self.stats.param_restores += 1
+        self._write_params()
 
     def normalize_int(self, vectors, *, progress: bool = False) -> list[np.ndarray]:
         """Normalize integer vectors (each 1-D, N a multiple of P, 1 <= N <= N_max) on the board;
@@ -302,18 +384,30 @@ class BoardLink:
                 payload = proto.encode_elements(x, w_in)
             except ValueError as exc:
                 raise BoardError(f"vector {index}: {exc} ({ident.in_format})") from None
-            requests.append(_Request(proto.CMD_NORMALIZE, payload, n * b_out, key=index))
+            requests.append(_Request(proto.CMD_NORMALIZE, payload, n * b_out + proto.PCRC_BYTES, key=index))
         bar = None
         if progress:
             from tqdm import tqdm
             bar = tqdm(total=len(requests), unit="vec", desc="normalize", leave=False)
+        done = {}
         try:
-            done = self.run(requests, window=self.window,
-                            on_done=(lambda r, f: bar.update(1)) if bar is not None else None)
+            for _ in range(self.retries + 2):
+                self._ensure_params()
+                try:
+                    done.update(self.run([r for r in requests if r.key not in done], window=self.window,
+                                         on_done=(lambda r, f: bar.update(1)) if bar is not None else None))
+                    break
+                except _ParamsDiffer as exc:
+                    # the result was computed with other γ/β: dropped; the γ/β are written again
+                    done.update(exc.done)
+            else:
+                raise LinkError(f"NORMALIZE: the board's γ/β changed again after each of "
+                                f"{self.retries + 1} writes (checksum {self.board_params_crc:04x})")
         finally:
             if bar is not None:
                 bar.close()
-        return [proto.decode_elements(done[index].payload, w_out) for index in range(len(requests))]
+        return [proto.decode_elements(proto.split_pcrc(done[index].payload)[0], w_out)
+                for index in range(len(requests))]
 
 
 def _format_width(text: str) -> int:

@@ -1,4 +1,4 @@
-"""The host link in gateware: UART, frame parser, core, replier.
+"""The host link in gateware: UART, frame parser, γ/β staging, core, replier.
 
 Everything of a board image except its PLL and I/O buffers; the full-system simulation runs this
 very component (its emitted Verilog) against the host driver.  The protocol is described in
@@ -6,20 +6,30 @@ very component (its emitted Verilog) against the host driver.  The protocol is d
 
 Block diagram::
 
-    rx --> UARTRx --> FIFO --> FrameParser --i (vector beats)--> NormCore --o--+
-                                   |  \\------params (γ/β beats)------^                 |
-                                   +--job FIFO (cmd, seq, error, vector, beats)--> Replier --> UARTTx --> tx
+    rx --> UARTRx --> FIFO --> FrameParser --beats (vectors)---------> NormCore.i --o: results----+
+                                 |   |  \--staging memory--params--> ParamStore --^  (params)  |
+                                 |   |                    (copy of γ/β, PCRC)--+                |
+                                 |   +--job FIFO (cmd, seq, error, vector, beats, PCRC)--> Replier --> UARTTx --> tx
+    (:class:`LinkEngine` is everything between the two UARTs: bytes in, bytes out)
 
-The parser checks each frame as its bytes arrive and pushes the payload of NORMALIZE and
-LOAD_PARAMS straight into the core, so no frame is buffered; its verdict (error code or OK)
-goes into the job FIFO at the frame's end.  The replier holds the core's output until the job of
-that vector arrives: OK sends the results, an error drops them and sends an error reply.  A
-NORMALIZE frame cut short by the inter-byte timeout is completed with zero elements so the core
-always sees whole vectors (its output is then dropped).
+A frame has no effect unless it checks whole (CRC, length, command, addresses, no timeout, no
+line error); the verdict is known only at its last byte, so:
 
-A LOAD_PARAMS frame writes γ/β as its beats arrive: a frame that then fails its CRC may have
-written some beats; the error reply tells the host, which writes the chunk again (the host
-driver does).
+- LOAD_PARAMS: the beats go into a staging memory (N_max/P beats, so any legal frame fits) as
+  they arrive.  Only after the last CRC byte, and only if the frame checked, are they written to
+  the core's γ/β port (:class:`ParamStore` keeps a copy and recomputes the γ/β checksum, PCRC,
+  over it); then the job goes to the replier.  A frame that fails anything writes nothing: a
+  frame is written whole or not at all, and its OK reply means it has been written.
+- NORMALIZE: the vector streams into the core as it arrives (no buffer).  The core keeps no
+  state from one vector to the next but γ/β, so a vector changes nothing; the replier holds the
+  core's output until the frame's job arrives: OK sends the results, an error drops them and
+  sends an error reply.  A NORMALIZE frame cut short by the inter-byte timeout is completed with
+  zero elements so the core always sees whole vectors (its output is then dropped).
+
+Every OK reply ends with PCRC, the job's copy of :attr:`ParamStore.crc`: for NORMALIZE, the
+checksum of the γ/β its vector was computed with (γ/β change only between frames, after the core
+has emptied).  γ/β written at run time survive a reset (the memories keep their contents); after
+a reset :class:`ParamStore` recomputes PCRC over its copy, so the checksum stays true.
 
 Members
 -------
@@ -38,11 +48,12 @@ from amaranth.lib.wiring import In, Out
 from normgen.hw.config import CoreConfig
 from normgen.hw.streams import through_fifo
 from normgen.hw import NormCore
+from normgen.hw.output import pack_params
 
 from . import protocol as proto
 from .uart import UARTRx, UARTTx, rx_byte_layout
 
-__all__ = ["crc16_update", "FrameParser", "Replier", "NormLink", "job_layout", "RX_FIFO_DEPTH"]
+__all__ = ["crc16_update", "params_layout", "ParamStore", "FrameParser", "Replier", "LinkEngine", "NormLink", "job_layout", "RX_FIFO_DEPTH"]
 
 #: bytes the receiver can get ahead of the parser (the parser waits only for the core)
 RX_FIFO_DEPTH = 16
@@ -85,7 +96,94 @@ def job_layout(cfg: CoreConfig) -> data.StructLayout:
         "error": ERROR_BITS,                        # 0 = OK, else protocol.ERR_*
         "vector": 1,                                # a vector went into the core: drain or send it
         "beats": range(cfg.beats_max + 1),          # its beats
+        "params_crc": 16,                           # PCRC for the OK reply
     })
+
+
+def params_layout(cfg: CoreConfig) -> data.StructLayout:
+    """One γ/β write: a beat address and P γ and P β values."""
+    w_p = cfg.param_format.width
+    return data.StructLayout({"addr": 16, "gamma": cfg.lanes * w_p, "beta": cfg.lanes * w_p})
+
+
+def _crc16_beat(m: Module, crc: Value, word: Value, cfg: CoreConfig) -> Value:
+    """The CRC register after the bytes of one γ/β memory word as LOAD_PARAMS carries them:
+    P γ then P β values, each sign-extended to Bp bytes, little-endian.  (Each byte's register
+    is a signal of its own: nested XOR expressions would grow exponentially with the bytes.)"""
+    w_p = cfg.param_format.width
+    b_p = proto.element_bytes(w_p)
+    for k in range(2 * cfg.lanes):
+        value = _sext(word[k * w_p:(k + 1) * w_p], 8 * b_p)
+        for byte in range(b_p):
+            step = Signal(16, name=f"crc_after_value{k}_byte{byte}")
+            m.d.comb += step.eq(crc16_update(crc, value[8 * byte:8 * byte + 8]))
+            crc = step
+    return crc
+
+
+class ParamStore(wiring.Component):
+    """The γ/β writes on their way to the core, a copy of what they wrote, and its checksum.
+
+    Writes pass from ``i`` to ``o`` unchanged (``i.ready`` is ``o.ready``) and are copied into a
+    memory initialised like the core's γ/β memory.  After a ``rescan`` pulse, and after reset
+    (the core's γ/β memory keeps its contents through a reset, so the checksum is recomputed
+    rather than reset), ``crc`` is recomputed over the copy, one memory word a cycle, while
+    ``busy`` is high: ``crc`` is then :func:`~normgen.boards.protocol.params_crc` of the γ/β the
+    core holds.
+
+    Members
+    -------
+    i : In(stream.Signature(params_layout(cfg)))
+    o : Out(stream.Signature(params_layout(cfg)))
+    rescan : In(1)
+    busy : Out(1)
+    crc : Out(16)
+    """
+
+    def __init__(self, cfg: CoreConfig):
+        if not isinstance(cfg, CoreConfig) or not cfg.affine:
+            raise TypeError(f"cfg must be a CoreConfig of an affine core, not {cfg!r}")
+        self._cfg = cfg
+        super().__init__({
+            "i": In(stream.Signature(params_layout(cfg))),
+            "o": Out(stream.Signature(params_layout(cfg))),
+            "rescan": In(1),
+            "busy": Out(1),
+            "crc": Out(16),
+        })
+
+    def elaborate(self, platform):
+        cfg = self._cfg
+        m = Module()
+        m.submodules.copy = copy = memory.Memory(
+            shape=2 * cfg.lanes * cfg.param_format.width, depth=cfg.beats_max, init=pack_params(cfg))
+        wr = copy.write_port()
+        rd = copy.read_port(domain="sync")
+        m.d.comb += [
+            self.o.valid.eq(self.i.valid),
+            self.o.payload.eq(self.i.payload),
+            self.i.ready.eq(self.o.ready),
+            wr.addr.eq(self.i.payload.addr),
+            wr.data.eq(Cat(self.i.payload.gamma, self.i.payload.beta)),
+            wr.en.eq(self.i.valid & self.o.ready & (self.i.payload.addr < cfg.beats_max)),
+        ]
+
+        reading = Signal(init=1)            # (from reset on: a scan first)
+        index = Signal(range(cfg.beats_max))
+        pending = Signal()                  # rd.data is the word read last cycle
+        crc = Signal(16, init=0xFFFF)
+        m.d.comb += [rd.addr.eq(index), self.crc.eq(crc),
+                     self.busy.eq(self.rescan | reading | pending)]
+        m.d.sync += pending.eq(reading & ~self.rescan)
+        with m.If(pending):
+            m.d.sync += crc.eq(_crc16_beat(m, crc, rd.data, cfg))
+        with m.If(self.rescan):
+            m.d.sync += [reading.eq(1), index.eq(0), crc.eq(0xFFFF)]
+        with m.Elif(reading):
+            m.d.sync += index.eq(index + 1)
+            with m.If(index == cfg.beats_max - 1):
+                m.d.sync += [reading.eq(0), index.eq(0)]
+        return m
 
 
 class FrameParser(wiring.Component):
@@ -98,7 +196,18 @@ class FrameParser(wiring.Component):
     params : Out(stream.Signature(StructLayout({"addr": 16, "gamma": P*W_p, "beta": P*W_p})))
         (affine cores only)
     jobs : Out(stream.Signature(job_layout(cfg)))
+    params_crc : In(16)
+        The γ/β checksum, copied into each job.
+    rescan : Out(1)
+        (affine cores only) One-cycle pulse after a LOAD_PARAMS commit: recompute ``params_crc``.
+    params_crc_busy : In(1)
+        (affine cores only) ``params_crc`` is being recomputed; no job leaves meanwhile.
     busy : Out(1)
+
+    A LOAD_PARAMS payload goes into a staging memory (N_max/P beats) as it arrives; only when
+    the frame has checked whole (CRC, length, addresses, no timeout or line error) are the
+    staged beats sent on ``params``, then ``rescan`` pulses and the job leaves once
+    ``params_crc`` is up to date.
     """
 
     def __init__(self, cfg: CoreConfig, *, timeout_cycles: int):
@@ -111,12 +220,13 @@ class FrameParser(wiring.Component):
             "i": In(stream.Signature(rx_byte_layout)),
             "beats": Out(stream.Signature(data.StructLayout({"data": lanes * cfg.in_format.width, "last": 1}))),
             "jobs": Out(stream.Signature(job_layout(cfg))),
+            "params_crc": In(16),
             "busy": Out(1),
         }
         if cfg.affine:
-            w_p = cfg.param_format.width
-            members["params"] = Out(stream.Signature(data.StructLayout(
-                {"addr": 16, "gamma": lanes * w_p, "beta": lanes * w_p})))
+            members["params"] = Out(stream.Signature(params_layout(cfg)))
+            members["rescan"] = Out(1)
+            members["params_crc_busy"] = In(1)
         super().__init__(members)
 
     def elaborate(self, platform):
@@ -192,7 +302,8 @@ class FrameParser(wiring.Component):
                 m.d.sync += assembly.eq(Cat(assembly, b_data)[8:])
 
         job = self.jobs.payload
-        m.d.comb += [job.cmd.eq(cmd), job.seq.eq(seq), job.vector.eq(vector), job.beats.eq(beats)]
+        m.d.comb += [job.cmd.eq(cmd), job.seq.eq(seq), job.vector.eq(vector), job.beats.eq(beats),
+                     job.params_crc.eq(self.params_crc)]
         # one error per frame: the first that explains the others
         with m.If(timed_out):
             m.d.comb += job.error.eq(proto.ERR_TIMEOUT)
@@ -205,6 +316,17 @@ class FrameParser(wiring.Component):
         with m.Elif(bad_addr):
             m.d.comb += job.error.eq(proto.ERR_BAD_ADDRESS)
 
+        if cfg.affine:
+            # LOAD_PARAMS beats wait here until their frame has checked
+            w_p = cfg.param_format.width
+            m.submodules.staging = staging = memory.Memory(
+                shape=2 * lanes * w_p, depth=cfg.beats_max, init=[])
+            stage_wr = staging.write_port()
+            stage_rd = staging.read_port(domain="sync")
+            committed = Signal()            # this frame's beats have been written
+            commit_index = Signal(range(cfg.beats_max))
+            commit_ready = Signal()         # stage_rd.data is the beat at commit_index
+
         def on_timeout():
             m.d.sync += timed_out.eq(1)
             m.next = "FINISH"
@@ -215,6 +337,8 @@ class FrameParser(wiring.Component):
                 m.d.sync += [cmd.eq(0), seq.eq(0), remaining.eq(0), crc.eq(0xFFFF), line_err.eq(0),
                              error.eq(0), timed_out.eq(0), bad_addr.eq(0), vector.eq(0),
                              beats.eq(0), pos.eq(0)]
+                if cfg.affine:
+                    m.d.sync += [committed.eq(0), commit_index.eq(0), commit_ready.eq(0)]
                 with m.If(b_valid & ~b_err & (b_data == proto.SYNC[0])):
                     m.d.sync += in_frame.eq(1)
                     m.next = "SYNC1"
@@ -318,30 +442,49 @@ class FrameParser(wiring.Component):
                 with m.State("PARAMS"):
                     last_byte_of_beat = pos == pbeat_bytes - 1
                     word = beat_word(pbeat_bytes)
-                    w_p = cfg.param_format.width
-                    # a beat past the last one is consumed without a write (the core's address
-                    # port is narrower than 16 bits) and the frame is answered ERR_BAD_ADDRESS
-                    in_range = addr < cfg.beats_max
+                    # the beat goes to the staging memory; an address past the last beat marks
+                    # the frame ERR_BAD_ADDRESS (and then nothing of it is written)
                     m.d.comb += [
-                        self.params.valid.eq(b_valid & last_byte_of_beat & in_range),
-                        self.params.payload.addr.eq(addr[:16]),
-                        self.params.payload.gamma.eq(elements(word, lanes, w_p, b_p)),
-                        self.params.payload.beta.eq(elements(word[8 * b_p * lanes:], lanes, w_p, b_p)),
-                        take.eq(~last_byte_of_beat | ~in_range | self.params.ready),
+                        take.eq(1),
+                        stage_wr.addr.eq(beats),
+                        stage_wr.data.eq(Cat(elements(word, lanes, w_p, b_p),
+                                             elements(word[8 * b_p * lanes:], lanes, w_p, b_p))),
                     ]
                     with m.If(timeout):
                         on_timeout()
-                    with m.Elif(b_valid & take):
+                    with m.Elif(b_valid):
                         shift_in()
                         m.d.sync += [crc.eq(crc_next), remaining.eq(remaining - 1)]
                         with m.If(last_byte_of_beat):
-                            m.d.sync += [pos.eq(0), addr.eq(addr + 1)]
-                            with m.If(~in_range):
+                            m.d.comb += stage_wr.en.eq(1)
+                            m.d.sync += [pos.eq(0), beats.eq(beats + 1)]
+                            with m.If(addr + beats >= cfg.beats_max):
                                 m.d.sync += bad_addr.eq(1)
                         with m.Else():
                             m.d.sync += pos.eq(pos + 1)
                         with m.If(remaining == 3):
                             m.next = "TAIL"
+
+                # the frame has checked: its staged beats go to the core, then PCRC is redone
+                with m.State("COMMIT"):
+                    m.d.comb += [
+                        stage_rd.addr.eq(commit_index),
+                        self.params.valid.eq(commit_ready),
+                        self.params.payload.addr.eq(addr + commit_index),
+                        self.params.payload.gamma.eq(stage_rd.data[:lanes * w_p]),
+                        self.params.payload.beta.eq(stage_rd.data[lanes * w_p:]),
+                    ]
+                    with m.If(self.params.valid & self.params.ready):
+                        m.d.sync += [commit_index.eq(commit_index + 1), commit_ready.eq(0)]
+                        with m.If(commit_index == beats - 1):
+                            m.next = "RESCAN"
+                    with m.Else():
+                        m.d.sync += commit_ready.eq(1)
+
+                with m.State("RESCAN"):
+                    m.d.comb += self.rescan.eq(1)
+                    m.d.sync += committed.eq(1)
+                    m.next = "FINISH"
 
             # the CRC bytes; or, after a bad length or command, the rest of the frame as LEN said
             with m.State("TAIL"):
@@ -356,8 +499,15 @@ class FrameParser(wiring.Component):
                         m.next = "FINISH"
 
             with m.State("FINISH"):
-                m.d.comb += self.jobs.valid.eq(1)
-                with m.If(self.jobs.ready):
+                if cfg.affine:
+                    commit = (cmd == proto.CMD_LOAD_PARAMS) & (job.error == 0) & ~committed
+                    with m.If(commit):
+                        m.next = "COMMIT"
+                    with m.Elif(~self.params_crc_busy):
+                        m.d.comb += self.jobs.valid.eq(1)
+                else:
+                    m.d.comb += self.jobs.valid.eq(1)
+                with m.If(self.jobs.valid & self.jobs.ready):
                     m.d.sync += in_frame.eq(0)
                     m.next = "HUNT"
         return m
@@ -443,11 +593,11 @@ class Replier(wiring.Component):
                     m.d.sync += reply_cmd.eq(job.cmd | proto.REPLY_FLAG)
                     with m.Switch(job.cmd):
                         with m.Case(proto.CMD_IDENTIFY):
-                            m.d.sync += left.eq(len(ident))
+                            m.d.sync += left.eq(len(ident) + proto.PCRC_BYTES)
                         with m.Case(proto.CMD_NORMALIZE):
-                            m.d.sync += left.eq(job.beats * beat_bytes)
+                            m.d.sync += left.eq(job.beats * beat_bytes + proto.PCRC_BYTES)
                         with m.Default():
-                            m.d.sync += left.eq(0)
+                            m.d.sync += left.eq(proto.PCRC_BYTES)
                 m.next = "HEADER"
             with m.State("HEADER"):
                 header = Array([Const(proto.SYNC[0], 8), Const(proto.SYNC[1], 8), reply_cmd,
@@ -465,6 +615,8 @@ class Replier(wiring.Component):
                 m.d.comb += in_crc.eq(1)
                 with m.If(is_error):                                  # error code, command
                     m.d.comb += [avail.eq(1), byte.eq(Mux(left[0], job.cmd, job.error))]
+                with m.Elif(left <= proto.PCRC_BYTES):                 # PCRC, low byte first
+                    m.d.comb += [avail.eq(1), byte.eq(Mux(left[0], job.params_crc[8:], job.params_crc[:8]))]
                 with m.Elif(job.cmd == proto.CMD_IDENTIFY):
                     m.d.comb += [avail.eq(rom_valid), byte.eq(rom_rd.data)]
                     with m.If(sent):
@@ -495,6 +647,85 @@ def _sext(value, width):
     """``value`` (signed) sign-extended to ``width`` bits."""
     value = Value.cast(value)
     return Cat(value, value[-1].replicate(width - len(value))) if len(value) < width else value[:width]
+
+
+class LinkEngine(wiring.Component):
+    """Frame parser, the core and the replier: bytes in, bytes out (:class:`NormLink` without
+    its UARTs).
+
+    Parameters
+    ----------
+    cfg : the core's configuration
+    timeout_cycles : inter-byte timeout of a frame, in clock cycles
+    identity : the IDENTIFY record (bytes)
+
+    Members
+    -------
+    i : In(stream.Signature(rx_byte_layout))
+        Received bytes, each with its line error flag.
+    o : Out(stream.Signature(8))
+        Reply bytes.
+    busy : Out(1)
+    error : Out(1)
+    """
+
+    def __init__(self, cfg: CoreConfig, *, timeout_cycles: int, identity: bytes):
+        self._cfg = cfg
+        self._timeout = timeout_cycles
+        self._identity = bytes(identity)
+        super().__init__({
+            "i": In(stream.Signature(rx_byte_layout)),
+            "o": Out(stream.Signature(8)),
+            "busy": Out(1),
+            "error": Out(1),
+        })
+
+    def elaborate(self, platform):
+        cfg = self._cfg
+        m = Module()
+        m.submodules.parser = parser = FrameParser(cfg, timeout_cycles=self._timeout)
+        m.submodules.jobs = jobs = fifo.SyncFIFO(width=job_layout(cfg).size, depth=JOB_FIFO_DEPTH)
+        m.submodules.core = core = NormCore(cfg)
+        m.submodules.replier = replier = Replier(cfg, identity=self._identity)
+
+        wiring.connect(m, wiring.flipped(self.i), parser.i)
+        wiring.connect(m, replier.o, wiring.flipped(self.o))
+        m.d.comb += [self.busy.eq(parser.busy), self.error.eq(replier.error)]
+        through_fifo(m, parser.jobs, jobs, replier.jobs)
+        if cfg.affine:
+            m.submodules.param_store = store = ParamStore(cfg)
+            wiring.connect(m, producer=parser.params, consumer=store.i)
+            m.d.comb += [store.rescan.eq(parser.rescan), parser.params_crc.eq(store.crc),
+                         parser.params_crc_busy.eq(store.busy)]
+            params = store.o
+        else:
+            m.d.comb += parser.params_crc.eq(proto.config_params_crc(cfg))
+            params = None
+        _connect_core(m, core, cfg, beats=parser.beats, results=replier.results, params=params)
+        return m
+
+
+def _connect_core(m, core, cfg, *, beats, results, params):
+    """The one place that names the core's ports: vector beats in, results out, γ/β writes."""
+    m.d.comb += [
+        core.i.valid.eq(beats.valid),
+        core.i.payload.data.eq(beats.payload.data),
+        core.i.payload.last.eq(beats.payload.last),
+        beats.ready.eq(core.i.ready),
+
+        results.valid.eq(core.o.valid),
+        results.payload.data.eq(core.o.payload.data),
+        results.payload.last.eq(core.o.payload.last),
+        core.o.ready.eq(results.ready),
+    ]
+    if params is not None:
+        m.d.comb += [
+            core.params.valid.eq(params.valid),
+            core.params.payload.addr.eq(params.payload.addr),
+            core.params.payload.gamma.eq(params.payload.gamma),
+            core.params.payload.beta.eq(params.payload.beta),
+            params.ready.eq(core.params.ready),
+        ]
 
 
 class NormLink(wiring.Component):
@@ -541,36 +772,14 @@ class NormLink(wiring.Component):
         m.submodules.uart_rx = uart_rx = UARTRx(clocks_per_bit=link.clocks_per_bit)
         m.submodules.uart_tx = uart_tx = UARTTx(clocks_per_bit=link.clocks_per_bit)
         m.submodules.rx_fifo = rx_fifo = fifo.SyncFIFOBuffered(width=9, depth=RX_FIFO_DEPTH)
-        m.submodules.parser = parser = FrameParser(cfg, timeout_cycles=link.timeout_cycles)
-        m.submodules.jobs = jobs = fifo.SyncFIFO(width=job_layout(cfg).size, depth=JOB_FIFO_DEPTH)
-        m.submodules.core = core = NormCore(cfg)
-        m.submodules.replier = replier = Replier(cfg, identity=self._identity.pack())
-
+        m.submodules.engine = engine = LinkEngine(cfg, timeout_cycles=link.timeout_cycles,
+                                                  identity=self._identity.pack())
         m.d.comb += [
             uart_rx.rx.eq(self.rx),
             self.tx.eq(uart_tx.tx),
-            self.busy.eq(parser.busy),
-            self.error.eq(replier.error),
-
-            core.i.valid.eq(parser.beats.valid),
-            core.i.payload.data.eq(parser.beats.payload.data),
-            core.i.payload.last.eq(parser.beats.payload.last),
-            parser.beats.ready.eq(core.i.ready),
-
-            replier.results.valid.eq(core.o.valid),
-            replier.results.payload.data.eq(core.o.payload.data),
-            replier.results.payload.last.eq(core.o.payload.last),
-            core.o.ready.eq(replier.results.ready),
+            self.busy.eq(engine.busy),
+            self.error.eq(engine.error),
         ]
-        through_fifo(m, uart_rx.o, rx_fifo, parser.i)
-        through_fifo(m, parser.jobs, jobs, replier.jobs)
-        wiring.connect(m, producer=replier.o, consumer=uart_tx.i)
-        if cfg.affine:
-            m.d.comb += [
-                core.params.valid.eq(parser.params.valid),
-                core.params.payload.addr.eq(parser.params.payload.addr),
-                core.params.payload.gamma.eq(parser.params.payload.gamma),
-                core.params.payload.beta.eq(parser.params.payload.beta),
-                parser.params.ready.eq(core.params.ready),
-            ]
+        through_fifo(m, uart_rx.o, rx_fifo, engine.i)
+        wiring.connect(m, producer=engine.o, consumer=uart_tx.i)
         return m

@@ -20,16 +20,23 @@ the gateware checks it.
 
 Commands
 --------
+Every OK reply ends with PCRC (u16, little-endian): the γ/β checksum, :func:`params_crc` of the
+γ/β the core holds when the reply is made (for NORMALIZE: the γ/β its vector was computed with).
+
 ``IDENTIFY`` (LEN 0)
-    Reply: the :class:`Identity` record (configuration, formats, ε, config hash, link timing).
+    Reply: the :class:`Identity` record (configuration, formats, ε, config hash, the checksum of
+    the γ/β the image starts with, link timing), then PCRC.
 ``LOAD_PARAMS`` (LEN = 2 + K · 2·P·Bp)
     Payload: the first beat address (u16), then K beats, each P γ values then P β values, every
-    value ``Bp = ceil(W_p/8)`` bytes little-endian two's complement.  Reply: LEN 0.
+    value ``Bp = ceil(W_p/8)`` bytes little-endian two's complement.  The beats are written only
+    when the whole frame has checked (CRC, length, every beat address below N_max/P): a frame
+    is written whole or not at all.  Reply: PCRC after the write.
 ``NORMALIZE`` (LEN = N · Bin, N a multiple of P, 1 <= N <= N_max)
     Payload: N input integers, ``Bin = ceil(W_in/8)`` bytes each.  Reply: N output integers,
-    ``Bout`` bytes each (sign-extended).
+    ``Bout`` bytes each (sign-extended), then PCRC.
 
-Error reply (CMD 0xFF, LEN 2): the error code, then the command of the frame that failed.
+Error reply (CMD 0xFF, LEN 2): the error code, then the command of the frame that failed.  A
+frame answered with an error has changed nothing.
 """
 from __future__ import annotations
 
@@ -48,10 +55,11 @@ __all__ = [
     "MAX_PAYLOAD", "PROTOCOL_VERSION", "crc16", "encode_frame", "Frame", "FrameDecoder",
     "element_bytes", "encode_elements", "decode_elements", "LinkParams", "Identity",
     "config_hash", "identity_from_config", "normalize_payload_limit", "params_beat_bytes",
+    "PCRC_BYTES", "params_bytes", "params_crc", "config_params_crc", "split_pcrc",
 ]
 
 SYNC = b"\xa5\x5a"
-PROTOCOL_VERSION = 1
+PROTOCOL_VERSION = 2
 
 CMD_IDENTIFY = 0x01
 CMD_LOAD_PARAMS = 0x02
@@ -66,7 +74,7 @@ ERR_BAD_LENGTH = 0x02       # LEN not allowed for the command (e.g. a vector lon
 ERR_UNKNOWN_COMMAND = 0x03
 ERR_TIMEOUT = 0x04          # the frame stopped (inter-byte timeout) before its last byte
 ERR_LINE = 0x05             # a UART framing error or receive overrun inside the frame
-ERR_BAD_ADDRESS = 0x06      # LOAD_PARAMS beyond the last beat (those beats were ignored)
+ERR_BAD_ADDRESS = 0x06      # LOAD_PARAMS beyond the last beat (the frame wrote nothing)
 
 ERROR_NAMES = {
     ERR_BAD_CRC: "bad CRC",
@@ -79,6 +87,7 @@ ERROR_NAMES = {
 
 HEADER_BYTES = 6            # SYNC, CMD, SEQ, LEN
 OVERHEAD_BYTES = HEADER_BYTES + 2
+PCRC_BYTES = 2              # the γ/β checksum at the end of every OK reply
 MAX_PAYLOAD = 0xFFFF
 
 
@@ -238,9 +247,41 @@ def params_beat_bytes(cfg) -> int:
 
 
 def normalize_payload_limit(cfg) -> int:
-    """Largest NORMALIZE payload: N_max elements (capped by the 16-bit length field)."""
-    beat = cfg.lanes * element_bytes(cfg.in_format.width)
-    return min(cfg.features * element_bytes(cfg.in_format.width), (MAX_PAYLOAD // beat) * beat)
+    """Largest NORMALIZE payload: N_max elements (capped by the 16-bit length field of the
+    request and of the reply, which carries PCRC too)."""
+    beat_in = cfg.lanes * element_bytes(cfg.in_format.width)
+    beat_out = cfg.lanes * element_bytes(cfg.out_format.width)
+    beats = min(cfg.beats_max, MAX_PAYLOAD // beat_in, (MAX_PAYLOAD - PCRC_BYTES) // beat_out)
+    return beats * beat_in
+
+
+def params_bytes(gamma_int, beta_int, lanes: int, width: int) -> bytes:
+    """γ/β as the beats of a LOAD_PARAMS payload (without the address): for each beat, P γ
+    values then P β values."""
+    gamma = np.asarray(gamma_int, dtype=np.int64).reshape(-1, lanes)
+    beta = np.asarray(beta_int, dtype=np.int64).reshape(-1, lanes)
+    return encode_elements(np.concatenate([gamma, beta], axis=1), width)
+
+
+def params_crc(gamma_int, beta_int, lanes: int, width: int) -> int:
+    """The γ/β checksum (PCRC): CRC-16/CCITT-FALSE of :func:`params_bytes` of all N_max values.
+    A core without an affine stage reports the CRC of nothing, 0xFFFF."""
+    return crc16(params_bytes(gamma_int, beta_int, lanes, width))
+
+
+def split_pcrc(payload: bytes) -> tuple[bytes, int]:
+    """An OK reply's payload without its PCRC trailer, and the PCRC."""
+    if len(payload) < PCRC_BYTES:
+        raise ValueError(f"an OK reply holds at least {PCRC_BYTES} bytes (PCRC), not {len(payload)}")
+    return payload[:-PCRC_BYTES], int.from_bytes(payload[-PCRC_BYTES:], "little")
+
+
+def config_params_crc(cfg) -> int:
+    """PCRC of the γ/β a core of ``cfg`` starts with."""
+    if not cfg.affine:
+        return crc16(b"")
+    gamma, beta = cfg.gamma_beta_int()
+    return params_crc(gamma, beta, cfg.lanes, cfg.param_format.width)
 
 
 # ---- IDENTIFY -------------------------------------------------------------------------------
@@ -278,7 +319,7 @@ class LinkParams:
         return self.timeout_cycles / self.clock_hz
 
 
-_IDENTITY = struct.Struct("<4sBBBBIIBBBBBBQIIHIH16s")
+_IDENTITY = struct.Struct("<4sBBBBIIBBBBBBQIIHIH16sH")
 _MAGIC = b"NRMG"
 _NORM_CODES = {"layernorm": 0, "rmsnorm": 1}
 _SCALAR_MUL_CODES = {"parallel": 0, "serial": 1}
@@ -317,6 +358,7 @@ class Identity:
     timeout_cycles: int
     max_payload: int
     board: str
+    init_params_crc: int = 0xFFFF     # PCRC of the γ/β the image starts with
 
     SIZE = _IDENTITY.size
 
@@ -329,14 +371,19 @@ class Identity:
             _SCALAR_MUL_CODES[self.scalar_mul], self.features, self.lanes,
             *fmt(self.in_format), *fmt(self.out_format), *fmt(self.param_format),
             self.eps_int, self.config_hash, self.clock_hz, self.clocks_per_bit,
-            self.timeout_cycles, self.max_payload, self.board.encode("ascii").ljust(16, b"\0"))
+            self.timeout_cycles, self.max_payload, self.board.encode("ascii").ljust(16, b"\0"),
+            self.init_params_crc)
 
     @classmethod
     def unpack(cls, data: bytes) -> "Identity":
+        if len(data) != _IDENTITY.size and data[:4] == _MAGIC and len(data) > 4 and data[4] != PROTOCOL_VERSION:
+            raise ValueError(f"the board speaks protocol version {data[4]}, this driver version "
+                             f"{PROTOCOL_VERSION}: build and program the image of this normgen version")
         if len(data) != _IDENTITY.size:
             raise ValueError(f"IDENTIFY record must be {_IDENTITY.size} bytes, not {len(data)}")
         (magic, protocol, norm, affine, scalar_mul, features, lanes, in_i, in_f, out_i, out_f,
-         p_i, p_f, eps_int, chash, clock_hz, cpb, timeout, max_payload, board) = _IDENTITY.unpack(data)
+         p_i, p_f, eps_int, chash, clock_hz, cpb, timeout, max_payload, board,
+         init_pcrc) = _IDENTITY.unpack(data)
         if magic != _MAGIC:
             raise ValueError(f"IDENTIFY record has magic {magic!r}, not {_MAGIC!r}: not a normgen image")
         norms = {v: k for k, v in _NORM_CODES.items()}
@@ -345,7 +392,8 @@ class Identity:
             raise ValueError(f"IDENTIFY record has unknown norm code {norm} or scalar_mul code {scalar_mul}")
         return cls(protocol, norms[norm], bool(affine), muls[scalar_mul], features, lanes,
                    f"s{in_i}.{in_f}", f"s{out_i}.{out_f}", f"s{p_i}.{p_f}", eps_int, chash,
-                   clock_hz, cpb, timeout, max_payload, board.rstrip(b"\0").decode("ascii", "replace"))
+                   clock_hz, cpb, timeout, max_payload, board.rstrip(b"\0").decode("ascii", "replace"),
+                   init_pcrc)
 
     @property
     def baud(self) -> float:
@@ -359,7 +407,7 @@ class Identity:
 
     #: fields that decide the numbers; a mismatch in any of them means the wrong image
     NUMERIC_FIELDS = ("protocol", "norm", "affine", "features", "lanes", "in_format", "out_format",
-                      "param_format", "eps_int", "config_hash")
+                      "param_format", "eps_int", "config_hash", "init_params_crc")
 
     def mismatches(self, other: "Identity") -> list[str]:
         """``"field: board X, expected Y"`` for each numeric field that differs."""
@@ -374,4 +422,5 @@ def identity_from_config(cfg, link: LinkParams) -> Identity:
         in_format=str(cfg.in_format), out_format=str(cfg.out_format),
         param_format=str(cfg.param_format), eps_int=cfg.eps_int, config_hash=config_hash(cfg),
         clock_hz=int(link.clock_hz), clocks_per_bit=link.clocks_per_bit,
-        timeout_cycles=link.timeout_cycles, max_payload=MAX_PAYLOAD, board=link.board)
+        timeout_cycles=link.timeout_cycles, max_payload=MAX_PAYLOAD, board=link.board,
+        init_params_crc=config_params_crc(cfg))

@@ -80,7 +80,7 @@ def _failures(results_xml: Path) -> list:
 
 
 def run_board_sim(board: str = "icebreaker", *, cfg: CoreConfig | None = None, vectors: int = 60,
-                  max_n: int = 24, malformed: int = 220, seed: int = 1, testcase=None,
+                  max_n: int = 24, malformed: int = 220, corrupted: int = 100, seed: int = 1, testcase=None,
                   clocks_per_bit: int = 4, timeout_bytes: int = 8, waves: bool = False,
                   check: bool = True, quiet: bool = True, simulator: str | None = None) -> SimResult:
     """Simulate the board image of ``board`` (or ``cfg``) and run the host driver against it
@@ -123,7 +123,8 @@ def run_board_sim(board: str = "icebreaker", *, cfg: CoreConfig | None = None, v
                          timescale=("1ns", "1ps"), build_args=build_args, waves=waves and sim == "verilator",
                          log_file=(sim_build / "build.log") if quiet else None)
     settings = {"core": core_kwargs, "link": link.__dict__, "clock_ps": CLOCK_PS, "seed": seed,
-                "vectors": vectors, "max_n": max_n, "malformed": malformed, "report": str(report_path)}
+                "vectors": vectors, "max_n": max_n, "malformed": malformed, "corrupted": corrupted,
+                "report": str(report_path)}
     results_xml = run_dir / "results.xml"
     log_file = run_dir / "sim.log" if quiet else None
     exit_code = 0
@@ -160,12 +161,14 @@ def main(argv=None) -> int:
     parser.add_argument("--vectors", type=int, default=60)
     parser.add_argument("--max-n", type=int, default=24)
     parser.add_argument("--malformed", type=int, default=220)
+    parser.add_argument("--corrupted", type=int, default=100)
     parser.add_argument("--seed", type=int, default=1)
-    parser.add_argument("--test", action="append", help="test_vectors or test_malformed (default both)")
+    parser.add_argument("--test", action="append",
+                        help="test_vectors, test_malformed or test_corrupted (default all)")
     parser.add_argument("--waves", action="store_true")
     args = parser.parse_args(argv)
     result = run_board_sim(args.board, vectors=args.vectors, max_n=args.max_n, malformed=args.malformed,
-                           seed=args.seed, testcase=args.test, waves=args.waves, check=False)
+                           corrupted=args.corrupted, seed=args.seed, testcase=args.test, waves=args.waves, check=False)
     print(json.dumps(result.report, indent=1))
     for name, message in result.failures:
         print(f"FAILED {name}: {message}")

@@ -14,6 +14,7 @@ written from the 8N1 definition, independently of the gateware UART.
 """
 from __future__ import annotations
 
+import math
 from collections import deque
 
 import cocotb
@@ -32,6 +33,11 @@ class SimSerial:
     rx, tx : cocotb handles of the board's UART pins
     baudrate : bits per second (simulated time)
     skew : relative error of this side's bit time (0.02 = 2 % slow)
+
+    Attributes
+    ----------
+    corrupt : None, or a function applied to the bytes of each :meth:`write` before they go on
+        the line (a noisy line: flipped bits, lost or extra bytes)
     """
 
     def __init__(self, rx, tx, *, baudrate: float, skew: float = 0.0):
@@ -40,6 +46,7 @@ class SimSerial:
         self.baudrate = baudrate
         self.skew = skew
         self.timeout = None
+        self.corrupt = None
         self._to_board: deque[int] = deque()
         self._from_board = bytearray()
         self._to_board_event = Event()
@@ -117,13 +124,18 @@ class SimSerial:
     @resume
     async def write(self, data) -> int:
         data = bytes(data)
+        count = len(data)
+        if self.corrupt is not None:
+            data = bytes(self.corrupt(data))
         self._to_board.extend(data)
         self._to_board_event.set()
-        return len(data)
+        return count
 
     @resume
     async def read(self, size: int = 1) -> bytes:
-        deadline = None if self.timeout is None else get_sim_time("ps") + round(self.timeout * 1e12)
+        # rounded up: a timeout of a fraction of a picosecond still lets time pass (rounded down
+        # to 0, a caller that waits for a deadline would call again and again at the same time)
+        deadline = None if self.timeout is None else get_sim_time("ps") + math.ceil(self.timeout * 1e12)
         while len(self._from_board) < size:
             self._from_board_event.clear()
             if deadline is None:

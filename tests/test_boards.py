@@ -298,20 +298,27 @@ class FakeBoard:
     def _serve(self, frame):
         cfg = self.cfg
         if frame.cmd == proto.CMD_IDENTIFY:
-            return proto.encode_frame(0x81, frame.seq, self.identity.pack())
+            return proto.encode_frame(0x81, frame.seq, self.identity.pack() + self.pcrc())
         if frame.cmd == proto.CMD_LOAD_PARAMS:
             w = cfg.param_format.width
             start = int.from_bytes(frame.payload[:2], "little")
             values = proto.decode_elements(frame.payload[2:], w).reshape(-1, 2)
             self.gamma[start:start + len(values)] = values[:, 0]
             self.beta[start:start + len(values)] = values[:, 1]
-            return proto.encode_frame(0x82, frame.seq)
+            return proto.encode_frame(0x82, frame.seq, self.pcrc())
         if frame.cmd == proto.CMD_NORMALIZE:
             x = proto.decode_elements(frame.payload, cfg.in_format.width)
             current = cfg.with_params(cfg.param_format.to_float(self.gamma), cfg.param_format.to_float(self.beta))
             y = golden.normalize(current, x[None, :])[0]
-            return proto.encode_frame(0x83, frame.seq, proto.encode_elements(y, cfg.out_format.width))
+            return proto.encode_frame(0x83, frame.seq, proto.encode_elements(y, cfg.out_format.width) + self.pcrc())
         return proto.encode_frame(proto.CMD_ERROR, frame.seq, bytes([proto.ERR_UNKNOWN_COMMAND, frame.cmd]))
+
+    def pcrc(self) -> bytes:
+        """The γ/β checksum this board reports, computed from the protocol's definition: CRC-16 of
+        its γ/β as LOAD_PARAMS beats (P = 1: γ then β of each element), little-endian."""
+        width = self.cfg.param_format.width
+        beats = b"".join(proto.encode_elements([g, b], width) for g, b in zip(self.gamma, self.beta))
+        return proto.crc16(beats).to_bytes(2, "little")
 
     def read(self, size=1):
         if not self._out:
@@ -377,6 +384,61 @@ def test_host_refuses_the_wrong_image():
     wrong = proto.identity_from_config(cfg, ICEBREAKER.link_params())
     with pytest.raises(IdentityMismatch, match="config_hash"):
         BoardLink(FakeBoard(ICEBREAKER, identity=wrong), expected=ICEBREAKER.identity)
+
+
+def test_host_writes_back_params_the_board_lost():
+    """A board whose γ/β changed behind the driver's back (NORMALIZE replies carry another
+    checksum): the driver writes its γ/β again and repeats the vectors; nothing computed with
+    the wrong γ/β is returned."""
+    port = FakeBoard(ICEBREAKER)
+    link = BoardLink(port, expected=ICEBREAKER.identity, window=2)
+    rng = np.random.default_rng(7)
+    gamma, beta = (rng.integers(-64, 64, port.cfg.features) for _ in range(2))
+    link.load_params(gamma, beta, chunk_bytes=512)
+    loaded = port.cfg.with_params(port.cfg.param_format.to_float(gamma), port.cfg.param_format.to_float(beta))
+    xs = _vectors(port.cfg, 8, seed=4)
+    # the board's γ/β change (say a frame that should have been rejected wrote some) just
+    # before the third NORMALIZE
+    original_serve = port._serve
+
+    def serve(frame):
+        if sum(r.cmd == proto.CMD_NORMALIZE for r in port.requests) == 3 and frame.cmd == proto.CMD_NORMALIZE:
+            port.gamma[:16] = 0
+        return original_serve(frame)
+    port._serve = serve
+    ys = link.normalize_int(xs)
+    assert all(np.array_equal(y, e) for y, e in zip(ys, golden.normalize_vectors(loaded, xs)))
+    assert np.array_equal(port.gamma, gamma) and np.array_equal(port.beta, beta)
+    assert link.stats.param_restores == 1
+    # without a change nothing is written again
+    link.normalize_int(xs[:2])
+    assert link.stats.param_restores == 1
+
+
+def test_host_params_policy():
+    """Given the image's γ/β (as the CLI does), the driver writes them back to a board that holds
+    others; without them it refuses to compute with γ/β that are not the image's own."""
+    cfg = ICEBREAKER.core_config()
+    xs = _vectors(cfg, 3, seed=5)
+    port = FakeBoard(ICEBREAKER)
+    port.gamma[:] = 3                                         # left by an earlier session
+    with pytest.raises(BoardError, match=r"other γ/β .* load_params\(\)"):
+        BoardLink(port, expected=ICEBREAKER.identity).normalize_int(xs)
+    link = BoardLink(port, expected=ICEBREAKER.identity, params=cfg.gamma_beta_int())
+    ys = link.normalize_int(xs)
+    assert all(np.array_equal(y, e) for y, e in zip(ys, golden.normalize_vectors(cfg, xs)))
+    assert link.stats.param_restores == 1 and np.array_equal(port.gamma, cfg.gamma_int)
+    # the IDENTIFY record carries the checksum of the image's γ/β, the reply the board's own
+    assert ICEBREAKER.identity.init_params_crc == int.from_bytes(FakeBoard(ICEBREAKER).pcrc(), "little")
+
+
+def test_host_names_a_protocol_version_mismatch():
+    port = FakeBoard(ICEBREAKER)
+    record = bytearray(ICEBREAKER.identity.pack())
+    record[4] = 1                                             # an image of protocol version 1
+    port._serve = lambda frame: proto.encode_frame(0x81, frame.seq, bytes(record[:62]))
+    with pytest.raises(IdentityMismatch, match="protocol version 1, this driver version 2"):
+        BoardLink(port, expected=ICEBREAKER.identity)
 
 
 def test_host_checks_vectors_before_sending():
@@ -508,6 +570,30 @@ def test_board_simulation_ulx3s():
     rep = result.report["vectors"]
     for section in ("plain", "skewed", "params"):
         assert rep[section]["bit_exact"] == rep[section]["vectors"] > 0, section
+
+
+#: a board image with a small core (the iCEBreaker's formats, N_max 16): short γ/β loads, so the
+#: simulated time goes to the corrupted frames
+SMALL_CORE = CoreConfig(norm="layernorm", features=16, lanes=1, in_format="s3.5", out_format="s3.5",
+                        param_format="s2.6", eps=2.0 ** -10)
+
+
+@pytest.mark.parametrize("corrupted,seed", [
+    pytest.param(100, 21),
+    pytest.param(300, 23, marks=pytest.mark.slow),
+])
+def test_board_simulation_corrupted_line(corrupted, seed):
+    """The host driver over a line that corrupts frames (UART, parser, core under Icarus): every
+    result it returns is bit-exact with the golden model under the γ/β it loaded last, and the
+    board ends holding them."""
+    from normgen.boards.sim import run_board_sim
+    result = run_board_sim("small", cfg=SMALL_CORE, corrupted=corrupted, max_n=16, seed=seed,
+                           testcase="test_corrupted")
+    assert result.passed, result.failures
+    rep = result.report["corrupted"]
+    assert rep["corrupted"] >= corrupted and rep["bit_exact"] == rep["vectors"] > 0
+    assert rep["final_bit_exact"] == 1 and rep["board_pcrc_ok"] == 1 and rep["loads"] >= 1
+    assert {"bit", "normalize_to_load", "load_address"} <= set(rep["by_kind"])
 
 
 @pytest.mark.slow
