@@ -6,8 +6,8 @@ very component (its emitted Verilog) against the host driver.  The protocol is d
 
 Block diagram::
 
-    rx --> UARTRx --> FIFO --> FrameParser --s_axis (vector beats)--> NormCore --m_axis--+
-                                   |  \\------param_* (γ/β beats)------^                 |
+    rx --> UARTRx --> FIFO --> FrameParser --i (vector beats)--> NormCore --o--+
+                                   |  \\------params (γ/β beats)------^                 |
                                    +--job FIFO (cmd, seq, error, vector, beats)--> Replier --> UARTTx --> tx
 
 The parser checks each frame as its bytes arrive and pushes the payload of NORMALIZE and
@@ -37,7 +37,7 @@ from amaranth.lib.wiring import In, Out
 
 from normgen.hw.config import CoreConfig
 from normgen.hw.streams import through_fifo
-from normgen.hw.top import NormCore
+from normgen.hw import NormCore
 
 from . import protocol as proto
 from .uart import UARTRx, UARTTx, rx_byte_layout
@@ -552,25 +552,25 @@ class NormLink(wiring.Component):
             self.busy.eq(parser.busy),
             self.error.eq(replier.error),
 
-            core.s_axis_tvalid.eq(parser.beats.valid),
-            core.s_axis_tdata.eq(parser.beats.payload.data),
-            core.s_axis_tlast.eq(parser.beats.payload.last),
-            parser.beats.ready.eq(core.s_axis_tready),
+            core.i.valid.eq(parser.beats.valid),
+            core.i.payload.data.eq(parser.beats.payload.data),
+            core.i.payload.last.eq(parser.beats.payload.last),
+            parser.beats.ready.eq(core.i.ready),
 
-            replier.results.valid.eq(core.m_axis_tvalid),
-            replier.results.payload.data.eq(core.m_axis_tdata),
-            replier.results.payload.last.eq(core.m_axis_tlast),
-            core.m_axis_tready.eq(replier.results.ready),
+            replier.results.valid.eq(core.o.valid),
+            replier.results.payload.data.eq(core.o.payload.data),
+            replier.results.payload.last.eq(core.o.payload.last),
+            core.o.ready.eq(replier.results.ready),
         ]
         through_fifo(m, uart_rx.o, rx_fifo, parser.i)
         through_fifo(m, parser.jobs, jobs, replier.jobs)
         wiring.connect(m, producer=replier.o, consumer=uart_tx.i)
         if cfg.affine:
             m.d.comb += [
-                core.param_valid.eq(parser.params.valid),
-                core.param_addr.eq(parser.params.payload.addr),
-                core.param_gamma.eq(parser.params.payload.gamma),
-                core.param_beta.eq(parser.params.payload.beta),
-                parser.params.ready.eq(core.param_ready),
+                core.params.valid.eq(parser.params.valid),
+                core.params.payload.addr.eq(parser.params.payload.addr),
+                core.params.payload.gamma.eq(parser.params.payload.gamma),
+                core.params.payload.beta.eq(parser.params.payload.beta),
+                parser.params.ready.eq(core.params.ready),
             ]
         return m

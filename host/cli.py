@@ -28,6 +28,7 @@ import tempfile
 
 import numpy as np
 
+from normgen.hw import core_latency, generate_verilog
 from normgen.hw.config import NORMS, SCALAR_MULS, ConfigError, CoreConfig
 
 __all__ = ["main", "build_parser", "add_core_options", "core_config_from_args", "CliError"]
@@ -156,6 +157,12 @@ def add_core_options(parser: argparse.ArgumentParser, *, norms=NORMS):
     group.add_argument("--from-torch", metavar="FILE",
                        help="take norm, size, eps and parameters from a saved nn.LayerNorm / nn.RMSNorm / "
                             "nn.BatchNorm1d (.pt/.pth, needs torch) or an .npz of its state dict")
+    group.add_argument("--from-onnx", metavar="FILE",
+                       help="take norm, size, eps and parameters from a LayerNormalization, "
+                            "BatchNormalization (inference) or RMSNormalization node of an ONNX model "
+                            "(needs onnx)")
+    group.add_argument("--onnx-node", metavar="NAME",
+                       help="with --from-onnx: the node to take when the model has several")
     group.add_argument("--scalar-mul", choices=SCALAR_MULS, default=DEFAULTS["scalar_mul"],
                        help="per-vector multiplier: parallel (fast) or serial (few DSP blocks) "
                             "(default: %(default)s)")
@@ -168,6 +175,27 @@ def _layer_from_torch(path):
         return load_layer(path)
     except ImportError_ as exc:
         raise CliError(f"--from-torch: {exc}") from None
+
+
+def _layer_from_onnx(path, node):
+    from normgen.host.onnx_import import load_onnx_layer
+    from normgen.host.torch_import import ImportError_
+    try:
+        return load_onnx_layer(path, node)
+    except ImportError_ as exc:
+        raise CliError(f"--from-onnx: {exc}") from None
+
+
+def _imported_layer(args):
+    """The layer ``--from-torch`` or ``--from-onnx`` names, or None."""
+    from_torch, from_onnx = getattr(args, "from_torch", None), getattr(args, "from_onnx", None)
+    if from_torch and from_onnx:
+        raise CliError("--from-torch and --from-onnx cannot be used together: choose one source")
+    if getattr(args, "onnx_node", None) is not None and not from_onnx:
+        raise CliError("--onnx-node selects a node of the --from-onnx model; give --from-onnx FILE")
+    if from_torch:
+        return _layer_from_torch(from_torch)
+    return _layer_from_onnx(from_onnx, getattr(args, "onnx_node", None)) if from_onnx else None
 
 
 def _pick(option: str, given, imported, default):
@@ -184,7 +212,7 @@ def core_config_from_args(args: argparse.Namespace) -> CoreConfig:
     configurations."""
     if not args.affine and (args.gamma or args.beta):
         raise CliError("--gamma/--beta cannot be used with --no-affine")
-    layer = _layer_from_torch(args.from_torch) if getattr(args, "from_torch", None) else None
+    layer = _imported_layer(args)
     norm = _pick("norm", args.norm, layer and layer.norm, DEFAULTS["norm"])
     features = _pick("features", args.features, layer and layer.features, DEFAULTS["features"])
     eps = _pick("eps", args.eps, layer and layer.eps, DEFAULTS["eps"])
@@ -245,16 +273,16 @@ def _run_model(args) -> int:
 
     x_int, saturated = cfg.in_format.quantize(x)
     fmt = cfg.in_format
-    if cfg.is_bn_batch and n != cfg.features:
+    if cfg.kind.statistics == "batch" and n != cfg.features:
         raise CliError(f"--input samples have {n} channels; this BatchNorm core takes exactly C = {cfg.features}")
     _note(f"{cfg.describe()}")
-    if cfg.is_bn_inference:
+    if cfg.kind.folded:
         _note(f"eps = {cfg.eps!r} (exact: folded with the running statistics)")
     else:
         _note(f"effective eps = {cfg.eps_effective!r} (e = {cfg.eps_int} steps of 2**-{2 * fmt.frac_bits})")
     _note(f"input: {vectors} vector(s) of {n} values quantized to {fmt}; {saturated} value(s) saturated "
           f"to [{fmt.min_int * fmt.lsb}, {fmt.max_int * fmt.lsb}]")
-    if cfg.is_bn_batch:
+    if cfg.kind.statistics == "batch":
         size = args.batch_size or min(vectors, cfg.max_batch)
         if not 1 <= size <= cfg.max_batch:
             raise CliError(f"--batch-size must be in 1..{cfg.max_batch} (max_batch), not {size}")
@@ -275,13 +303,7 @@ def _run_verilog(args) -> int:
     cfg = core_config_from_args(args)
     if args.output != "-":
         _check_output_path(args.output, "--output")
-    try:
-        from normgen.hw import top
-    except ImportError as exc:
-        raise CliError(f"the Verilog generator is not available ({exc})") from None
-
-    result = top.generate_verilog(cfg, module_name=args.module_name)
-    text = result if isinstance(result, str) else getattr(result, "text", None) or str(result)
+    text = generate_verilog(cfg, module_name=args.module_name)
     if args.output == "-":
         try:
             sys.stdout.write(text)
@@ -293,14 +315,7 @@ def _run_verilog(args) -> int:
     else:
         write_atomically(args.output, lambda f: f.write(text), binary=False)
         where = args.output
-    latency = getattr(result, "latency", None)
-    if latency is None and callable(getattr(top, "core_latency", None)):
-        try:
-            latency = top.core_latency(cfg)
-        except Exception:                         # the summary line is informative only
-            latency = None
-    extra = f", latency {latency} cycles" if isinstance(latency, int) else ""
-    _note(f"wrote {where}: module {args.module_name}: {cfg.describe()}{extra}")
+    _note(f"wrote {where}: module {args.module_name}: {cfg.describe()}, latency {core_latency(cfg)} cycles")
     return 0
 
 

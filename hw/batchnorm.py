@@ -11,14 +11,16 @@ the first channels.  A packet longer than C gives its C outputs and then one bea
 ``tuser = 1``, ``tdata = 0``, ``tlast = 1`` in place of the rest, which is dropped up to its
 ``tlast``; ``status_overlong`` rises (sticky until reset).
 
-Members are those of :class:`~normgen.hw.top.NormCore`, with ``param_scale`` (P·a_width bits) and
-``param_shift`` (P·b_width bits) in place of ``param_gamma``/``param_beta``.
+Members are those of every core (:mod:`normgen.hw.interface`); the ``params`` stream carries the
+folded constants ``scale`` (P·a_width bits) and ``shift`` (P·b_width bits).
 """
 from amaranth import *
 from amaranth.lib import memory, wiring
 
 from .config import CoreConfig
-from .output import ElementDatapath, coef_shapes, core_ports, datapath_latency
+from .interface import Core
+from .kinds import register_core
+from .output import ElementDatapath, coef_shapes, datapath_latency
 
 __all__ = ["BatchNormCore", "batchnorm_latency"]
 
@@ -41,20 +43,19 @@ def _pack_coefs(cfg: CoreConfig) -> list[int]:
     return words
 
 
-class BatchNormCore(wiring.Component):
-    def __init__(self, cfg: CoreConfig):
-        if not isinstance(cfg, CoreConfig) or not cfg.is_bn_inference:
-            raise TypeError(f"cfg must be a batchnorm CoreConfig, not {cfg!r}")
-        self._cfg = cfg
-        super().__init__(core_ports(cfg, params={"scale": cfg.a_width, "shift": cfg.b_width}))
+class BatchNormCore(Core):
+    """BatchNorm inference: ``x*A_c - B_c`` per channel with host-folded constants.
 
-    @property
-    def cfg(self) -> CoreConfig:
-        return self._cfg
+    Members are those of :func:`normgen.hw.interface.core_members`: ``i`` (one sample = one
+    packet of up to C channels), ``o`` (one output beat per input beat; a packet longer than C
+    gives its C outputs, then one ``error`` beat), ``params`` (``addr``, ``scale``, ``shift``: the
+    folded constants of one beat of channels, from :func:`normgen.host.fold.fold_batchnorm`) and
+    ``overlong``.  ``latency``: cycles from an input beat's transfer to its output beat's
+    ``o.valid`` (the core streams; no vector buffer)."""
 
-    @property
-    def latency(self) -> int:
-        return batchnorm_latency(self._cfg)
+    LATENCY_MEANING = "from an input beat to its output beat"
+
+    latency_of = staticmethod(batchnorm_latency)
 
     def elaborate(self, platform):
         cfg = self._cfg
@@ -72,12 +73,12 @@ class BatchNormCore(wiring.Component):
         in_packet = Signal()
         dropping = Signal()
         s1_valid, s1_last, s1_err = Signal(), Signal(), Signal()
-        s1_x = Signal.like(self.s_axis_tdata)
+        s1_x = Signal.like(self.i.payload.data.as_value())
 
         take = Signal()
         m.d.comb += [
-            self.s_axis_tready.eq(advance & ~(self.param_valid & ~in_packet)),
-            take.eq(self.s_axis_tvalid & self.s_axis_tready),
+            self.i.ready.eq(advance & ~(self.params.valid & ~in_packet)),
+            take.eq(self.i.valid & self.i.ready),
             coef_rd.addr.eq(beat),
             coef_rd.en.eq(advance),
         ]
@@ -85,17 +86,17 @@ class BatchNormCore(wiring.Component):
         with m.If(advance):
             m.d.sync += [
                 s1_valid.eq(take & ~dropping),
-                s1_x.eq(Mux(overlong_now, 0, self.s_axis_tdata)),
-                s1_last.eq(self.s_axis_tlast | overlong_now),
+                s1_x.eq(Mux(overlong_now, 0, self.i.payload.data.as_value())),
+                s1_last.eq(self.i.payload.last | overlong_now),
                 s1_err.eq(overlong_now),
             ]
         with m.If(take):
-            m.d.sync += in_packet.eq(~self.s_axis_tlast)
+            m.d.sync += in_packet.eq(~self.i.payload.last)
             with m.If(dropping):
-                m.d.sync += dropping.eq(~self.s_axis_tlast)
+                m.d.sync += dropping.eq(~self.i.payload.last)
             with m.Elif(overlong_now):
-                m.d.sync += [beat.eq(0), dropping.eq(~self.s_axis_tlast), self.status_overlong.eq(1)]
-            with m.Elif(self.s_axis_tlast):
+                m.d.sync += [beat.eq(0), dropping.eq(~self.i.payload.last), self.overlong.eq(1)]
+            with m.Elif(self.i.payload.last):
                 m.d.sync += beat.eq(0)
             with m.Else():
                 m.d.sync += beat.eq(beat + 1)
@@ -107,18 +108,18 @@ class BatchNormCore(wiring.Component):
             datapath.i.payload.b.eq(coef_rd.data[lanes * a_width:]),
             datapath.i.payload.last.eq(s1_last),
             datapath.i.payload.error.eq(s1_err),
-            self.m_axis_tvalid.eq(datapath.o.valid),
-            self.m_axis_tdata.eq(datapath.o.payload.data),
-            self.m_axis_tlast.eq(datapath.o.payload.last),
-            self.m_axis_tuser.eq(datapath.o.payload.error),
-            datapath.o.ready.eq(self.m_axis_tready),
         ]
+
+        wiring.connect(m, datapath.o, wiring.flipped(self.o))
 
         idle = ~in_packet & ~s1_valid & ~datapath.busy
         m.d.comb += [
-            self.param_ready.eq(idle),
-            coef_wr.addr.eq(self.param_addr),
-            coef_wr.data.eq(Cat(self.param_scale, self.param_shift)),
-            coef_wr.en.eq(self.param_valid & idle & (self.param_addr < cfg.beats_max)),
+            self.params.ready.eq(idle),
+            coef_wr.addr.eq(self.params.payload.addr),
+            coef_wr.data.eq(Cat(self.params.payload.scale, self.params.payload.shift)),
+            coef_wr.en.eq(self.params.valid & idle & (self.params.payload.addr < cfg.beats_max)),
         ]
         return m
+
+
+register_core(BatchNormCore, "batchnorm")

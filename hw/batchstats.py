@@ -25,7 +25,9 @@ from amaranth.lib import memory, wiring
 
 from .config import CoreConfig
 from .ingest import lane_values
-from .output import ElementDatapath, affine_params, core_ports, datapath_latency
+from .interface import Core
+from .kinds import register_core
+from .output import ElementDatapath, datapath_latency, pack_params
 from .scalars import VectorScalars, scalars_latency
 
 __all__ = ["BatchStatsCore", "batch_stats_latency"]
@@ -39,26 +41,17 @@ def batch_stats_latency(cfg: CoreConfig) -> int:
     return 1 + cfg.beats_max * per_beat + 3 + datapath_latency(cfg)
 
 
-class BatchStatsCore(wiring.Component):
-    """Members as :class:`~normgen.hw.top.NormCore`, plus ``s_axis_tuser`` (batch end) and a
-    2-bit ``m_axis_tuser`` (bit 0: error beat, bit 1: last beat of the batch)."""
+class BatchStatsCore(Core):
+    """Members as :class:`~normgen.hw.vectornorm.NormCore`; ``i`` and ``o`` carry the batch-end
+    flag ``end`` (on the last beat of the last sample of a batch), ``o.error`` marks the single
+    beat that replaces a malformed batch.  ``latency``: cycles from the transfer of a batch's last
+    beat to ``o.valid`` of its first output beat."""
 
-    def __init__(self, cfg: CoreConfig):
-        if not isinstance(cfg, CoreConfig) or not cfg.is_bn_batch:
-            raise TypeError(f"cfg must be a batch-statistics BatchNorm CoreConfig, not {cfg!r}")
-        self._cfg = cfg
-        super().__init__(core_ports(cfg, in_user=1, out_user=2, params=affine_params(cfg)))
+    LATENCY_MEANING = "from the batch's last input beat to its first output beat"
 
-    @property
-    def cfg(self) -> CoreConfig:
-        return self._cfg
-
-    @property
-    def latency(self) -> int:
-        return batch_stats_latency(self._cfg)
+    latency_of = staticmethod(batch_stats_latency)
 
     def elaborate(self, platform):
-        from .top import pack_params
         cfg = self._cfg
         m = Module()
         lanes, beats_max, m_max = cfg.lanes, cfg.beats_max, cfg.max_batch
@@ -86,7 +79,7 @@ class BatchStatsCore(wiring.Component):
         rd_ptr = Signal(range(m_max * beats_max + 1))
         bad = Signal()
         in_batch = Signal()
-        lane = Signal(range(lanes))
+        lane = Signal(range(max(lanes, 2)))   # one bit even for P = 1: no zero-width wire
         stats_word = Signal(lanes * (s1_w + s2_w))
         a_word = Signal(lanes * a_w)
         b_word = Signal(lanes * b_w)
@@ -132,12 +125,8 @@ class BatchStatsCore(wiring.Component):
             datapath.i.payload.last.eq(s1b_last),
             datapath.i.payload.error.eq(s1b_err),
             datapath.i.payload.end.eq(s1b_end),
-            self.m_axis_tvalid.eq(datapath.o.valid),
-            self.m_axis_tdata.eq(datapath.o.payload.data),
-            self.m_axis_tlast.eq(datapath.o.payload.last),
-            self.m_axis_tuser.eq(Cat(datapath.o.payload.error, datapath.o.payload.end)),
-            datapath.o.ready.eq(self.m_axis_tready),
         ]
+        wiring.connect(m, datapath.o, wiring.flipped(self.o))
 
         if cfg.affine:
             m.submodules.params = params = memory.Memory(
@@ -159,31 +148,31 @@ class BatchStatsCore(wiring.Component):
                     m.next = "IN"
             with m.State("IN"):
                 m.d.comb += [
-                    self.s_axis_tready.eq(~hold),
-                    take.eq(self.s_axis_tvalid & self.s_axis_tready),
+                    self.i.ready.eq(~hold),
+                    take.eq(self.i.valid & self.i.ready),
                 ]
                 overflow = (beat == beats_max) | (sample == m_max)
                 write_ok = take & ~bad & ~overflow
-                m.d.comb += [buf_wr.addr.eq(wr_ptr), buf_wr.data.eq(self.s_axis_tdata), buf_wr.en.eq(write_ok)]
+                m.d.comb += [buf_wr.addr.eq(wr_ptr), buf_wr.data.eq(self.i.payload.data.as_value()), buf_wr.en.eq(write_ok)]
                 with m.If(take):
                     m.d.sync += [
-                        add_valid.eq(write_ok), add_beat.eq(beat), add_x.eq(self.s_axis_tdata),
+                        add_valid.eq(write_ok), add_beat.eq(beat), add_x.eq(self.i.payload.data.as_value()),
                         forward.eq(add_valid & (add_beat == beat)), forward_word.eq(new_word),
-                        in_batch.eq(~self.s_axis_tuser),
+                        in_batch.eq(~self.i.payload.end),
                     ]
                     with m.If(write_ok):
                         m.d.sync += wr_ptr.eq(wr_ptr + 1)
-                    now_bad = (bad | overflow | (self.s_axis_tlast & (beat + 1 != beats_max))
-                               | (self.s_axis_tuser & ~self.s_axis_tlast))
+                    now_bad = (bad | overflow | (self.i.payload.last & (beat + 1 != beats_max))
+                               | (self.i.payload.end & ~self.i.payload.last))
                     m.d.sync += bad.eq(now_bad)
-                    with m.If(self.s_axis_tlast):
+                    with m.If(self.i.payload.last):
                         m.d.sync += [beat.eq(0), sample.eq(Mux(sample == m_max, m_max, sample + 1))]
                     with m.Elif(beat != beats_max):
                         m.d.sync += beat.eq(beat + 1)
-                    with m.If(self.s_axis_tuser):
+                    with m.If(self.i.payload.end):
                         m.d.sync += [batch_size.eq(sample + 1), beat.eq(0), sample.eq(0), wr_ptr.eq(0)]
                         with m.If(now_bad):
-                            m.d.sync += self.status_overlong.eq(1)
+                            m.d.sync += self.overlong.eq(1)
                             m.next = "ERROR_OUT"
                         with m.Else():
                             m.next = "DRAIN"
@@ -260,10 +249,13 @@ class BatchStatsCore(wiring.Component):
         if cfg.affine:
             idle = fsm.ongoing("IN") & ~in_batch & ~busy & ~add_valid
             m.d.comb += [
-                hold.eq(self.param_valid & ~in_batch),
-                self.param_ready.eq(idle),
-                par_wr.addr.eq(self.param_addr),
-                par_wr.data.eq(Cat(self.param_gamma, self.param_beta)),
-                par_wr.en.eq(self.param_valid & idle & (self.param_addr < beats_max)),
+                hold.eq(self.params.valid & ~in_batch),
+                self.params.ready.eq(idle),
+                par_wr.addr.eq(self.params.payload.addr),
+                par_wr.data.eq(Cat(self.params.payload.gamma, self.params.payload.beta)),
+                par_wr.en.eq(self.params.valid & idle & (self.params.payload.addr < beats_max)),
             ]
         return m
+
+
+register_core(BatchStatsCore, "batchnorm-batch")

@@ -55,13 +55,13 @@ import numpy as np
 
 from normgen.host.fold import fold_batchnorm
 
+from .kinds import NORMS, NormKind, kind_for
+
 __all__ = ["FixedFormat", "CoreConfig", "ConfigError", "NORMS", "SCALAR_MULS", "MAX_ARITH_WIDTH"]
 
 #: The per-element arithmetic (hardware products and the NumPy golden model's int64 lanes)
 #: must fit this many bits, sign included.
 MAX_ARITH_WIDTH = 63
-
-NORMS = ("layernorm", "rmsnorm", "batchnorm")
 
 #: How the per-vector scalar stage multiplies: one wide multiplier per product cycle
 #: ("parallel"), or one 16x16 multiplier over several cycles ("serial": fewer DSP blocks, for
@@ -210,8 +210,11 @@ class CoreConfig:
 
     def __post_init__(self):
         set_ = lambda name, value: object.__setattr__(self, name, value)  # noqa: E731 (frozen)
-        if self.norm not in NORMS:
-            raise ConfigError(f"norm must be one of {', '.join(NORMS)}, not {self.norm!r}")
+        given = {name for name in ("max_batch", "mean", "var") if getattr(self, name) is not None}
+        try:
+            set_("kind", kind_for(self.norm, given))
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
         if self.scalar_mul not in SCALAR_MULS:
             raise ConfigError(f"scalar_mul must be one of {', '.join(SCALAR_MULS)}, not {self.scalar_mul!r}")
         for name in ("features", "lanes"):
@@ -227,7 +230,7 @@ class CoreConfig:
         for name in ("in_format", "out_format", "param_format"):
             set_(name, FixedFormat.parse(getattr(self, name), param=name))
         if self.max_batch is not None:
-            if self.norm != "batchnorm":
+            if "max_batch" not in self.kind.options:
                 raise ConfigError(f"max_batch is a BatchNorm (batch statistics) parameter; norm is {self.norm}")
             if (not isinstance(self.max_batch, (int, np.integer)) or isinstance(self.max_batch, bool)
                     or not 2 <= self.max_batch <= 4096):
@@ -252,7 +255,7 @@ class CoreConfig:
                               f"not {self.eps!r}")
         set_("eps", eps)
         e = round(eps * 2 ** (2 * self.in_format.frac_bits))  # Python round: half to even
-        if self.is_bn_inference:
+        if self.kind.folded:
             e = 0                                  # ε enters the exact folding, not the statistics
         elif eps > 0 and e == 0:
             raise ConfigError(
@@ -261,14 +264,14 @@ class CoreConfig:
                 f"use eps >= {2.0 ** (-2 * self.in_format.frac_bits - 1):.3g}, eps = 0, or more input fraction bits")
         set_("eps_int", int(e))
 
-        if self.is_bn_inference:
+        if self.kind.folded:
             self._load_batchnorm()
         else:
             for name in ("mean", "var"):
                 if getattr(self, name) is not None:
                     raise ConfigError(f"{name} is a BatchNorm inference parameter (running statistics); "
                                       + ("with max_batch the core uses batch statistics"
-                                         if self.is_bn_batch else f"norm is {self.norm}"))
+                                         if "max_batch" in self.kind.options else f"norm is {self.norm}"))
             set_("gamma_int", self._load_param("gamma", self.gamma, 1.0))
             set_("beta_int", self._load_param("beta", self.beta, 0.0))
         self._derive_widths()
@@ -334,7 +337,7 @@ class CoreConfig:
     def _derive_widths(self):
         set_ = lambda name, value: object.__setattr__(self, name, value)  # noqa: E731
         # the reduction length: the vector (LayerNorm/RMSNorm) or the batch (BatchNorm statistics)
-        n_max = self.max_batch if self.is_bn_batch else self.features
+        n_max = self.max_batch if self.kind.statistics == "batch" else self.features
         w_in = self.in_format.width
         x_mag = 1 << (w_in - 1)
         e = self.eps_int
@@ -363,7 +366,7 @@ class CoreConfig:
         set_("shift_min", -(m - 1))
         set_("shift_max", max(0, -(-(self.d_width - 2 * m) // 2)))
 
-        if self.is_bn_inference:
+        if self.kind.folded:
             self._derive_batchnorm_widths()
             return self._check_limits()
         # A <= N/sqrt(D) * 2**FA * (1 + 2**-need) + 1/2, with N/sqrt(D) <= 1/sqrt(e) (e >= 1)
@@ -434,35 +437,25 @@ class CoreConfig:
 
     # ---- conveniences -----------------------------------------------------------------------
     @property
-    def is_bn_inference(self) -> bool:
-        """BatchNorm with running statistics, folded into per-channel scale and shift."""
-        return self.norm == "batchnorm" and self.max_batch is None
-
-    @property
-    def is_bn_batch(self) -> bool:
-        """BatchNorm with the statistics of each batch (training forward)."""
-        return self.norm == "batchnorm" and self.max_batch is not None
-
-    @property
     def subtracts_mean(self) -> bool:
-        """Whether the numerator is ``N*x - S1`` (LayerNorm, BatchNorm) rather than ``N*x``."""
-        return self.norm != "rmsnorm"
+        """Whether the numerator is ``N*x - S1`` rather than ``N*x`` (the kind's formula)."""
+        return self.kind.subtracts_mean
 
     @property
     def reduction_max(self) -> int:
         """N_max for LayerNorm/RMSNorm, M_max for BatchNorm with batch statistics."""
-        return self.max_batch if self.is_bn_batch else self.features
+        return self.max_batch if self.kind.statistics == "batch" else self.features
 
     @property
     def affine_stage(self) -> bool:
         """Whether the per-element datapath has the γ/β multiply-add stage (BatchNorm folds γ/β
         into its per-channel constants instead)."""
-        return self.affine and not self.is_bn_inference
+        return self.affine and not self.kind.folded
 
     @property
     def a_signed(self) -> bool:
         """Whether the per-element scale A can be negative (BatchNorm: γ < 0)."""
-        return self.is_bn_inference
+        return self.kind.folded
 
     @property
     def eps_effective(self) -> float:
@@ -488,7 +481,7 @@ class CoreConfig:
     def with_params(self, gamma=None, beta=None) -> "CoreConfig":
         """A copy with other γ/β values (the same hardware: only memory contents differ).  For
         BatchNorm use :func:`normgen.host.fold.fold_batchnorm` to load new parameters."""
-        if self.is_bn_inference:
+        if self.kind.folded:
             raise ConfigError("BatchNorm cores take new parameters through fold_batchnorm")
         return CoreConfig(norm=self.norm, features=self.features, lanes=self.lanes,
                           in_format=self.in_format, out_format=self.out_format,
@@ -503,14 +496,32 @@ class CoreConfig:
                  "v_width", "w_width", "w_frac", "shift_min", "shift_max")
         return {name: getattr(self, name) for name in names}
 
+    def header_lines(self) -> list[str]:
+        """What a Verilog header says of ε and the framing, beyond :meth:`describe`."""
+        if self.kind.folded:
+            return [
+                f"eps: {self.eps!r} (exact, folded on the host with the running statistics)",
+                f"lanes: {self.lanes}; one sample = one packet of up to {self.features} channels",
+                f"per-channel scale A: signed {self.a_width} bits (2**-{self.a_frac - self.in_format.frac_bits} units), "
+                f"shift B: signed {self.b_width} bits (2**-{self.a_frac} units)",
+            ]
+        lines = [f"effective eps: {self.eps_effective!r} (e = {self.eps_int} on the "
+                 f"2**-{2 * self.in_format.frac_bits} grid)"]
+        if self.kind.statistics == "batch":
+            lines.append(f"lanes: {self.lanes}; one sample = one packet of {self.features} channels; a batch of "
+                         f"1..{self.max_batch} samples ends with s_axis_tuser = 1")
+        else:
+            lines.append(f"lanes: {self.lanes}; vector length N = beats * lanes, 1..{self.features} (known at tlast)")
+        return lines
+
     def describe(self) -> str:
-        if self.is_bn_batch:
+        if self.kind.statistics == "batch":
             return (f"batchnorm (batch statistics) C={self.features} M_max={self.max_batch} P={self.lanes} "
                     f"in={self.in_format} out={self.out_format} "
                     + (f"param={self.param_format} " if self.affine else "no-affine ")
                     + f"eps={self.eps:g} (effective {self.eps_effective:.6g}, e={self.eps_int}) "
                     f"momentum={self.momentum:g}")
-        if self.is_bn_inference:
+        if self.kind.folded:
             return (f"batchnorm (inference) C={self.features} P={self.lanes} in={self.in_format} "
                     f"out={self.out_format} {'affine' if self.affine else 'no-affine'} eps={self.eps:g} "
                     f"scale A: {self.a_width} bits, shift B: {self.b_width} bits")

@@ -14,12 +14,13 @@ Datapath (P lanes of ``W_in`` bits)::
 
 Members
 -------
-i : In(stream.Signature(StructLayout({"data": P*W_in, "last": 1})))
+i : In(stream.Signature(input_layout(cfg)))
+    The core's input stream (:mod:`normgen.hw.interface`).
 hold : In(1)
     Take no beat that would start a new vector (a parameter write is waiting).
 stats : Out(stream.Signature(vector_stats_layout(cfg)))
-wr_addr, wr_data, wr_en : Out
-    Vector buffer write port.
+buffer : In(memory.WritePort.Signature(...))
+    Drives the vector buffer's write port.
 rd_ptr : In(ptr_bits + 1)
     The output stage's read pointer (one wrap bit above the address), to know the free space.
 in_packet : Out(1)
@@ -30,13 +31,14 @@ overlong : Out(1)
     Sticky: a vector longer than N_max was seen.
 """
 from amaranth import *
-from amaranth.lib import data, stream, wiring
+from amaranth.lib import memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from .config import CoreConfig
+from .interface import input_layout
 from .scalars import vector_stats_layout
 
-__all__ = ["Ingest", "buffer_depth", "beat_layout", "lane_values"]
+__all__ = ["Ingest", "buffer_depth", "lane_values"]
 
 
 def buffer_depth(cfg: CoreConfig) -> int:
@@ -44,10 +46,6 @@ def buffer_depth(cfg: CoreConfig) -> int:
     beats so that short vectors overlap the per-vector latency."""
     need = max(2 * cfg.beats_max, 64)
     return 1 << (need - 1).bit_length()
-
-
-def beat_layout(lanes: int, width: int) -> data.StructLayout:
-    return data.StructLayout({"data": unsigned(lanes * width), "last": 1})
 
 
 def lane_values(value, lanes: int, width: int):
@@ -61,12 +59,11 @@ class Ingest(wiring.Component):
         self._depth = buffer_depth(cfg)
         ptr_bits = (self._depth - 1).bit_length()
         super().__init__({
-            "i": In(stream.Signature(beat_layout(cfg.lanes, cfg.in_format.width))),
+            "i": In(stream.Signature(input_layout(cfg))),
             "hold": In(1),
             "stats": Out(stream.Signature(vector_stats_layout(cfg))),
-            "wr_addr": Out(ptr_bits),
-            "wr_data": Out(cfg.lanes * cfg.in_format.width),
-            "wr_en": Out(1),
+            "buffer": In(memory.WritePort.Signature(addr_width=ptr_bits,
+                                                    shape=unsigned(cfg.lanes * cfg.in_format.width))),
             "rd_ptr": In(ptr_bits + 1),
             "in_packet": Out(1),
             "busy": Out(1),
@@ -83,7 +80,7 @@ class Ingest(wiring.Component):
     def elaborate(self, platform):
         cfg = self._cfg
         m = Module()
-        ptr_bits = self.wr_addr.shape().width
+        ptr_bits = self.buffer.addr.shape().width
         lanes, width = cfg.lanes, cfg.in_format.width
 
         # B stage: the registered beat
@@ -115,9 +112,9 @@ class Ingest(wiring.Component):
             self.stats.payload.beats.eq(count + 1),
             self.stats.payload.s1.eq(acc_s1 + beat_sum),
             self.stats.payload.s2.eq(acc_s2 + beat_sq),
-            self.wr_addr.eq(wr_ptr[:ptr_bits]),
-            self.wr_data.eq(b_data),
-            self.wr_en.eq(b_valid & advance & ~dropping & ~overlong_now),
+            self.buffer.addr.eq(wr_ptr[:ptr_bits]),
+            self.buffer.data.eq(b_data),
+            self.buffer.en.eq(b_valid & advance & ~dropping & ~overlong_now),
         ]
 
         with m.If(b_valid & advance):

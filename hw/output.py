@@ -12,31 +12,42 @@ Pipeline, all stages stall together while the output register is full and not ta
 Members
 -------
 coefs : In(stream.Signature(vector_coefs_layout(cfg)))
-rd_addr, rd_en : Out;  rd_data : In(P*W_in)
-    Vector buffer read port (synchronous, ``rd_en`` gates it).
+buffer : In(memory.ReadPort.Signature(...))
+    Drives the vector buffer's synchronous read port.
 rd_ptr : Out(ptr_bits + 1)
     Beats read so far (with a wrap bit), for the input stage's free-space count.
-par_addr : Out;  par_data : In(P*2*W_p)
-    γ/β memory read port (same enable), affine cores only.
-o : Out(stream.Signature(StructLayout({"data": P*W_out, "last": 1, "error": 1})))
+params : In(memory.ReadPort.Signature(...))
+    Drives the γ/β memory's read port (same address timing), affine cores only.
+o : Out(stream.Signature(output_layout(cfg)))
+    The core's output stream (:mod:`normgen.hw.interface`).
 busy : Out(1)
 """
 from amaranth import *
-from amaranth.lib import data, stream, wiring
+from amaranth.lib import data, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from .config import CoreConfig
 from .ingest import buffer_depth, lane_values
+from .interface import output_layout
 from .scalars import vector_coefs_layout
 
-__all__ = ["core_ports", "affine_params", "OutputStage", "ElementDatapath", "output_latency", "datapath_latency", "coef_shapes",
-           "element_layout", "output_layout", "param_addr_bits"]
+__all__ = ["pack_params", "OutputStage", "ElementDatapath", "output_latency", "datapath_latency", "coef_shapes", "element_layout"]
 
 
-def output_layout(cfg: CoreConfig) -> data.StructLayout:
-    """``end`` marks the last beat of a batch (batch-statistics BatchNorm; 0 elsewhere)."""
-    return data.StructLayout({"data": unsigned(cfg.lanes * cfg.out_format.width), "last": 1, "error": 1,
-                              "end": 1})
+def pack_params(cfg: CoreConfig) -> list[int]:
+    """γ/β memory words: lane k's γ at bits [k*W_p...], β at [(P+k)*W_p...]."""
+    if not cfg.affine:
+        return []
+    w_p, lanes = cfg.param_format.width, cfg.lanes
+    mask = (1 << w_p) - 1
+    words = []
+    for beat in range(cfg.beats_max):
+        word = 0
+        for k in range(lanes):
+            word |= (int(cfg.gamma_int[beat * lanes + k]) & mask) << (k * w_p)
+            word |= (int(cfg.beta_int[beat * lanes + k]) & mask) << ((lanes + k) * w_p)
+        words.append(word)
+    return words
 
 
 def datapath_latency(cfg: CoreConfig) -> int:
@@ -106,7 +117,9 @@ class ElementDatapath(wiring.Component):
         def stage(name, shape, count=lanes):
             return [Signal(shape, name=f"{name}{k}") for k in range(count)]
 
-        flags = [self.i.valid, self.i.payload.last, self.i.payload.error, self.i.payload.end]
+        batch_end = cfg.kind.has_batch_end
+        flags = [self.i.valid, self.i.payload.last, self.i.payload.error,
+                 self.i.payload.end if batch_end else C(0)]
         stage_valids = []
 
         def next_flags(name):
@@ -163,8 +176,9 @@ class ElementDatapath(wiring.Component):
                 self.o.payload.data.eq(Cat(*ys)),
                 self.o.payload.last.eq(last),
                 self.o.payload.error.eq(error),
-                self.o.payload.end.eq(end),
             ]
+            if batch_end:
+                m.d.sync += self.o.payload.end.eq(end)
         m.d.comb += self.busy.eq(Cat(*stage_valids, self.o.valid).any())
         return m
 
@@ -183,44 +197,12 @@ def element_layout(cfg: CoreConfig, shared_coefs: bool) -> data.StructLayout:
         "b": unsigned(coef_lanes * b_shape.width),
         "last": 1,
         "error": 1,
-        "end": 1,
     }
+    if cfg.kind.has_batch_end:
+        fields["end"] = 1
     if cfg.affine_stage:
         fields["par"] = unsigned(cfg.lanes * 2 * cfg.param_format.width)
     return data.StructLayout(fields)
-
-
-def core_ports(cfg: CoreConfig, *, in_user: int = 0, out_user: int = 1, params=None) -> dict:
-    """The ports every core has (docs/interface.md): AXI4-Stream in and out, ``status_overlong``,
-    and a parameter write port whose data ports are ``params`` (name -> width per lane)."""
-    lanes = cfg.lanes
-    members = {
-        "s_axis_tdata": In(lanes * cfg.in_format.width),
-        "s_axis_tvalid": In(1),
-        "s_axis_tready": Out(1),
-        "s_axis_tlast": In(1),
-        "m_axis_tdata": Out(lanes * cfg.out_format.width),
-        "m_axis_tvalid": Out(1),
-        "m_axis_tready": In(1),
-        "m_axis_tlast": Out(1),
-        "m_axis_tuser": Out(out_user),
-        "status_overlong": Out(1),
-    }
-    if in_user:
-        members["s_axis_tuser"] = In(in_user)
-    if params:
-        members.update({"param_valid": In(1), "param_ready": Out(1), "param_addr": In(param_addr_bits(cfg))})
-        members.update({f"param_{name}": In(lanes * width) for name, width in params.items()})
-    return members
-
-
-def affine_params(cfg: CoreConfig) -> dict | None:
-    """The γ/β parameter ports of an affine core."""
-    return {"gamma": cfg.param_format.width, "beta": cfg.param_format.width} if cfg.affine else None
-
-
-def param_addr_bits(cfg: CoreConfig) -> int:
-    return max(1, (cfg.beats_max - 1).bit_length())
 
 
 class OutputStage(wiring.Component):
@@ -229,16 +211,15 @@ class OutputStage(wiring.Component):
         ptr_bits = (buffer_depth(cfg) - 1).bit_length()
         members = {
             "coefs": In(stream.Signature(vector_coefs_layout(cfg))),
-            "rd_addr": Out(ptr_bits),
-            "rd_en": Out(1),
-            "rd_data": In(cfg.lanes * cfg.in_format.width),
+            "buffer": In(memory.ReadPort.Signature(addr_width=ptr_bits,
+                                                   shape=unsigned(cfg.lanes * cfg.in_format.width))),
             "rd_ptr": Out(ptr_bits + 1),
             "o": Out(stream.Signature(output_layout(cfg))),
             "busy": Out(1),
         }
         if cfg.affine:
-            members["par_addr"] = Out(param_addr_bits(cfg))
-            members["par_data"] = In(cfg.lanes * 2 * cfg.param_format.width)
+            members["params"] = In(memory.ReadPort.Signature(
+                addr_width=(cfg.beats_max - 1).bit_length(), shape=unsigned(cfg.lanes * 2 * cfg.param_format.width)))
         super().__init__(members)
 
     @property
@@ -251,7 +232,7 @@ class OutputStage(wiring.Component):
         m = Module()
         lanes = cfg.lanes
         w_in, w_out, w_p = cfg.in_format.width, cfg.out_format.width, cfg.param_format.width
-        ptr_bits = self.rd_addr.shape().width
+        ptr_bits = self.buffer.addr.shape().width
 
         advance = Signal()                      # the whole pipeline moves on
 
@@ -272,11 +253,11 @@ class OutputStage(wiring.Component):
             issue.eq(advance & (active | self.coefs.valid)),
             issue_last.eq(head.overlong | (head_beat + 1 == head.beats)),
             self.coefs.ready.eq(advance & (~active | issue_last)),
-            self.rd_addr.eq(self.rd_ptr[:ptr_bits]),
-            self.rd_en.eq(advance),
+            self.buffer.addr.eq(self.rd_ptr[:ptr_bits]),
+            self.buffer.en.eq(advance),
         ]
         if cfg.affine:
-            m.d.comb += self.par_addr.eq(head_beat)
+            m.d.comb += [self.params.addr.eq(head_beat), self.params.en.eq(advance)]
         with m.If(issue):
             with m.If(~head.overlong):
                 m.d.sync += self.rd_ptr.eq(self.rd_ptr + 1)
@@ -296,16 +277,16 @@ class OutputStage(wiring.Component):
         s1b_valid, s1b_last, s1b_err = Signal(), Signal(), Signal()
         s1b_a = Signal(cfg.a_width)
         s1b_b = Signal(signed(cfg.b_width))
-        s1b_x = Signal.like(self.rd_data)
+        s1b_x = Signal.like(self.buffer.data)
         with m.If(advance):
             m.d.sync += [s1_valid.eq(issue), s1_last.eq(issue_last), s1_err.eq(head.overlong),
                          s1_a.eq(head.a), s1_b.eq(head.b),
                          s1b_valid.eq(s1_valid), s1b_last.eq(s1_last), s1b_err.eq(s1_err),
-                         s1b_a.eq(s1_a), s1b_b.eq(s1_b), s1b_x.eq(self.rd_data)]
+                         s1b_a.eq(s1_a), s1b_b.eq(s1_b), s1b_x.eq(self.buffer.data)]
         if cfg.affine:
-            s1b_par = Signal.like(self.par_data)
+            s1b_par = Signal.like(self.params.data)
             with m.If(advance):
-                m.d.sync += s1b_par.eq(self.par_data)
+                m.d.sync += s1b_par.eq(self.params.data)
 
         m.submodules.datapath = datapath = ElementDatapath(cfg, shared_coefs=True)
         m.d.comb += [

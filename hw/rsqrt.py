@@ -4,7 +4,8 @@ Why a digit recurrence: the specification ``R = max{R : R*R*M <= 2**(2T+2m-2)}``
 golden model is one ``math.isqrt`` and the accuracy proof is two lines (see
 :mod:`normgen.hw.config`).  The recurrence needs no multiplier and no table: one add/compare of
 ``T + 2m + 4`` bits per result bit.  A table + Newton unit would save cycles but cost multipliers
-(scarce on iCE40) and a harder error analysis; the per-vector latency of ``T + 2`` cycles fits the
+(scarce on iCE40) and a harder error analysis; the per-vector latency of ``T + 3`` cycles (leading one, shift, ``T + 1``
+steps) fits the
 latency budget of the core.
 
 Datapath::

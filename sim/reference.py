@@ -110,7 +110,7 @@ def check_vector(cfg: CoreConfig, x, y, *, gamma=None, beta=None) -> AccuracyRep
     x = [int(v) for v in np.asarray(x).ravel()]
     y = [int(v) for v in np.asarray(y).ravel()]
     n = len(x)
-    if cfg.is_bn_inference:
+    if cfg.kind.folded:
         return _check_batchnorm(cfg, x, y)
     s1, s2 = sum(x), sum(v * v for v in x)
     e = cfg.eps_int

@@ -32,6 +32,7 @@ from xml.etree import ElementTree
 
 import numpy as np
 
+from normgen.hw import core_latency, generate_verilog
 from normgen.hw.config import CoreConfig
 
 __all__ = ["build_and_run", "RunResult", "SimulationFailed", "case_dir", "core_kwargs_json",
@@ -200,13 +201,8 @@ def _log_tail(path: Path | None, lines: int = 40) -> str:
     return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
 
 
-def declared_latency(cfg: CoreConfig) -> int | None:
-    """The core's declared latency (``normgen.hw.top.core_latency``), or None when the gateware
-    is not importable."""
-    try:
-        from normgen.hw.top import core_latency
-    except ImportError:
-        return None
+def declared_latency(cfg: CoreConfig) -> int:
+    """The core's declared latency (:func:`normgen.hw.core_latency`)."""
     return int(core_latency(cfg))
 
 
@@ -239,7 +235,7 @@ def build_and_run(cfg_kwargs: dict, seed: int = 1, testcase=None, build_dir=None
 
     cfg = CoreConfig(**cfg_kwargs)
     if test_module is None:
-        test_module = BATCHNORM_TEST_MODULE if cfg.norm == "batchnorm" else TEST_MODULE
+        test_module = TEST_MODULE if cfg.kind.statistics == "vector" else BATCHNORM_TEST_MODULE
     sim = _choose_simulator(simulator)
     if waves is None:
         waves = any(os.environ.get(var, "0").lower() not in ("", "0", "false", "no")
@@ -248,7 +244,6 @@ def build_and_run(cfg_kwargs: dict, seed: int = 1, testcase=None, build_dir=None
     case.mkdir(parents=True, exist_ok=True)
 
     if verilog is None:
-        from normgen.hw.top import generate_verilog
         source = case / f"{module_name}.v"
         with build_lock(case / ".generate.lock"):
             _write_if_changed(source, generate_verilog(cfg, module_name=module_name))
@@ -291,7 +286,7 @@ def build_and_run(cfg_kwargs: dict, seed: int = 1, testcase=None, build_dir=None
         build_waves = waves
     else:
         # cocotb's default Icarus flags (-g2012, SystemVerilog rules), as a user's flow would
-        # have them: the emitted Verilog has no time-zero dependence (normgen.hw.top).
+        # have them: the emitted Verilog has no time-zero dependence (normgen.hw.edge).
         build_args = []
         build_waves = waves
     with build_lock(sim_build / ".build.lock"), _without_env("WAVES"), _with_env(build_env):

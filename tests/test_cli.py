@@ -260,7 +260,6 @@ def test_verilog_rejects_bad_configs_before_generating(tmp_path, capsys):
 
 
 def test_verilog_writes_the_core(tmp_path, capsys):
-    pytest.importorskip("normgen.hw.top")
     target = tmp_path / "build" / "core.v"
     status, out, err = run(["verilog", "--features", 16, "--lanes", 2, "--module-name", "my_norm$1",
                             "-o", target], capsys)

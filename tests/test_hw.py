@@ -9,7 +9,7 @@ from amaranth.sim import Simulator
 from normgen.hw.config import CoreConfig
 from normgen.hw.rsqrt import Rsqrt, rsqrt_latency
 from normgen.hw.scalars import VectorScalars, scalars_latency
-from normgen.hw.top import NormCore, core_latency
+from normgen.hw import NormCore, core_latency
 from normgen.sim import golden, reference, vectors
 from normgen.sim.amaranth_bench import (Packet, ParamWrite, Reset, expected_batches, expected_outputs, run_batches,
                                          run_core)

