@@ -52,7 +52,7 @@ from amaranth.hdl import Assert, Assume
 
 from normgen.hw.config import CoreConfig
 from normgen.hw.rsqrt import Rsqrt, rsqrt_latency
-from normgen.hw.top import build_core, core_latency
+from normgen.hw import build_core, core_latency
 
 __all__ = ["Proof", "ProofResult", "core_io", "rsqrt_spec", "rsqrt_proof", "stream_proof", "framing_proof",
            "CONFIGS", "MUTATIONS", "all_proofs", "negative_proofs", "run_proof", "main"]
@@ -83,21 +83,19 @@ def core_io(core) -> SimpleNamespace:
 
     ``i_*`` is the input stream (``i_end``: batch end, batch-statistics cores only), ``o_*`` the
     output stream (``o_end`` likewise), ``overlong`` the sticky status, and ``free`` every input
-    the harness leaves to the solver (stream inputs and the parameter port)."""
-    cfg = core.cfg
-    members = core.signature.members
-    params = [getattr(core, name) for name in members if name.startswith("param_") and name != "param_ready"]
+    the harness leaves to the solver (the input stream, the output's ready, the parameter stream)."""
+    batch = core.cfg.kind.has_batch_end
     io = SimpleNamespace(
-        i_valid=core.s_axis_tvalid, i_ready=core.s_axis_tready, i_data=core.s_axis_tdata,
-        i_last=core.s_axis_tlast, i_end=core.s_axis_tuser if cfg.is_bn_batch else None,
-        o_valid=core.m_axis_tvalid, o_ready=core.m_axis_tready, o_data=core.m_axis_tdata,
-        o_last=core.m_axis_tlast, o_error=core.m_axis_tuser[0],
-        o_end=core.m_axis_tuser[1] if cfg.is_bn_batch else None,
-        overlong=core.status_overlong,
+        i_valid=core.i.valid, i_ready=core.i.ready, i_data=core.i.payload.data.as_value(),
+        i_last=core.i.payload.last, i_end=core.i.payload.end if batch else None,
+        o_valid=core.o.valid, o_ready=core.o.ready, o_data=core.o.payload.data.as_value(),
+        o_last=core.o.payload.last, o_error=core.o.payload.error,
+        o_end=core.o.payload.end if batch else None,
+        overlong=core.overlong,
     )
-    io.free = [io.i_valid, io.i_data, io.i_last, io.o_ready] + params
-    if io.i_end is not None:
-        io.free.append(io.i_end)
+    io.free = [core.i.valid, core.i.payload.as_value(), core.o.ready]
+    if hasattr(core, "params"):
+        io.free += [core.params.valid, core.params.payload.as_value()]
     return io
 
 
@@ -296,7 +294,7 @@ class CoreHarness(Elaboratable):
         if not self.framing:
             self._stream_rules(m, o_valid, o_payload)
         if self.framing:
-            if cfg.is_bn_batch:
+            if cfg.kind.has_batch_end:
                 self._batch_framing(m, o_valid)
             else:
                 self._vector_framing(m, o_valid)
@@ -346,7 +344,7 @@ class CoreHarness(Elaboratable):
     def _vector_framing(self, m, o_valid):
         """LayerNorm, RMSNorm, BatchNorm inference: one packet is one vector (sample)."""
         cfg, io, beats_max = self.cfg, self.io, self.beats_max
-        streaming = cfg.is_bn_inference           # outputs start before the vector has ended
+        streaming = cfg.kind.folded           # outputs start before the vector has ended
         take_in = io.i_valid & io.i_ready
         take_out = o_valid & io.o_ready
 
@@ -444,7 +442,7 @@ class CoreHarness(Elaboratable):
 
 #: The cycles a bounded framing proof covers per core kind: enough for the first packets (or a
 #: batch) to come out after the longest latency of the configuration, with resets and stalls.
-FRAMING_DEPTH = {"layernorm": 36, "rmsnorm": 34, "batchnorm": 16, "batchstats": 66}
+FRAMING_DEPTH = {"layernorm": 34, "rmsnorm": 32, "batchnorm": 14, "batchstats": 66}
 
 
 def stream_proof(kind: str, *, mutate: bool = False) -> Proof:
