@@ -51,7 +51,7 @@ def _open_port(args, image):
 
 
 def _run_run(args) -> int:
-    from normgen.host.cli import load_array, write_atomically
+    from normgen.host.cli import _check_output_path, _input_paths, load_array, write_atomically
     from normgen.sim import golden
 
     from .host import BoardError, BoardLink
@@ -59,6 +59,8 @@ def _run_run(args) -> int:
     CliError = _cli_error()
     image = _boards()[args.board]
     cfg = image.core_config()
+    if args.output:
+        _check_output_path(args.output, "--output", _input_paths(args))
     x = load_array(args.input, "--input")
     if x.ndim == 1:
         x = x[None, :]
@@ -85,9 +87,9 @@ def _run_run(args) -> int:
         params = (cfg.gamma_int, cfg.beta_int)
 
     x_int, saturated = cfg.in_format.quantize(x)
+    port = _open_port(args, image)              # a user error: before any status line
     _note(f"{image.title}: {cfg.describe()}")
     _note(f"input: {vectors} vector(s) of {n} values quantized to {cfg.in_format}; {saturated} saturated")
-    port = _open_port(args, image)
     try:
         try:
             link = BoardLink(port, expected=image.identity, retries=args.retries, margin_s=args.margin,
@@ -234,7 +236,8 @@ def add_board_parser(subparsers) -> argparse.ArgumentParser:
 
 def main(argv=None) -> int:
     """Standalone entry: ``python -m normgen.boards.cli board ...``."""
-    parser = argparse.ArgumentParser(prog=PROG)
+    from normgen.host.cli import OneLineParser
+    parser = OneLineParser(prog=PROG)
     add_board_parser(parser.add_subparsers(dest="command", metavar="COMMAND", required=True))
     args = parser.parse_args(argv)
     from normgen.host.cli import CliError

@@ -12,10 +12,12 @@ Every subcommand that describes a core takes the same options, built by
 :func:`add_core_options` and turned into a :class:`~normgen.hw.config.CoreConfig` by
 :func:`core_config_from_args`; a new subcommand reuses both.
 
-User errors (a bad file, a wrong shape, an impossible configuration) print one line
-``normgen: error: ...`` on stderr and exit with status 2; nothing is written then.  Output files
-are written to a temporary file next to the target and renamed into place, so a reader never sees
-a partial file.
+User errors (a bad option, a bad file, a wrong shape, an impossible configuration) print one line
+``normgen: error: ...`` on stderr and nothing else, and exit with status 2; nothing is written
+then.  Output files are written to a temporary file next to the target and renamed into place, so
+a reader never sees a partial file; an output path that names something other than a regular file
+(a directory, a device, a FIFO, a socket) or one of the command's input files is refused, and a
+symbolic link is followed, its target replaced.
 """
 from __future__ import annotations
 
@@ -23,15 +25,18 @@ import argparse
 import dataclasses
 import os
 import re
+import stat
 import sys
 import tempfile
 
 import numpy as np
 
+from normgen.host.npyfile import NpyError, load_npy
 from normgen.hw import core_latency, generate_verilog
-from normgen.hw.config import NORMS, SCALAR_MULS, ConfigError, CoreConfig
+from normgen.hw.config import SCALAR_MULS, ConfigError, CoreConfig
+from normgen.hw.kinds import KINDS, NORMS, kind_for
 
-__all__ = ["main", "build_parser", "add_core_options", "core_config_from_args", "CliError"]
+__all__ = ["main", "build_parser", "add_core_options", "core_config_from_args", "CliError", "OneLineParser"]
 
 PROG = "normgen"
 
@@ -44,6 +49,15 @@ _VERILOG_IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_$]*$")
 
 class CliError(Exception):
     """A user error: reported as ``normgen: error: <message>`` with exit status 2."""
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """An argument parser whose errors are one line, ``normgen: error: ...``, like every other
+    user error (argparse's own print the usage block first).  Subcommand parsers inherit it."""
+
+    def error(self, message):
+        message = " ".join(str(message).split())
+        self.exit(2, f"{PROG}: error: {message} (see '{self.prog} --help')\n")
 
 
 def _version() -> str:
@@ -75,10 +89,9 @@ def load_array(path: str, what: str) -> np.ndarray:
         kind = "an .npz archive" if magic.startswith(b"PK") else "not a .npy file"
         raise CliError(f"{what} file {path!r} is {kind}; expected one array saved with numpy.save")
     try:
-        array = np.load(path, allow_pickle=False)
-    except (ValueError, OSError, EOFError) as exc:
-        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise CliError(f"{what} file {path!r} is not a loadable .npy array ({reason})") from None
+        array = load_npy(path)            # header checked first: no pickles, no forged sizes
+    except NpyError as exc:
+        raise CliError(f"{what} file {path!r}: {exc}") from None
     if array.dtype.kind not in "iuf":
         raise CliError(f"{what} file {path!r} must hold real numbers, not dtype {array.dtype}")
     array = array.astype(np.float64)
@@ -88,9 +101,37 @@ def load_array(path: str, what: str) -> np.ndarray:
     return array
 
 
-def _check_output_path(path: str, what: str):
-    if os.path.isdir(path):
-        raise CliError(f"{what} {path!r} is a directory")
+_FILE_KINDS = ((stat.S_ISDIR, "a directory"), (stat.S_ISCHR, "a character device"),
+               (stat.S_ISBLK, "a block device"), (stat.S_ISFIFO, "a FIFO"), (stat.S_ISSOCK, "a socket"))
+
+
+def _check_output_path(path: str, what: str, inputs=()):
+    """Refuse an output path that exists and is not a regular file (following symbolic links),
+    or that is the same file as one of ``inputs`` (``(option, path)`` pairs)."""
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:             # nothing there yet (or a dangling link): it is created
+        return
+    except OSError as exc:
+        raise CliError(f"cannot write {what} {path!r}: {exc.strerror or exc}") from None
+    if not stat.S_ISREG(mode):
+        kind = next((name for test, name in _FILE_KINDS if test(mode)), "not a regular file")
+        raise CliError(f"{what} {path!r} is {kind}; the output must be a regular file")
+    for option, source in inputs:
+        try:
+            same = source is not None and os.path.samefile(path, source)
+        except OSError:
+            same = False
+        if same:
+            raise CliError(f"{what} {path!r} is the same file as {option} {source!r}; "
+                           f"refusing to overwrite an input")
+
+
+def _input_paths(args) -> list:
+    """The ``(option, path)`` pairs of the input files a command reads."""
+    names = ("input", "gamma", "beta", "mean", "var", "from_torch")
+    return [(f"--{name.replace('_', '-')}", getattr(args, name)) for name in names
+            if getattr(args, name, None) is not None]
 
 
 def _umask() -> int:
@@ -100,8 +141,13 @@ def _umask() -> int:
 
 
 def write_atomically(path: str, write, *, binary: bool):
-    """Call ``write(file)`` on a temporary file beside ``path``, then rename it to ``path``."""
-    directory = os.path.dirname(os.path.abspath(path))
+    """Call ``write(file)`` on a temporary file beside ``path``, then rename it to ``path``.
+
+    A symbolic link is followed: its target is replaced and the link stays.  A path that exists
+    and is not a regular file is refused (:class:`CliError`)."""
+    _check_output_path(path, "output")
+    target = os.path.realpath(path)
+    directory = os.path.dirname(target)
     try:
         os.makedirs(directory, exist_ok=True)
         fd, temp = tempfile.mkstemp(dir=directory, prefix=".normgen-", suffix=".tmp")
@@ -111,7 +157,7 @@ def write_atomically(path: str, write, *, binary: bool):
         with os.fdopen(fd, "wb" if binary else "w") as file:
             write(file)
         os.chmod(temp, 0o666 & ~_umask())             # mkstemp's 0600 is not what `>` would give
-        os.replace(temp, path)
+        os.replace(temp, target)
     except BaseException as exc:
         try:
             os.unlink(temp)
@@ -163,6 +209,10 @@ def add_core_options(parser: argparse.ArgumentParser, *, norms=NORMS):
                             "(needs onnx)")
     group.add_argument("--onnx-node", metavar="NAME",
                        help="with --from-onnx: the node to take when the model has several")
+    group.add_argument("--vector-interval", type=int, default=None, metavar="C",
+                       help="LayerNorm/RMSNorm: the per-vector stage takes a new vector every C cycles "
+                            "(replicated scalar units), so vectors of >= C beats stream at full rate "
+                            "(default: one unit)")
     group.add_argument("--scalar-mul", choices=SCALAR_MULS, default=DEFAULTS["scalar_mul"],
                        help="per-vector multiplier: parallel (fast) or serial (few DSP blocks) "
                             "(default: %(default)s)")
@@ -218,11 +268,14 @@ def core_config_from_args(args: argparse.Namespace) -> CoreConfig:
     eps = _pick("eps", args.eps, layer and layer.eps, DEFAULTS["eps"])
     affine = args.affine and (layer is None or layer.affine)
     max_batch = getattr(args, "max_batch", None)
-    batchnorm = norm == "batchnorm" and max_batch is None          # inference, folded
-    if not batchnorm and (args.mean or args.var):
-        raise CliError("--mean/--var are BatchNorm inference parameters (--norm batchnorm without --max-batch)")
-    if max_batch is not None and norm != "batchnorm":
-        raise CliError("--max-batch is a BatchNorm parameter (--norm batchnorm)")
+    given = {name for name in ("max_batch", "mean", "var") if getattr(args, name, None) is not None}
+    try:
+        kind = kind_for(norm, given)
+    except ValueError as exc:
+        raise CliError(str(exc)) from None
+    for name in sorted(given - set(kind.options)):
+        owners = " or ".join(f"--norm {k.norm} ({k.summary})" for k in KINDS.values() if name in k.options)
+        raise CliError(f"--{name.replace('_', '-')} belongs to {owners}; it does not apply to {kind.summary}")
     if max_batch is not None and layer is not None:
         layer.arrays.pop("mean", None)                 # training forward: batch statistics instead
         layer.arrays.pop("var", None)
@@ -241,11 +294,12 @@ def core_config_from_args(args: argparse.Namespace) -> CoreConfig:
         params[name] = values
     common = dict(norm=norm, features=features, lanes=args.lanes, in_format=args.in_format,
                   out_format=args.out_format, param_format=args.param_format, eps=eps, affine=affine,
-                  scalar_mul=getattr(args, "scalar_mul", DEFAULTS["scalar_mul"]))
+                  scalar_mul=getattr(args, "scalar_mul", DEFAULTS["scalar_mul"]),
+                  vector_interval=getattr(args, "vector_interval", None))
     if max_batch is not None:
         common.update(max_batch=max_batch, momentum=args.momentum)
     try:
-        if batchnorm:
+        if kind.folded:          # the parameters are folded with the statistics: one step
             return CoreConfig(**common, **params)
         # the sizes and formats first, so that γ/β errors make sense
         cfg = CoreConfig(**common)
@@ -260,7 +314,13 @@ def _run_model(args) -> int:
     from normgen.sim import golden
 
     cfg = core_config_from_args(args)
-    _check_output_path(args.output, "--output")
+    _check_output_path(args.output, "--output", _input_paths(args))
+    if args.batch_size is not None:
+        if cfg.kind.statistics != "batch":
+            raise CliError("--batch-size is an option of BatchNorm with batch statistics "
+                           "(--norm batchnorm --max-batch M_MAX)")
+        if not 1 <= args.batch_size <= cfg.max_batch:
+            raise CliError(f"--batch-size must be in 1..{cfg.max_batch} (max_batch), not {args.batch_size}")
     x = load_array(args.input, "--input")
     if x.ndim != 2:
         raise CliError(f"--input file {args.input!r} must hold a 2-D array (vectors, N), "
@@ -270,28 +330,30 @@ def _run_model(args) -> int:
         raise CliError(f"--input vectors have N = {n} elements; N must be in 1..{cfg.features} (N_max)")
     if n % cfg.lanes:
         raise CliError(f"--input vectors have N = {n} elements, not a multiple of lanes = {cfg.lanes}")
+    if cfg.kind.statistics == "batch" and n != cfg.features:
+        raise CliError(f"--input samples have {n} channels; this BatchNorm core takes exactly C = {cfg.features}")
 
     x_int, saturated = cfg.in_format.quantize(x)
     fmt = cfg.in_format
-    if cfg.kind.statistics == "batch" and n != cfg.features:
-        raise CliError(f"--input samples have {n} channels; this BatchNorm core takes exactly C = {cfg.features}")
-    _note(f"{cfg.describe()}")
+    # the notes are printed once the output is written: after an error, its line is the only one
+    notes = [f"{cfg.describe()}"]
     if cfg.kind.folded:
-        _note(f"eps = {cfg.eps!r} (exact: folded with the running statistics)")
+        notes.append(f"eps = {cfg.eps!r} (exact: folded with the running statistics)")
     else:
-        _note(f"effective eps = {cfg.eps_effective!r} (e = {cfg.eps_int} steps of 2**-{2 * fmt.frac_bits})")
-    _note(f"input: {vectors} vector(s) of {n} values quantized to {fmt}; {saturated} value(s) saturated "
-          f"to [{fmt.min_int * fmt.lsb}, {fmt.max_int * fmt.lsb}]")
+        notes.append(f"effective eps = {cfg.eps_effective!r} (e = {cfg.eps_int} steps of 2**-{2 * fmt.frac_bits})")
+    notes.append(f"input: {vectors} vector(s) of {n} values quantized to {fmt}; {saturated} value(s) saturated "
+                 f"to [{fmt.min_int * fmt.lsb}, {fmt.max_int * fmt.lsb}]")
     if cfg.kind.statistics == "batch":
-        size = args.batch_size or min(vectors, cfg.max_batch)
-        if not 1 <= size <= cfg.max_batch:
-            raise CliError(f"--batch-size must be in 1..{cfg.max_batch} (max_batch), not {size}")
+        size = args.batch_size or max(1, min(vectors, cfg.max_batch))
         batches = [x_int[start:start + size] for start in range(0, vectors, size)]
-        _note(f"{len(batches)} batch(es) of up to {size} samples, normalized with their own statistics")
-        y = cfg.out_format.to_float(np.concatenate([golden.normalize_batch(cfg, b) for b in batches]))
+        notes.append(f"{len(batches)} batch(es) of up to {size} samples, normalized with their own statistics")
+        y_int = [golden.normalize_batch(cfg, b) for b in batches]
+        y = cfg.out_format.to_float(np.concatenate(y_int) if y_int else np.zeros((0, n), np.int64))
     else:
         y = cfg.out_format.to_float(golden.normalize(cfg, x_int))
     write_atomically(args.output, lambda f: np.save(f, y, allow_pickle=False), binary=True)
+    for note in notes:
+        _note(note)
     _note(f"wrote {args.output} ({vectors} x {n}, {cfg.out_format})")
     return 0
 
@@ -302,7 +364,7 @@ def _run_verilog(args) -> int:
                        f"not {args.module_name!r}")
     cfg = core_config_from_args(args)
     if args.output != "-":
-        _check_output_path(args.output, "--output")
+        _check_output_path(args.output, "--output", _input_paths(args))
     text = generate_verilog(cfg, module_name=args.module_name)
     if args.output == "-":
         try:
@@ -320,7 +382,7 @@ def _run_verilog(args) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog=PROG,
         description="Generator of fixed-point LayerNorm / RMSNorm / BatchNorm hardware and its bit-exact model.")
     parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")

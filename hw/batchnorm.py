@@ -2,9 +2,9 @@
 
 ::
 
-    s_axis --> S1 (beat register, channel counter) --> ElementDatapath (x*A_c - B_c, round,
-                  |                                         saturate) --> m_axis
-    param  --> A/B memory (P lanes per word, one word per beat of channels) --^
+    i --> S1 (beat register, channel counter) --> S1b (coefficients registered) --> ElementDatapath
+                 |                                                  (x*A_c - B_c, round, saturate) --> o
+    params --> A/B memory (P lanes per word, one word per beat of channels) --^
 
 A sample is one packet of C channels (``C = features``), P lanes per beat; a shorter packet uses
 the first channels.  A packet longer than C gives its C outputs and then one beat with
@@ -26,8 +26,9 @@ __all__ = ["BatchNormCore", "batchnorm_latency"]
 
 
 def batchnorm_latency(cfg: CoreConfig) -> int:
-    """Cycles from an input beat's transfer to its output beat's ``tvalid`` (no stall)."""
-    return 1 + datapath_latency(cfg)
+    """Cycles from an input beat's transfer to its output beat's ``o.valid`` (no stall): the beat
+    register (with the coefficient memory's read), the read data register, the datapath."""
+    return 2 + datapath_latency(cfg)
 
 
 def _pack_coefs(cfg: CoreConfig) -> list[int]:
@@ -101,18 +102,25 @@ class BatchNormCore(Core):
             with m.Else():
                 m.d.sync += beat.eq(beat + 1)
 
+        # S1b: the memory's read data registered (a block RAM output register), the beat with it.
+        s1b_valid, s1b_last, s1b_err = Signal(), Signal(), Signal()
+        s1b_x = Signal.like(s1_x)
+        s1b_coef = Signal.like(coef_rd.data)
+        with m.If(advance):
+            m.d.sync += [s1b_valid.eq(s1_valid), s1b_last.eq(s1_last), s1b_err.eq(s1_err), s1b_x.eq(s1_x),
+                         s1b_coef.eq(coef_rd.data)]
         m.d.comb += [
-            datapath.i.valid.eq(s1_valid),
-            datapath.i.payload.x.eq(s1_x),
-            datapath.i.payload.a.eq(coef_rd.data[:lanes * a_width]),
-            datapath.i.payload.b.eq(coef_rd.data[lanes * a_width:]),
-            datapath.i.payload.last.eq(s1_last),
-            datapath.i.payload.error.eq(s1_err),
+            datapath.i.valid.eq(s1b_valid),
+            datapath.i.payload.x.eq(s1b_x),
+            datapath.i.payload.a.eq(s1b_coef[:lanes * a_width]),
+            datapath.i.payload.b.eq(s1b_coef[lanes * a_width:]),
+            datapath.i.payload.last.eq(s1b_last),
+            datapath.i.payload.error.eq(s1b_err),
         ]
 
         wiring.connect(m, datapath.o, wiring.flipped(self.o))
 
-        idle = ~in_packet & ~s1_valid & ~datapath.busy
+        idle = ~in_packet & ~s1_valid & ~s1b_valid & ~datapath.busy
         m.d.comb += [
             self.params.ready.eq(idle),
             coef_wr.addr.eq(self.params.payload.addr),

@@ -55,7 +55,7 @@ import numpy as np
 
 from normgen.host.fold import fold_batchnorm
 
-from .kinds import NORMS, NormKind, kind_for
+from .kinds import KINDS, NORMS, NormKind, kind_for
 
 __all__ = ["FixedFormat", "CoreConfig", "ConfigError", "NORMS", "SCALAR_MULS", "MAX_ARITH_WIDTH"]
 
@@ -133,7 +133,8 @@ class FixedFormat:
         values = np.asarray(values, dtype=np.float64)
         if not np.all(np.isfinite(values)):
             raise ConfigError("values must be finite (found NaN or inf)")
-        scaled = np.rint(np.ldexp(values, self.frac_bits))
+        with np.errstate(over="ignore"):               # beyond float64: ±inf, saturated below
+            scaled = np.rint(np.ldexp(values, self.frac_bits))
         saturated = int(np.count_nonzero((scaled < self.min_int) | (scaled > self.max_int)))
         return np.clip(scaled, self.min_int, self.max_int).astype(np.int64), saturated
 
@@ -174,6 +175,9 @@ class CoreConfig:
     affine : whether the γ/β stage exists
     gamma, beta : ``features`` floats (default 1 and 0), quantized to ``param_format``
     scalar_mul : ``"parallel"`` (default) or ``"serial"``, see :data:`SCALAR_MULS`
+    vector_interval : LayerNorm/RMSNorm: the per-vector stage takes a new vector every this many
+        cycles (1..1024), by replicating the scalar unit; vectors of at least this many beats then
+        stream at full rate.  ``None`` (default): one unit, a new vector every unit latency.
     mean, var : BatchNorm inference only: the ``features`` running means and variances (floats)
     max_batch : BatchNorm with batch statistics (training forward): the largest batch M_max
         (2..4096); ``features`` is then the channel count C.  Without it, BatchNorm is inference.
@@ -201,12 +205,14 @@ class CoreConfig:
     gamma: np.ndarray | None = field(default=None, repr=False)
     beta: np.ndarray | None = field(default=None, repr=False)
     scalar_mul: str = "parallel"
+    vector_interval: int | None = None
     mean: np.ndarray | None = field(default=None, repr=False)
     var: np.ndarray | None = field(default=None, repr=False)
     max_batch: int | None = None
     momentum: float = 0.1
 
     MAX_FEATURES = 65536
+    MAX_VECTOR_INTERVAL = 1024
 
     def __post_init__(self):
         set_ = lambda name, value: object.__setattr__(self, name, value)  # noqa: E731 (frozen)
@@ -217,6 +223,15 @@ class CoreConfig:
             raise ConfigError(str(exc)) from None
         if self.scalar_mul not in SCALAR_MULS:
             raise ConfigError(f"scalar_mul must be one of {', '.join(SCALAR_MULS)}, not {self.scalar_mul!r}")
+        if self.vector_interval is not None:
+            if "vector_interval" not in self.kind.options:
+                takers = ", ".join(k.norm for k in KINDS.values() if "vector_interval" in k.options)
+                raise ConfigError(f"vector_interval applies to norm {takers}, not to {self.kind.summary}")
+            if (not isinstance(self.vector_interval, (int, np.integer)) or isinstance(self.vector_interval, bool)
+                    or not 1 <= self.vector_interval <= self.MAX_VECTOR_INTERVAL):
+                raise ConfigError(f"vector_interval must be an integer in 1..{self.MAX_VECTOR_INTERVAL} "
+                                  f"(cycles per vector), not {self.vector_interval!r}")
+            set_("vector_interval", int(self.vector_interval))
         for name in ("features", "lanes"):
             value = getattr(self, name)
             if not isinstance(value, (int, np.integer)) or isinstance(value, bool):
@@ -487,6 +502,7 @@ class CoreConfig:
                           in_format=self.in_format, out_format=self.out_format,
                           param_format=self.param_format, eps=self.eps, affine=self.affine,
                           gamma=gamma, beta=beta, scalar_mul=self.scalar_mul,
+                          vector_interval=self.vector_interval,
                           max_batch=self.max_batch, momentum=self.momentum)
 
     def widths(self) -> dict:
@@ -528,4 +544,5 @@ class CoreConfig:
         return (f"{self.norm} N_max={self.features} P={self.lanes} in={self.in_format} "
                 f"out={self.out_format} " + (f"param={self.param_format} " if self.affine else "no-affine ")
                 + f"eps={self.eps:g} (effective {self.eps_effective:.6g}, e={self.eps_int})"
-                + (f" scalar_mul={self.scalar_mul}" if self.scalar_mul != "parallel" else ""))
+                + (f" scalar_mul={self.scalar_mul}" if self.scalar_mul != "parallel" else "")
+                + (f" vector_interval={self.vector_interval}" if self.vector_interval is not None else ""))

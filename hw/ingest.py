@@ -6,11 +6,17 @@ the next vectors stream in while earlier ones stream out.  A vector is committed
 beat; a vector longer than ``N_max`` is rolled back (write pointer back to its start), its beats
 are dropped up to its ``last``, and a descriptor with ``overlong = 1`` takes its place.
 
-Datapath (P lanes of ``W_in`` bits)::
+Datapath (P lanes of ``W_in`` bits), every stage registered and stalled together::
 
-    i.payload.data (P*W_in) --reg--> x_k --+--> sum x_k   (W_in + log2 P) --+--> S1 (s1_width)
-                                           +--> sum x_k**2 (P multipliers) -+--> S2 (s2_width)
-                                           +--> buffer write (P*W_in) at wr_addr
+    i.payload.data --B--> x_k --+--> buffer write (P*W_in) at wr_addr; framing decisions
+                                +--R--> x_k, x_k**2 (one multiplier per lane, product registered)
+                                     --T_1..T_k--> sum over lanes: a pipelined adder tree, two
+                                                   adder levels between registers
+                                     --ACC--> S1 += sum x, S2 += sum x**2; at a vector's last
+                                              beat the stats register takes S1, S2, N
+
+Between two registers there is at most one multiplier or two adder levels of at most
+``2*W_in + log2(P)`` bits, and the accumulators' one carry chain.
 
 Members
 -------
@@ -31,7 +37,7 @@ overlong : Out(1)
     Sticky: a vector longer than N_max was seen.
 """
 from amaranth import *
-from amaranth.lib import memory, stream, wiring
+from amaranth.lib import data, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from .config import CoreConfig
@@ -74,8 +80,20 @@ class Ingest(wiring.Component):
     def depth(self) -> int:
         return self._depth
 
-    #: Cycles from the transfer of a vector's last beat to ``stats.valid``.
-    LATENCY = 1
+    #: Adder-tree levels between two registers.
+    TREE_LEVELS_PER_STAGE = 2
+
+    @classmethod
+    def tree_stages(cls, lanes: int) -> int:
+        """Registers the lane-sum tree needs for ``lanes`` lanes."""
+        levels = (lanes - 1).bit_length()
+        return -(-levels // cls.TREE_LEVELS_PER_STAGE)
+
+    @classmethod
+    def latency_of(cls, cfg: CoreConfig) -> int:
+        """Cycles from the transfer of a vector's last beat to ``stats.valid``: the beat register
+        B, the product register R, the tree's registers, the stats register."""
+        return 1 + 1 + cls.tree_stages(cfg.lanes) + 1
 
     def elaborate(self, platform):
         cfg = self._cfg
@@ -89,50 +107,91 @@ class Ingest(wiring.Component):
         b_last = Signal()
 
         count = Signal(range(cfg.beats_max + 1))
-        acc_s1 = Signal(signed(cfg.s1_width))
-        acc_s2 = Signal(cfg.s2_width)
         wr_ptr = Signal(ptr_bits + 1)
         vec_start = Signal(ptr_bits + 1)
         dropping = Signal()
 
-        xs = lane_values(b_data, lanes, width)
-        beat_sum = Signal(signed(width + lanes.bit_length()))
-        beat_sq = Signal(2 * width + lanes.bit_length())
-        m.d.comb += [beat_sum.eq(sum(xs)), beat_sq.eq(sum(x * x for x in xs))]
+        stats_valid = Signal()
+        advance = Signal()              # the whole stage moves on
+        m.d.comb += [advance.eq(~stats_valid | self.stats.ready), self.stats.valid.eq(stats_valid)]
 
         overlong_now = Signal()
         m.d.comb += overlong_now.eq(~dropping & (count == cfg.beats_max))
-        push = Signal()
-        advance = Signal()
         m.d.comb += [
-            push.eq(b_valid & b_last),
-            advance.eq(~push | self.stats.ready),
-            self.stats.valid.eq(push),
-            self.stats.payload.overlong.eq(dropping | overlong_now),
-            self.stats.payload.beats.eq(count + 1),
-            self.stats.payload.s1.eq(acc_s1 + beat_sum),
-            self.stats.payload.s2.eq(acc_s2 + beat_sq),
             self.buffer.addr.eq(wr_ptr[:ptr_bits]),
             self.buffer.data.eq(b_data),
             self.buffer.en.eq(b_valid & advance & ~dropping & ~overlong_now),
         ]
 
+        # The token each beat sends down the reduction pipeline: add its sums to the
+        # accumulators, or (on a vector's last beat) push the statistics of the vector.
+        token_layout = data.StructLayout({"add": 1, "push": 1, "overlong": 1, "beats": count.shape()})
+        token = Signal(token_layout)
+        m.d.comb += [
+            token.add.eq(b_valid & ~dropping & ~overlong_now),
+            token.push.eq(b_valid & b_last),
+            token.overlong.eq(dropping | overlong_now),
+            token.beats.eq(count + 1),
+        ]
         with m.If(b_valid & advance):
             with m.If(dropping):
                 with m.If(b_last):
                     m.d.sync += dropping.eq(0)
             with m.Elif(overlong_now):
-                m.d.sync += [wr_ptr.eq(vec_start), count.eq(0), acc_s1.eq(0), acc_s2.eq(0),
-                             self.overlong.eq(1)]
+                m.d.sync += [wr_ptr.eq(vec_start), count.eq(0), self.overlong.eq(1)]
                 with m.If(~b_last):
                     m.d.sync += dropping.eq(1)
             with m.Else():
                 m.d.sync += wr_ptr.eq(wr_ptr + 1)
                 with m.If(b_last):
-                    m.d.sync += [count.eq(0), acc_s1.eq(0), acc_s2.eq(0), vec_start.eq(wr_ptr + 1)]
+                    m.d.sync += [count.eq(0), vec_start.eq(wr_ptr + 1)]
                 with m.Else():
-                    m.d.sync += [count.eq(count + 1), acc_s1.eq(acc_s1 + beat_sum),
-                                 acc_s2.eq(acc_s2 + beat_sq)]
+                    m.d.sync += count.eq(count + 1)
+
+        # R stage: each lane's value and square, registered (a multiplier's output register).
+        xs = lane_values(b_data, lanes, width)
+        r_x = [Signal(signed(width), name=f"r_x{k}") for k in range(lanes)]
+        r_sq = [Signal(2 * width - 1, name=f"r_sq{k}") for k in range(lanes)]
+        r_token = Signal(token_layout)
+        with m.If(advance):
+            m.d.sync += [r.eq(x) for r, x in zip(r_x, xs)]
+            m.d.sync += [r.eq(x * x) for r, x in zip(r_sq, xs)]
+            m.d.sync += r_token.eq(token)
+
+        # T stages: the lane sums, two adder levels per register.
+        sums, squares, tree_token = r_x, r_sq, r_token
+        tokens = [r_token]
+        for stage in range(self.tree_stages(lanes)):
+            for _ in range(self.TREE_LEVELS_PER_STAGE):
+                sums = [a + b for a, b in zip(sums[0::2], sums[1::2])] + sums[len(sums) & ~1:]
+                squares = [a + b for a, b in zip(squares[0::2], squares[1::2])] + squares[len(squares) & ~1:]
+            next_sums = [Signal.like(v, name=f"t{stage}_sum{k}") for k, v in enumerate(sums)]
+            next_squares = [Signal.like(v, name=f"t{stage}_sq{k}") for k, v in enumerate(squares)]
+            next_token = Signal(token_layout, name=f"t{stage}_token")
+            with m.If(advance):
+                m.d.sync += [r.eq(v) for r, v in zip(next_sums, sums)]
+                m.d.sync += [r.eq(v) for r, v in zip(next_squares, squares)]
+                m.d.sync += next_token.eq(tree_token)
+            sums, squares, tree_token = next_sums, next_squares, next_token
+            tokens.append(next_token)
+        assert len(sums) == 1 and len(squares) == 1
+        beat_sum, beat_sq = sums[0], squares[0]
+
+        # ACC stage: accumulate, or hand the vector's statistics to the stats register.
+        acc_s1 = Signal(signed(cfg.s1_width))
+        acc_s2 = Signal(cfg.s2_width)
+        with m.If(advance):
+            m.d.sync += stats_valid.eq(tree_token.push)
+            with m.If(tree_token.push):
+                m.d.sync += [
+                    self.stats.payload.s1.eq(acc_s1 + beat_sum),
+                    self.stats.payload.s2.eq(acc_s2 + beat_sq),
+                    self.stats.payload.beats.eq(tree_token.beats),
+                    self.stats.payload.overlong.eq(tree_token.overlong),
+                    acc_s1.eq(0), acc_s2.eq(0),
+                ]
+            with m.Elif(tree_token.add):
+                m.d.sync += [acc_s1.eq(acc_s1 + beat_sum), acc_s2.eq(acc_s2 + beat_sq)]
 
         # A side: take a beat when the B stage moves on and the buffer has room for both beats.
         occupancy = Signal(ptr_bits + 1)
@@ -141,7 +200,8 @@ class Ingest(wiring.Component):
             occupancy.eq(wr_ptr - self.rd_ptr),
             space.eq(occupancy + b_valid < self._depth),
             self.i.ready.eq(advance & space & ~(self.hold & ~self.in_packet)),
-            self.busy.eq(b_valid | self.in_packet),
+            self.busy.eq(Cat(b_valid, self.in_packet, stats_valid,
+                             *[token.add | token.push for token in tokens]).any()),
         ]
         with m.If(self.i.valid & self.i.ready):
             m.d.sync += [

@@ -93,6 +93,9 @@ class NormKind:
             raise LookupError(f"no core is registered for {self.name}; import normgen.hw") from None
 
 
+_VECTOR = {
+    "vector_interval": "cycles between vectors the per-vector stage accepts (replicated scalar units)",
+}
 _BN_PARAMS = {
     "mean": "running means, one per channel (inference)",
     "var": "running variances, one per channel (inference)",
@@ -105,9 +108,9 @@ _BN_BATCH = {
 #: The registry, in the order help texts list them.  A ``norm`` value with several kinds picks the
 #: most specific one whose ``needs_options`` were given.
 KINDS: dict[str, NormKind] = {kind.name: kind for kind in (
-    NormKind("layernorm", "layernorm", "vector", subtracts_mean=True,
+    NormKind("layernorm", "layernorm", "vector", subtracts_mean=True, options=_VECTOR,
              summary="LayerNorm over the features of each vector"),
-    NormKind("rmsnorm", "rmsnorm", "vector", subtracts_mean=False,
+    NormKind("rmsnorm", "rmsnorm", "vector", subtracts_mean=False, options=_VECTOR,
              summary="RMSNorm (LayerNorm without the mean)"),
     NormKind("batchnorm-batch", "batchnorm", "batch", subtracts_mean=True,
              options=_BN_BATCH, needs_options=("max_batch",),

@@ -2,23 +2,23 @@
 
 Why a digit recurrence: the specification ``R = max{R : R*R*M <= 2**(2T+2m-2)}`` is exact, so the
 golden model is one ``math.isqrt`` and the accuracy proof is two lines (see
-:mod:`normgen.hw.config`).  The recurrence needs no multiplier and no table: one add/compare of
+:mod:`normgen.hw.config`).  The recurrence needs no multiplier and no table: one subtraction of
 ``T + 2m + 4`` bits per result bit.  A table + Newton unit would save cycles but cost multipliers
-(scarce on iCE40) and a harder error analysis; the per-vector latency of ``T + 3`` cycles (leading one, shift, ``T + 1``
-steps) fits the
-latency budget of the core.
+(scarce on iCE40) and a harder error analysis.  Latency ``T + 4`` cycles: leading one, shift,
+trial preparation, ``T + 1`` steps.
 
 Datapath::
 
     d (d_width) --LZC--> s (signed) --reg--> M = d >> 2s | d << -2s   (mant_width = 2m bits)
-    E = 2**(2m-2), p = 0, Q = 0
-    repeat T+1 times:                    trial = 4Q + M            (e_width bits)
-        if E >= trial:  E -= trial ; p = 2p + 1 ; Q = 2Q + M
-        else:                        p = 2p     ; Q = 2Q
-        E = 4E
+    E = 2**(2m-2), p = 0, trial = M (= 4Q + M with Q = 0), 3M
+    repeat T+1 times:                    diff = E - trial          (e_width + 2 bits)
+        if diff >= 0:  E = 4*diff ; p = 2p + 1 ; trial = 2*trial + 3M    (Q = 2Q + M)
+        else:          E = 4*E    ; p = 2p     ; trial = 2*trial - M     (Q = 2Q)
     R = p  (0 when d = 0)
 
-Invariants: ``E = C/4**k - (2p)**2 * M`` and ``Q = p*M`` with ``C = 2**(2T+2m-2)``; ``E < 4(2p+1)M``.
+Invariants: ``E = C/4**k - (2p)**2 * M``, ``trial = 4*p*M + M`` with ``C = 2**(2T+2m-2)``;
+``E < 4(2p+1)M``.  Between registers: one carry chain (the subtraction, or a trial update) and a
+two-way multiplexer.
 
 Members
 -------
@@ -37,8 +37,9 @@ __all__ = ["Rsqrt", "rsqrt_result_layout", "rsqrt_latency"]
 
 
 def rsqrt_latency(cfg: CoreConfig) -> int:
-    """Find the leading one, shift, one cycle per result bit (T + 1), then the output."""
-    return cfg.rsqrt_bits + 3
+    """Find the leading one, shift, prepare the trial registers, one cycle per result bit
+    (T + 1), then the output."""
+    return cfg.rsqrt_bits + 4
 
 
 def rsqrt_result_layout(cfg: CoreConfig) -> data.StructLayout:
@@ -88,11 +89,17 @@ class Rsqrt(wiring.Component):
         zero = Signal()
         rem = Signal(e_width)
         root = Signal(cfg.r_width)
-        root_times_mant = Signal(e_width)
         step = Signal(range(T + 2))
 
+        # The trial subtrahend 4Q + M is a register of its own, updated without Q: with a result
+        # bit it becomes 4(2Q + M) + M = 2*trial + 3M, without one 4(2Q) + M = 2*trial - M.  Each
+        # step is then one subtraction (its sign is the comparison) beside the two candidate
+        # updates: one carry chain between registers.
         trial = Signal(e_width + 1)
-        m.d.comb += trial.eq((root_times_mant << 2) + mant)
+        three_m = Signal(mant_width + 2)
+        diff = Signal(signed(e_width + 2))
+        m.d.comb += diff.eq(rem - trial)
+        take = ~diff[-1]
 
         with m.FSM():
             with m.State("IDLE"):
@@ -105,22 +112,24 @@ class Rsqrt(wiring.Component):
                     mant.eq(wide[:mant_width]),
                     rem.eq(1 << (2 * mm - 2)),
                     root.eq(0),
-                    root_times_mant.eq(0),
                     step.eq(T + 1),
                 ]
+                m.next = "PREP"
+            with m.State("PREP"):
+                m.d.sync += [trial.eq(mant), three_m.eq((mant << 1) + mant)]
                 m.next = "RUN"
             with m.State("RUN"):
-                with m.If(rem >= trial):
+                with m.If(take):
                     m.d.sync += [
-                        rem.eq((rem - trial) << 2),
+                        rem.eq(diff[:e_width] << 2),
                         root.eq((root << 1) | 1),
-                        root_times_mant.eq((root_times_mant << 1) + mant),
+                        trial.eq((trial << 1) + three_m),
                     ]
                 with m.Else():
                     m.d.sync += [
                         rem.eq(rem << 2),
                         root.eq(root << 1),
-                        root_times_mant.eq(root_times_mant << 1),
+                        trial.eq((trial << 1) - mant),
                     ]
                 m.d.sync += step.eq(step - 1)
                 with m.If(step == 1):

@@ -26,12 +26,19 @@ from amaranth.lib.wiring import In, Out
 from .config import CoreConfig
 from .rsqrt import Rsqrt, rsqrt_latency
 
-__all__ = ["VectorScalars", "SerialMultiplier", "scalars_latency", "vector_stats_layout", "vector_coefs_layout", "round_shift"]
+__all__ = ["VectorScalars", "ScalarBank", "scalar_units", "unit_interval", "SerialMultiplier", "scalars_latency", "vector_stats_layout", "vector_coefs_layout", "shift_to_half",
+           "PipelinedMultiplier", "multiplier_widths"]
 
 
-#: Cycles the scalar stage spends outside the rsqrt unit, from the input transfer to ``o.valid``,
-#: with the parallel multiplier (registered operands, registered product: two products in flight).
-OWN_CYCLES = 9
+#: Cycles the scalar stage spends outside the rsqrt unit and the multiplier's pipeline, from the
+#: input transfer to ``o.valid``: IDLE (statistics latched), T (t = S2 + e*N), NT and S1SQ (the
+#: products of D issued), LATCH_NT, D, RSQRT_IN, NR and S1R (the products of A and B issued),
+#: LATCH_NR, AB (shift), ROUND; ``o.valid`` rises in OUT.  The tests measure it.
+OWN_CYCLES = 12
+
+#: Operand chunk width of the parallel multiplier's partial products: 17-bit unsigned chunks
+#: (signed top chunks) fit the 18x18 signed multipliers of ECP5 (MULT18X18D) and most FPGAs.
+DSP_CHUNK = 17
 
 #: Operand chunk width of the serial multiplier (an iCE40 SB_MAC16 is 16x16).
 CHUNK = 16
@@ -48,11 +55,92 @@ def _operand_bits(cfg: CoreConfig) -> dict:
             "NR": (cfg.count_width, cfg.r_width), "S1R": (cfg.s1_width, cfg.r_width)}
 
 
+def multiplier_widths(cfg: CoreConfig) -> tuple[int, int]:
+    """Signed operand widths of the scalar stage's multiplier: (N or S1, t or S1 or R)."""
+    t_width = max(cfg.s2_width, (cfg.eps_int * cfg.reduction_max).bit_length()) + 1
+    return max(cfg.count_width, cfg.s1_width) + 1, max(t_width, cfg.s1_width, cfg.r_width) + 1
+
+
 def scalars_latency(cfg: CoreConfig) -> int:
     own = OWN_CYCLES
     if cfg.scalar_mul == "serial":      # per product: chunk pairs, then accumulate and hand over
         own += sum(_chunks(a) * _chunks(b) + 2 for a, b in _operand_bits(cfg).values()) - 2
+    else:                               # each product pair waits out the multiplier's pipeline
+        own += 2 * (PipelinedMultiplier.latency_of(*multiplier_widths(cfg)) - 2)
     return rsqrt_latency(cfg) + own
+
+
+class PipelinedMultiplier(wiring.Component):
+    """Signed ``a*b``, one product per cycle, ``latency`` cycles after ``a`` and ``b`` are set.
+
+    Between registers sits at most one ``DSP_CHUNK``-bit partial product (one DSP block) or one
+    adder::
+
+        a, b --reg--> chunks --*--reg--> partial products --+--reg--> ... (one adder level per
+                                                            register) --> p
+
+    Operands are split into ``DSP_CHUNK``-bit unsigned low chunks and a signed top chunk, so
+    every partial product is an 18x18 signed multiplication at most."""
+
+    def __init__(self, a_width: int, b_width: int):
+        self._widths = (a_width, b_width)
+        super().__init__({
+            "a": In(signed(a_width)),
+            "b": In(signed(b_width)),
+            "p": Out(signed(a_width + b_width)),
+        })
+
+    @staticmethod
+    def _split(width: int) -> list[tuple[int, int]]:
+        """(low bit, width) of each chunk; the last is the signed top chunk (<= DSP_CHUNK + 1 bits)."""
+        count = max(1, -(-(width - 1) // DSP_CHUNK))
+        bounds = [(k * DSP_CHUNK, DSP_CHUNK) for k in range(count - 1)]
+        return bounds + [((count - 1) * DSP_CHUNK, width - (count - 1) * DSP_CHUNK)]
+
+    @classmethod
+    def latency_of(cls, a_width: int, b_width: int) -> int:
+        products = len(cls._split(a_width)) * len(cls._split(b_width))
+        return 2 + (products - 1).bit_length()
+
+    @property
+    def latency(self) -> int:
+        return self.latency_of(*self._widths)
+
+    def elaborate(self, platform):
+        m = Module()
+        a = Signal.like(self.a)
+        b = Signal.like(self.b)
+        m.d.sync += [a.eq(self.a), b.eq(self.b)]
+
+        def chunks(value, width):
+            split = self._split(width)
+            parts = [value[low:low + size] for low, size in split[:-1]]
+            low, size = split[-1]
+            return [(p, k * DSP_CHUNK) for k, p in enumerate(parts + [value[low:low + size].as_signed()])]
+
+        terms = []
+        for (ca, sa) in chunks(a, self._widths[0]):
+            for (cb, sb) in chunks(b, self._widths[1]):
+                product = Signal(signed(len(ca) + len(cb) + 1), name=f"pp_{sa}_{sb}")
+                m.d.sync += product.eq(ca * cb)
+                terms.append((product, sa + sb))
+        level = 0
+        while len(terms) > 1:
+            summed = []
+            for (x, sx), (y, sy) in zip(terms[0::2], terms[1::2]):
+                low = min(sx, sy)
+                total = Signal(signed(self.p.shape().width - low + 1), name=f"sum{level}_{low}")
+                m.d.sync += total.eq((x << (sx - low)) + (y << (sy - low)))
+                summed.append((total, low))
+            for x, sx in terms[len(terms) & ~1:]:       # an odd term waits a cycle with the others
+                delayed = Signal.like(x, name=f"sum{level}_{sx}")
+                m.d.sync += delayed.eq(x)
+                summed.append((delayed, sx))
+            terms = summed
+            level += 1
+        (total, shift), = terms
+        m.d.comb += self.p.eq(total << shift)
+        return m
 
 
 class SerialMultiplier(wiring.Component):
@@ -148,12 +236,14 @@ def vector_coefs_layout(cfg: CoreConfig) -> data.StructLayout:
     })
 
 
-def round_shift(m, value, shift, result):
-    """``result = rnd(value, shift)`` (round half up, ``shift`` a signed Value), combinationally."""
+def shift_to_half(m, value, shift, result):
+    """``result = value * 2**(1 - shift)``, floored (``shift`` a signed Value), combinationally:
+    ``(result + 1) >> 1`` is then ``rnd(value, shift)``, round half up.  (For ``shift < 1`` the
+    added 1 falls off in the final shift, so that too is exact.)"""
     with m.If(shift >= 1):
-        m.d.comb += result.eq(((value >> (shift - 1).as_unsigned()) + 1) >> 1)
+        m.d.comb += result.eq(value >> (shift - 1).as_unsigned())
     with m.Else():
-        m.d.comb += result.eq(value << (-shift).as_unsigned())
+        m.d.comb += result.eq(value << (1 - shift).as_unsigned())
 
 
 class VectorScalars(wiring.Component):
@@ -177,8 +267,7 @@ class VectorScalars(wiring.Component):
 
         n_width = cfg.count_width
         t_width = max(cfg.s2_width, (cfg.eps_int * cfg.reduction_max).bit_length()) + 1
-        mul_a_width = max(n_width, cfg.s1_width) + 1                   # N or S1
-        mul_b_width = max(t_width, cfg.s1_width, cfg.r_width) + 1      # t, S1 or R
+        mul_a_width, mul_b_width = multiplier_widths(cfg)
         mul_a = Signal(signed(mul_a_width))
         mul_b = Signal(signed(mul_b_width))
         serial = cfg.scalar_mul == "serial"
@@ -187,17 +276,16 @@ class VectorScalars(wiring.Component):
             product = multiplier.product
             m.d.comb += [multiplier.a.eq(mul_a), multiplier.b.eq(mul_b)]
         else:
-            # operands and product registered: the multiplier has a register on both sides
-            operand_a = Signal.like(mul_a)
-            operand_b = Signal.like(mul_b)
-            product = Signal(signed(mul_a_width + mul_b_width))
-            m.d.sync += [operand_a.eq(mul_a), operand_b.eq(mul_b), product.eq(operand_a * operand_b)]
+            m.submodules.multiplier = multiplier = PipelinedMultiplier(mul_a_width, mul_b_width)
+            product = multiplier.p
+            m.d.comb += [multiplier.a.eq(mul_a), multiplier.b.eq(mul_b)]
+            pipe_waits = multiplier.latency - 2      # extra states before the first product lands
         operand_bits = _operand_bits(cfg)
         wait_states = []
 
         def multiply(state, a_value, b_value, next_state):
             """In ``state``: start ``a*b``.  Serial: ``product`` holds it in ``next_state``.
-            Parallel: ``product`` holds it two states later."""
+            Parallel: ``product`` holds it ``multiplier.latency`` states later."""
             m.d.comb += [mul_a.eq(a_value), mul_b.eq(b_value)]
             if serial:
                 a_bits, b_bits = operand_bits[state]
@@ -222,10 +310,15 @@ class VectorScalars(wiring.Component):
         a = Signal(cfg.a_width)
         b = Signal(signed(cfg.b_width))
 
-        a_next = Signal(cfg.a_width)
-        b_next = Signal(signed(cfg.b_width))
-        round_shift(m, n_times_r, sh, a_next)
-        round_shift(m, product, sh, b_next)
+        s2 = Signal(cfg.s2_width)
+        t = Signal(t_width)
+        # A and B: the variable shift in AB, the rounding add in ROUND (two short paths)
+        half_a = Signal(signed(n_times_r.shape().width + 2))
+        half_b = Signal(signed(product.shape().width + 2))
+        a_shifted = Signal.like(half_a)
+        b_shifted = Signal.like(half_b)
+        shift_to_half(m, n_times_r, sh, a_shifted)
+        shift_to_half(m, product, sh, b_shifted)
 
         m.d.comb += [
             self.o.payload.a.eq(a),
@@ -240,23 +333,28 @@ class VectorScalars(wiring.Component):
                 m.d.comb += self.i.ready.eq(1)
                 with m.If(self.i.valid):
                     stats = self.i.payload
-                    n_in = Signal.like(n)
-                    t_in = Signal(t_width)
-                    per_count = count_multiplier(cfg)
-                    m.d.comb += [n_in.eq(stats.beats * per_count),
-                                 t_in.eq(stats.s2 + cfg.eps_int * stats.beats * per_count)]
                     m.d.sync += [
-                        n.eq(n_in),
+                        n.eq(stats.beats * count_multiplier(cfg)),
                         s1.eq(stats.s1),
-                        mean_term.eq(stats.s1 if cfg.subtracts_mean else 0),
+                        s2.eq(stats.s2),
+                        mean_term.eq(cfg.kind.mean_term(stats.s1)),
                         beats.eq(stats.beats),
                         overlong.eq(stats.overlong),
                     ]
-                    multiply("NT", n_in, t_in, "S1SQ")      # N*t starts as the stats arrive
+                    m.next = "T"
+            with m.State("T"):
+                m.d.sync += t.eq(s2 + cfg.eps_int * n)
+                m.next = "NT"
+            with m.State("NT"):
+                multiply("NT", n, t, "S1SQ")
             with m.State("S1SQ"):
-                multiply("S1SQ", s1, s1, "D" if serial else "LATCH_NT")
+                multiply("S1SQ", s1, s1, "D" if serial else ("PIPE_NT_0" if pipe_waits else "LATCH_NT"))
                 if serial:
                     m.d.sync += n_times_t.eq(product)
+            if not serial:
+                for k in range(pipe_waits):
+                    with m.State(f"PIPE_NT_{k}"):
+                        m.next = f"PIPE_NT_{k + 1}" if k + 1 < pipe_waits else "LATCH_NT"
             with m.State("LATCH_NT"):
                 m.d.sync += n_times_t.eq(product)
                 m.next = "D"
@@ -282,16 +380,23 @@ class VectorScalars(wiring.Component):
             with m.State("NR"):
                 multiply("NR", n, r, "S1R")
             with m.State("S1R"):
-                multiply("S1R", mean_term, r, "AB" if serial else "LATCH_NR")
+                multiply("S1R", mean_term, r, "AB" if serial else ("PIPE_NR_0" if pipe_waits else "LATCH_NR"))
                 if serial:
                     m.d.sync += n_times_r.eq(product)
+            if not serial:
+                for k in range(pipe_waits):
+                    with m.State(f"PIPE_NR_{k}"):
+                        m.next = f"PIPE_NR_{k + 1}" if k + 1 < pipe_waits else "LATCH_NR"
             with m.State("LATCH_NR"):
                 m.d.sync += n_times_r.eq(product)
                 m.next = "AB"
             with m.State("AB"):
+                m.d.sync += [half_a.eq(a_shifted), half_b.eq(b_shifted)]
+                m.next = "ROUND"
+            with m.State("ROUND"):
                 m.d.sync += [
-                    a.eq(Mux(zero, 0, a_next)),
-                    b.eq(Mux(zero, 0, b_next)),
+                    a.eq(Mux(zero, 0, (half_a + 1) >> 1)),
+                    b.eq(Mux(zero, 0, (half_b + 1) >> 1)),
                 ]
                 m.next = "OUT"
             with m.State("OUT"):
@@ -303,4 +408,71 @@ class VectorScalars(wiring.Component):
                     with m.If(multiplier.done):
                         m.next = next_state
         m.d.comb += self.busy.eq(~fsm.ongoing("IDLE"))
+        return m
+
+
+def unit_interval(cfg: CoreConfig) -> int:
+    """Cycles one :class:`VectorScalars` unit spends per vector: its latency, then the cycle in
+    which its result is taken (it accepts the next vector in the cycle after)."""
+    return scalars_latency(cfg) + 1
+
+
+def scalar_units(cfg: CoreConfig) -> int:
+    """Units the per-vector stage needs so that it takes a vector every ``cfg.vector_interval``
+    cycles (one unit without a ``vector_interval``)."""
+    if cfg.vector_interval is None:
+        return 1
+    return -(-unit_interval(cfg) // cfg.vector_interval)
+
+
+class ScalarBank(wiring.Component):
+    """``units`` :class:`VectorScalars` side by side, vectors dealt round-robin and collected in the
+    same order, so the stage takes a new vector every ``ceil(unit_interval / units)`` cycles.
+
+    Members as :class:`VectorScalars` (``i``, ``o``, ``busy``); the latency is a unit's.  Between
+    the registers of the units there are only the dealing and collecting multiplexers (one
+    ``units``-way select of the coefficient word)."""
+
+    def __init__(self, cfg: CoreConfig, units: int):
+        if units < 2:
+            raise ValueError(f"a bank needs at least 2 units, not {units}")
+        self._cfg = cfg
+        self._units = units
+        super().__init__({
+            "i": In(stream.Signature(vector_stats_layout(cfg))),
+            "o": Out(stream.Signature(vector_coefs_layout(cfg))),
+            "busy": Out(1),
+        })
+
+    @property
+    def units(self) -> int:
+        return self._units
+
+    @property
+    def latency(self) -> int:
+        return scalars_latency(self._cfg)
+
+    def elaborate(self, platform):
+        m = Module()
+        units = [VectorScalars(self._cfg) for _ in range(self._units)]
+        for k, unit in enumerate(units):
+            m.submodules[f"unit{k}"] = unit
+        deal = Signal(range(self._units))
+        collect = Signal(range(self._units))
+        for k, unit in enumerate(units):
+            m.d.comb += [
+                unit.i.payload.eq(self.i.payload),
+                unit.i.valid.eq(self.i.valid & (deal == k)),
+                unit.o.ready.eq(self.o.ready & (collect == k)),
+            ]
+        m.d.comb += [
+            self.i.ready.eq(Array(u.i.ready for u in units)[deal]),
+            self.o.valid.eq(Array(u.o.valid for u in units)[collect]),
+            self.o.payload.eq(Array(u.o.payload for u in units)[collect]),
+            self.busy.eq(Cat(u.busy for u in units).any()),
+        ]
+        with m.If(self.i.valid & self.i.ready):
+            m.d.sync += deal.eq(Mux(deal == self._units - 1, 0, deal + 1))
+        with m.If(self.o.valid & self.o.ready):
+            m.d.sync += collect.eq(Mux(collect == self._units - 1, 0, collect + 1))
         return m

@@ -2,7 +2,7 @@
 
 Block diagram::
 
-    i --> Ingest --stats--> FIFO --> VectorScalars --coefs--> OutputStage --> o
+    i --> Ingest --stats--> FIFO --> VectorScalars (or a ScalarBank of them) --coefs--> OutputStage --> o
             |  (S1, S2, N)            (D, rsqrt, A, B)            ^   ^
             +--> vector buffer (circular, 2+ vectors) ------------+   |
     params --------> γ/β memory (initialised from the configuration) -+
@@ -20,7 +20,7 @@ from .ingest import Ingest, buffer_depth
 from .interface import Core
 from .kinds import register_core
 from .output import OutputStage, output_latency, pack_params
-from .scalars import VectorScalars, scalars_latency
+from .scalars import ScalarBank, VectorScalars, scalar_units, scalars_latency
 from .streams import through_fifo
 
 __all__ = ["NormCore", "STATS_FIFO_DEPTH"]
@@ -56,7 +56,7 @@ class NormCore(Core):
 
     @staticmethod
     def latency_of(cfg: CoreConfig) -> int:
-        return Ingest.LATENCY + FIFO_LATENCY + scalars_latency(cfg) + output_latency(cfg)
+        return Ingest.latency_of(cfg) + FIFO_LATENCY + scalars_latency(cfg) + output_latency(cfg)
 
     @property
     def buffer_depth(self) -> int:
@@ -67,7 +67,8 @@ class NormCore(Core):
         cfg = self._cfg
         m = Module()
         m.submodules.ingest = ingest = Ingest(cfg)
-        m.submodules.scalars = scalars = VectorScalars(cfg)
+        units = scalar_units(cfg)
+        m.submodules.scalars = scalars = VectorScalars(cfg) if units == 1 else ScalarBank(cfg, units)
         m.submodules.output = output = OutputStage(cfg)
         stats_width = ingest.stats.payload.shape().size
         m.submodules.stats_fifo = stats_fifo = fifo.SyncFIFO(width=stats_width, depth=STATS_FIFO_DEPTH)

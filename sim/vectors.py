@@ -33,7 +33,7 @@ def _normal_small(cfg, n, rng):
 def _normal_wide(cfg, n, rng):
     # σ from a few LSB up to full scale, log-uniform
     f = cfg.in_format
-    sigma = np.exp(rng.uniform(np.log(2.0), np.log(f.max_int)))
+    sigma = np.exp(rng.uniform(np.log(2.0), np.log(max(f.max_int, 2))))    # 2-bit formats: max_int = 1
     return _clip(cfg, np.rint(rng.normal(0, sigma, n)))
 
 

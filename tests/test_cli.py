@@ -271,3 +271,241 @@ def test_verilog_writes_the_core(tmp_path, capsys):
     assert str(target) in err and cfg.describe() in err
     assert out == ""
     assert os.listdir(target.parent) == ["core.v"]
+
+
+# ---- hostile inputs: one error line, nothing written, nothing replaced ----------------------------
+
+def assert_one_error_line(status, out, err):
+    assert status == 2, err
+    lines = err.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("normgen: error: "), err
+    assert out == ""
+    return lines[0]
+
+
+def _forged_npy(path, shape, payload=b"\0" * 64):
+    """An .npy file whose header declares ``shape`` of float64, followed by ``payload`` only."""
+    import io
+    buffer = io.BytesIO()
+    np.lib.format.write_array_header_1_0(buffer, {"descr": "<f8", "fortran_order": False, "shape": shape})
+    path.write_bytes(buffer.getvalue() + payload)
+    return path
+
+
+@pytest.mark.parametrize("option", ["--input", "--gamma"])
+@pytest.mark.parametrize("shape", [(10 ** 12, 64), (2 ** 62,), (3, 64)])
+def test_npy_header_declaring_more_data_than_the_file_holds_is_refused(files, capsys, option, shape):
+    forged = _forged_npy(files["tmp"] / "forged.npy", shape)
+    argv = (["model", "--features", 64, "--input", forged, "--output", files["out"]] if option == "--input" else
+            ["model", "--features", 64, "--gamma", forged, "--input", files["x"], "--output", files["out"]])
+    line = assert_one_error_line(*run(argv, capsys))
+    assert option in line and "declares" in line and str(shape) in line
+    assert not files["out"].exists()
+
+
+class _Marker:
+    """Unpickling this creates the file ``path``: proof that a loader ran code from the file."""
+
+    def __init__(self, path):
+        self.path = str(path)
+
+    def __reduce__(self):
+        return (open, (self.path, "w"))
+
+
+def test_npy_of_pickled_objects_is_refused_without_running_them(files, capsys):
+    marker = files["tmp"] / "marker"
+    evil = np.empty((1, 1), dtype=object)
+    evil[0, 0] = _Marker(marker)
+    np.save(files["tmp"] / "evil.npy", evil, allow_pickle=True)
+    line = assert_one_error_line(*run(["model", "--features", 64, "--input", files["tmp"] / "evil.npy",
+                                       "--output", files["out"]], capsys))
+    assert "pickle" in line
+    assert not marker.exists() and not files["out"].exists()
+
+
+@pytest.mark.parametrize("kind", ["fifo", "socket", "device"])
+def test_output_that_is_not_a_regular_file_is_refused_and_kept(files, capsys, kind):
+    import socket
+    import stat
+    import tempfile
+
+    short = tempfile.mkdtemp(dir="/tmp")               # a socket path must be short
+    target = os.path.join(short, kind)
+    listener = None
+    try:
+        if kind == "fifo":
+            os.mkfifo(target)
+        elif kind == "socket":
+            listener = socket.socket(socket.AF_UNIX)
+            listener.bind(target)
+        else:                      # a private node with /dev/null's numbers: harmless if replaced
+            try:
+                os.mknod(target, 0o600 | stat.S_IFCHR, os.makedev(1, 3))
+            except PermissionError:
+                pytest.skip("creating a device node needs CAP_MKNOD")
+        before = os.lstat(target)
+        for argv in (["model", "--features", 64, "--input", files["x"], "--output", target],
+                     ["verilog", "--features", 8, "-o", target]):
+            line = assert_one_error_line(*run(argv, capsys))
+            assert "--output" in line and target in line and "regular file" in line
+            after = os.lstat(target)
+            assert stat.S_IFMT(after.st_mode) == stat.S_IFMT(before.st_mode)
+            assert (after.st_ino, after.st_rdev) == (before.st_ino, before.st_rdev)
+        assert sorted(os.listdir(short)) == [kind]     # no temporary file left beside it
+    finally:
+        if listener is not None:
+            listener.close()
+        os.unlink(target)
+        os.rmdir(short)
+
+
+def test_board_run_output_that_is_a_fifo_is_refused_before_the_board_is_opened(tmp_path, capsys):
+    from normgen.boards import cli as board_cli
+    os.mkfifo(tmp_path / "fifo")
+    np.save(tmp_path / "x.npy", np.zeros((1, 8)))
+    with pytest.raises(SystemExit) as exc:
+        board_cli.main(["board", "run", "--board", "icebreaker", "--port", str(tmp_path / "no-such-port"),
+                        "--input", str(tmp_path / "x.npy"), "--output", str(tmp_path / "fifo")])
+    out, err = capsys.readouterr()
+    line = assert_one_error_line(exc.value.code, out, err)
+    assert "FIFO" in line
+    assert os.path.exists(tmp_path / "fifo") and not os.path.isfile(tmp_path / "fifo")
+
+
+@pytest.mark.parametrize("dangling", [False, True])
+def test_symlink_output_replaces_its_target_and_stays_a_link(files, capsys, dangling):
+    real = files["tmp"] / "results" / "real.npy"
+    real.parent.mkdir()
+    if not dangling:
+        real.write_bytes(b"previous result")
+    link = files["tmp"] / "link.npy"
+    link.symlink_to(real)
+    status, _, err = run(["model", "--features", 64, "--input", files["x"], "--output", link], capsys)
+    assert status == 0, err
+    assert link.is_symlink() and os.readlink(link) == str(real)
+    x_int, _ = quantize_by_hand(np.load(files["x"]), 12, 16)
+    expected = golden.normalize(CoreConfig(features=64), x_int) / 4096
+    assert np.array_equal(np.load(real), expected)
+    assert os.listdir(real.parent) == ["real.npy"]
+
+
+@pytest.mark.parametrize("spelling", ["same", "dotted", "symlink", "hardlink"])
+@pytest.mark.parametrize("option", ["--input", "--gamma", "--beta"])
+def test_output_that_is_an_input_is_refused(files, capsys, option, spelling):
+    source = files["x"] if option == "--input" else files[option[2:]]
+    output = {"same": str(source),
+              "dotted": os.path.join(os.path.dirname(source), ".", os.path.basename(source)),
+              "symlink": str(files["tmp"] / "alias.npy"),
+              "hardlink": str(files["tmp"] / "hard.npy")}[spelling]
+    if spelling == "symlink":
+        os.symlink(source, output)
+    elif spelling == "hardlink":
+        os.link(source, output)
+    content = source.read_bytes()
+    line = assert_one_error_line(*run(["model", "--features", 64, "--gamma", files["gamma"], "--beta", files["beta"],
+                                       "--input", files["x"], "--output", output], capsys))
+    assert "--output" in line and option in line and "input" in line
+    assert source.read_bytes() == content
+
+
+def test_verilog_output_that_is_the_gamma_file_is_refused(files, capsys):
+    content = files["gamma"].read_bytes()
+    line = assert_one_error_line(*run(["verilog", "--features", 64, "--gamma", files["gamma"],
+                                       "-o", files["gamma"]], capsys))
+    assert "--gamma" in line
+    assert files["gamma"].read_bytes() == content
+
+
+@pytest.mark.parametrize("argv, words", [
+    (["model", "--features", "12x", "--input", "a", "--output", "b"], ["--features", "'12x'"]),
+    (["model", "--input", "a"], ["--output"]),
+    (["model", "--norm", "groupnorm", "--input", "a", "--output", "b"], ["--norm", "groupnorm"]),
+    (["model", "--input", "a", "--output", "b", "--frobnicate"], ["--frobnicate"]),
+    (["verilog", "--lanes"], ["--lanes"]),
+    (["frobnicate"], ["frobnicate"]),
+    ([], ["COMMAND"]),
+    (["board"], ["BOARD_COMMAND"]),
+    (["board", "run", "--board", "nope", "--port", "p", "--input", "x"], ["--board", "nope"]),
+    (["board", "build", "--board", "icebreaker", "--seed", "one"], ["--seed", "'one'"]),
+])
+def test_argument_errors_are_one_line(tmp_path, capsys, argv, words):
+    line = assert_one_error_line(*run(argv, capsys))
+    for word in words:
+        assert word in line, (word, line)
+    assert "--help" in line                            # the usage hint rides on the same line
+    assert os.listdir(tmp_path) == []
+
+
+def test_board_cli_argument_errors_are_one_line(capsys):
+    from normgen.boards import cli as board_cli
+    with pytest.raises(SystemExit) as exc:
+        board_cli.main(["board", "prog", "--board", "nope"])
+    out, err = capsys.readouterr()
+    line = assert_one_error_line(exc.value.code, out, err)
+    assert "--board" in line and "'nope'" in line
+
+
+@pytest.fixture
+def bn_batch(tmp_path):
+    np.save(tmp_path / "x.npy", np.random.default_rng(9).normal(0, 2, (10, 8)))
+    return ["model", "--norm", "batchnorm", "--features", 8, "--max-batch", 4, "--input", tmp_path / "x.npy",
+            "--output", tmp_path / "y.npy"]
+
+
+@pytest.mark.parametrize("size", [0, -1, 5])
+def test_batch_size_outside_its_range_is_refused(tmp_path, capsys, bn_batch, size):
+    line = assert_one_error_line(*run([*bn_batch, "--batch-size", size], capsys))
+    assert "--batch-size" in line and "1..4" in line and f"not {size}" in line
+    assert not (tmp_path / "y.npy").exists()
+
+
+def test_batch_size_without_batch_statistics_is_refused(files, capsys):
+    line = assert_one_error_line(*run(["model", "--features", 64, "--batch-size", 2, "--input", files["x"],
+                                       "--output", files["out"]], capsys))
+    assert "--batch-size" in line and "--max-batch" in line
+    assert not files["out"].exists()
+
+
+def test_batch_statistics_on_no_samples_write_an_empty_output(tmp_path, capsys, bn_batch):
+    np.save(tmp_path / "x.npy", np.zeros((0, 8)))
+    status, _, err = run(bn_batch, capsys)
+    assert status == 0, err
+    assert np.load(tmp_path / "y.npy").shape == (0, 8)
+
+
+def test_an_error_after_the_computation_is_the_only_line(files, capsys):
+    # the output's directory cannot be made (a file is in the way): the failure comes last
+    blocker = files["tmp"] / "blocker"
+    blocker.write_bytes(b"")
+    line = assert_one_error_line(*run(["model", "--features", 64, "--input", files["x"],
+                                       "--output", blocker / "y.npy"], capsys))
+    assert "cannot write" in line and "blocker" in line
+
+
+def test_values_beyond_float_range_of_the_format_bring_no_warning_lines(tmp_path):
+    # a separate process: Python's warnings reach its real stderr, as a user sees them
+    np.save(tmp_path / "big.npy", np.full((2, 4), 1e308))
+    base = [sys.executable, "-m", "normgen.host.cli", "model", "--input", str(tmp_path / "big.npy"),
+            "--output", str(tmp_path / "y.npy")]
+    failed = subprocess.run([*base, "--norm", "batchnorm", "--features", "8", "--max-batch", "4"],
+                            capture_output=True, text=True, timeout=120)
+    assert failed.returncode == 2
+    assert len(failed.stderr.splitlines()) == 1 and "C = 8" in failed.stderr, failed.stderr
+    ok = subprocess.run([*base, "--features", "4"], capture_output=True, text=True, timeout=120)
+    assert ok.returncode == 0, ok.stderr
+    assert "Warning" not in ok.stderr and "8 value(s) saturated" in ok.stderr, ok.stderr
+    assert np.array_equal(np.load(tmp_path / "y.npy"), np.zeros((2, 4)))     # constant vectors: β = 0
+
+
+def test_board_run_port_that_cannot_be_opened_is_the_only_line(tmp_path, capsys):
+    pytest.importorskip("serial")
+    from normgen.boards import cli as board_cli
+    np.save(tmp_path / "x.npy", np.zeros((1, 8)))
+    with pytest.raises(SystemExit) as exc:
+        board_cli.main(["board", "run", "--board", "icebreaker", "--port", str(tmp_path / "no-such-port"),
+                        "--input", str(tmp_path / "x.npy"), "--output", str(tmp_path / "y.npy")])
+    out, err = capsys.readouterr()
+    line = assert_one_error_line(exc.value.code, out, err)
+    assert "cannot open" in line and "no-such-port" in line
+    assert not (tmp_path / "y.npy").exists()

@@ -60,6 +60,10 @@ BAD_CONFIGS = [
     (dict(features=8, gamma=["a"] * 8), ["gamma", "real numbers"]),
     (dict(features=8, beta=np.ones(8) * 1j), ["beta", "real numbers"]),
     (dict(features=8, gamma=np.r_[np.ones(5), 9.5, np.ones(2)]), ["gamma[5]", "9.5"]),
+    (dict(vector_interval=0), ["vector_interval", "1..1024", "0"]),
+    (dict(vector_interval=2.5), ["vector_interval", "2.5"]),
+    (dict(vector_interval=True), ["vector_interval", "True"]),
+    (dict(norm="batchnorm", features=8, max_batch=4, vector_interval=4), ["vector_interval", "layernorm, rmsnorm"]),
 ]
 
 

@@ -37,6 +37,7 @@ CASES = [
     ("small-s2.6-s3.5-p4-randparams", _random_params(SMALL, 12), 24),
     ("layernorm-eps0-n16-randparams", _random_params({"features": 16, "eps": 0.0}, 13), 24),
     ("layernorm-p4-serial-scalars", {"lanes": 4, "scalar_mul": "serial"}, 6),
+    ("layernorm-p8-interval-4", {"features": 64, "lanes": 8, "vector_interval": 4}, 8),
 ]
 
 GROUPS = {

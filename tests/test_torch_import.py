@@ -147,3 +147,144 @@ def test_batch_statistics_match_pytorch_training_forward():
     mean, var = golden.running_statistics(cfg, x_int, np.zeros(channels), np.ones(channels))
     np.testing.assert_allclose(mean, module.running_mean.numpy(), rtol=1e-12, atol=1e-15)
     np.testing.assert_allclose(var, module.running_var.numpy(), rtol=1e-12)
+
+
+# ---- hostile files: nothing in them runs, every value is checked, one error line ------------------
+
+class _Marker:
+    """Unpickling this creates the file ``path``: proof that a loader ran code from the file."""
+
+    def __init__(self, path):
+        self.path = str(path)
+
+    def __reduce__(self):
+        return (open, (self.path, "w"))
+
+
+def _run_import(tmp_path, capsys, model_file, *extra):
+    np.save(tmp_path / "x.npy", np.zeros((1, 8)))
+    code = run_cli(["model", "--from-torch", str(model_file), *extra, "--input", str(tmp_path / "x.npy"),
+                    "--output", str(tmp_path / "y.npy")])
+    out, err = capsys.readouterr()
+    assert code == 2, err
+    lines = err.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("normgen: error: --from-torch"), err
+    assert out == "" and not (tmp_path / "y.npy").exists()
+    return lines[0]
+
+
+@pytest.mark.parametrize("container", ["state_dict", "bare_object", "plain_pickle"])
+def test_pickled_code_in_a_pytorch_file_is_refused_without_running(tmp_path, capsys, container):
+    torch = pytest.importorskip("torch")
+    import pickle
+    marker = tmp_path / "marker"
+    path = tmp_path / "evil.pt"
+    if container == "state_dict":
+        torch.save({"weight": torch.ones(8), "bias": _Marker(marker)}, path)
+    elif container == "bare_object":
+        torch.save(_Marker(marker), path)
+    else:
+        path.write_bytes(pickle.dumps({"weight": _Marker(marker)}))
+    line = _run_import(tmp_path, capsys, path, "--norm", "layernorm")
+    assert "refused" in line and "could run code" in line
+    assert not marker.exists()
+
+
+def test_a_subclass_of_a_supported_layer_is_refused(tmp_path, capsys, monkeypatch):
+    torch = pytest.importorskip("torch")
+
+    class Sneaky(torch.nn.LayerNorm):
+        pass
+
+    Sneaky.__qualname__ = "Sneaky"                   # picklable by reference, as a user's class is
+    monkeypatch.setitem(globals(), "Sneaky", Sneaky)
+    path = tmp_path / "sneaky.pt"
+    torch.save(Sneaky(8), path)
+    line = _run_import(tmp_path, capsys, path)
+    assert "refused" in line and "Sneaky" in line
+
+
+@pytest.mark.parametrize("state, words", [
+    ({"weight": "abc"}, ["weight", "tensor", "str"]),
+    ({"weight": [1.0, 2.0]}, ["weight", "tensor", "list"]),
+    ({"weight": "complex"}, ["weight", "real numbers"]),
+    ({"weight": "matrix"}, ["weight", "1-D", "(2, 4)"]),
+    ({"weight": "nan"}, ["weight", "finite", "nan"]),
+    ({"weight": "empty"}, ["weight", "1..65536", "not 0"]),
+])
+def test_state_dict_values_are_checked(tmp_path, capsys, state, words):
+    torch = pytest.importorskip("torch")
+    special = {"complex": torch.ones(8, dtype=torch.complex64), "matrix": torch.ones(2, 4),
+               "nan": torch.tensor([1.0] * 7 + [float("nan")]), "empty": torch.ones(0)}
+    state = {k: special.get(v, v) if isinstance(v, str) else v for k, v in state.items()}
+    torch.save(state, tmp_path / "sd.pt")
+    line = _run_import(tmp_path, capsys, tmp_path / "sd.pt", "--norm", "layernorm")
+    for word in words:
+        assert word in line, (word, line)
+
+
+@pytest.mark.parametrize("attribute, value, words", [
+    ("eps", "tensor", ["eps", "single real number", "Tensor"]),
+    ("eps", "nan", ["eps", "finite", "nan"]),
+    ("normalized_shape", (4, 2), ["normalized_shape", "1-D"]),
+    ("normalized_shape", (16,), ["8 values", "size is 16"]),
+])
+def test_module_attributes_are_checked(tmp_path, capsys, attribute, value, words):
+    torch = pytest.importorskip("torch")
+    module = torch.nn.LayerNorm(8)
+    setattr(module, attribute, {"tensor": torch.tensor([1e-5, 1e-5]), "nan": float("nan")}.get(value, value)
+            if isinstance(value, str) else value)
+    torch.save(module, tmp_path / "m.pt")
+    line = _run_import(tmp_path, capsys, tmp_path / "m.pt")
+    for word in words:
+        assert word in line, (word, line)
+
+
+def _forged_npz(path, members):
+    """An .npz whose members are given as raw bytes (so their headers can lie)."""
+    import zipfile
+    with zipfile.ZipFile(path, "w") as archive:
+        for name, data in members.items():
+            archive.writestr(f"{name}.npy", data)
+    return path
+
+
+def _npy_bytes(array=None, header=None, payload=b""):
+    import io
+    buffer = io.BytesIO()
+    if header is None:
+        np.save(buffer, array, allow_pickle=True)
+        return buffer.getvalue()
+    np.lib.format.write_array_header_1_0(buffer, header)
+    return buffer.getvalue() + payload
+
+
+@pytest.mark.parametrize("members, words", [
+    ({"weight": np.ones(8), "eps": np.array([1e-5, 1e-3])}, ["eps", "single number", "(2,)"]),
+    ({"weight": np.ones(8), "eps": np.array("abc")}, ["eps", "real numbers"]),
+    ({"weight": np.ones(8), "eps": np.array(-1.0)}, ["eps", ">= 0", "-1.0"]),
+    ({"weight": np.ones(8), "eps": np.array(np.inf)}, ["eps", "finite", "inf"]),
+    ({"weight": np.array(["a"] * 8)}, ["weight", "real numbers"]),
+    ({"weight": np.ones((2, 4))}, ["weight", "1-D", "(2, 4)"]),
+    ({"weight": np.r_[np.ones(7), np.nan]}, ["weight", "finite", "weight[7]"]),
+    ({"weight": np.ones(8), "norm": np.array(["layernorm", "rmsnorm"])}, ["norm", "one short string"]),
+    ({"weight": np.ones(8, complex)}, ["weight", "real numbers"]),
+    ({"weight": "pickle"}, ["weight", "pickle"]),
+    ({"weight": "forged"}, ["weight", "declares", str((2 ** 40,))]),
+    ({"weight": np.zeros(70000)}, ["weight", "at most 65536", "(70000,)"]),
+])
+def test_npz_contents_are_checked_before_use(tmp_path, capsys, members, words):
+    marker = tmp_path / "marker"
+    evil = np.empty(8, dtype=object)
+    evil[:] = [_Marker(marker)] * 8
+    special = {
+        "pickle": _npy_bytes(evil),
+        "forged": _npy_bytes(header={"descr": "<f8", "fortran_order": False, "shape": (2 ** 40,)}, payload=b"\0" * 64),
+    }
+    raw = {k: special[v] if isinstance(v, str) and v in special else _npy_bytes(np.asarray(v))
+           for k, v in members.items()}
+    path = _forged_npz(tmp_path / "p.npz", raw)
+    line = _run_import(tmp_path, capsys, path, "--norm", "layernorm")
+    for word in words:
+        assert word in line, (word, line)
+    assert not marker.exists()

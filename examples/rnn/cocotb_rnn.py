@@ -126,7 +126,7 @@ async def test_rnn_in_the_loop(dut):
     assert core.affine, "the RNN needs the γ/β stage"
     model = LNRNN.load(settings["weights"])
     trained = core_config(model, **settings["core"])
-    with np.load(settings["inputs"]) as npz:
+    with np.load(settings["inputs"], allow_pickle=False) as npz:
         data = Dataset(npz["inputs"], npz["lengths"], npz["labels"])
 
     dut.rst.value = 1
