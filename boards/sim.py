@@ -1,6 +1,6 @@
 """Full-system simulation of a board image: the emitted Verilog of
 :class:`~normgen.boards.link.NormLink` (UART, framing, core: everything of the bitstream but the
-PLL and the I/O buffers) under Icarus Verilog, driven by the host driver through cocotb
+PLL and the I/O buffers) under Icarus Verilog or Verilator, driven by the host driver through cocotb
 (:mod:`normgen.boards.cocotb_link`).
 
 The image's own core configuration is simulated; only the UART divisor (``clocks_per_bit``,
@@ -28,7 +28,7 @@ from pathlib import Path
 from xml.etree import ElementTree
 
 from normgen.hw.config import CoreConfig
-from normgen.sim.runner import build_lock, build_root
+from normgen.sim.runner import build_lock, build_root, choose_simulator, simulator_build_options, with_env
 
 from . import protocol as proto
 
@@ -82,8 +82,9 @@ def _failures(results_xml: Path) -> list:
 def run_board_sim(board: str = "icebreaker", *, cfg: CoreConfig | None = None, vectors: int = 60,
                   max_n: int = 24, malformed: int = 220, seed: int = 1, testcase=None,
                   clocks_per_bit: int = 4, timeout_bytes: int = 8, waves: bool = False,
-                  check: bool = True, quiet: bool = True) -> SimResult:
-    """Simulate the board image of ``board`` (or ``cfg``) and run the host driver against it."""
+                  check: bool = True, quiet: bool = True, simulator: str | None = None) -> SimResult:
+    """Simulate the board image of ``board`` (or ``cfg``) and run the host driver against it
+    (``simulator``: see :func:`normgen.sim.runner.choose_simulator`)."""
     from cocotb_tools.runner import get_runner
 
     if cfg is None:
@@ -98,7 +99,8 @@ def run_board_sim(board: str = "icebreaker", *, cfg: CoreConfig | None = None, v
     case = build_root() / "boards-sim" / f"{board}-{hashlib.sha256(key.encode()).hexdigest()[:12]}"
     case.mkdir(parents=True, exist_ok=True)
     source = case / f"{TOPLEVEL}.v"
-    sim_build = case / "icarus"
+    sim = choose_simulator(simulator)
+    sim_build = case / (f"{sim}_waves" if waves and sim == "verilator" else sim)   # Verilator: traced build
     names = [testcase] if isinstance(testcase, str) else list(testcase or [])
     run_dir = sim_build / f"run-{'-'.join(n.removeprefix('test_') for n in names) or 'all'}-seed{seed}"
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -106,17 +108,20 @@ def run_board_sim(board: str = "icebreaker", *, cfg: CoreConfig | None = None, v
     with contextlib.suppress(FileNotFoundError):
         report_path.unlink()
 
-    runner = get_runner("icarus")
+    runner = get_runner(sim)
+    build_args, build_env = simulator_build_options(sim)
+    if sim == "icarus":
+        build_args = ["-g2005"]    # see normgen.sim.runner (Yosys' time-zero triggers of always @* under SV rules)
     with build_lock(case / ".build.lock"):
         text = emit_link_verilog(cfg, link)          # the gateware may have changed: compare
         if not source.exists() or source.read_text() != text:
             temp = source.with_suffix(".tmp")
             temp.write_text(text)
             temp.replace(source)
-        # -g2005: see normgen.sim.runner (Yosys' time-zero triggers of always @* under SV rules)
-        runner.build(sources=[source], hdl_toplevel=TOPLEVEL, build_dir=sim_build,
-                     timescale=("1ns", "1ps"), build_args=["-g2005"],
-                     log_file=(sim_build / "build.log") if quiet else None)
+        with with_env(build_env):
+            runner.build(sources=[source], hdl_toplevel=TOPLEVEL, build_dir=sim_build,
+                         timescale=("1ns", "1ps"), build_args=build_args, waves=waves and sim == "verilator",
+                         log_file=(sim_build / "build.log") if quiet else None)
     settings = {"core": core_kwargs, "link": link.__dict__, "clock_ps": CLOCK_PS, "seed": seed,
                 "vectors": vectors, "max_n": max_n, "malformed": malformed, "report": str(report_path)}
     results_xml = run_dir / "results.xml"

@@ -6,7 +6,8 @@ Subcommands
     Run the bit-exact golden model on a ``.npy`` file of float vectors and write the outputs
     (float64, exactly on the output grid) to another ``.npy`` file.
 ``verilog``
-    Emit the Verilog of one core.
+    Emit the Verilog of one core (and, with ``--core-file``, its FuseSoC core description:
+    :mod:`normgen.host.fusesoc`).
 
 Every subcommand that describes a core takes the same options, built by
 :func:`add_core_options` and turned into a :class:`~normgen.hw.config.CoreConfig` by
@@ -365,6 +366,8 @@ def _run_verilog(args) -> int:
     cfg = core_config_from_args(args)
     if args.output != "-":
         _check_output_path(args.output, "--output", _input_paths(args))
+    if args.core_file is not None:
+        _check_core_file(args)
     text = generate_verilog(cfg, module_name=args.module_name)
     if args.output == "-":
         try:
@@ -377,8 +380,37 @@ def _run_verilog(args) -> int:
     else:
         write_atomically(args.output, lambda f: f.write(text), binary=False)
         where = args.output
-    _note(f"wrote {where}: module {args.module_name}: {cfg.describe()}, latency {core_latency(cfg)} cycles")
+    summary = f"{cfg.describe()}, latency {core_latency(cfg)} cycles"
+    _note(f"wrote {where}: module {args.module_name}: {summary}")
+    if args.core_file is not None:
+        _write_core_file(args, summary)
     return 0
+
+
+def _check_core_file(args):
+    if args.output == "-":
+        raise CliError("--core-file needs the Verilog in a file (-o CORE.v), not on stdout")
+    if not args.core_file.endswith(".core"):
+        raise CliError(f"--core-file must end in .core (FuseSoC finds cores by that suffix), "
+                       f"not {args.core_file!r}")
+    _check_output_path(args.core_file, "--core-file")
+    if os.path.abspath(args.core_file) == os.path.abspath(args.output):
+        raise CliError("--core-file and --output name the same file")
+    core_dir = os.path.dirname(os.path.abspath(args.core_file))
+    if os.path.commonpath([core_dir, os.path.abspath(args.output)]) != core_dir:
+        raise CliError(f"--core-file {args.core_file!r} must be in the directory of the Verilog file "
+                       f"{args.output!r} or above it (FuseSoC takes a core's files from below the core file)")
+
+
+def _write_core_file(args, description: str):
+    from normgen.host.fusesoc import core_description, vlnv
+
+    version = _version()
+    version = version if version[:1].isdigit() else "0"
+    text = core_description(module_name=args.module_name, verilog_path=args.output,
+                            core_path=args.core_file, version=version, description=description)
+    write_atomically(args.core_file, lambda f: f.write(text), binary=False)
+    _note(f"wrote {args.core_file}: FuseSoC core {vlnv(args.module_name, version)}")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -410,6 +442,9 @@ def build_parser() -> argparse.ArgumentParser:
                      help="Verilog file to write, '-' for stdout (default: %(default)s)")
     out.add_argument("--module-name", default="normgen_core", metavar="NAME",
                      help="name of the top module (default: %(default)s)")
+    out.add_argument("--core-file", default=None, metavar="CORE.core",
+                     help="also write a FuseSoC (CAPI2) core description of the Verilog file, VLNV "
+                          "normgen:cores:NAME:VERSION, with lint and sim targets")
     verilog.set_defaults(run=_run_verilog)
 
     from normgen.boards.cli import add_board_parser

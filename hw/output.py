@@ -237,37 +237,47 @@ class OutputStage(wiring.Component):
         advance = Signal()                      # the whole pipeline moves on
 
         # Issue: one beat per cycle; the first beat of a vector issues in the cycle its
-        # constants arrive when nothing else is in progress.
+        # constants arrive when nothing else is in progress.  Whether the next beat of the current
+        # vector is its last is kept in a register (``cur_last``), so the handshake with the
+        # scalar stage and the enables of the constant registers need no comparison.
         active = Signal()
         beat = Signal.like(self.coefs.payload.beats)
+        left = Signal.like(self.coefs.payload.beats)      # beats of ``cur`` not yet issued
+        cur_last = Signal()
         cur = Signal.like(self.coefs.payload)
         head = Signal.like(self.coefs.payload)
         head_beat = Signal.like(beat)
         issue = Signal()
         issue_last = Signal()
+        incoming = self.coefs.payload
+        incoming_last = incoming.overlong | (incoming.beats == 1)
         with m.If(active):
-            m.d.comb += [head.eq(cur), head_beat.eq(beat)]
+            m.d.comb += [head.eq(cur), head_beat.eq(beat), issue_last.eq(cur_last)]
         with m.Else():
-            m.d.comb += [head.eq(self.coefs.payload), head_beat.eq(0)]
+            m.d.comb += [head.eq(incoming), head_beat.eq(0), issue_last.eq(incoming_last)]
         m.d.comb += [
             issue.eq(advance & (active | self.coefs.valid)),
-            issue_last.eq(head.overlong | (head_beat + 1 == head.beats)),
-            self.coefs.ready.eq(advance & (~active | issue_last)),
+            self.coefs.ready.eq(advance & (~active | cur_last)),
             self.buffer.addr.eq(self.rd_ptr[:ptr_bits]),
             self.buffer.en.eq(advance),
         ]
         if cfg.affine:
             m.d.comb += [self.params.addr.eq(head_beat), self.params.en.eq(advance)]
+        with m.If(self.coefs.valid & self.coefs.ready):
+            m.d.sync += cur.eq(incoming)
         with m.If(issue):
             with m.If(~head.overlong):
                 m.d.sync += self.rd_ptr.eq(self.rd_ptr + 1)
-            with m.If(issue_last):
-                m.d.sync += active.eq(0)
+            with m.If(~active):                  # the first beat of ``incoming`` issues now
+                m.d.sync += [active.eq(~incoming_last), beat.eq(1), left.eq(incoming.beats - 1),
+                             cur_last.eq(incoming.beats == 2)]
+            with m.Elif(~cur_last):
+                m.d.sync += [beat.eq(beat + 1), left.eq(left - 1), cur_last.eq(left == 2)]
+            with m.Elif(self.coefs.valid):        # taken with the last beat: issues from next cycle
+                m.d.sync += [active.eq(1), beat.eq(0), left.eq(incoming.beats),
+                             cur_last.eq(incoming_last)]
             with m.Else():
-                m.d.sync += [active.eq(1), beat.eq(head_beat + 1), cur.eq(head)]
-        with m.If(self.coefs.valid & self.coefs.ready & active):
-            # taken while the current vector issues its last beat: starts next cycle
-            m.d.sync += [active.eq(1), beat.eq(0), cur.eq(self.coefs.payload)]
+                m.d.sync += active.eq(0)
 
         # S1: memory data out; S1b: memory data registered (block RAM outputs are slow).
         # The vector constants and flags ride along.

