@@ -11,6 +11,10 @@ Property sets (one function each, returning a :class:`Proof`):
 :func:`rsqrt_proof`
     The rsqrt unit's result equals its integer specification (:mod:`normgen.hw.config`) for
     every radicand of the configuration's ``d_width`` bits.  k-induction.
+:func:`datapath_proof`
+    The per-element datapath that every core shares, alone: stream rules, data 0 on an error
+    beat, one output beat per input beat with its ``last``/``error``/``end`` flags, in order.
+    Bounded.
 :func:`stream_proof`
     A core's output stream follows the stream rules (``valid`` held until ``ready``, payload
     stable while stalled), given a producer that follows them on the input; an error beat's data
@@ -52,6 +56,7 @@ from amaranth.back import rtlil
 from amaranth.hdl import Assert, Assume
 
 from normgen.hw.config import CoreConfig
+from normgen.hw.output import ElementDatapath, datapath_latency
 from normgen.hw.rsqrt import Rsqrt, rsqrt_latency
 from normgen.hw import build_core, core_latency
 
@@ -244,6 +249,75 @@ def rsqrt_proof(kind: str = "layernorm", *, mutate: bool = False) -> Proof:
         mode="prove", depth=rsqrt_induction_depth(cfg), expect="FAIL" if mutate else "PASS",
         about=f"rsqrt of every {cfg.d_width}-bit radicand (T={cfg.rsqrt_bits}, m={cfg.rsqrt_m})"
               + (": the table wrong at D = 2**d_width - 1" if mutate else ""))
+
+
+# ---- per-element datapath -----------------------------------------------------------------------
+class DatapathHarness(Elaboratable):
+    """The per-element datapath shared by every core, alone: any input from a producer that
+    follows the stream rules, any output stall.  It must follow the stream rules, give data 0 on
+    an error beat, and pass every beat's ``last``, ``error`` and ``end`` through in order, one
+    output per input.  ``swap_last`` makes the harness expect ``last`` inverted (a mutation)."""
+
+    PENDING_MAX = 15
+
+    def __init__(self, cfg: CoreConfig, *, swap_last: bool = False):
+        self.cfg = cfg
+        self.dut = ElementDatapath(cfg, shared_coefs=True)
+        self.swap_last = swap_last
+        self.watch = Signal()
+
+    @property
+    def ports(self):
+        return [self.dut.i.valid, self.dut.i.payload.as_value(), self.dut.o.ready, self.watch]
+
+    def elaborate(self, platform):
+        dut = self.dut
+        m = Module()
+        m.submodules.dut = dut
+        i, o = dut.i, dut.o
+        i_stalled, i_prev = _stall_shadow(m, i.valid, i.ready, i.payload.as_value())
+        with m.If(i_stalled):
+            m.d.comb += Assume(i.valid & (i.payload.as_value() == i_prev))
+        o_stalled, o_prev = _stall_shadow(m, o.valid, o.ready, o.payload.as_value())
+        with m.If(o_stalled):
+            m.d.comb += Assert(o.valid & (o.payload.as_value() == o_prev), "output changed while stalled")
+        with m.If(o.valid & o.payload.error):
+            m.d.comb += Assert(o.payload.data.as_value() == 0, "error beat with data")
+
+        take_in, take_out = i.valid & i.ready, o.valid & o.ready
+        pending = Signal(range(self.PENDING_MAX + 1))
+        m.d.sync += pending.eq(pending + take_in - take_out)
+        m.d.comb += Assert(pending + take_in <= self.PENDING_MAX, "harness count overflow")
+        with m.If(take_out):
+            m.d.comb += Assert(pending != 0, "an output beat without an input beat")
+
+        names = [name for name in ("last", "error", "end") if name in dict(iter(o.payload.shape()))]
+        flags_in = Cat(*(getattr(i.payload, name) for name in names)) ^ self.swap_last
+        flags_out = Cat(*(getattr(o.payload, name) for name in names))
+        chosen, finished = Signal(), Signal()
+        ahead = Signal.like(pending)
+        flags = Signal(len(names))
+        with m.If(take_in & self.watch & ~chosen):
+            m.d.sync += [chosen.eq(1), ahead.eq(pending - take_out), flags.eq(flags_in)]
+        with m.Elif(chosen & ~finished & take_out):
+            with m.If(ahead == 0):
+                m.d.sync += finished.eq(1)
+                m.d.comb += Assert(flags_out == flags, "beat flags out of order")
+            with m.Else():
+                m.d.sync += ahead.eq(ahead - 1)
+        return m
+
+
+def datapath_proof(kind: str = "layernorm", *, mutate: bool = False) -> Proof:
+    """The per-element datapath's stream rules and beat order; bounded, its latency plus 12."""
+    cfg = config(kind)
+
+    def build():
+        harness = DatapathHarness(cfg, swap_last=mutate)
+        return harness, harness.ports
+    return Proof(name=f"datapath-{kind}" + ("-mutated" if mutate else ""), build=build, mode="bmc",
+                 depth=datapath_latency(cfg) + 12, expect="FAIL" if mutate else "PASS",
+                 about=f"ElementDatapath of {cfg.describe()}" + ("; the harness expects last inverted" if mutate else ""))
 
 
 # ---- core harness --------------------------------------------------------------------------------
@@ -491,7 +565,7 @@ KINDS = tuple(CONFIGS)
 def all_proofs() -> list:
     """Every proof of ``make formal``: the rsqrt unit, then per core kind its stream rules and its
     framing."""
-    proofs = [rsqrt_proof("rmsnorm")]
+    proofs = [rsqrt_proof("rmsnorm"), datapath_proof("layernorm")]
     proofs += [stream_proof(kind) for kind in KINDS]
     proofs += [framing_proof(kind) for kind in KINDS]
     return proofs
@@ -499,7 +573,8 @@ def all_proofs() -> list:
 
 def negative_proofs() -> list:
     """The mutations, smallest configurations: each must fail."""
-    return [rsqrt_proof("rmsnorm", mutate=True), stream_proof("batchnorm", mutate=True),
+    return [rsqrt_proof("rmsnorm", mutate=True), datapath_proof("layernorm", mutate=True),
+            stream_proof("batchnorm", mutate=True),
             framing_proof("batchnorm", mutate=True)]
 
 
