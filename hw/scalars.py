@@ -33,8 +33,12 @@ __all__ = ["VectorScalars", "ScalarBank", "scalar_units", "unit_interval", "Seri
 #: Cycles the scalar stage spends outside the rsqrt unit and the multiplier's pipeline, from the
 #: input transfer to ``o.valid``: IDLE (statistics latched), T (t = S2 + e*N), NT and S1SQ (the
 #: products of D issued), LATCH_NT, D, RSQRT_IN, NR and S1R (the products of A and B issued),
-#: LATCH_NR, AB (shift), ROUND; ``o.valid`` rises in OUT.  The tests measure it.
-OWN_CYCLES = 12
+#: LATCH_NR, AB and AB_FINE (the two steps of the shift), ROUND; ``o.valid`` rises in OUT.  The
+#: tests measure it.
+OWN_CYCLES = 13
+
+#: The A/B shift moves by multiples of this first, then by the rest: two short multiplexer trees.
+SHIFT_STEP = 8
 
 #: Operand chunk width of the parallel multiplier's partial products: 17-bit unsigned chunks
 #: (signed top chunks) fit the 18x18 signed multipliers of ECP5 (MULT18X18D) and most FPGAs.
@@ -236,14 +240,21 @@ def vector_coefs_layout(cfg: CoreConfig) -> data.StructLayout:
     })
 
 
-def shift_to_half(m, value, shift, result):
-    """``result = value * 2**(1 - shift)``, floored (``shift`` a signed Value), combinationally:
-    ``(result + 1) >> 1`` is then ``rnd(value, shift)``, round half up.  (For ``shift < 1`` the
-    added 1 falls off in the final shift, so that too is exact.)"""
-    with m.If(shift >= 1):
-        m.d.comb += result.eq(value >> (shift - 1).as_unsigned())
-    with m.Else():
-        m.d.comb += result.eq(value << (1 - shift).as_unsigned())
+def shift_to_half(value, shift, step: int):
+    """``value * 2**(1 - shift)`` floored (``shift`` a signed Value), done in two steps: returns
+    ``(coarse, fine)`` where ``coarse`` is ``value`` shifted by the part of the distance that is a
+    multiple of ``step`` (a power of two) and ``fine(v)`` shifts ``v`` by the rest.  ``(result +
+    1) >> 1`` is then ``rnd(value, shift)``, round half up (for ``shift < 1`` the added 1 falls
+    off in the final shift, so that too is exact)."""
+    distance = shift - 1                                  # right shift; negative: left
+    right = distance >= 0
+    magnitude = Mux(right, distance, -distance).as_unsigned()
+    big, small = (magnitude & ~(step - 1)).as_unsigned(), (magnitude & (step - 1)).as_unsigned()
+    coarse = Mux(right, value >> big, value << big)
+
+    def fine(v):
+        return Mux(right, v >> small, v << small)
+    return coarse, fine
 
 
 class VectorScalars(wiring.Component):
@@ -332,13 +343,11 @@ class VectorScalars(wiring.Component):
 
         s2 = Signal(cfg.s2_width)
         t = Signal(t_width)
-        # A and B: the variable shift in AB, the rounding add in ROUND (two short paths)
+        # A and B: the variable shift in two steps (AB, AB_FINE), the rounding add in ROUND
         half_a = Signal(signed(n_times_r.shape().width + 2))
         half_b = Signal(signed(product.shape().width + 2))
-        a_shifted = Signal.like(half_a)
-        b_shifted = Signal.like(half_b)
-        shift_to_half(m, n_times_r, sh, a_shifted)
-        shift_to_half(m, product, sh, b_shifted)
+        coarse_a, fine_a = shift_to_half(n_times_r, sh, SHIFT_STEP)
+        coarse_b, fine_b = shift_to_half(product, sh, SHIFT_STEP)
 
         m.d.comb += [
             self.o.payload.a.eq(a),
@@ -387,7 +396,10 @@ class VectorScalars(wiring.Component):
                     m.next = "NR"
             product_pair("NR", (n, r), "S1R", (mean_term, r), n_times_r, "AB")
             with m.State("AB"):
-                m.d.sync += [half_a.eq(a_shifted), half_b.eq(b_shifted)]
+                m.d.sync += [half_a.eq(coarse_a), half_b.eq(coarse_b)]
+                m.next = "AB_FINE"
+            with m.State("AB_FINE"):
+                m.d.sync += [half_a.eq(fine_a(half_a)), half_b.eq(fine_b(half_b))]
                 m.next = "ROUND"
             with m.State("ROUND"):
                 m.d.sync += [

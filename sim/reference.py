@@ -140,7 +140,7 @@ def output_errors(cfg: CoreConfig, x, y, *, extra_bits: int = 24) -> tuple[np.nd
 
     ``Y*2**F_out`` is taken exactly to ``2**-extra_bits`` LSB (rounded down) by the same integer
     arithmetic as :func:`exact_bounds`; only the final differences are floats, for histograms."""
-    if cfg.is_bn_inference:
+    if cfg.kind.statistics != "vector":
         raise ValueError("output_errors covers LayerNorm and RMSNorm vectors")
     x = [int(v) for v in np.asarray(x).ravel()]
     y = [int(v) for v in np.asarray(y).ravel()]
