@@ -15,7 +15,7 @@ CORE_OPTS ?= --norm layernorm --features 1024 --lanes 1 \
 VENV_STAMP := .venv/.installed
 FPGA_STAMP := .venv/.fpga-installed
 
-.PHONY: run verilog sim test test-fast bench rnn ln-vs-bn bitstream prog board-report clean distclean
+.PHONY: run verilog sim test test-fast formal bench rnn ln-vs-bn bitstream prog board-report clean distclean
 
 run: verilog sim
 
@@ -38,9 +38,19 @@ test: $(FPGA_STAMP)
 test-fast: $(VENV_STAMP)
 	$(PYTHON) -m pytest -n auto -q -m "not slow" $(PYTEST_ARGS)
 
-# the benchmark's synthesis figures need the open FPGA toolchain from pip (YoWASP), its plots matplotlib
+# formal proofs (k-induction and bounded model checking): SymbiYosys and Yices from pip
+FORMAL_STAMP := .venv/.formal-installed
+$(FORMAL_STAMP): $(VENV_STAMP)
+	.venv/bin/python -m pip install -e '.[test,formal]'
+	touch $@
+
+formal: $(FORMAL_STAMP)
+	$(PYTHON) -m normgen.sim.formal
+
+# the benchmark's synthesis figures need the open FPGA toolchain from pip (YoWASP), its plots
+# matplotlib; the tests include the formal proofs (SymbiYosys, Yices)
 $(FPGA_STAMP): $(VENV_STAMP)
-	.venv/bin/python -m pip install -e '.[test,fpga,bench]'
+	.venv/bin/python -m pip install -e '.[test,fpga,bench,formal]'
 	touch $@
 
 bench: $(FPGA_STAMP)
