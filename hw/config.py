@@ -57,7 +57,8 @@ from normgen.host.fold import fold_batchnorm
 
 from .kinds import KINDS, NORMS, NormKind, kind_for
 
-__all__ = ["FixedFormat", "CoreConfig", "ConfigError", "NORMS", "SCALAR_MULS", "MAX_ARITH_WIDTH"]
+__all__ = ["FixedFormat", "CoreConfig", "ConfigError", "NORMS", "SCALAR_MULS", "ROUNDINGS", "MAX_ARITH_WIDTH",
+           "GUARD_BITS"]
 
 #: The per-element arithmetic (hardware products and the NumPy golden model's int64 lanes)
 #: must fit this many bits, sign included.
@@ -67,6 +68,21 @@ MAX_ARITH_WIDTH = 63
 #: ("parallel"), or one 16x16 multiplier over several cycles ("serial": fewer DSP blocks, for
 #: small FPGAs, at the cost of latency).
 SCALAR_MULS = ("parallel", "serial")
+
+#: Output rounding (``rounding``): ``"faithful"`` (one of the two neighbours of the exact result,
+#: error < 1 LSB) or ``"nearest-even"`` (the exact result rounded half to even: correctly rounded).
+ROUNDINGS = ("faithful", "nearest-even")
+
+#: Extra fraction bits of the per-element datapath of a nearest-even LayerNorm/RMSNorm core
+#: (``rsqrt_need``, ``FA`` and ``FZ`` grow by this much): the computed ``w`` is then within
+#: ``5/16 * 2**-GUARD_BITS`` LSB of the exact result, and only an element whose ``w`` lies within
+#: ``2**-(GUARD_BITS+1)`` LSB of a rounding boundary is decided exactly (about one element in
+#: 2**GUARD_BITS on smooth data).
+GUARD_BITS = 16
+
+#: Widest per-element arithmetic of a nearest-even core (the golden model switches from int64 to
+#: Python integers past :data:`MAX_ARITH_WIDTH`).
+MAX_ARITH_WIDTH_EXACT = 127
 
 
 class ConfigError(ValueError):
@@ -175,6 +191,7 @@ class CoreConfig:
     affine : whether the γ/β stage exists
     gamma, beta : ``features`` floats (default 1 and 0), quantized to ``param_format``
     scalar_mul : ``"parallel"`` (default) or ``"serial"``, see :data:`SCALAR_MULS`
+    rounding : ``"faithful"`` (default) or ``"nearest-even"``, see :data:`ROUNDINGS`
     vector_interval : LayerNorm/RMSNorm: the per-vector stage takes a new vector every this many
         cycles (1..1024), by replicating the scalar unit; vectors of at least this many beats then
         stream at full rate.  ``None`` (default): one unit, a new vector every unit latency.
@@ -205,6 +222,7 @@ class CoreConfig:
     gamma: np.ndarray | None = field(default=None, repr=False)
     beta: np.ndarray | None = field(default=None, repr=False)
     scalar_mul: str = "parallel"
+    rounding: str = "faithful"
     vector_interval: int | None = None
     mean: np.ndarray | None = field(default=None, repr=False)
     var: np.ndarray | None = field(default=None, repr=False)
@@ -223,6 +241,8 @@ class CoreConfig:
             raise ConfigError(str(exc)) from None
         if self.scalar_mul not in SCALAR_MULS:
             raise ConfigError(f"scalar_mul must be one of {', '.join(SCALAR_MULS)}, not {self.scalar_mul!r}")
+        if self.rounding not in ROUNDINGS:
+            raise ConfigError(f"rounding must be one of {', '.join(ROUNDINGS)}, not {self.rounding!r}")
         if self.vector_interval is not None:
             if "vector_interval" not in self.kind.options:
                 takers = ", ".join(k.norm for k in KINDS.values() if "vector_interval" in k.options)
@@ -365,7 +385,9 @@ class CoreConfig:
         zb = (n_max - 1).bit_length() // 2 + ((n_max - 1).bit_length() % 2)  # 4**zb >= N_max
         assert 4 ** zb >= n_max and (zb == 0 or 4 ** (zb - 1) < n_max)
         g_log2 = self.param_format.int_bits - 1 if self.affine_stage else 0
-        need = self.out_format.frac_bits + 3 + g_log2 + zb
+        guard = GUARD_BITS if self.exact_resolution else 0
+        set_("guard_bits", guard)
+        need = self.out_format.frac_bits + 3 + g_log2 + zb + guard
         set_("z_bits", zb)
         set_("gamma_log2", g_log2)
         set_("rsqrt_need", need)
@@ -374,8 +396,8 @@ class CoreConfig:
         T, m = self.rsqrt_bits, self.rsqrt_m
         set_("r_width", T + 1)
         set_("mant_width", 2 * m)
-        set_("a_frac", self.out_format.frac_bits + g_log2 + w_in + 2)          # FA
-        set_("z_frac", self.out_format.frac_bits + g_log2 + 2)                 # FZ
+        set_("a_frac", self.out_format.frac_bits + g_log2 + w_in + 2 + guard)  # FA
+        set_("z_frac", self.out_format.frac_bits + g_log2 + 2 + guard)         # FZ
         FA, FZ = self.a_frac, self.z_frac
         # s = ceil((bitlen(D) - 2m)/2) ranges over [-(m-1), s_max]
         set_("shift_min", -(m - 1))
@@ -398,6 +420,7 @@ class CoreConfig:
         u_mag = ((1 << (FA + zb)) + (1 << (FA + zb - need))) + x_mag + 2
         set_("u_width", _bits_signed(u_mag))
         set_("v_width", _bits_signed((u_mag >> (FA - FZ)) + 1))
+        set_("numerator_width", _bits_signed(n_max * x_mag * 2))      # a = N*x - S1', exact
         if self.affine_stage:
             p = self.param_format
             w_mag = (1 << (p.width - 1)) * (1 << (self.v_width - 1)) + (1 << (p.width - 1 + FZ))
@@ -435,6 +458,23 @@ class CoreConfig:
         set_("w_width", self.v_width)
         set_("w_frac", self.z_frac)
 
+    @property
+    def exact_resolution(self) -> bool:
+        """Whether elements near a rounding boundary are decided exactly (nearest-even
+        LayerNorm/RMSNorm/batch statistics); folded BatchNorm proves its constants instead."""
+        return self.rounding == "nearest-even" and not self.kind.folded
+
+    @property
+    def ambiguity_radius(self) -> int:
+        """Half-width, in units of ``w``'s last bit, of the window around a rounding boundary in
+        which a nearest-even element is decided exactly: ``2**-(GUARD_BITS+1)`` output LSB, above
+        the datapath's error bound ``5/16 * 2**-GUARD_BITS`` LSB."""
+        return 1 << (self.w_frac - self.out_format.frac_bits - 1 - self.guard_bits)
+
+    @property
+    def arith_limit(self) -> int:
+        return MAX_ARITH_WIDTH_EXACT if self.exact_resolution else MAX_ARITH_WIDTH
+
     def _check_limits(self):
         n_max = self.features
         limits = (
@@ -444,11 +484,11 @@ class CoreConfig:
             ("in_format", "B", self.b_width),
         )
         for param, what, width in limits:
-            if width > MAX_ARITH_WIDTH:
+            if width > self.arith_limit:
                 raise ConfigError(
                     f"{param}: {what} needs {width} bits with in_format {self.in_format}, "
                     f"out_format {self.out_format}, param_format {self.param_format}, features {n_max}; "
-                    f"the arithmetic allows at most {MAX_ARITH_WIDTH}: use fewer bits")
+                    f"the arithmetic allows at most {self.arith_limit}: use fewer bits")
 
     # ---- conveniences -----------------------------------------------------------------------
     @property
@@ -502,14 +542,14 @@ class CoreConfig:
                           in_format=self.in_format, out_format=self.out_format,
                           param_format=self.param_format, eps=self.eps, affine=self.affine,
                           gamma=gamma, beta=beta, scalar_mul=self.scalar_mul,
-                          vector_interval=self.vector_interval,
+                          rounding=self.rounding, vector_interval=self.vector_interval,
                           max_batch=self.max_batch, momentum=self.momentum)
 
     def widths(self) -> dict:
         """Every derived width, for reports and Verilog headers."""
         names = ("count_width", "s1_width", "s2_width", "d_width", "rsqrt_bits", "rsqrt_m",
                  "r_width", "a_frac", "a_width", "b_width", "xa_width", "u_width", "z_frac",
-                 "v_width", "w_width", "w_frac", "shift_min", "shift_max")
+                 "v_width", "w_width", "w_frac", "shift_min", "shift_max", "guard_bits")
         return {name: getattr(self, name) for name in names}
 
     def header_lines(self) -> list[str]:
@@ -531,6 +571,10 @@ class CoreConfig:
         return lines
 
     def describe(self) -> str:
+        text = self._describe_kind()
+        return text + (f" rounding={self.rounding}" if self.rounding != "faithful" else "")
+
+    def _describe_kind(self) -> str:
         if self.kind.statistics == "batch":
             return (f"batchnorm (batch statistics) C={self.features} M_max={self.max_batch} P={self.lanes} "
                     f"in={self.in_format} out={self.out_format} "

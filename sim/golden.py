@@ -13,8 +13,8 @@ import numpy as np
 
 from normgen.hw.config import CoreConfig
 
-__all__ = ["rnd", "statistics", "denominator", "rsqrt", "scalars", "elementwise", "normalize",
-           "normalize_vectors"]
+__all__ = ["rnd", "rnd_even", "statistics", "denominator", "rsqrt", "scalars", "elementwise",
+           "resolve_nearest", "normalize", "normalize_vectors"]
 
 
 def rnd(value, shift):
@@ -23,6 +23,55 @@ def rnd(value, shift):
     if shift > 0:
         return (value + (1 << (shift - 1))) >> shift
     return value << (-shift)
+
+
+def rnd_even(value, shift):
+    """Round half to even: the integer nearest ``value / 2**shift``, the even one on a tie
+    (``shift > 0``); exact ``value * 2**-shift`` for ``shift <= 0``.  Python ints and int64 arrays."""
+    if shift <= 0:
+        return value << (-shift)
+    # floor(v/2**k + 1/2) except on a tie with an even floor: add half - 1 + (bit k of v)
+    return (value + ((1 << (shift - 1)) - 1) + ((value >> shift) & 1)) >> shift
+
+
+def _sign(value: int) -> int:
+    return (value > 0) - (value < 0)
+
+
+def resolve_nearest(cfg: CoreConfig, lo: int, x: int, n: int, mean_term: int, d: int, gamma: int,
+                    beta: int) -> int:
+    """The exact decision of a nearest-even element whose computed value lies near the rounding
+    boundary ``lo + 1/2``: ``lo + 1`` above it, ``lo`` below, the even one of the two on it.
+
+    With the numerator ``a = n*x - S1'`` and ``c = F_out + 1 - F_p``, ``Y * 2**F_out >= lo + 1/2``
+    is ``L >= M*sqrt(D)`` for the integers ``L = gamma*a*2**c`` and ``M = (2*lo + 1) - beta*2**c``
+    (both scaled by ``2**-c`` when ``c < 0``); ``t -> t*|t|`` is increasing, so the sign of
+    ``L - M*sqrt(D)`` is the sign of ``L*|L| - M*|M|*D``.  ``D = 0`` means ``z = 0``: the sign of
+    ``-M``."""
+    a = n * x - mean_term
+    c = cfg.out_format.frac_bits + 1 - cfg.param_frac
+    if c >= 0:
+        big_l, big_m = (gamma * a) << c, 2 * lo + 1 - (beta << c)
+    else:
+        big_l, big_m = gamma * a, ((2 * lo + 1) << -c) - beta
+    if d == 0:
+        cmp = -_sign(big_m)
+    else:
+        cmp = _sign(big_l * abs(big_l) - big_m * abs(big_m) * d)
+    if cmp > 0:
+        return lo + 1
+    if cmp < 0:
+        return lo
+    return lo + (lo & 1)
+
+
+def _arith(cfg: CoreConfig, value):
+    """An int64 array, or a Python-int object array when the datapath is wider than int64."""
+    wide = max(cfg.xa_width, cfg.b_width, cfg.w_width) > 63
+    array = np.asarray(value)
+    if wide:
+        return np.vectorize(int, otypes=[object])(array) if array.size else array.astype(object)
+    return array.astype(np.int64)
 
 
 def statistics(cfg: CoreConfig, x) -> tuple[int, int, int]:
@@ -56,17 +105,57 @@ def scalars(cfg: CoreConfig, n: int, s1: int, s2: int) -> tuple[int, int]:
     return rnd(n * r, shift), rnd(s1_eff * r, shift)
 
 
-def elementwise(cfg: CoreConfig, x, a, b, gamma, beta) -> np.ndarray:
-    """The per-lane stage, broadcast over arrays: returns output integers."""
-    x = np.asarray(x, dtype=np.int64)
-    u = x * np.asarray(a, dtype=np.int64) - np.asarray(b, dtype=np.int64)
+def elementwise(cfg: CoreConfig, x, a, b, gamma, beta, stats=None) -> np.ndarray:
+    """The per-lane stage, broadcast over arrays: returns output integers.
+
+    A nearest-even LayerNorm/RMSNorm core also needs the vector's ``stats = (N, S1', D)`` (each
+    broadcast like ``a``) for the elements it decides exactly (:func:`resolve_nearest`)."""
+    x, a, b = _arith(cfg, x), _arith(cfg, a), _arith(cfg, b)
+    u = x * a - b
+    k2 = cfg.w_frac - cfg.out_format.frac_bits
+    if cfg.kind.folded and cfg.rounding == "nearest-even":
+        y = rnd_even(u, cfg.a_frac - cfg.out_format.frac_bits)     # one rounding, half to even
+        return _saturate(cfg, y)
     v = rnd(u, cfg.a_frac - cfg.z_frac)
     if cfg.affine_stage:
-        w = np.asarray(gamma, dtype=np.int64) * v + (np.asarray(beta, dtype=np.int64) << cfg.z_frac)
+        gamma, beta = _arith(cfg, gamma), _arith(cfg, beta)
+        w = gamma * v + (beta << cfg.z_frac)
     else:
         w = v
-    y = rnd(w, cfg.w_frac - cfg.out_format.frac_bits)
-    return np.clip(y, cfg.out_format.min_int, cfg.out_format.max_int)
+    y = rnd(w, k2)
+    if cfg.exact_resolution:
+        if stats is None:
+            raise ValueError("a nearest-even core's elements need the vector statistics (N, S1', D)")
+        frac = w & ((1 << k2) - 1)
+        near = np.abs(frac - (1 << (k2 - 1))) <= cfg.ambiguity_radius
+        if np.any(near):
+            shape = np.broadcast(x, y).shape
+            n, mean_term, d = (np.broadcast_to(np.asarray(v_, dtype=object), shape) for v_ in stats)
+            g = np.broadcast_to(np.asarray(gamma if cfg.affine_stage else 1, dtype=object), shape)
+            bt = np.broadcast_to(np.asarray(beta if cfg.affine_stage else 0, dtype=object), shape)
+            xs = np.broadcast_to(x, shape)
+            y = np.array(np.broadcast_to(y, shape), dtype=object)
+            lo = np.broadcast_to(w >> k2, shape)
+            for idx in zip(*np.nonzero(np.broadcast_to(near, shape))):
+                y[idx] = resolve_nearest(cfg, int(lo[idx]), int(xs[idx]), int(n[idx]), int(mean_term[idx]),
+                                         int(d[idx]), int(g[idx]), int(bt[idx]))
+    return _saturate(cfg, y)
+
+
+def _saturate(cfg: CoreConfig, y) -> np.ndarray:
+    y = np.minimum(np.maximum(y, cfg.out_format.min_int), cfg.out_format.max_int)
+    return np.asarray(y).astype(np.int64)
+
+
+def ambiguous(cfg: CoreConfig, x, a, b, gamma, beta) -> np.ndarray:
+    """Which elements a nearest-even core decides exactly (boolean, broadcast like
+    :func:`elementwise`): those whose computed ``w`` lies within the ambiguity radius of a
+    rounding boundary."""
+    x, a, b = _arith(cfg, x), _arith(cfg, a), _arith(cfg, b)
+    v = rnd(x * a - b, cfg.a_frac - cfg.z_frac)
+    w = _arith(cfg, gamma) * v + (_arith(cfg, beta) << cfg.z_frac) if cfg.affine_stage else v
+    k2 = cfg.w_frac - cfg.out_format.frac_bits
+    return np.asarray(np.abs((w & ((1 << k2) - 1)) - (1 << (k2 - 1))) <= cfg.ambiguity_radius, dtype=bool)
 
 
 def normalize(cfg: CoreConfig, x) -> np.ndarray:
@@ -83,10 +172,18 @@ def normalize(cfg: CoreConfig, x) -> np.ndarray:
         return elementwise(cfg, x, cfg.scale_int[:n], cfg.shift_int[:n], None, None)
     if cfg.kind.statistics == "batch":
         raise ValueError("a batch-statistics BatchNorm core normalizes batches: use normalize_batch")
-    ab = np.array([scalars(cfg, *statistics(cfg, row)) for row in x], dtype=np.int64)
-    ab = ab.reshape(vectors, 2)
+    stats = [statistics(cfg, row) for row in x]
+    ab = np.array([scalars(cfg, *st) for st in stats], dtype=object).reshape(vectors, 2)
     gamma, beta = cfg.gamma_beta_int()
-    return elementwise(cfg, x, ab[:, :1], ab[:, 1:], gamma[:n], beta[:n])
+    return elementwise(cfg, x, ab[:, :1], ab[:, 1:], gamma[:n], beta[:n], _vector_stats(cfg, stats))
+
+
+def _vector_stats(cfg: CoreConfig, stats) -> tuple | None:
+    """``(N, S1', D)`` columns for :func:`elementwise` of a nearest-even core, else None."""
+    if not cfg.exact_resolution:
+        return None
+    rows = [(n, *reversed(denominator(cfg, n, s1, s2))) for n, s1, s2 in stats]
+    return tuple(np.array([[row[k]] for row in rows], dtype=object) for k in range(3))
 
 
 def normalize_vectors(cfg: CoreConfig, vectors) -> list[np.ndarray]:
@@ -111,8 +208,11 @@ def normalize_batch(cfg: CoreConfig, batch) -> np.ndarray:
     out = np.empty_like(batch)
     for c in range(channels):
         column = batch[:, c]
-        a, b = scalars(cfg, samples, int(column.sum()), int((column * column).sum()))
-        out[:, c] = elementwise(cfg, column, a, b, gamma[c], beta[c])
+        st = (samples, int(column.sum()), int((column * column).sum()))
+        a, b = scalars(cfg, *st)
+        stats = _vector_stats(cfg, [st])
+        out[:, c] = elementwise(cfg, column, a, b, gamma[c], beta[c],
+                                None if stats is None else tuple(s_[0, 0] for s_ in stats))
     return out
 
 

@@ -7,11 +7,16 @@ whose S1 and S2 hit the accumulator maxima; σ² ≪ ε; σ² ≫ 1; random γ/�
 """
 from __future__ import annotations
 
+import math
+from dataclasses import dataclass
+from fractions import Fraction
+
 import numpy as np
 
 from normgen.hw.config import CoreConfig
 
-__all__ = ["CLASSES", "make_vector", "class_vectors", "random_params", "lengths"]
+__all__ = ["CLASSES", "make_vector", "class_vectors", "random_params", "lengths", "BoundaryItem",
+           "boundary_items"]
 
 
 def _clip(cfg, values):
@@ -128,3 +133,109 @@ def random_params(cfg: CoreConfig, rng: np.random.Generator) -> tuple[np.ndarray
             picked[rng.integers(n)] = True
         values[picked] = rng.choice(specials, int(picked.sum()))
     return f.to_float(gamma), f.to_float(beta)
+
+
+# ---- boundary class: exact ties and their neighbours --------------------------------------------
+@dataclass
+class BoundaryItem:
+    """One vector (or batch column) with γ/β integers for its elements, built so that exact
+    results sit on rounding boundaries (``ties``: ``Y * 2**F_out = k + 1/2`` exactly) or next to
+    them."""
+    x: np.ndarray
+    gamma: np.ndarray | None      # param-format integers per element; None without the affine stage
+    beta: np.ndarray | None
+    ties: np.ndarray              # bool per element: the exact result is a tie
+
+
+def _is_tie(cfg: CoreConfig, z: Fraction, gamma: int, beta: int) -> bool:
+    scaled = (gamma * z + beta) * Fraction(2) ** (cfg.out_format.frac_bits + 1 - cfg.param_frac)
+    return scaled.denominator == 1 and scaled.numerator % 2 == 1
+
+
+def _tie_params(cfg: CoreConfig, z: Fraction, rng) -> tuple[int, int] | None:
+    """γ, β integers of the parameter format that put ``γ*z + β`` on a tie, or None."""
+    f = cfg.param_format
+    q = z.denominator
+    odd, twos = q, 0
+    while odd % 2 == 0:
+        odd, twos = odd // 2, twos + 1
+    for _ in range(8):
+        g = odd << int(rng.integers(0, twos + 1)) if twos else odd
+        g *= int(rng.integers(1, 8)) | 1
+        g *= 1 if rng.random() < 0.5 else -1
+        if not f.min_int <= g <= f.max_int:
+            continue
+        start = int(rng.integers(f.min_int, f.max_int - 3))
+        for b in range(start, start + 4):
+            if _is_tie(cfg, z, g, b):
+                return g, b
+    return None
+
+
+def boundary_items(cfg: CoreConfig, rng: np.random.Generator, count: int, max_n: int = 16,
+                   max_tries: int = 200000) -> list[BoundaryItem]:
+    """``count`` vectors whose radicand ``D`` is a perfect square, so that every normalised value
+    ``z = a/sqrt(D)`` is rational, with γ/β (affine cores) chosen per element to put the exact
+    result on a tie wherever the grids allow; without the affine stage, vectors are searched until
+    some element is a tie.  Each tie item is followed by its neighbours: the same vector with β
+    one parameter step either side (affine), or one input element moved by one step (a radicand
+    that is no longer a square: results next to, not on, the boundary)."""
+    f_in = cfg.in_format
+    step = cfg.lanes
+    lengths_ = [n for n in range(step, min(cfg.reduction_max, max_n) + 1, step) if n >= 2] or [step]
+    items: list[BoundaryItem] = []
+    tries = 0
+    while len(items) < count and tries < max_tries:
+        tries += 1
+        n = int(rng.choice(lengths_))
+        if not cfg.affine_stage and tries % 2:
+            # a random vector with an element within 2**-10 LSB of a boundary (screened in float64,
+            # which resolves that distance at these magnitudes)
+            x = _clip(cfg, rng.integers(f_in.min_int, f_in.max_int + 1, n))
+            n_, s1, s2 = len(x), int(x.sum()), int((x * x).sum())
+            d = cfg.kind.radicand(n_, s1, s2, cfg.eps_int)
+            if d == 0:
+                continue
+            scaled = (n_ * x - cfg.kind.mean_term(s1)) / math.sqrt(d) * 2.0 ** (cfg.out_format.frac_bits + 1)
+            if np.min(np.abs(scaled - 2 * np.floor(scaled / 2) - 1)) < 2.0 ** -10:
+                items.append(BoundaryItem(x, None, None, np.zeros(n_, bool)))
+            continue
+        shift = int(rng.integers(0, max(1, f_in.width - 4)))
+        x = _clip(cfg, rng.integers(-3, 4, n) << shift)
+        n_, s1, s2 = len(x), int(x.sum()), int((x * x).sum())
+        d = cfg.kind.radicand(n_, s1, s2, cfg.eps_int)
+        root = math.isqrt(d)
+        if d == 0 or root * root != d:
+            continue
+        zs = [Fraction(n_ * int(v) - cfg.kind.mean_term(s1), root) for v in x]
+        if cfg.affine_stage:
+            gamma = np.zeros(n_, np.int64)
+            beta = np.zeros(n_, np.int64)
+            ties = np.zeros(n_, bool)
+            f = cfg.param_format
+            for i, z in enumerate(zs):
+                found = _tie_params(cfg, z, rng)
+                if found:
+                    gamma[i], beta[i] = found
+                    ties[i] = True
+                else:
+                    gamma[i], beta[i] = rng.integers(f.min_int, f.max_int + 1, 2)
+            if not ties.any():
+                continue
+            items.append(BoundaryItem(x, gamma, beta, ties))
+            for delta in (-1, 1):
+                items.append(BoundaryItem(x, gamma, np.clip(beta + delta * ties, f.min_int, f.max_int),
+                                          np.array([_is_tie(cfg, z, int(g), int(b)) for z, g, b in
+                                                    zip(zs, gamma, np.clip(beta + delta * ties, f.min_int, f.max_int))])))
+        else:
+            ties = np.array([_is_tie(cfg, z, 1, 0) for z in zs])
+            if not ties.any():
+                continue
+            items.append(BoundaryItem(x, None, None, ties))
+            moved = x.copy()
+            j = int(rng.integers(n_))
+            moved[j] = moved[j] + (1 if moved[j] < f_in.max_int else -1)
+            items.append(BoundaryItem(moved, None, None, np.zeros(n_, bool)))
+    if len(items) < count:
+        raise RuntimeError(f"found only {len(items)} boundary vectors for {cfg.describe()} in {max_tries} tries")
+    return items[:count]
