@@ -29,10 +29,12 @@ from amaranth.lib.wiring import In, Out
 from .config import CoreConfig
 from .ingest import buffer_depth, lane_values
 from .interface import output_layout
+from .nearest import NearestEvenFixup, resolve_layout, stats_fields
 from .scalars import vector_coefs_layout
 from .streams import through_fifo
 
-__all__ = ["pack_params", "OutputStage", "ElementDatapath", "output_latency", "datapath_latency", "coef_shapes", "element_layout"]
+__all__ = ["pack_params", "OutputStage", "ElementDatapath", "output_latency", "datapath_latency", "coef_shapes",
+           "element_layout"]
 
 
 def pack_params(cfg: CoreConfig) -> list[int]:
@@ -52,20 +54,28 @@ def pack_params(cfg: CoreConfig) -> list[int]:
 
 
 def datapath_latency(cfg: CoreConfig) -> int:
-    """:class:`ElementDatapath`: x*A, v, [gamma*v,] rounded w, saturated output register."""
+    """:class:`ElementDatapath`: x*A, v (folded nearest-even: x*A - B), [gamma*v,] rounded w,
+    saturated output register."""
     return 5 if cfg.affine_stage else 4
 
 
 def output_fifo_depth(cfg: CoreConfig) -> int:
     """The output FIFO holds every beat in flight behind the issue: issue, memory data, its
-    register, the datapath, the FIFO's own write; one more keeps the issue going at full rate."""
-    return 2 + datapath_latency(cfg) + 2
+    register, the datapath, the FIFO's own write; one more keeps the issue going at full rate
+    (and one more for the nearest-even decision stage behind the FIFO)."""
+    return 2 + datapath_latency(cfg) + 2 + fixup_latency(cfg)
+
+
+def fixup_latency(cfg: CoreConfig) -> int:
+    """The nearest-even decision stage's register (a beat without near lanes)."""
+    return 1 if cfg.exact_resolution else 0
 
 
 def output_latency(cfg: CoreConfig) -> int:
     """Issue (with the constants' transfer), memory data, memory data register, the element
-    datapath, then the output FIFO (readable the cycle after its write)."""
-    return 2 + datapath_latency(cfg) + 1
+    datapath, then the output FIFO (readable the cycle after its write) [and the nearest-even
+    decision stage]."""
+    return 2 + datapath_latency(cfg) + 1 + fixup_latency(cfg)
 
 
 class ElementDatapath(wiring.Component):
@@ -99,9 +109,10 @@ class ElementDatapath(wiring.Component):
         self._cfg = cfg
         self._shared = shared_coefs
         self._stalls = stalls
+        out_layout = resolve_layout(cfg, shared_coefs) if cfg.exact_resolution else output_layout(cfg)
         super().__init__({
             "i": In(stream.Signature(element_layout(cfg, shared_coefs))),
-            "o": Out(stream.Signature(output_layout(cfg))),
+            "o": Out(stream.Signature(out_layout)),
             "busy": Out(1),
         })
 
@@ -137,10 +148,19 @@ class ElementDatapath(wiring.Component):
                  self.i.payload.end if batch_end else C(0)]
         stage_valids = []
 
+        exact = cfg.exact_resolution
+        # what an exact decision needs rides along with the flags (nearest-even cores)
+        ride_fields = ["x"] + (["par"] if cfg.affine_stage else []) + ["n", "s1", "d"]
+        ride = [Cat(*[getattr(self.i.payload, f) for f in ride_fields])] if exact else []
+
         def next_flags(name):
             regs = [Signal(name=f"{name}_{what}") for what in ("valid", "last", "error", "end")]
             m.d.sync += [r.eq(f) for r, f in zip(regs, flags)]
             stage_valids.append(regs[0])
+            if exact:
+                carried = Signal(len(ride[0]), name=f"{name}_ride")
+                m.d.sync += carried.eq(ride[0])
+                ride[0] = carried
             return regs
 
         xs = lane_values(self.i.payload.x, lanes, w_in)
@@ -159,6 +179,19 @@ class ElementDatapath(wiring.Component):
             if cfg.affine_stage:
                 par2 = Signal.like(self.i.payload.par)
                 m.d.sync += par2.eq(self.i.payload.par)
+            if cfg.kind.folded and cfg.rounding == "nearest-even":
+                # one rounding, half to even: S3 the difference, S4 floor(d/2**k + 1/2), minus 1
+                # on a tie whose floor is even (bit k of d clear and the bits below exactly half)
+                k = cfg.a_frac - cfg.out_format.frac_bits
+                diff = stage("diff", signed(cfg.u_width + 1))
+                m.d.sync += [r.eq(p - b - (1 << (k1 - 1))) for r, p, b in zip(diff, xa, b_half)]
+                flags = next_flags("s3")
+                rounded = stage("rounded", signed(cfg.u_width + 2 - k))
+                m.d.sync += [r.eq((dd + (1 << (k - 1)) - 1 + dd[k]) >> k) for r, dd in zip(rounded, diff)]
+                flags = next_flags("s4")
+                self._output(m, cfg, rounded, flags, None)
+                m.d.comb += self.busy.eq(Cat(*stage_valids, self.o.valid).any())
+                return m
             # S3
             v = stage("v", signed(cfg.v_width))
             m.d.sync += [r.eq((p - b) >> k1) for r, p, b in zip(v, xa, b_half)]
@@ -175,27 +208,53 @@ class ElementDatapath(wiring.Component):
                 m.d.sync += [r.eq((bt << cfg.z_frac) + (1 << (k2 - 1))) for r, bt in zip(beta_half, betas)]
                 flags = next_flags("s4")
                 # S5
+                summed = [gg + bh for gg, bh in zip(g, beta_half)]
                 rounded = stage("rounded", signed(cfg.w_width + 1 - k2))
-                m.d.sync += [r.eq((gg + bh) >> k2) for r, gg, bh in zip(rounded, g, beta_half)]
-                flags = next_flags("s5")
+                m.d.sync += [r.eq(sm >> k2) for r, sm in zip(rounded, summed)]
             else:
+                summed = [vv + (1 << (k2 - 1)) for vv in v]
                 rounded = stage("rounded", signed(cfg.v_width + 1 - k2))
-                m.d.sync += [r.eq((vv + (1 << (k2 - 1))) >> k2) for r, vv in zip(rounded, v)]
-                flags = next_flags("s4")
-            # output register: saturate
-            lo, hi = cfg.out_format.min_int, cfg.out_format.max_int
-            valid, last, error, end = flags
-            ys = [Mux(error, 0, Mux(r < lo, lo, Mux(r > hi, hi, r)))[:w_out] for r in rounded]
-            m.d.sync += [
-                self.o.valid.eq(valid),
-                self.o.payload.data.eq(Cat(*ys)),
-                self.o.payload.last.eq(last),
-                self.o.payload.error.eq(error),
-            ]
-            if batch_end:
-                m.d.sync += self.o.payload.end.eq(end)
+                m.d.sync += [r.eq(sm >> k2) for r, sm in zip(rounded, summed)]
+            # the bits below the output LSB of w + 1/2 LSB (nearest-even cores: where w lies
+            # relative to the rounding boundary)
+            below = None
+            if exact:
+                below = stage("below", unsigned(k2))
+                m.d.sync += [r.eq(sm[:k2]) for r, sm in zip(below, summed)]
+            flags = next_flags("s5" if cfg.affine_stage else "s4")
+            self._output(m, cfg, rounded, flags, below, ride[0] if exact else None)
         m.d.comb += self.busy.eq(Cat(*stage_valids, self.o.valid).any())
         return m
+
+    def _output(self, m, cfg, rounded, flags, below, ride=None):
+        """The output register: saturated outputs, or (nearest-even cores) the unsaturated
+        result with each lane's position relative to the rounding boundary and what an exact
+        decision needs."""
+        w_out = cfg.out_format.width
+        lo, hi = cfg.out_format.min_int, cfg.out_format.max_int
+        valid, last, error, end = flags
+        m.d.sync += [
+            self.o.valid.eq(valid),
+            self.o.payload.last.eq(last),
+            self.o.payload.error.eq(error),
+        ]
+        if cfg.kind.has_batch_end:
+            m.d.sync += self.o.payload.end.eq(end)
+        if below is None:
+            ys = [Mux(error, 0, Mux(r < lo, lo, Mux(r > hi, hi, r)))[:w_out] for r in rounded]
+            m.d.sync += self.o.payload.data.eq(Cat(*ys))
+            return
+        # w lies within the radius of the boundary: (w + half) mod 2**k2 in [-radius, radius]
+        k2 = cfg.w_frac - cfg.out_format.frac_bits
+        radius = cfg.ambiguity_radius
+        near = [~error & ((b >= (1 << k2) - radius) | (b <= radius)) for b in below]
+        above = [b <= radius for b in below]
+        m.d.sync += [
+            self.o.payload.r.eq(Cat(*[Mux(error, 0, r) for r in rounded])),
+            self.o.payload.near.eq(Cat(*near)),
+            self.o.payload.above.eq(Cat(*above)),
+            self.o.payload.ride.eq(ride),
+        ]
 
 
 def coef_shapes(cfg: CoreConfig):
@@ -217,6 +276,8 @@ def element_layout(cfg: CoreConfig, shared_coefs: bool) -> data.StructLayout:
         fields["end"] = 1
     if cfg.affine_stage:
         fields["par"] = unsigned(cfg.lanes * 2 * cfg.param_format.width)
+    if cfg.exact_resolution:
+        fields.update(stats_fields(cfg, coef_lanes))
     return data.StructLayout(fields)
 
 
@@ -251,8 +312,9 @@ class OutputStage(wiring.Component):
 
         # Credits: a beat issues only when the output FIFO will have room for it, so the stages
         # behind the issue never stall and ``o.ready`` reaches nothing but the FIFO and the count.
-        m.submodules.out_fifo = out_fifo = fifo.SyncFIFO(width=output_layout(cfg).size,
-                                                         depth=output_fifo_depth(cfg))
+        m.submodules.out_fifo = out_fifo = fifo.SyncFIFO(
+            width=(resolve_layout(cfg, True) if cfg.exact_resolution else output_layout(cfg)).size,
+            depth=output_fifo_depth(cfg))
         in_flight = Signal(range(out_fifo.depth + 1))
         advance = Signal()                      # a beat may issue
         m.d.comb += advance.eq(in_flight < out_fifo.depth)
@@ -313,6 +375,10 @@ class OutputStage(wiring.Component):
                      s1_a.eq(head.a), s1_b.eq(head.b),
                      s1b_valid.eq(s1_valid), s1b_last.eq(s1_last), s1b_err.eq(s1_err),
                      s1b_a.eq(s1_a), s1b_b.eq(s1_b), s1b_x.eq(self.buffer.data)]
+        if cfg.exact_resolution:            # the vector's N, S1', D ride along for exact decisions
+            s1_stats = Signal(len(head.n) + len(head.s1) + len(head.d))
+            s1b_stats = Signal.like(s1_stats)
+            m.d.sync += [s1_stats.eq(Cat(head.n, head.s1, head.d)), s1b_stats.eq(s1_stats)]
         if cfg.affine:
             s1b_par = Signal.like(self.params.data)
             m.d.sync += s1b_par.eq(self.params.data)
@@ -328,7 +394,15 @@ class OutputStage(wiring.Component):
         ]
         if cfg.affine:
             m.d.comb += datapath.i.payload.par.eq(s1b_par)
-        through_fifo(m, datapath.o, out_fifo, wiring.flipped(self.o))
+        if cfg.exact_resolution:
+            m.d.comb += Cat(datapath.i.payload.n, datapath.i.payload.s1, datapath.i.payload.d).eq(s1b_stats)
+            m.submodules.fixup = fixup = NearestEvenFixup(cfg, shared_stats=True)
+            through_fifo(m, datapath.o, out_fifo, fixup.i)
+            wiring.connect(m, fixup.o, wiring.flipped(self.o))
+            fixup_busy = fixup.busy
+        else:
+            through_fifo(m, datapath.o, out_fifo, wiring.flipped(self.o))
+            fixup_busy = C(0)
         m.d.sync += in_flight.eq(in_flight + issue - (self.o.valid & self.o.ready))
-        m.d.comb += self.busy.eq(active | s1_valid | s1b_valid | datapath.busy | out_fifo.r_rdy)
+        m.d.comb += self.busy.eq(active | s1_valid | s1b_valid | datapath.busy | out_fifo.r_rdy | fixup_busy)
         return m

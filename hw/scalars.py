@@ -232,12 +232,15 @@ def vector_stats_layout(cfg: CoreConfig) -> data.StructLayout:
 
 
 def vector_coefs_layout(cfg: CoreConfig) -> data.StructLayout:
-    return data.StructLayout({
+    fields = {
         "a": unsigned(cfg.a_width),
         "b": signed(cfg.b_width),
         "beats": beats_shape(cfg),
         "overlong": 1,
-    })
+    }
+    if cfg.exact_resolution:      # what the exact decisions of a nearest-even core need
+        fields.update({"n": unsigned(cfg.count_width), "s1": signed(cfg.s1_width), "d": unsigned(cfg.d_width)})
+    return data.StructLayout(fields)
 
 
 def shift_to_half(value, shift, step: int):
@@ -356,6 +359,8 @@ class VectorScalars(wiring.Component):
             self.o.payload.overlong.eq(overlong),
             rsqrt.i.payload.eq(d),
         ]
+        if cfg.exact_resolution:
+            m.d.comb += [self.o.payload.n.eq(n), self.o.payload.s1.eq(mean_term), self.o.payload.d.eq(d)]
 
         with m.FSM() as fsm:
             with m.State("IDLE"):
