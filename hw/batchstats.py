@@ -27,7 +27,8 @@ from .config import CoreConfig
 from .ingest import lane_values
 from .interface import Core
 from .kinds import register_core
-from .output import ElementDatapath, datapath_latency, pack_params
+from .nearest import NearestEvenFixup
+from .output import ElementDatapath, datapath_latency, fixup_latency, pack_params
 from .scalars import VectorScalars, scalars_latency
 
 __all__ = ["BatchStatsCore", "batch_stats_latency"]
@@ -38,7 +39,7 @@ def batch_stats_latency(cfg: CoreConfig) -> int:
     a drain cycle, per beat of channels a read, a wait, P scalar-stage runs and a write, then the
     output pipeline."""
     per_beat = 3 + cfg.lanes * (scalars_latency(cfg) + 1)
-    return 1 + cfg.beats_max * per_beat + 3 + datapath_latency(cfg)
+    return 1 + cfg.beats_max * per_beat + 3 + datapath_latency(cfg) + fixup_latency(cfg)
 
 
 class BatchStatsCore(Core):
@@ -65,8 +66,10 @@ class BatchStatsCore(Core):
             shape=unsigned(lanes * w_in), depth=m_max * beats_max, init=[])
         m.submodules.acc = acc = memory.Memory(
             shape=unsigned(lanes * (s1_w + s2_w)), depth=beats_max, init=[])
+        exact = cfg.exact_resolution          # nearest-even: each channel's S1 and D kept too
+        stat_w = cfg.s1_width + cfg.d_width if exact else 0
         m.submodules.coefs = coefs = memory.Memory(
-            shape=unsigned(lanes * (a_w + b_w)), depth=beats_max, init=[])
+            shape=unsigned(lanes * (a_w + b_w + stat_w)), depth=beats_max, init=[])
         buf_wr, buf_rd = buffer.write_port(), buffer.read_port(domain="sync")
         acc_wr, acc_rd = acc.write_port(), acc.read_port(domain="sync")
         coef_wr, coef_rd = coefs.write_port(), coefs.read_port(domain="sync")
@@ -83,6 +86,8 @@ class BatchStatsCore(Core):
         stats_word = Signal(lanes * (s1_w + s2_w))
         a_word = Signal(lanes * a_w)
         b_word = Signal(lanes * b_w)
+        s1_word = Signal(lanes * cfg.s1_width if exact else 0)
+        d_word = Signal(lanes * cfg.d_width if exact else 0)
 
         # Accumulate: the beat taken in cycle t is added to acc[beat] in cycle t+1.
         add_valid = Signal()
@@ -121,12 +126,21 @@ class BatchStatsCore(Core):
             datapath.i.valid.eq(s1b_valid),
             datapath.i.payload.x.eq(Mux(s1b_err, 0, s1b_x)),
             datapath.i.payload.a.eq(s1b_coef[:lanes * a_w]),
-            datapath.i.payload.b.eq(s1b_coef[lanes * a_w:]),
+            datapath.i.payload.b.eq(s1b_coef[lanes * a_w:lanes * (a_w + b_w)]),
             datapath.i.payload.last.eq(s1b_last),
             datapath.i.payload.error.eq(s1b_err),
             datapath.i.payload.end.eq(s1b_end),
         ]
-        wiring.connect(m, datapath.o, wiring.flipped(self.o))
+        if exact:
+            m.d.comb += [
+                datapath.i.payload.n.eq(batch_size),
+                Cat(datapath.i.payload.s1, datapath.i.payload.d).eq(s1b_coef[lanes * (a_w + b_w):]),
+            ]
+            m.submodules.fixup = fixup = NearestEvenFixup(cfg, shared_stats=False)
+            wiring.connect(m, datapath.o, fixup.i)
+            wiring.connect(m, fixup.o, wiring.flipped(self.o))
+        else:
+            wiring.connect(m, datapath.o, wiring.flipped(self.o))
 
         if cfg.affine:
             m.submodules.params = params = memory.Memory(
@@ -207,13 +221,16 @@ class BatchStatsCore(Core):
                         b_word.eq(Cat(b_word[b_w:], scalars.o.payload.b)),
                         lane.eq(lane + 1),
                     ]
+                    if exact:
+                        m.d.sync += [s1_word.eq(Cat(s1_word[cfg.s1_width:], scalars.o.payload.s1)),
+                                     d_word.eq(Cat(d_word[cfg.d_width:], scalars.o.payload.d))]
                     with m.If(lane == lanes - 1):
                         m.next = "ST_WRITE"
                     with m.Else():
                         m.next = "ST_PUSH"
             with m.State("ST_WRITE"):                 # constants in, accumulators cleared
                 m.d.comb += [
-                    coef_wr.addr.eq(beat), coef_wr.data.eq(Cat(a_word, b_word)), coef_wr.en.eq(1),
+                    coef_wr.addr.eq(beat), coef_wr.data.eq(Cat(a_word, b_word, s1_word, d_word)), coef_wr.en.eq(1),
                     acc_wr.addr.eq(beat), acc_wr.data.eq(0), acc_wr.en.eq(1),
                 ]
                 with m.If(beat == beats_max - 1):
@@ -244,7 +261,7 @@ class BatchStatsCore(Core):
         with m.If(add_valid & (fsm.ongoing("IN") | fsm.ongoing("DRAIN"))):
             m.d.comb += [acc_wr.addr.eq(add_beat), acc_wr.data.eq(new_word), acc_wr.en.eq(1)]
 
-        busy = s1_valid | s1b_valid | datapath.busy
+        busy = s1_valid | s1b_valid | datapath.busy | (fixup.busy if exact else 0)
         m.d.comb += hold.eq(0)
         if cfg.affine:
             idle = fsm.ongoing("IN") & ~in_batch & ~busy & ~add_valid

@@ -173,16 +173,19 @@ def _tie_params(cfg: CoreConfig, z: Fraction, rng) -> tuple[int, int] | None:
 
 
 def boundary_items(cfg: CoreConfig, rng: np.random.Generator, count: int, max_n: int = 16,
-                   max_tries: int = 200000) -> list[BoundaryItem]:
+                   max_tries: int = 200000, length: int | None = None) -> list[BoundaryItem]:
     """``count`` vectors whose radicand ``D`` is a perfect square, so that every normalised value
     ``z = a/sqrt(D)`` is rational, with γ/β (affine cores) chosen per element to put the exact
     result on a tie wherever the grids allow; without the affine stage, vectors are searched until
     some element is a tie.  Each tie item is followed by its neighbours: the same vector with β
     one parameter step either side (affine), or one input element moved by one step (a radicand
-    that is no longer a square: results next to, not on, the boundary)."""
+    that is no longer a square: results next to, not on, the boundary).  ``length`` fixes the
+    vector length (e.g. a batch-statistics column of M samples)."""
     f_in = cfg.in_format
     step = cfg.lanes
     lengths_ = [n for n in range(step, min(cfg.reduction_max, max_n) + 1, step) if n >= 2] or [step]
+    if length is not None:
+        lengths_ = [length]
     items: list[BoundaryItem] = []
     tries = 0
     while len(items) < count and tries < max_tries:
