@@ -34,7 +34,7 @@ import numpy as np
 
 from normgen.host.npyfile import NpyError, load_npy
 from normgen.hw import core_latency, generate_verilog
-from normgen.hw.config import SCALAR_MULS, ConfigError, CoreConfig
+from normgen.hw.config import ROUNDINGS, SCALAR_MULS, ConfigError, CoreConfig
 from normgen.hw.kinds import KINDS, NORMS, kind_for
 
 __all__ = ["main", "build_parser", "add_core_options", "core_config_from_args", "CliError", "OneLineParser"]
@@ -214,6 +214,9 @@ def add_core_options(parser: argparse.ArgumentParser, *, norms=NORMS):
                        help="LayerNorm/RMSNorm: the per-vector stage takes a new vector every C cycles "
                             "(replicated scalar units), so vectors of >= C beats stream at full rate "
                             "(default: one unit)")
+    group.add_argument("--rounding", choices=ROUNDINGS, default=DEFAULTS["rounding"],
+                       help="output rounding: faithful (error < 1 LSB) or nearest-even (the exact "
+                            "result rounded half to even, every output) (default: %(default)s)")
     group.add_argument("--scalar-mul", choices=SCALAR_MULS, default=DEFAULTS["scalar_mul"],
                        help="per-vector multiplier: parallel (fast) or serial (few DSP blocks) "
                             "(default: %(default)s)")
@@ -296,6 +299,7 @@ def core_config_from_args(args: argparse.Namespace) -> CoreConfig:
     common = dict(norm=norm, features=features, lanes=args.lanes, in_format=args.in_format,
                   out_format=args.out_format, param_format=args.param_format, eps=eps, affine=affine,
                   scalar_mul=getattr(args, "scalar_mul", DEFAULTS["scalar_mul"]),
+                  rounding=getattr(args, "rounding", DEFAULTS["rounding"]),
                   vector_interval=getattr(args, "vector_interval", None))
     if max_batch is not None:
         common.update(max_batch=max_batch, momentum=args.momentum)

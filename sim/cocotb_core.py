@@ -357,12 +357,15 @@ class TB:
         mismatch = np.flatnonzero(got_arr != expected)
         accuracy = reference.check_vector(cfg, x, got_arr)
         tally.add(len(x), len(x) - len(mismatch), accuracy)
-        if len(mismatch) or accuracy.unfaithful:
+        # a nearest-even core must give the correctly rounded value everywhere
+        wrong_rounding = accuracy.not_rounded if cfg.rounding == "nearest-even" else 0
+        if len(mismatch) or accuracy.unfaithful or wrong_rounding:
             tally.failures.append({
                 "label": label, "N": len(x), "x": x.tolist(), "expected": expected.tolist(),
                 "got": got_arr.tolist(), "mismatches": len(mismatch),
                 "first_mismatch": (int(mismatch[0]) if len(mismatch) else None),
                 "unfaithful": accuracy.unfaithful, "first_unfaithful": accuracy.first_failure,
+                "not_rounded": wrong_rounding,
                 "gamma": [int(v) for v in cfg.gamma_beta_int()[0][:len(x)]],
                 "beta": [int(v) for v in cfg.gamma_beta_int()[1][:len(x)]],
             })

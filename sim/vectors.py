@@ -187,11 +187,12 @@ def boundary_items(cfg: CoreConfig, rng: np.random.Generator, count: int, max_n:
     if length is not None:
         lengths_ = [length]
     items: list[BoundaryItem] = []
-    tries = 0
+    tries = screened = 0
     while len(items) < count and tries < max_tries:
         tries += 1
         n = int(rng.choice(lengths_))
-        if not cfg.affine_stage and tries % 2:
+        # half the items at most from the screen, unless exact ties are out of reach of the grids
+        if not cfg.affine_stage and tries % 4 == 0 and (screened < count // 2 or tries > max_tries // 20):
             # a random vector with an element within 2**-10 LSB of a boundary (screened in float64,
             # which resolves that distance at these magnitudes)
             x = _clip(cfg, rng.integers(f_in.min_int, f_in.max_int + 1, n))
@@ -202,6 +203,7 @@ def boundary_items(cfg: CoreConfig, rng: np.random.Generator, count: int, max_n:
             scaled = (n_ * x - cfg.kind.mean_term(s1)) / math.sqrt(d) * 2.0 ** (cfg.out_format.frac_bits + 1)
             if np.min(np.abs(scaled - 2 * np.floor(scaled / 2) - 1)) < 2.0 ** -10:
                 items.append(BoundaryItem(x, None, None, np.zeros(n_, bool)))
+                screened += 1
             continue
         shift = int(rng.integers(0, max(1, f_in.width - 4)))
         x = _clip(cfg, rng.integers(-3, 4, n) << shift)
