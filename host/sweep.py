@@ -126,7 +126,7 @@ class Spec:
     seed: int = 1
     pnr_timeout: float = 3600.0
     path: str | None = None
-    _points: list = field(default=None, repr=False)
+    _points: list = field(default=None, init=False, repr=False, compare=False)
 
     def points(self) -> list[dict]:
         """Every grid point (a dict axis -> value), the first axis varying slowest; duplicates
