@@ -452,10 +452,12 @@ def _write_csv(path: Path, columns, rows):
 
 def read_results(path, columns) -> list[dict]:
     """The rows of results.csv (dicts of cells), after repairing what an interruption can leave:
-    no file or an empty one gets the header, a last row cut short is dropped.  A file with
-    other columns is another sweep's: :class:`SweepError`."""
+    an empty file gets the header, a last row cut short is dropped.  No file: no rows.  A file
+    with other columns is another sweep's: :class:`SweepError`."""
     path = Path(path)
-    text = path.read_text(encoding="utf-8") if path.exists() else ""
+    if not path.exists():
+        return []
+    text = path.read_text(encoding="utf-8")
     if not text.strip():
         _write_csv(path, columns, [])
         return []
@@ -523,10 +525,6 @@ def run_sweep(spec: Spec, outdir, *, cluster: str | None = None, workers: int | 
     outdir = Path(outdir)
     if outdir.exists() and not outdir.is_dir():
         raise SweepError(f"output directory {str(outdir)!r} is not a directory")
-    try:
-        outdir.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise SweepError(f"cannot create output directory {str(outdir)!r}: {exc.strerror or exc}") from None
     data = load_data(spec.data) if spec.data else None
     columns = spec.columns()
     csv_path = outdir / "results.csv"
@@ -534,7 +532,13 @@ def run_sweep(spec: Spec, outdir, *, cluster: str | None = None, workers: int | 
     todo = [point for point in spec.points() if spec.key(point) not in done]
     counts = {"points": len(spec.points()), "skipped": len(spec.points()) - len(todo), "computed": 0, "failed": 0}
     if todo:
-        with dask_client(cluster, workers) as client:
+        with dask_client(cluster, workers) as client:     # nothing is written before it connects
+            try:
+                outdir.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise SweepError(f"cannot create output directory {str(outdir)!r}: {exc.strerror or exc}") from None
+            if not csv_path.exists():
+                _write_csv(csv_path, columns, [])
             _stream(client, spec, todo, data, csv_path, columns, counts, progress)
     write_report(outdir, spec, read_results(csv_path, columns))
     return counts
