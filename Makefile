@@ -15,7 +15,7 @@ CORE_OPTS ?= --norm layernorm --features 1024 --lanes 1 \
 VENV_STAMP := .venv/.installed
 FPGA_STAMP := .venv/.fpga-installed
 
-.PHONY: run verilog sim test test-fast formal bench rnn ln-vs-bn bitstream prog board-report clean distclean
+.PHONY: run verilog sim test test-fast formal bench sweep-example rnn ln-vs-bn bitstream prog board-report clean distclean
 
 run: verilog sim
 
@@ -55,6 +55,11 @@ $(FPGA_STAMP): $(VENV_STAMP)
 
 bench: $(FPGA_STAMP)
 	$(PYTHON) -m normgen.sim.bench
+
+# a design-space sweep on a local Dask cluster (Dask from the test extra): the shipped spec, accuracy
+# and cycles, into build/sweep/ (results.csv, pareto.png, summary.md); rerunning it resumes
+sweep-example: $(VENV_STAMP)
+	$(PYTHON) -m normgen.host.cli sweep examples/sweep/spec.toml -o $(BUILD)/sweep
 
 # dev boards: make bitstream BOARD=icebreaker|ulx3s, make prog BOARD=... [DRY_RUN=1]
 BOARD ?= icebreaker

@@ -8,6 +8,8 @@ Subcommands
 ``verilog``
     Emit the Verilog of one core (and, with ``--core-file``, its FuseSoC core description:
     :mod:`normgen.host.fusesoc`).
+``sweep``
+    Measure a grid of configurations on a Dask cluster (:mod:`normgen.host.sweep`).
 
 Every subcommand that describes a core takes the same options, built by
 :func:`add_core_options` and turned into a :class:`~normgen.hw.config.CoreConfig` by
@@ -417,6 +419,28 @@ def _write_core_file(args, description: str):
     _note(f"wrote {args.core_file}: FuseSoC core {vlnv(args.module_name, version)}")
 
 
+def _run_sweep(args) -> int:
+    from normgen.host.sweep import SweepError, load_spec, run_sweep
+
+    if args.workers is not None and args.cluster is not None:
+        raise CliError("--workers sizes the local cluster; with --cluster the cluster's own workers run the sweep")
+    if args.workers is not None and args.workers < 1:
+        raise CliError(f"--workers must be >= 1, not {args.workers}")
+    try:
+        spec = load_spec(args.spec)
+        counts = run_sweep(spec, args.output, cluster=args.cluster, workers=args.workers)
+    except SweepError as exc:
+        raise CliError(str(exc)) from None
+    except KeyboardInterrupt:
+        _note(f"interrupted: the points measured so far are in {os.path.join(args.output, 'results.csv')}; "
+              f"the same command resumes the sweep")
+        return 130
+    _note(f"{counts['points']} point(s): {counts['computed']} measured now ({counts['failed']} of them with an "
+          f"error), {counts['skipped']} already in {os.path.join(args.output, 'results.csv')}")
+    _note(f"wrote {os.path.join(args.output, 'summary.md')}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = OneLineParser(
         prog=PROG,
@@ -450,6 +474,20 @@ def build_parser() -> argparse.ArgumentParser:
                      help="also write a FuseSoC (CAPI2) core description of the Verilog file, VLNV "
                           "normgen:cores:NAME:VERSION, with lint and sim targets")
     verilog.set_defaults(run=_run_verilog)
+
+    sweep = commands.add_parser(
+        "sweep", help="measure a grid of core configurations on a Dask cluster",
+        description="Measure every point of the grid in SPEC.toml (accuracy, cycles, place and route), one "
+                    "Dask task per point; rows go to OUTDIR/results.csv as they finish, and a rerun skips "
+                    "the points already there.  Then OUTDIR/pareto.png and OUTDIR/summary.md.")
+    sweep.add_argument("spec", metavar="SPEC.toml", help="[grid] of CoreConfig fields (lists), [measure] booleans")
+    sweep.add_argument("-o", "--output", required=True, metavar="OUTDIR", help="directory of the results")
+    sweep.add_argument("--cluster", default=None, metavar="ADDRESS",
+                       help="the scheduler of a running Dask cluster (e.g. tcp://10.0.0.5:8786); default: a "
+                            "local cluster on this machine's cores")
+    sweep.add_argument("--workers", type=int, default=None, metavar="N",
+                       help="worker processes of the local cluster (default: one per core)")
+    sweep.set_defaults(run=_run_sweep)
 
     from normgen.boards.cli import add_board_parser
     add_board_parser(commands)

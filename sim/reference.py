@@ -133,15 +133,20 @@ def check_vector(cfg: CoreConfig, x, y, *, gamma=None, beta=None) -> AccuracyRep
     return report
 
 
-def output_errors(cfg: CoreConfig, x, y, *, extra_bits: int = 24) -> tuple[np.ndarray, np.ndarray]:
+def output_errors(cfg: CoreConfig, x, y, *, extra_bits: int = 24, gamma=None,
+                  beta=None) -> tuple[np.ndarray, np.ndarray]:
     """The errors, in output LSB, of the outputs ``y`` of one LayerNorm/RMSNorm input vector ``x``
     (integers) and of the correctly rounded outputs, against the exact real result saturated to
     the output range: ``(y - Y*2**F_out, rne - Y*2**F_out)``.
 
     ``Y*2**F_out`` is taken exactly to ``2**-extra_bits`` LSB (rounded down) by the same integer
-    arithmetic as :func:`exact_bounds`; only the final differences are floats, for histograms."""
-    if cfg.kind.statistics != "vector":
-        raise ValueError("output_errors covers LayerNorm and RMSNorm vectors")
+    arithmetic as :func:`exact_bounds`; only the final differences are floats, for histograms.
+
+    ``gamma``/``beta`` (integers, per element) replace the configuration's, as in
+    :func:`check_vector`: a batch-statistics BatchNorm channel is one such vector."""
+    if not (cfg.kind.statistics == "vector" or (cfg.kind.statistics == "batch" and gamma is not None)):
+        raise ValueError("output_errors covers LayerNorm and RMSNorm vectors (and batch-statistics "
+                         "BatchNorm channels given their gamma/beta)")
     x = [int(v) for v in np.asarray(x).ravel()]
     y = [int(v) for v in np.asarray(y).ravel()]
     n = len(x)
@@ -149,7 +154,8 @@ def output_errors(cfg: CoreConfig, x, y, *, extra_bits: int = 24) -> tuple[np.nd
     e = cfg.eps_int
     d = n * s2 - s1 * s1 + e * n * n if cfg.subtracts_mean else n * s2 + e * n * n
     mean_term = s1 if cfg.subtracts_mean else 0
-    gamma, beta = cfg.gamma_beta_int()
+    if gamma is None:
+        gamma, beta = cfg.gamma_beta_int()
     f_out, f_p = cfg.out_format.frac_bits, cfg.param_frac
     low, high = cfg.out_format.min_int << extra_bits, cfg.out_format.max_int << extra_bits
     core, rounded = np.empty(n), np.empty(n)
