@@ -48,7 +48,7 @@ import numpy as np
 
 from normgen.hw.config import CoreConfig
 from normgen.hw import core_latency, generate_verilog
-from normgen.sim import golden, pnr, reference, vectors
+from normgen.sim import bench_rounding, golden, pnr, reference, vectors
 from normgen.sim.runner import build_and_run, build_root
 
 VECTORS_MAX = 10                 # back-to-back N_max vectors (>= 8)
@@ -74,6 +74,10 @@ ACCURACY_CASES = [
     ("layernorm s2.6->s3.5 N64", SMALL),
     ("rmsnorm s2.6->s3.5 N64", {**SMALL, "norm": "rmsnorm"}),
     ("layernorm eps=0 N16", {"features": 16, "eps": 0.0}),
+    ("layernorm default, nearest-even", {"rounding": "nearest-even"}),
+    ("rmsnorm default, nearest-even", {"norm": "rmsnorm", "rounding": "nearest-even"}),
+    ("layernorm no affine, nearest-even", {"affine": False, "rounding": "nearest-even"}),
+    ("layernorm s2.6->s3.5 N64, nearest-even", {**SMALL, "rounding": "nearest-even"}),
 ]
 
 
@@ -510,6 +514,8 @@ def render_markdown(data: dict) -> str:
     elif data.get("pnr"):
         out += pnr.render_markdown(data["pnr"])
 
+    out += bench_rounding.render_markdown(data)
+
     bn = data.get("batchnorm")
     if bn:
         out += ["## BatchNorm cores (gateware in Amaranth's simulator, outputs bit-exact with the golden model)", "",
@@ -584,11 +590,17 @@ def render_summary(data: dict) -> str:
         out.append("")
     if data.get("pnr"):
         out += pnr.render_summary(data["pnr"])
+    out += bench_rounding.render_summary(data)
     accuracy = data["accuracy"] + (bn["accuracy"] if bn else [])
     elements = sum(a["elements"] for a in accuracy)
+    nearest = [a for a in accuracy if "nearest-even" in a["name"]]
+    faithful = [a for a in accuracy if a not in nearest]
+    faithful_elements = sum(a["elements"] for a in faithful)
     out.append(f"Accuracy: {sum(a['unfaithful'] for a in accuracy)} unfaithful outputs in {elements} "
-               f"(every vector class, {len(accuracy)} configurations); "
-               f"{sum(a['not_rounded'] for a in accuracy) / max(1, elements):.1%} differ from round-half-even.")
+               f"(every vector class, {len(accuracy)} configurations); faithful cores: "
+               f"{sum(a['not_rounded'] for a in faithful) / max(1, faithful_elements):.1%} differ from "
+               f"round-half-even; nearest-even cores: {sum(a['not_rounded'] for a in nearest)} of "
+               f"{sum(a['elements'] for a in nearest)}.")
     if data.get("plots_note") == "":
         out += ["", f"![Sustained rate against the vector length](reports/{PLOTS['throughput']})",
                 f"![Output error histogram](reports/{PLOTS['errors']})"]
@@ -652,6 +664,10 @@ def main(argv=None) -> int:
             pnr_futures, data["pnr_note"] = [], "Place and route skipped (--no-pnr)."
         else:
             pnr_futures, data["pnr_note"] = pnr_jobs(pool, args.seed)
+        have_yosys = _yosys_command() is not None
+        rounding_jobs = bench_rounding.cost_jobs(pool, args.seed, build_root() / "bench", synthesize,
+                                                 synth=have_yosys and not args.no_synth,
+                                                 pnr_on=have_yosys and not args.no_pnr)
 
         data["throughput"] = []
         for name, kwargs in THROUGHPUT_CASES:
@@ -675,6 +691,10 @@ def main(argv=None) -> int:
         print("bench: BatchNorm cores ...", flush=True)
         data["batchnorm"] = measure_batchnorm(args.seed, args.per_class)
 
+        print("bench: rounding modes (boundary class, rates; waiting for their synthesis) ...", flush=True)
+        data["rounding_boundary"] = bench_rounding.measure_boundary(args.seed)
+        data["rounding_costs"] = bench_rounding.collect_costs(rounding_jobs, args.seed)
+
         print("bench: waiting for synthesis ...", flush=True)
         data["resources"] = []
         for (name, family), future in jobs.items():
@@ -694,6 +714,10 @@ def main(argv=None) -> int:
     failed += [t["name"] for t in data["batchnorm"]["inference"] + data["batchnorm"]["batch"]
                if not t["bit_exact"] or t["latency_measured"] != t["latency_declared"]]
     failed += [f"short vectors N={s['n']} P={s['lanes']}" for s in data.get("short_vectors", []) if not s["bit_exact"]]
+    failed += [f"{r['name']} {r['rounding']}" for r in data["rounding_costs"] if r.get("bit_exact") is False]
+    failed += [f"boundary class {r['format']} nearest-even" for r in data["rounding_boundary"]
+               if r["rounding"] == "nearest-even" and (r["unfaithful"] or r["not_rounded"])]
+    failed += [a["name"] for a in data["accuracy"] if "nearest-even" in a["name"] and a["not_rounded"]]
     failed += [t["name"] for t in data["throughput"] if t["latency_declared"] is not None
                and any(v != t["latency_declared"] for v in t["latency_measured"].values())]
     if failed:
