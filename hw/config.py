@@ -44,6 +44,13 @@ rounding A and B costs <= |gamma| * (|x| + 1)/2 * 2**-FA <= 1/8; rounding v cost
 computed ``w`` is thus within 5/16 LSB of ``Y``; rounding it to the nearest output step lands
 within 13/16 < 1 LSB of ``Y``, i.e. on one of its two neighbours on the output grid: the result
 is *faithful*.  Saturation is monotone and cannot break that.
+
+Nearest-even (``rounding="nearest-even"``): ``need``, FA and FZ carry ``GUARD_BITS`` more bits, so
+each of the three errors shrinks by ``2**-GUARD_BITS`` and ``w`` lies within ``5/16 * 2**-GUARD_BITS``
+LSB of ``Y``.  If ``w`` is farther than ``2**-(GUARD_BITS+1)`` LSB from a boundary ``k + 1/2``, ``Y``
+is on the same side and is no tie, so ``rnd(w)`` is the correctly rounded result; otherwise the
+element is decided exactly (:mod:`normgen.hw.nearest`).  The folded BatchNorm instead rounds
+``x*A - B`` once, half to even, with FA chosen and proved by :mod:`normgen.host.fold`.
 """
 from __future__ import annotations
 
