@@ -21,7 +21,8 @@ Let ``alpha = s * 2**(FA - F_in)`` and ``beta' = (s*mean - beta) * 2**FA`` (``s 
 eps)``) be the exact reals that ``A`` and ``B`` approximate, ``T(x) = alpha*x - beta' = Y * 2**FA``
 and ``u(x) = x*A - B``.  Then ``|u - T| <= |x|*eA + eB`` with ``eA >= |A - alpha|`` and ``eB >= |B -
 beta'|`` decided exactly (``1/2 + 2**-16`` for the fold's own rounding; any integers ``A``, ``B``
-are accepted, the bound follows them).  The boundaries of ``rnd_even(., k)``, ``k = FA - F_out``, are
+are accepted, the bound follows them; exact constants, ``A = alpha`` and ``B = beta'``, prove the
+channel at once).  The boundaries of ``rnd_even(., k)``, ``k = FA - F_out``, are
 the odd multiples of ``2**(k-1)``.  If none lies within ``|x|*eA + eB`` of ``u``, then ``u`` and
 ``T`` lie strictly inside the same cell and round, and saturate, alike.  Otherwise ``x`` is a
 *candidate* and is decided exactly: the sign of ``T - b`` for a boundary ``b`` is the sign of
@@ -31,10 +32,17 @@ the floats, decided by squaring with the signs handled.  No float and no toleran
 The candidates are found without enumerating the input range: ``u`` is linear in ``x``, so "some
 boundary within ``W`` of ``u``" reads ``(A*x + c) mod 2**k <= 2*W``, and the next ``x`` that
 satisfies it is found in ``O(k)`` integer steps by a Euclid-like recursion
-(:func:`_first_in_window`).  The input range is cut into octaves of ``|x|`` so that ``W`` follows
-``|x|``.  The cost is thus a few hundred integer operations per channel plus the candidates
-(about ``sum over x of 2*W/2**k``: a handful at a precision that verifies), whatever the width of
-the input format, 32-bit inputs included.
+(:func:`_first_in_window`).  The input range is first narrowed to the ``x`` whose ``u`` is not
+beyond the outermost boundaries by more than the largest window (elsewhere ``u`` and ``T`` both
+round past the output range and saturate alike), then cut by ``|x|`` (its top octaves, and the
+rest) so that ``W`` follows ``|x|``.  The cost is thus a few hundred integer operations per channel
+plus one exact decision per candidate (about ``sum over x of 2*W/2**k``: a handful at a precision
+that verifies), whatever the width of the input format.  A channel has at most ``2**20``
+candidates decided one by one (about 5 s; every input of a format up to 20 bits wide): beyond,
+:class:`~normgen.host.fold.FoldError` says so.  Wider inputs reach that only when ``s`` is a short
+dyadic fraction (``var + eps`` a square, dyadic ``gamma``) that the ``FA`` at hand does not fold
+exactly, which puts whole residue classes of ``x`` next to the boundaries, or when every mismatch
+of a far too coarse ``FA`` is asked for (``limit`` bounds that).
 """
 from __future__ import annotations
 
@@ -53,6 +61,17 @@ __all__ = ["Mismatch", "verify_nearest_even", "choose_nearest_even_frac", "requi
 
 #: The bounds eA, eB of the constants' errors are decided to 2**-_ERR_BITS.
 _ERR_BITS = 16
+
+#: At most this many candidates of one channel are decided one by one (module docstring).
+_DECISIONS = 1 << 20
+
+
+class _Undecided(Exception):
+    def __init__(self, channel: int, fa: int, in_format: FixedFormat):
+        super().__init__(
+            f"channel {channel}: more than {_DECISIONS} inputs of in_format {in_format} lie within the "
+            f"folded constants' error of a rounding boundary at FA = {fa}, too many to decide one by one "
+            f"(an input format of at most 20 bits never has that many)")
 
 
 @dataclass(frozen=True)
@@ -73,23 +92,27 @@ class Mismatch:
 # ---- exact arithmetic -----------------------------------------------------------------------------
 def _first_in_window(a: int, m: int, low: int, high: int):
     """The smallest ``t >= 0`` with ``low <= (a*t) % m <= high``, or ``None``;
-    ``0 <= low <= high < m``.  ``O(log m)`` steps: the modulus at least halves every call."""
-    if low == 0:
-        return 0
-    a %= m
-    if a == 0:
-        return None
-    if 2 * a > m:              # (m - a)*t = -(a*t) mod m, and 0 is outside [low, high]
-        return _first_in_window(m - a, m, m - high, m - low)
-    t = -(-low // a)
-    if a * t <= high:          # a multiple of a itself (no wrap) lands in the window
-        return t
-    # [low, high] holds no multiple of a: a*t - m*y in [low, high] for the smallest y >= 0 with
-    # (-m*y) mod a in [low mod a, high mod a]; then t = ceil((low + m*y)/a).
-    y = _first_in_window((-m) % a, a, low % a, high % a)
-    if y is None:
-        return None
-    return -(-(low + m * y) // a)
+    ``0 <= low <= high < m``.  ``O(log m)`` steps: the modulus at least halves every other step."""
+    pending = []                   # (m, a, low) of each step that waits for its inner y
+    while True:
+        if low == 0:
+            t = 0
+            break
+        a %= m
+        if a == 0:
+            return None
+        if 2 * a > m:              # (m - a)*t = -(a*t) mod m, and 0 is outside [low, high]
+            a, low, high = m - a, m - high, m - low
+        t = -(-low // a)
+        if a * t <= high:          # a multiple of a itself (no wrap) lands in the window
+            break
+        # [low, high] holds no multiple of a: a*t - m*y in [low, high] for the smallest y >= 0
+        # with (-m*y) mod a in [low mod a, high mod a]; then t = ceil((low + m*y)/a).
+        pending.append((m, a, low))
+        a, m, low, high = (-m) % a, a, low % a, high % a
+    for m, a, low in reversed(pending):
+        t = -(-(low + m * t) // a)
+    return t
 
 
 def _window_hits(a: int, c: int, m: int, width: int, lo: int, hi: int):
@@ -165,38 +188,53 @@ def _error_bounds(in_frac: int, fa: int, exact: _ExactChannel, scale: int, shift
     g, b, m, d, t = exact.g, exact.b, exact.m, exact.d, _ERR_BITS
     sg = -1 if g < 0 else 1
     sgm = -1 if g * m < 0 else 1
-    # alpha*2**t in [fa_t, fa_t + 1], beta'*2**t in [fb_t, fb_t + 1]
-    fa_t, _ = floor_signed_sqrt_plus(sg, g * g * Fraction(4) ** (fa - in_frac + t) / d, Fraction(0))
-    fb_t, _ = floor_signed_sqrt_plus(sgm, g * g * m * m * Fraction(4) ** (fa + t) / d, -b * Fraction(2) ** (fa + t))
-    e_a = max(abs((scale << t) - fa_t), abs((scale << t) - fa_t - 1))
-    e_b = max(abs((shift << t) - fb_t), abs((shift << t) - fb_t - 1))
+    # alpha*2**t in [fa_t, fa_t + 1], beta'*2**t in [fb_t, fb_t + 1] (equal to the floor when exact)
+    fa_t, a_exact = floor_signed_sqrt_plus(sg, g * g * Fraction(4) ** (fa - in_frac + t) / d, Fraction(0))
+    fb_t, b_exact = floor_signed_sqrt_plus(sgm, g * g * m * m * Fraction(4) ** (fa + t) / d,
+                                           -b * Fraction(2) ** (fa + t))
+    e_a = abs((scale << t) - fa_t) if a_exact else max(abs((scale << t) - fa_t), abs((scale << t) - fa_t - 1))
+    e_b = abs((shift << t) - fb_t) if b_exact else max(abs((shift << t) - fb_t), abs((shift << t) - fb_t - 1))
     return e_a, e_b
 
 
-def _octaves(lo: int, hi: int):
-    """``[lo, hi]`` cut into ``{0}`` and the pieces ``2**(j-1) <= |x| < 2**j`` of each sign."""
-    if lo <= 0 <= hi:
-        yield 0, 0
-    j = 1
-    while (1 << (j - 1)) <= max(hi, -lo):
+def _pieces(lo: int, hi: int, octaves: int = 5):
+    """``[lo, hi]`` cut by ``|x|``: the ``octaves`` top octaves ``2**(j-1) <= |x| < 2**j`` of each
+    sign, and one piece for all smaller ``|x|`` (their windows are at most 1/16 of the top's)."""
+    top = max(hi, -lo).bit_length()
+    inner = max(0, top - octaves)
+    core = (1 << inner) - 1
+    if max(lo, -core) <= min(hi, core):
+        yield max(lo, -core), min(hi, core)
+    for j in range(inner + 1, top + 1):
         a, b = 1 << (j - 1), (1 << j) - 1
         if a <= hi and b >= lo:
             yield max(a, lo), min(b, hi)
         if -a >= lo and -b <= hi:
             yield max(-b, lo), min(-a, hi)
-        j += 1
 
 
 def _verify_channel(channel: int, in_format: FixedFormat, out_format: FixedFormat, fa: int,
-                    scale: int, shift: int, params, eps, first: bool) -> list[Mismatch]:
+                    scale: int, shift: int, params, eps, limit: int | None) -> list[Mismatch]:
     k = fa - out_format.frac_bits
     exact = _ExactChannel(in_format.frac_bits, fa, *params, eps)
     e_a, e_b = _error_bounds(in_format.frac_bits, fa, exact, scale, shift)
+    if e_a == e_b == 0:                 # A = alpha and B = beta' exactly: u = T for every x
+        return []
     modulus, half = 1 << k, 1 << (k - 1)
     low, high = out_format.min_int, out_format.max_int
-    found = []
-    for lo, hi in _octaves(in_format.min_int, in_format.max_int):
-        reach = (max(abs(lo), abs(hi)) * e_a + e_b) >> _ERR_BITS        # W of this octave
+    # Where u is beyond the outermost boundaries by more than the largest window, u and T both
+    # round past the output range and saturate alike: only x with u in [u_low, u_high] can differ.
+    reach_max = ((max(-in_format.min_int, in_format.max_int) * e_a + e_b) >> _ERR_BITS) + 1
+    u_low, u_high = (2 * low + 1) * half - reach_max, (2 * high - 1) * half + reach_max
+    if scale == 0:
+        x_lo, x_hi = (in_format.min_int, in_format.max_int) if u_low <= -shift <= u_high else (1, 0)
+    else:
+        ends = sorted(((u_low + shift) / Fraction(scale), (u_high + shift) / Fraction(scale)))
+        x_lo, x_hi = -((-ends[0].numerator) // ends[0].denominator), ends[1].numerator // ends[1].denominator
+    x_lo, x_hi = max(x_lo, in_format.min_int), min(x_hi, in_format.max_int)
+    found, decisions = [], 0
+    for lo, hi in (_pieces(x_lo, x_hi) if x_lo <= x_hi else ()):
+        reach = (max(abs(lo), abs(hi)) * e_a + e_b) >> _ERR_BITS        # W of this piece
         # u = A*x - B within reach of a boundary h + j*2**k  <=>  (A*x - B - h + reach) mod 2**k <= 2*reach
         for x in _window_hits(scale % modulus, (reach - shift - half) % modulus, modulus, 2 * reach, lo, hi):
             u = scale * x - shift
@@ -206,6 +244,9 @@ def _verify_channel(channel: int, in_format: FixedFormat, out_format: FixedForma
             window = abs(x) * e_a + e_b                                   # |u - T| <= window * 2**-16
             if abs(u - boundary) << _ERR_BITS > window:                   # this x's own window misses
                 continue
+            decisions += 1
+            if decisions > _DECISIONS:
+                raise _Undecided(channel, fa, in_format)
             hardware = rnd_even(u, k)
             if window < half << _ERR_BITS:      # no other boundary within reach: one exact sign decides
                 side = exact.sign_minus(x, boundary)
@@ -219,7 +260,7 @@ def _verify_channel(channel: int, in_format: FixedFormat, out_format: FixedForma
             hardware, rounded = min(max(hardware, low), high), min(max(rounded, low), high)
             if hardware != rounded:
                 found.append(Mismatch(channel, x, hardware, rounded, tie))
-                if first:
+                if limit is not None and len(found) >= limit:
                     return found
     return sorted(found, key=lambda mismatch: mismatch.x)
 
@@ -236,14 +277,15 @@ def _channel_params(gamma, beta, mean, var) -> list[tuple[float, float, float, f
 
 
 def verify_nearest_even(in_format, out_format, fa: int, scale, shift, gamma, beta, mean, var, eps,
-                        *, first: bool = False) -> list[Mismatch]:
+                        *, first: bool = False, limit: int | None = None) -> list[Mismatch]:
     """The inputs that ``y = saturate(rnd_even(x*A - B, fa - F_out))`` rounds differently from
     ``round_half_even(Y * 2**F_out)`` saturated, over every ``x`` of ``in_format`` and every channel
     (``scale``/``shift``: the integers ``A``/``B`` per channel; ``gamma``… : the float parameters).
 
-    An empty list is a proof that the constants round every input correctly.  With ``first``, stop
-    at the first mismatch.  Exact (module docstring); the cost follows the candidates, not the
-    width of ``in_format``."""
+    An empty list is a proof that the constants round every input correctly.  Exact (module
+    docstring); the cost follows the candidates, not the width of ``in_format``: listing every
+    mismatch of a far too coarse ``fa`` on a wide input costs one exact decision per mismatch, so
+    ``limit`` stops after that many (``first``: after one), in the order found."""
     in_format, out_format = FixedFormat.parse(in_format), FixedFormat.parse(out_format)
     if fa <= out_format.frac_bits:
         raise ValueError(f"fa = {fa} must exceed the output fraction bits ({out_format.frac_bits}): "
@@ -252,10 +294,16 @@ def verify_nearest_even(in_format, out_format, fa: int, scale, shift, gamma, bet
     scale, shift = [int(a) for a in np.ravel(scale)], [int(b) for b in np.ravel(shift)]
     if not len(scale) == len(shift) == len(params):
         raise ValueError(f"{len(params)} channels of parameters, {len(scale)} scales, {len(shift)} shifts")
+    if first:
+        limit = 1
     found = []
     for channel, (a, b, p) in enumerate(zip(scale, shift, params)):
-        found += _verify_channel(channel, in_format, out_format, fa, a, b, p, eps, first)
-        if first and found:
+        try:
+            found += _verify_channel(channel, in_format, out_format, fa, a, b, p, eps,
+                                     None if limit is None else limit - len(found))
+        except _Undecided as exc:
+            raise FoldError(str(exc)) from None
+        if limit is not None and len(found) >= limit:
             break
     return found
 
@@ -322,7 +370,10 @@ def choose_nearest_even_frac(in_format, out_format, eps, gamma, beta, mean, var,
         folded = {}
         for position, c in enumerate(order):
             a, b = folded[c] = fold_constants(in_format.frac_bits, fa, eps, *params[c])
-            found = _verify_channel(c, in_format, out_format, fa, a, b, params[c], eps, True)
+            try:
+                found = _verify_channel(c, in_format, out_format, fa, a, b, params[c], eps, 1)
+            except _Undecided as exc:
+                found = [exc]
             if found:
                 failure = found[0]
                 order.insert(0, order.pop(position))
@@ -332,6 +383,9 @@ def choose_nearest_even_frac(in_format, out_format, eps, gamma, beta, mean, var,
             assert _fits(in_format, max(abs(a) for a, _ in folded.values()),
                          max(abs(b) for _, b in folded.values()))
             return fa
+    if isinstance(failure, _Undecided):
+        raise FoldError(f"no precision FA in {fa_min}..{fa_max} is proved to round every input to nearest "
+                        f"even; at FA = {fa_max}: {failure}")
     why = ("an exact tie, Y*2**F_out = n + 1/2, that x*A - B does not reproduce" if failure.tie else
            "Y*2**F_out lies nearer to a rounding boundary than the folded constants resolve")
     raise FoldError(f"channel {failure.channel}: no precision FA in {fa_min}..{fa_max} rounds every input "

@@ -252,6 +252,39 @@ def test_16bit_every_input_against_reference():
     print(f"16-bit: faithful FA {fa0}, nearest-even FA {fa_ne}, {len(found)} inputs wrong at FA {fa0}")
 
 
+# ---- a 30-bit input: proved without enumerating it ------------------------------------------
+def test_wide_input_is_proved_analytically():
+    # 0: s = 1, mean and beta dyadic: exact constants; 1: generic
+    cfg = _config("s16.14", "s8.8", 0.0, [0.5, 1.3], [0.25, 0.1], [0.5, -0.3], [0.25, 0.7])
+    limit = nearest_even_frac_limit(cfg.in_format, cfg.out_format, cfg.eps, *_params(cfg))
+    scale, shift = _fold(cfg, limit)
+    g, b, m, v = _params(cfg)
+    assert verify_nearest_even(cfg.in_format, cfg.out_format, cfg.a_frac, cfg.scale_int[:1], cfg.shift_int[:1],
+                               g[:1], b[:1], m[:1], v[:1], cfg.eps) == []
+    found = _verify(cfg, limit, scale, shift)                  # 3 of the 2**30 inputs
+    assert found and {mm.channel for mm in found} == {1}
+    assert len(_verify(cfg, limit, scale, shift, limit=2)) == 2
+    k = limit - cfg.out_format.frac_bits
+    for mm in found:                                           # the datapath and the reference agree
+        u = mm.x * scale[1] - shift[1]
+        assert min(max(rnd_even(u, k), cfg.out_format.min_int), cfg.out_format.max_int) == mm.hardware
+        assert batchnorm_bounds(cfg, 1, mm.x).rne == mm.exact != mm.hardware
+    with pytest.raises(FoldError, match=r"^channel 1: no precision FA in 40\.\.\d+ .* nearer to a rounding boundary"):
+        _choose(cfg)
+
+
+def test_too_many_candidates_is_an_error(monkeypatch):
+    import normgen.host.fold_rne as fold_rne
+    monkeypatch.setattr(fold_rne, "_DECISIONS", 20)
+    cfg = _config_16bit()
+    with pytest.raises(FoldError, match=r"^channel 0: more than 20 inputs of in_format s4\.12 lie within"):
+        _verify(cfg, cfg.a_frac, cfg.scale_int, cfg.shift_int)
+    # the search goes on past a precision it cannot decide: exact constants need no decision
+    dyadic = _config("s4.12", "s4.12", 0.0, [0.75], [2.0 ** -13], [0.125], [0.25])
+    fa = _choose(dyadic, 20)
+    assert _verify(dyadic, fa, *_fold(dyadic, fa)) == []
+
+
 # ---- errors -----------------------------------------------------------------------------------
 def test_impossible_channel_is_named():
     """var = 9/4: s = 2/3 is no dyadic, so A never equals it; ties of x = 0 (mod 3) all round
