@@ -48,16 +48,18 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from fractions import Fraction
+from typing import TYPE_CHECKING
 
 import numpy as np
-
-from normgen.hw.config import MAX_ARITH_WIDTH, FixedFormat
 
 from .exact import floor_signed_sqrt_plus, rnd_even
 from .fold import FoldError, fold_constants
 
 __all__ = ["Mismatch", "verify_nearest_even", "choose_nearest_even_frac", "require_nearest_even",
            "nearest_even_frac_limit"]
+
+if TYPE_CHECKING:
+    from normgen.hw.config import FixedFormat
 
 #: The bounds eA, eB of the constants' errors are decided to 2**-_ERR_BITS.
 _ERR_BITS = 16
@@ -286,7 +288,7 @@ def verify_nearest_even(in_format, out_format, fa: int, scale, shift, gamma, bet
     docstring); the cost follows the candidates, not the width of ``in_format``: listing every
     mismatch of a far too coarse ``fa`` on a wide input costs one exact decision per mismatch, so
     ``limit`` stops after that many (``first``: after one), in the order found."""
-    in_format, out_format = FixedFormat.parse(in_format), FixedFormat.parse(out_format)
+    in_format, out_format = _formats(in_format, out_format)
     if fa <= out_format.frac_bits:
         raise ValueError(f"fa = {fa} must exceed the output fraction bits ({out_format.frac_bits}): "
                          f"the datapath rounds x*A - B by fa - F_out bits")
@@ -308,18 +310,30 @@ def verify_nearest_even(in_format, out_format, fa: int, scale, shift, gamma, bet
     return found
 
 
+# The configuration module is imported where it is used: it may import this one.
+def _formats(in_format, out_format):
+    from normgen.hw.config import FixedFormat
+    return FixedFormat.parse(in_format, param="in_format"), FixedFormat.parse(out_format, param="out_format")
+
+
+def _max_width() -> int:
+    """:data:`normgen.hw.config.MAX_ARITH_WIDTH`: ``x*A`` and ``B`` must fit it, sign included."""
+    from normgen.hw.config import MAX_ARITH_WIDTH
+    return MAX_ARITH_WIDTH
+
+
 def _fits(in_format: FixedFormat, scale_max: int, shift_max: int) -> bool:
     """Whether ``x*A`` and ``B`` fit the arithmetic (the widths of :meth:`CoreConfig._check_limits`)."""
     a_width, b_width = scale_max.bit_length() + 1, shift_max.bit_length() + 1
-    return in_format.width + a_width <= MAX_ARITH_WIDTH and b_width <= MAX_ARITH_WIDTH
+    return in_format.width + a_width <= _max_width() and b_width <= _max_width()
 
 
 def nearest_even_frac_limit(in_format, out_format, eps, gamma, beta, mean, var) -> int:
     """The largest ``FA`` whose folded constants fit the arithmetic (``x*A`` and ``B`` within
-    :data:`MAX_ARITH_WIDTH` bits, signed), at most ``F_out + 62`` (the rounding shift stays within
+    :data:`normgen.hw.config.MAX_ARITH_WIDTH` bits, signed), at most ``F_out + 62`` (the rounding shift stays within
     ``int64``).  ``|A|`` and ``|B|`` never shrink as ``FA`` grows, so the limit is one number;
     only the channels with the largest ``|s|`` and ``|s*mean - beta|`` can decide it."""
-    in_format, out_format = FixedFormat.parse(in_format), FixedFormat.parse(out_format)
+    in_format, out_format = _formats(in_format, out_format)
     params = _channel_params(gamma, beta, mean, var)
     g, b, m, v = (np.array(column, dtype=np.float64) for column in zip(*params))
     with np.errstate(all="ignore"):
@@ -352,7 +366,7 @@ def choose_nearest_even_frac(in_format, out_format, eps, gamma, beta, mean, var,
     ``FA`` is scanned upward one by one (correct rounding at ``FA`` does not imply it at ``FA + 1``),
     the channels that failed a lower ``FA`` tried first, up to :func:`nearest_even_frac_limit`.
     Raises :class:`FoldError` naming the channel when no ``FA`` works."""
-    in_format, out_format = FixedFormat.parse(in_format), FixedFormat.parse(out_format)
+    in_format, out_format = _formats(in_format, out_format)
     params = _channel_params(gamma, beta, mean, var)
     if not params:
         raise FoldError("no channels")
@@ -362,7 +376,7 @@ def choose_nearest_even_frac(in_format, out_format, eps, gamma, beta, mean, var,
     fa_min = max(fa_min, out_format.frac_bits + 1)
     fa_max = nearest_even_frac_limit(in_format, out_format, eps, gamma, beta, mean, var)
     if fa_max < fa_min:
-        raise FoldError(f"the folded constants at FA = {fa_min} already exceed the {MAX_ARITH_WIDTH}-bit "
+        raise FoldError(f"the folded constants at FA = {fa_min} already exceed the {_max_width()}-bit "
                         f"arithmetic (x*A and B) with in_format {in_format}")
     order = list(range(len(params)))          # channels that failed before come first
     failure = None
@@ -389,7 +403,7 @@ def choose_nearest_even_frac(in_format, out_format, eps, gamma, beta, mean, var,
     why = ("an exact tie, Y*2**F_out = n + 1/2, that x*A - B does not reproduce" if failure.tie else
            "Y*2**F_out lies nearer to a rounding boundary than the folded constants resolve")
     raise FoldError(f"channel {failure.channel}: no precision FA in {fa_min}..{fa_max} rounds every input "
-                    f"to nearest even ({in_format} -> {out_format}; x*A and B must fit {MAX_ARITH_WIDTH} bits): "
+                    f"to nearest even ({in_format} -> {out_format}; x*A and B must fit {_max_width()} bits): "
                     f"at FA = {fa_max}, x = {failure.x} rounds to {failure.hardware} instead of "
                     f"{failure.exact}: {why}")
 
