@@ -330,9 +330,9 @@ def _fits(in_format: FixedFormat, scale_max: int, shift_max: int) -> bool:
 
 def nearest_even_frac_limit(in_format, out_format, eps, gamma, beta, mean, var) -> int:
     """The largest ``FA`` whose folded constants fit the arithmetic (``x*A`` and ``B`` within
-    :data:`normgen.hw.config.MAX_ARITH_WIDTH` bits, signed), at most ``F_out + 62`` (the rounding shift stays within
-    ``int64``).  ``|A|`` and ``|B|`` never shrink as ``FA`` grows, so the limit is one number;
-    only the channels with the largest ``|s|`` and ``|s*mean - beta|`` can decide it."""
+    :data:`normgen.hw.config.MAX_ARITH_WIDTH` bits, signed), at most ``F_out + 62`` (the rounding
+    shift stays within ``int64``).  ``|A|`` and ``|B|`` never shrink as ``FA`` grows, so the limit
+    is one number; only the channels with the largest ``|s|`` and ``|s*mean - beta|`` decide it."""
     in_format, out_format = _formats(in_format, out_format)
     params = _channel_params(gamma, beta, mean, var)
     g, b, m, v = (np.array(column, dtype=np.float64) for column in zip(*params))
