@@ -419,3 +419,51 @@ def require_nearest_even(in_format, out_format, fa: int, scale, shift, gamma, be
         raise FoldError(f"channel {bad.channel}: x = {bad.x} would round to {bad.hardware} instead of "
                         f"{bad.exact}{tie} with this core's precision (FA = {fa}); "
                         f"generate the core with these parameters")
+
+
+def main(argv=None) -> None:
+    """``python -m normgen.host.fold_rne``: the precision that nearest-even costs on random BatchNorm
+    channels (γ in [0.5, 2], β and mean in [-1, 1], var in [0.1, 4]), against the faithful one."""
+    import argparse
+    import time
+
+    from normgen.hw.config import CoreConfig
+
+    parser = argparse.ArgumentParser(prog="python -m normgen.host.fold_rne", description=main.__doc__)
+    parser.add_argument("--channels", type=int, nargs="+", default=[64, 1024])
+    parser.add_argument("--in-format", default="s4.12")
+    parser.add_argument("--out-format", default="s4.12")
+    parser.add_argument("--eps", type=float, default=1e-5)
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+    for channels in args.channels:
+        rng = np.random.default_rng(args.seed)
+        params = (rng.uniform(0.5, 2, channels), rng.uniform(-1, 1, channels),
+                  rng.uniform(-1, 1, channels), rng.uniform(0.1, 4, channels))
+        cfg = CoreConfig(norm="batchnorm", features=channels, in_format=args.in_format,
+                         out_format=args.out_format, eps=args.eps, gamma=params[0], beta=params[1],
+                         mean=params[2], var=params[3])
+        fi, fo = cfg.in_format, cfg.out_format
+        print(f"{channels} channels, {fi} -> {fo}: faithful FA {cfg.a_frac} (A {cfg.a_width} bits, "
+              f"B {cfg.b_width}, x*A {cfg.xa_width})")
+        start = time.perf_counter()
+        try:
+            fa = choose_nearest_even_frac(fi, fo, args.eps, *params, cfg.a_frac)
+        except FoldError as exc:
+            print(f"  nearest-even: {exc} ({time.perf_counter() - start:.2f} s)")
+            continue
+        chosen = time.perf_counter() - start
+        folded = [fold_constants(fi.frac_bits, fa, args.eps, *p) for p in zip(*params)]
+        scale, shift = [a for a, _ in folded], [b for _, b in folded]
+        start = time.perf_counter()
+        assert verify_nearest_even(fi, fo, fa, scale, shift, *params, args.eps) == []
+        proved = time.perf_counter() - start
+        a_width = max(abs(a) for a in scale).bit_length() + 1
+        b_width = max(abs(b) for b in shift).bit_length() + 1
+        print(f"  nearest-even FA {fa} (A {a_width} bits, B {b_width}, x*A {fi.width + a_width}; "
+              f"limit FA {nearest_even_frac_limit(fi, fo, args.eps, *params)}): "
+              f"chosen in {chosen:.2f} s, proof at FA {fa} {proved:.2f} s")
+
+
+if __name__ == "__main__":
+    main()

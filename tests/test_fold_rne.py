@@ -327,3 +327,10 @@ def test_runtime_load_refused_with_the_input():
     fold_batchnorm(cfg, gamma, beta, mean, var)
     with pytest.raises(ValueError, match="must exceed"):
         verify_nearest_even("s3.5", "s3.5", 5, [1], [0], [1.0], [0.0], [0.0], [1.0], 0.0)
+
+
+def test_width_report_runs(capsys):
+    from normgen.host.fold_rne import main
+    main(["--channels", "3", "--in-format", "s3.5", "--out-format", "s3.5"])
+    out = capsys.readouterr().out
+    assert "faithful FA 15" in out and "nearest-even FA" in out
