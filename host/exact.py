@@ -6,7 +6,7 @@ from __future__ import annotations
 import math
 from fractions import Fraction
 
-__all__ = ["floor_signed_sqrt_plus", "round_signed_sqrt", "exact_fraction"]
+__all__ = ["floor_signed_sqrt_plus", "round_signed_sqrt", "exact_fraction", "rnd_even"]
 
 
 def exact_fraction(value) -> Fraction:
@@ -49,3 +49,18 @@ def floor_signed_sqrt_plus(sign: int, y: Fraction, r: Fraction) -> tuple[int, bo
 def round_signed_sqrt(sign: int, y: Fraction, r: Fraction = Fraction(0)) -> int:
     """``floor(sign*sqrt(y) + r + 1/2)``: round half up."""
     return floor_signed_sqrt_plus(sign, y, r + Fraction(1, 2))[0]
+
+
+def rnd_even(value, shift):
+    """Round half to even: the integer nearest ``value / 2**shift``, the even one on a tie, for
+    ``shift > 0``; the exact ``value * 2**-shift`` for ``shift <= 0``.
+
+    Works on Python ints and on NumPy ``int64`` arrays alike (elementwise, no overflow for
+    ``shift < 63``: nothing is added to ``value``)."""
+    if shift <= 0:
+        return value << (-shift)
+    quotient = value >> shift                          # floor(value / 2**shift)
+    remainder = value - (quotient << shift)            # in [0, 2**shift)
+    half = 1 << (shift - 1)
+    up = (remainder > half) | ((remainder == half) & ((quotient & 1) == 1))
+    return quotient + up

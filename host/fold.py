@@ -16,7 +16,7 @@ import numpy as np
 
 from .exact import round_signed_sqrt
 
-__all__ = ["fold_batchnorm", "FoldError"]
+__all__ = ["fold_batchnorm", "fold_channel", "fold_constants", "FoldError"]
 
 
 class FoldError(ValueError):
@@ -27,21 +27,33 @@ def _sign(q: Fraction) -> int:
     return -1 if q < 0 else 1
 
 
-def fold_channel(cfg, gamma: float, beta: float, mean: float, var: float) -> tuple[int, int]:
-    g, b, m, v, eps = (Fraction(float(value)) for value in (gamma, beta, mean, var, cfg.eps))
-    denominator = v + eps
-    fa, f_in = cfg.a_frac, cfg.in_format.frac_bits
-    scale = round_signed_sqrt(_sign(g), g * g * Fraction(4) ** (fa - f_in) / denominator)
+def fold_constants(in_frac: int, fa: int, eps: float, gamma: float, beta: float, mean: float,
+                   var: float) -> tuple[int, int]:
+    """``(A, B)`` of one channel at ``fa`` fraction bits, for inputs with ``in_frac`` fraction bits."""
+    g, b, m, v, e = (Fraction(float(value)) for value in (gamma, beta, mean, var, eps))
+    denominator = v + e
+    scale = round_signed_sqrt(_sign(g), g * g * Fraction(4) ** (fa - in_frac) / denominator)
     shift = round_signed_sqrt(_sign(g * m), g * g * m * m * Fraction(4) ** fa / denominator,
                               -b * Fraction(2) ** fa)
     return scale, shift
 
 
-def fold_batchnorm(cfg, gamma, beta, mean, var, *, check: bool = True) -> tuple[np.ndarray, np.ndarray]:
-    """Per-channel ``(A, B)`` integers for a BatchNorm core.
+def fold_channel(cfg, gamma: float, beta: float, mean: float, var: float, *,
+                 fa: int | None = None) -> tuple[int, int]:
+    """``(A, B)`` of one channel of the core ``cfg``, at its ``a_frac`` unless ``fa`` is given."""
+    return fold_constants(cfg.in_format.frac_bits, cfg.a_frac if fa is None else fa, cfg.eps,
+                          gamma, beta, mean, var)
+
+
+def fold_batchnorm(cfg, gamma, beta, mean, var, *, check: bool = True,
+                   nearest_even: bool | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Per-channel ``(A, B)`` integers for a BatchNorm core, at its ``a_frac``.
 
     With ``check`` (run-time loads), constants that do not fit the core's ``a_width``/``b_width``
-    raise :class:`FoldError` naming the channel."""
+    raise :class:`FoldError` naming the channel.  With ``check`` and ``nearest_even`` (default:
+    whether ``cfg.rounding`` is ``"nearest-even"``), so do constants that would round some input
+    of some channel differently from round-half-even of the exact result
+    (:func:`normgen.host.fold_rne.require_nearest_even`)."""
     arrays = [np.asarray(values, dtype=np.float64).ravel() for values in (gamma, beta, mean, var)]
     channels = cfg.features
     for name, values in zip(("gamma", "beta", "mean", "var"), arrays):
@@ -67,4 +79,9 @@ def fold_batchnorm(cfg, gamma, beta, mean, var, *, check: bool = True) -> tuple[
                                 f"{width}-bit {name} of this core; generate the core with these parameters")
     if max(abs(int(v)) for v in list(scale) + list(shift)) >= 1 << 62:
         raise FoldError("folded constants exceed 62 bits: parameters out of any useful range")
+    if nearest_even is None:
+        nearest_even = getattr(cfg, "rounding", "faithful") == "nearest-even"
+    if check and nearest_even:
+        from .fold_rne import require_nearest_even    # it imports the configuration module
+        require_nearest_even(cfg.in_format, cfg.out_format, cfg.a_frac, scale, shift, *arrays, cfg.eps)
     return scale.astype(np.int64), shift.astype(np.int64)
