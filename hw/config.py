@@ -60,7 +60,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from normgen.host.fold import fold_batchnorm
+from normgen.host.fold import FoldError, fold_batchnorm
+from normgen.host.fold_rne import choose_nearest_even_frac
 
 from .kinds import KINDS, NORMS, NormKind, kind_for
 
@@ -448,6 +449,15 @@ class CoreConfig:
         whose constants do not fit is refused (:func:`normgen.host.fold.fold_batchnorm`)."""
         set_ = lambda name, value: object.__setattr__(self, name, value)  # noqa: E731
         x_mag = 1 << (self.in_format.width - 1)
+        if self.rounding == "nearest-even":
+            # the smallest FA (>= the faithful one) proved to round every input of every channel
+            # to nearest even, x*A - B rounded once, half to even
+            try:
+                fa = choose_nearest_even_frac(self.in_format, self.out_format, self.eps, self.gamma, self.beta,
+                                              self.mean, self.var, fa_min=self.a_frac)
+            except FoldError as exc:
+                raise ConfigError(f"rounding nearest-even: {exc}") from None
+            set_("a_frac", fa)
         scale, shift = fold_batchnorm(self, self.gamma, self.beta, self.mean, self.var, check=False)
         scale.setflags(write=False)
         shift.setflags(write=False)

@@ -12,6 +12,7 @@ import math
 import numpy as np
 
 from normgen.hw.config import CoreConfig
+from normgen.host.exact import rnd_even
 
 __all__ = ["rnd", "rnd_even", "statistics", "denominator", "rsqrt", "scalars", "elementwise",
            "resolve_nearest", "normalize", "normalize_vectors"]
@@ -23,15 +24,6 @@ def rnd(value, shift):
     if shift > 0:
         return (value + (1 << (shift - 1))) >> shift
     return value << (-shift)
-
-
-def rnd_even(value, shift):
-    """Round half to even: the integer nearest ``value / 2**shift``, the even one on a tie
-    (``shift > 0``); exact ``value * 2**-shift`` for ``shift <= 0``.  Python ints and int64 arrays."""
-    if shift <= 0:
-        return value << (-shift)
-    # floor(v/2**k + 1/2) except on a tie with an even floor: add half - 1 + (bit k of v)
-    return (value + ((1 << (shift - 1)) - 1) + ((value >> shift) & 1)) >> shift
 
 
 def _sign(value: int) -> int:

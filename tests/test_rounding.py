@@ -273,3 +273,46 @@ def test_decision_stage_alone_matches_its_integer_specification(affine):
     sim.add_testbench(sink)
     sim.run_until(1e-8 * 200 * len(beats) * decision_cycles(cfg))
     assert got == [expected(beat) for beat in beats]
+
+
+# ---- BatchNorm inference: precision proved at generation time ----------------------------------
+def _tie_channels(**kwargs) -> CoreConfig:
+    """Four channels whose exact results land on ties for some inputs: var + eps a perfect square,
+    γ, β and mean on coarse dyadic grids, γ = 0 with β on a half LSB, negative γ."""
+    return CoreConfig(norm="batchnorm", features=4, in_format="s3.5", out_format="s3.5", eps=0.0,
+                      mean=[0.25, -0.5, 0.0, 0.125], var=[0.25, 4.0, 1.0, 0.0625],
+                      gamma=[0.5, -1.5, 0.0, 0.75], beta=[1 / 64, -0.25, 3 / 64, 0.5], **kwargs)
+
+
+def test_batchnorm_inference_nearest_even_every_input_in_the_gateware():
+    """Every input value of every channel (s3.5: all 256) through the gateware: bit-exact with the
+    golden model and correctly rounded by the exact reference, exact ties included; the faithful
+    core on the same channels misses some."""
+    cfg = _tie_channels(rounding="nearest-even", lanes=2)
+    values = np.arange(cfg.in_format.min_int, cfg.in_format.max_int + 1)
+    packets = [Packet(np.full(cfg.features, v)) for v in values]
+    run = run_core(cfg, packets, idle=0.1, stall=0.2, seed=2)
+    expected = expected_outputs(cfg, packets)
+    assert len(run.outputs) == len(expected)
+    total = reference.AccuracyReport()
+    for packet, (got, _), (want, _) in zip(packets, run.outputs, expected):
+        np.testing.assert_array_equal(got, want)
+        total.add(reference.check_vector(cfg, packet.x, got))
+    assert total.unfaithful == 0 and total.not_rounded == 0, total.first_failure
+    faithful = _tie_channels()
+    missed = reference.AccuracyReport()
+    for packet in packets:
+        n = len(packet.x)
+        y = golden.elementwise(faithful, packet.x, faithful.scale_int[:n], faithful.shift_int[:n], None, None)
+        missed.add(reference.check_vector(faithful, packet.x, y))
+    assert missed.not_rounded > 0
+
+
+def test_batchnorm_inference_nearest_even_costs_precision_and_refuses_what_it_cannot_prove():
+    faithful, nearest = _tie_channels(), _tie_channels(rounding="nearest-even")
+    assert nearest.a_frac >= faithful.a_frac
+    # var = 9/4: s = 2/3 is no dyadic; the ties at x = 0 (mod 3) cannot all be reproduced
+    with pytest.raises(ConfigError, match="rounding nearest-even: channel 1: no precision FA .*exact tie"):
+        CoreConfig(norm="batchnorm", features=2, in_format="s3.5", out_format="s3.5", eps=0.0,
+                   mean=[0.0, 0.0], var=[1.0, 2.25], gamma=[1.0, 1.0], beta=[0.0, 2.0 ** -6],
+                   rounding="nearest-even")
