@@ -86,8 +86,10 @@ class BatchStatsCore(Core):
         stats_word = Signal(lanes * (s1_w + s2_w))
         a_word = Signal(lanes * a_w)
         b_word = Signal(lanes * b_w)
-        s1_word = Signal(lanes * cfg.s1_width if exact else 0)
-        d_word = Signal(lanes * cfg.d_width if exact else 0)
+        stat_words = []                              # nearest-even: each lane's S1 and D
+        if exact:
+            s1_word, d_word = Signal(lanes * cfg.s1_width), Signal(lanes * cfg.d_width)
+            stat_words = [s1_word, d_word]
 
         # Accumulate: the beat taken in cycle t is added to acc[beat] in cycle t+1.
         add_valid = Signal()
@@ -230,7 +232,7 @@ class BatchStatsCore(Core):
                         m.next = "ST_PUSH"
             with m.State("ST_WRITE"):                 # constants in, accumulators cleared
                 m.d.comb += [
-                    coef_wr.addr.eq(beat), coef_wr.data.eq(Cat(a_word, b_word, s1_word, d_word)), coef_wr.en.eq(1),
+                    coef_wr.addr.eq(beat), coef_wr.data.eq(Cat(a_word, b_word, *stat_words)), coef_wr.en.eq(1),
                     acc_wr.addr.eq(beat), acc_wr.data.eq(0), acc_wr.en.eq(1),
                 ]
                 with m.If(beat == beats_max - 1):

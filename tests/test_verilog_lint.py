@@ -17,6 +17,10 @@ CONFIGS = {
     "batchnorm": dict(norm="batchnorm", features=16, lanes=2, mean=np.linspace(-1, 1, 16), var=np.linspace(0.5, 2, 16)),
     "batchnorm-batch-p1": dict(norm="batchnorm", features=8, max_batch=4),
     "batchnorm-batch-p4": dict(norm="batchnorm", features=8, lanes=4, max_batch=4),
+    "layernorm-nearest-even": dict(features=64, lanes=2, rounding="nearest-even"),
+    "batchnorm-nearest-even": dict(norm="batchnorm", features=16, lanes=2, mean=np.linspace(-1, 1, 16),
+                                   var=np.linspace(0.5, 2, 16), rounding="nearest-even"),
+    "batchnorm-batch-nearest-even": dict(norm="batchnorm", features=8, lanes=2, max_batch=4, rounding="nearest-even"),
 }
 
 
