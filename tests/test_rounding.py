@@ -316,3 +316,42 @@ def test_batchnorm_inference_nearest_even_costs_precision_and_refuses_what_it_ca
         CoreConfig(norm="batchnorm", features=2, in_format="s3.5", out_format="s3.5", eps=0.0,
                    mean=[0.0, 0.0], var=[1.0, 2.25], gamma=[1.0, 1.0], beta=[0.0, 2.0 ** -6],
                    rounding="nearest-even")
+
+
+@pytest.mark.parametrize("formats", ["s4.12", "s8.8", "s6.10"])
+def test_batchnorm_inference_nearest_even_random_channels(formats):
+    """Random running statistics and γ/β (negative γ included) on 16-bit formats: every class
+    through the gateware, bit-exact and correctly rounded; a run-time load is proved too."""
+    fin, fout, _, eps = FORMATS[formats]
+    rng = np.random.default_rng(zlib.crc32(formats.encode()))
+    c = 8
+
+    def params():
+        return dict(mean=rng.normal(0, 1, c), var=rng.uniform(0.05, 4, c), gamma=rng.normal(0, 1.5, c),
+                    beta=rng.normal(0, 1, c))
+
+    cfg = CoreConfig(norm="batchnorm", features=c, lanes=2, in_format=fin, out_format=fout, eps=eps,
+                     rounding="nearest-even", **params())
+    packets = [Packet(x) for _, x in vectors.class_vectors(cfg, rng, per_class=3)]
+    load = ParamWrite(**params())
+    try:
+        load.words(cfg)
+        items = packets[:10] + [load] + packets[10:]
+    except Exception as exc:          # this core's precision cannot prove the new channels: refused
+        assert "generate the core with these parameters" in str(exc)
+        items = packets
+    run = run_core(cfg, items, idle=0.2, stall=0.2, seed=6)
+    expected = expected_outputs(cfg, items)
+    assert len(run.outputs) == len(expected)
+    current = cfg
+    outputs = iter(zip(run.outputs, expected))
+    for item in items:
+        if isinstance(item, ParamWrite):
+            current = CoreConfig(norm="batchnorm", features=c, lanes=2, in_format=fin, out_format=fout, eps=eps,
+                                 rounding="nearest-even", mean=item.mean, var=item.var, gamma=item.gamma,
+                                 beta=item.beta)
+            continue
+        (got, _), (want, _) = next(outputs)
+        np.testing.assert_array_equal(got, want)
+        report = reference.check_vector(current, item.x, got)
+        assert report.unfaithful == 0 and report.not_rounded == 0, report.first_failure
