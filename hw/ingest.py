@@ -1,8 +1,9 @@
 """Input stage: accepts vectors beat by beat, stores them in the vector buffer and accumulates the
 exact statistics ``S1 = sum(x)`` and ``S2 = sum(x*x)``.
 
-The vector buffer is one circular memory of :func:`buffer_depth` beats (at least two vectors), so
-the next vectors stream in while earlier ones stream out.  A vector is committed at its ``last``
+The vector buffer is one circular memory of :func:`buffer_depth` beats (a vector of N_max plus
+the beats that arrive while a vector's statistics and scalars are computed), so the next vectors
+stream in while earlier ones stream out.  A vector is committed at its ``last``
 beat; a vector longer than ``N_max`` is rolled back (write pointer back to its start), its beats
 are dropped up to its ``last``, and a descriptor with ``overlong = 1`` takes its place.
 
@@ -44,13 +45,32 @@ from .config import CoreConfig
 from .interface import input_layout
 from .scalars import vector_stats_layout
 
-__all__ = ["Ingest", "buffer_depth", "lane_values"]
+__all__ = ["Ingest", "buffer_depth", "read_delay", "lane_values"]
+
+
+def read_delay(cfg: CoreConfig) -> int:
+    """Cycles from the transfer of a vector's last beat to the read of its first beat from the
+    vector buffer (when the output stage is free): the core's latency without the output stage's
+    (the read issues in the cycle the vector's constants reach the output stage)."""
+    from .output import output_latency
+    from .vectornorm import NormCore
+    return NormCore.latency_of(cfg) - output_latency(cfg)
 
 
 def buffer_depth(cfg: CoreConfig) -> int:
-    """Vector buffer depth in beats: a power of two holding two vectors of N_max, and at least 64
-    beats so that short vectors overlap the per-vector latency."""
-    need = max(2 * cfg.beats_max, 64)
+    """Vector buffer depth in beats: the smallest power of two (the read and write pointers wrap
+    by overflow) of at least ``beats_max + read_delay(cfg)``.
+
+    A beat stays in the buffer from its write until the output stage reads it.  With vectors of
+    N_max back to back at one beat per cycle, a vector's first beat is read ``read_delay`` cycles
+    after its last beat came in, and by then the input has moved on by as many beats: the buffer
+    holds ``beats_max + read_delay`` beats.  With less room the input stalls (N = 768, P = 32,
+    ``vector_interval = 4``: 78 % of P with 64 beats, P with 128).  When the scalar stage takes
+    vectors more slowly than the input brings them (``beats_max`` below its interval, which is
+    at most ``read_delay``), it sets the rate, and the depth still holds the two vectors it
+    overlaps.  Once ``beats_max`` reaches ``read_delay`` the depth is ``2 * beats_max`` if
+    ``beats_max`` is a power of two and less otherwise (N_max = 768, P = 1: 1024 beats)."""
+    need = cfg.beats_max + read_delay(cfg)
     return 1 << (need - 1).bit_length()
 
 

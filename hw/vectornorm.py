@@ -4,7 +4,7 @@ Block diagram::
 
     i --> Ingest --stats--> FIFO --> VectorScalars (or a ScalarBank of them) --coefs--> OutputStage --> o
             |  (S1, S2, N)            (D, rsqrt, A, B)            ^   ^
-            +--> vector buffer (circular, 2+ vectors) ------------+   |
+            +--> vector buffer (circular, scratch) ---------------+   |
     params --------> γ/β memory (initialised from the configuration) -+
 
 Members are those of :mod:`normgen.hw.interface`; the Verilog names are added by
@@ -16,6 +16,7 @@ from amaranth import *
 from amaranth.lib import fifo, memory, wiring
 
 from .config import CoreConfig
+from .edge import scratch_memory
 from .ingest import Ingest, buffer_depth
 from .interface import Core
 from .kinds import register_core
@@ -73,8 +74,8 @@ class NormCore(Core):
         stats_width = ingest.stats.payload.shape().size
         m.submodules.stats_fifo = stats_fifo = fifo.SyncFIFO(width=stats_width, depth=STATS_FIFO_DEPTH)
 
-        m.submodules.buffer = buffer = memory.Memory(
-            shape=unsigned(cfg.lanes * cfg.in_format.width), depth=ingest.depth, init=[])
+        m.submodules.buffer = buffer = scratch_memory(
+            shape=unsigned(cfg.lanes * cfg.in_format.width), depth=ingest.depth)
         wiring.connect(m, wiring.flipped(self.i), ingest.i)
         wiring.connect(m, ingest.buffer, buffer.write_port())
         wiring.connect(m, output.buffer, buffer.read_port(domain="sync"))

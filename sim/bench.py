@@ -435,6 +435,21 @@ def _fmt_rate(value: float) -> str:
     return f"{value:.3f}"
 
 
+def render_short_vectors(rows: list[dict]) -> list[str]:
+    """The report's section on :func:`measure_short_vectors`."""
+    out = ["## Short vectors (the per-vector stage's rate)", "",
+           f"{SHORT_VECTORS} back-to-back vectors of N elements; `--vector-interval {SHORT_VECTOR_INTERVAL}` deals them "
+           "to that many scalar units (each a copy of the rsqrt and the scalar multiplier).", "",
+           "| N | P | N/P | vector interval | scalar units | sustained elements/cycle | of P | bit-exact |",
+           "|---|---|---|---|---|---|---|---|"]
+    for s in rows:
+        out.append(f"| {s['n']} | {s['lanes']} | {s['n'] // s['lanes']} | {s['vector_interval'] or '—'} | "
+                   f"{s['units']} | {_fmt_rate(s['elements_per_cycle'])} | {s['elements_per_cycle'] / s['lanes']:.1%} | "
+                   f"{'yes' if s['bit_exact'] else 'NO'} |")
+    out.append("")
+    return out
+
+
 def render_markdown(data: dict) -> str:
     out = ["# normgen benchmark", "",
            f"Measured by `python -m normgen.sim.bench` on {data['date']} "
@@ -463,16 +478,7 @@ def render_markdown(data: dict) -> str:
         out.append("")
 
     if data.get("short_vectors"):
-        out += ["## Short vectors (the per-vector stage's rate)", "",
-                f"{SHORT_VECTORS} back-to-back vectors of N elements; `--vector-interval {SHORT_VECTOR_INTERVAL}` deals them "
-                "to that many scalar units (each a copy of the rsqrt and the scalar multiplier).", "",
-                "| N | P | N/P | vector interval | scalar units | sustained elements/cycle | of P | bit-exact |",
-                "|---|---|---|---|---|---|---|---|"]
-        for s in data["short_vectors"]:
-            out.append(f"| {s['n']} | {s['lanes']} | {s['n'] // s['lanes']} | {s['vector_interval'] or '—'} | "
-                       f"{s['units']} | {_fmt_rate(s['elements_per_cycle'])} | {s['elements_per_cycle'] / s['lanes']:.1%} | "
-                       f"{'yes' if s['bit_exact'] else 'NO'} |")
-        out.append("")
+        out += render_short_vectors(data["short_vectors"])
 
     out += ["## Latency (last input beat → first output beat valid)", "",
             "| core | measured (cycles, by N) | NormCore.latency |", "|---|---|---|"]
@@ -653,7 +659,13 @@ def main(argv=None) -> int:
     parser.add_argument("--pnr-cases", default="all", metavar="LIST",
                         help="the place-and-route section's cases: 'all', 'none' or indices of "
                              "normgen.sim.pnr.PNR_CASES, e.g. 0,3 (the rounding section's runs are not affected)")
+    parser.add_argument("--short-vectors", action="store_true",
+                        help="measure only the short-vector table and print it (writes no report)")
     args = parser.parse_args(argv)
+    if args.short_vectors:
+        rows = measure_short_vectors(args.seed)
+        print("\n".join(render_short_vectors(rows)))
+        return 0 if all(s["bit_exact"] for s in rows) else 1
     out_dir = args.out or (_repo_root() / "reports")
     started = time.time()
     data = {"date": datetime.date.today().isoformat(), "seed": args.seed, "commit": _commit(),

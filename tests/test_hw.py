@@ -7,6 +7,8 @@ import pytest
 from amaranth.sim import Simulator
 
 from normgen.hw.config import CoreConfig
+from normgen.hw.ingest import buffer_depth, read_delay
+from normgen.hw.output import output_latency
 from normgen.hw.rsqrt import Rsqrt, rsqrt_latency
 from normgen.hw.scalars import VectorScalars, scalars_latency
 from normgen.hw import NormCore, core_latency
@@ -180,6 +182,36 @@ def test_vector_interval_gives_full_rate(n, lanes, interval):
     assert set(run.latencies) == {core_latency(cfg)}
     single = CoreConfig(features=n, lanes=lanes)
     assert run_core(single, packets).sustained_rate < 0.6 * lanes
+
+
+@pytest.mark.parametrize("n, lanes", [(88, 8), (96, 8), (768, 32)])
+def test_vector_buffer_covers_the_latency(n, lanes):
+    """Back-to-back vectors of N_max with several scalar units keep the input at full rate: the
+    vector buffer holds a vector plus the beats that arrive until its first beat is read.  (88, 8)
+    needs exactly 64 beats, (96, 8) one more (128), (768, 32) 24 + 55 (128)."""
+    rng = np.random.default_rng(n + lanes)
+    cfg = CoreConfig(features=n, lanes=lanes, vector_interval=4)
+    assert buffer_depth(cfg) == {88: 64, 96: 128, 768: 128}[n]
+    packets = [Packet(cfg.in_format.quantize(rng.normal(0, 1, n))[0]) for _ in range(24)]
+    run = run_core(cfg, packets)
+    _check(cfg, packets, run)
+    assert run.sustained_rate >= 0.99 * lanes
+
+
+@pytest.mark.parametrize("kwargs", [dict(), dict(lanes=4), dict(features=768), dict(features=64, lanes=8),
+                                    dict(features=16), dict(features=65536), dict(features=4096, lanes=64),
+                                    dict(features=64, lanes=4, scalar_mul="serial"),
+                                    dict(features=768, lanes=32, vector_interval=4)])
+def test_vector_buffer_depth(kwargs):
+    """The smallest power of two holding N_max/P beats plus the read delay; never more than two
+    N_max vectors' worth once N_max/P reaches the read delay."""
+    cfg = CoreConfig(**kwargs)
+    depth, need = buffer_depth(cfg), cfg.beats_max + read_delay(cfg)
+    assert depth & (depth - 1) == 0 and need <= depth < 2 * need
+    assert read_delay(cfg) == core_latency(cfg) - output_latency(cfg)
+    if cfg.beats_max >= read_delay(cfg):
+        assert depth <= 2 * cfg.beats_max
+    assert NormCore(cfg).buffer_depth == depth
 
 
 def test_parameter_port_applies_to_later_vectors():
