@@ -33,13 +33,20 @@ from amaranth.lib.wiring import In, Out
 
 from .config import CoreConfig
 
-__all__ = ["Rsqrt", "rsqrt_result_layout", "rsqrt_latency"]
+__all__ = ["Rsqrt", "rsqrt_result_layout", "rsqrt_latency", "rsqrt_shift_range"]
 
 
 def rsqrt_latency(cfg: CoreConfig) -> int:
     """Find the leading one, shift, prepare the trial registers, one cycle per result bit
     (T + 1), then the output."""
     return cfg.rsqrt_bits + 4
+
+
+def rsqrt_shift_range(cfg: CoreConfig) -> tuple[int, int]:
+    """Least and greatest ``s`` the unit returns: ``s = (bitlen(D) - (2m - 1)) >> 1`` for
+    ``bitlen(D)`` from 0 (``D = 0``) to ``d_width``."""
+    lead = 2 * cfg.rsqrt_m - 1
+    return (0 - lead) >> 1, (cfg.d_width - lead) >> 1
 
 
 def rsqrt_result_layout(cfg: CoreConfig) -> data.StructLayout:
