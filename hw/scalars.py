@@ -3,7 +3,7 @@
 One shared multiplier (``mul_width_a`` x ``mul_width_b`` signed) serves the four products of a
 vector in turn, so this stage costs one wide multiplier whatever the lane count::
 
-    t = S2 + e*N                (e is a constant: shift-and-add)
+    t = S2 + e*N                (e is a constant; e*N is latched with N)
     D = N*t - S1**2             LayerNorm   (= N*S2 - S1**2 + e*N**2)
     D = N*t                     RMSNorm
     (R, s) = Rsqrt(D)
@@ -350,6 +350,7 @@ class VectorScalars(wiring.Component):
         b = Signal(signed(cfg.b_width))
 
         s2 = Signal(cfg.s2_width)
+        e_n = Signal((cfg.eps_int * cfg.reduction_max).bit_length())      # e*N, set with N
         t = Signal(t_width)
         # A and B: the variable shift in two steps (AB, AB_FINE), the rounding add in ROUND.  The
         # shift amounts are registers set with R (RSQRT_OUT), so each step is one multiplexer tree
@@ -383,6 +384,7 @@ class VectorScalars(wiring.Component):
                     stats = self.i.payload
                     m.d.sync += [
                         n.eq(stats.beats * count_multiplier(cfg)),
+                        e_n.eq(stats.beats * (cfg.eps_int * count_multiplier(cfg))),
                         s1.eq(stats.s1),
                         s2.eq(stats.s2),
                         mean_term.eq(cfg.kind.mean_term(stats.s1)),
@@ -391,7 +393,7 @@ class VectorScalars(wiring.Component):
                     ]
                     m.next = "T"
             with m.State("T"):
-                m.d.sync += t.eq(s2 + cfg.eps_int * n)
+                m.d.sync += t.eq(s2 + e_n)
                 m.next = "NT"
             product_pair("NT", (n, t), "S1SQ", (s1, s1), n_times_t, "D")
             with m.State("D"):
