@@ -9,7 +9,8 @@ trial preparation, ``T + 1`` steps.
 
 Datapath::
 
-    d (d_width) --LZC--> s (signed) --reg--> M = d >> 2s | d << -2s   (mant_width = 2m bits)
+    d (d_width) --leading pair k--reg--> M = (d << 2(m-1)) >> 2k   (mant_width = 2m bits;
+                                         s = k - (m - 1), the even normalizing shift)
     E = 2**(2m-2), p = 0, trial = M (= 4Q + M with Q = 0), 3M
     repeat T+1 times:                    diff = E - trial          (e_width + 2 bits)
         if diff >= 0:  E = 4*diff ; p = 2p + 1 ; trial = 2*trial + 3M    (Q = 2Q + M)
@@ -33,13 +34,20 @@ from amaranth.lib.wiring import In, Out
 
 from .config import CoreConfig
 
-__all__ = ["Rsqrt", "rsqrt_result_layout", "rsqrt_latency"]
+__all__ = ["Rsqrt", "rsqrt_result_layout", "rsqrt_latency", "rsqrt_shift_range"]
 
 
 def rsqrt_latency(cfg: CoreConfig) -> int:
     """Find the leading one, shift, prepare the trial registers, one cycle per result bit
     (T + 1), then the output."""
     return cfg.rsqrt_bits + 4
+
+
+def rsqrt_shift_range(cfg: CoreConfig) -> tuple[int, int]:
+    """Least and greatest ``s`` the unit returns: ``s = (bitlen(D) - (2m - 1)) >> 1`` for
+    ``bitlen(D)`` from 0 (``D = 0``) to ``d_width``."""
+    lead = 2 * cfg.rsqrt_m - 1
+    return (0 - lead) >> 1, (cfg.d_width - lead) >> 1
 
 
 def rsqrt_result_layout(cfg: CoreConfig) -> data.StructLayout:
@@ -66,24 +74,23 @@ class Rsqrt(wiring.Component):
         T, mm = cfg.rsqrt_bits, cfg.rsqrt_m
         d_width, mant_width = cfg.d_width, cfg.mant_width
         e_width = T + mant_width + 4                  # E < 4(2p+1)M <= 2**(T+2m+4)
-        s_shape = self.o.payload.s.shape()
 
-        # Leading-one position of the input, then the even normalizing shift.
-        msb = Signal(range(d_width + 1))
-        for bit in range(d_width):
-            with m.If(self.i.payload[bit]):
-                m.d.comb += msb.eq(bit + 1)          # bit length
-        msb_signed = Signal(signed(msb.shape().width + 1))
-        shift = Signal(s_shape)                       # s = ceil((bitlen - 2m) / 2)
-        m.d.comb += [msb_signed.eq(msb), shift.eq((msb_signed - (2 * mm - 1)) >> 1)]
-        # The shift happens one cycle after the leading-one search (two short paths, not one long).
+        # The even normalizing shift s = ceil((bitlen - 2m) / 2) is the same for the two bits of
+        # a pair (bits 2k and 2k+1: s = k - (m - 1)), so it is the index of the leading nonzero
+        # pair, found by a balanced tree (one 2-way choice per level), without an adder; the
+        # register holds k, and M = (d << 2(m-1)) >> 2k is a right shift of one direction.
+        pairs = -(-d_width // 2)
+        levels = max(1, (pairs - 1).bit_length())
+        nodes = [(self.i.payload[2 * k:2 * k + 2].any(), C(0, 0)) for k in range(pairs)]
+        nodes += [(C(0, 1), C(0, 0))] * ((1 << levels) - pairs)
+        while len(nodes) > 1:
+            nodes = [(high_any | low_any, Cat(Mux(high_any, high_k, low_k), high_any))
+                     for (low_any, low_k), (high_any, high_k) in zip(nodes[0::2], nodes[1::2])]
+        (nonzero, lead_pair), = nodes
         d_reg = Signal(d_width)
-        s_reg = Signal(s_shape)
+        k_reg = Signal(levels)
         wide = Signal(d_width + mant_width)
-        with m.If(s_reg >= 0):
-            m.d.comb += wide.eq(d_reg >> (s_reg.as_unsigned() << 1))
-        with m.Else():
-            m.d.comb += wide.eq(d_reg << ((-s_reg).as_unsigned() << 1))
+        m.d.comb += wide.eq((d_reg << 2 * (mm - 1)) >> (k_reg << 1))
 
         mant = Signal(mant_width)
         zero = Signal()
@@ -105,7 +112,7 @@ class Rsqrt(wiring.Component):
             with m.State("IDLE"):
                 m.d.comb += self.i.ready.eq(1)
                 with m.If(self.i.valid):
-                    m.d.sync += [d_reg.eq(self.i.payload), s_reg.eq(shift), zero.eq(msb == 0)]
+                    m.d.sync += [d_reg.eq(self.i.payload), k_reg.eq(lead_pair), zero.eq(~nonzero)]
                     m.next = "SHIFT"
             with m.State("SHIFT"):
                 m.d.sync += [
@@ -138,7 +145,7 @@ class Rsqrt(wiring.Component):
                 m.d.comb += [
                     self.o.valid.eq(1),
                     self.o.payload.r.eq(Mux(zero, 0, root)),
-                    self.o.payload.s.eq(s_reg),
+                    self.o.payload.s.eq(Mux(zero, rsqrt_shift_range(cfg)[0], k_reg - (mm - 1))),
                 ]
                 with m.If(self.o.ready):
                     m.next = "IDLE"

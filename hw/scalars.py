@@ -3,7 +3,7 @@
 One shared multiplier (``mul_width_a`` x ``mul_width_b`` signed) serves the four products of a
 vector in turn, so this stage costs one wide multiplier whatever the lane count::
 
-    t = S2 + e*N                (e is a constant: shift-and-add)
+    t = S2 + e*N                (e is a constant; e*N is latched with N)
     D = N*t - S1**2             LayerNorm   (= N*S2 - S1**2 + e*N**2)
     D = N*t                     RMSNorm
     (R, s) = Rsqrt(D)
@@ -24,9 +24,9 @@ from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from .config import CoreConfig
-from .rsqrt import Rsqrt, rsqrt_latency
+from .rsqrt import Rsqrt, rsqrt_latency, rsqrt_shift_range
 
-__all__ = ["VectorScalars", "ScalarBank", "scalar_units", "unit_interval", "SerialMultiplier", "scalars_latency", "vector_stats_layout", "vector_coefs_layout", "shift_to_half",
+__all__ = ["VectorScalars", "ScalarBank", "scalar_units", "unit_interval", "SerialMultiplier", "scalars_latency", "vector_stats_layout", "vector_coefs_layout", "shift_plan",
            "PipelinedMultiplier", "multiplier_widths"]
 
 
@@ -37,7 +37,8 @@ __all__ = ["VectorScalars", "ScalarBank", "scalar_units", "unit_interval", "Seri
 #: tests measure it.
 OWN_CYCLES = 13
 
-#: The A/B shift moves by multiples of this first, then by the rest: two short multiplexer trees.
+#: The A/B shift moves by multiples of this first, then by the rest: two short multiplexer trees,
+#: each selected by a register decoded from the rsqrt unit's ``s`` (see :func:`shift_plan`).
 SHIFT_STEP = 8
 
 #: Operand chunk width of the parallel multiplier's partial products: 17-bit unsigned chunks
@@ -243,21 +244,26 @@ def vector_coefs_layout(cfg: CoreConfig) -> data.StructLayout:
     return data.StructLayout(fields)
 
 
-def shift_to_half(value, shift, step: int):
-    """``value * 2**(1 - shift)`` floored (``shift`` a signed Value), done in two steps: returns
-    ``(coarse, fine)`` where ``coarse`` is ``value`` shifted by the part of the distance that is a
-    multiple of ``step`` (a power of two) and ``fine(v)`` shifts ``v`` by the rest.  ``(result +
-    1) >> 1`` is then ``rnd(value, shift)``, round half up (for ``shift < 1`` the added 1 falls
-    off in the final shift, so that too is exact)."""
-    distance = shift - 1                                  # right shift; negative: left
-    right = distance >= 0
-    magnitude = Mux(right, distance, -distance).as_unsigned()
-    big, small = (magnitude & ~(step - 1)).as_unsigned(), (magnitude & (step - 1)).as_unsigned()
-    coarse = Mux(right, value >> big, value << big)
+def shift_plan(cfg: CoreConfig, step: int = SHIFT_STEP) -> tuple[int, int]:
+    """How the A/B shift is split: ``(bias, coarse_steps)``.
 
-    def fine(v):
-        return Mux(right, v >> small, v << small)
-    return coarse, fine
+    ``A`` and ``B`` are ``rnd(v, sh)`` with ``sh = T + m - 1 + s - FA``, that is ``(half + 1) >> 1``
+    with ``half = floor(v * 2**-(sh - 1))``.  For every ``s`` the rsqrt unit returns
+    (:func:`~normgen.hw.rsqrt.rsqrt_shift_range`), ``sh - 1 + bias = step*q + f`` with
+    ``0 <= q < coarse_steps`` and ``0 <= f < step``, so ``half`` is ``v << bias`` (a constant
+    shift: wiring) shifted right by ``step*q`` (the coarse step), then right by ``f`` (the fine
+    step).  Both are right shifts of a binary-coded amount: no direction, and the floor of
+    consecutive floors is the floor of the whole (for ``sh < 1``, ``half`` is even and the added 1
+    falls off in the final shift, so that too is exact)."""
+    s_lo, s_hi = rsqrt_shift_range(cfg)
+    offset = cfg.rsqrt_bits + cfg.rsqrt_m - 2 - cfg.a_frac        # sh - 1 = offset + s
+    bias = -(offset + s_lo)
+    return bias, (s_hi - s_lo) // step + 1
+
+
+def _scaled(value, bias: int):
+    """``floor(value * 2**bias)``."""
+    return value << bias if bias >= 0 else value >> -bias
 
 
 class VectorScalars(wiring.Component):
@@ -336,7 +342,6 @@ class VectorScalars(wiring.Component):
         n_times_t = Signal(cfg.d_width + 1)
         d = Signal(cfg.d_width)
         r = Signal(cfg.r_width)
-        sh = Signal(signed(max(abs(cfg.shift_min), abs(cfg.shift_max), cfg.a_frac).bit_length() + 3))
         zero = Signal()
         n_times_r = Signal(signed(mul_a_width + mul_b_width))
         overlong = Signal()
@@ -345,12 +350,21 @@ class VectorScalars(wiring.Component):
         b = Signal(signed(cfg.b_width))
 
         s2 = Signal(cfg.s2_width)
+        e_n = Signal((cfg.eps_int * cfg.reduction_max).bit_length())      # e*N, set with N
         t = Signal(t_width)
-        # A and B: the variable shift in two steps (AB, AB_FINE), the rounding add in ROUND
-        half_a = Signal(signed(n_times_r.shape().width + 2))
-        half_b = Signal(signed(product.shape().width + 2))
-        coarse_a, fine_a = shift_to_half(n_times_r, sh, SHIFT_STEP)
-        coarse_b, fine_b = shift_to_half(product, sh, SHIFT_STEP)
+        # A and B: the variable shift in two steps (AB, AB_FINE), the rounding add in ROUND.  The
+        # shift amounts are registers set with R (RSQRT_OUT), so each step is one multiplexer tree
+        # of binary-coded select bits.  Only the low bits matter: A and B are the low bits of
+        # (half + 1) >> 1, and a right shift by less than SHIFT_STEP needs SHIFT_STEP - 1 more.
+        bias, coarse_steps = shift_plan(cfg)
+        step_bits = SHIFT_STEP.bit_length() - 1
+        coarse_sel = Signal(range(coarse_steps))
+        fine_sel = Signal(step_bits)
+        biased = Signal(range(coarse_steps * SHIFT_STEP))           # sh - 1 + bias
+        coarse_a = Signal(cfg.a_width + SHIFT_STEP)
+        coarse_b = Signal(signed(cfg.b_width + SHIFT_STEP))
+        half_a = Signal(cfg.a_width + 1)
+        half_b = Signal(signed(cfg.b_width + 1))
 
         m.d.comb += [
             self.o.payload.a.eq(a),
@@ -358,6 +372,7 @@ class VectorScalars(wiring.Component):
             self.o.payload.beats.eq(beats),
             self.o.payload.overlong.eq(overlong),
             rsqrt.i.payload.eq(d),
+            biased.eq(rsqrt.o.payload.s - rsqrt_shift_range(cfg)[0]),
         ]
         if cfg.exact_resolution:
             m.d.comb += [self.o.payload.n.eq(n), self.o.payload.s1.eq(mean_term), self.o.payload.d.eq(d)]
@@ -369,6 +384,7 @@ class VectorScalars(wiring.Component):
                     stats = self.i.payload
                     m.d.sync += [
                         n.eq(stats.beats * count_multiplier(cfg)),
+                        e_n.eq(stats.beats * (cfg.eps_int * count_multiplier(cfg))),
                         s1.eq(stats.s1),
                         s2.eq(stats.s2),
                         mean_term.eq(cfg.kind.mean_term(stats.s1)),
@@ -377,7 +393,7 @@ class VectorScalars(wiring.Component):
                     ]
                     m.next = "T"
             with m.State("T"):
-                m.d.sync += t.eq(s2 + cfg.eps_int * n)
+                m.d.sync += t.eq(s2 + e_n)
                 m.next = "NT"
             product_pair("NT", (n, t), "S1SQ", (s1, s1), n_times_t, "D")
             with m.State("D"):
@@ -396,15 +412,19 @@ class VectorScalars(wiring.Component):
                 with m.If(rsqrt.o.valid):
                     m.d.sync += [
                         r.eq(rsqrt.o.payload.r),
-                        sh.eq(cfg.rsqrt_bits + cfg.rsqrt_m - 1 - cfg.a_frac + rsqrt.o.payload.s),
+                        coarse_sel.eq(biased >> step_bits),
+                        fine_sel.eq(biased[:step_bits]),
                     ]
                     m.next = "NR"
             product_pair("NR", (n, r), "S1R", (mean_term, r), n_times_r, "AB")
             with m.State("AB"):
-                m.d.sync += [half_a.eq(coarse_a), half_b.eq(coarse_b)]
+                m.d.sync += [
+                    coarse_a.eq(_scaled(n_times_r, bias) >> (coarse_sel << step_bits)),
+                    coarse_b.eq(_scaled(product, bias) >> (coarse_sel << step_bits)),
+                ]
                 m.next = "AB_FINE"
             with m.State("AB_FINE"):
-                m.d.sync += [half_a.eq(fine_a(half_a)), half_b.eq(fine_b(half_b))]
+                m.d.sync += [half_a.eq(coarse_a >> fine_sel), half_b.eq(coarse_b >> fine_sel)]
                 m.next = "ROUND"
             with m.State("ROUND"):
                 m.d.sync += [

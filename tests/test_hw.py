@@ -9,8 +9,8 @@ from amaranth.sim import Simulator
 from normgen.hw.config import CoreConfig
 from normgen.hw.ingest import buffer_depth, read_delay
 from normgen.hw.output import output_latency
-from normgen.hw.rsqrt import Rsqrt, rsqrt_latency
-from normgen.hw.scalars import VectorScalars, scalars_latency
+from normgen.hw.rsqrt import Rsqrt, rsqrt_latency, rsqrt_shift_range
+from normgen.hw.scalars import SHIFT_STEP, VectorScalars, scalars_latency, shift_plan
 from normgen.hw import NormCore, core_latency
 from normgen.sim import golden, reference, vectors
 from normgen.sim.amaranth_bench import (Packet, ParamWrite, Reset, expected_batches, expected_outputs, run_batches,
@@ -86,6 +86,15 @@ def test_scalar_stage_matches_golden(kwargs):
         for n in vectors.lengths(cfg, rng, 4):
             x = vectors.make_vector(cfg, kind, n, rng)
             cases.append((n // cfg.lanes, int(x.sum()), int((x * x).sum())))
+    got, latencies = run_scalars(cfg, cases)
+    for (beats, s1, s2), result in zip(cases, got):
+        assert result == (*golden.scalars(cfg, beats * cfg.lanes, s1, s2), beats, 0)
+    assert set(latencies) == {scalars_latency(cfg)}
+
+
+def run_scalars(cfg, cases):
+    """``(a, b, beats, overlong)`` of :class:`VectorScalars` for each ``(beats, s1, s2)``, and the
+    cycles from each input transfer to ``o.valid``."""
     dut = VectorScalars(cfg)
     got, latencies = [], []
 
@@ -104,8 +113,40 @@ def test_scalar_stage_matches_golden(kwargs):
     sim.add_clock(1e-8)
     sim.add_testbench(bench)
     sim.run()
+    return got, latencies
+
+
+@pytest.mark.parametrize("kwargs", [dict(), dict(norm="rmsnorm", eps=0, lanes=4)])
+def test_scalar_stage_every_shift(kwargs):
+    """Radicands of every bit length, so the A/B shift takes every amount the rsqrt unit's ``s``
+    gives (both ends of :func:`rsqrt_shift_range`), with ``B`` of both signs."""
+    cfg = CoreConfig(**kwargs)
+    e, cases = cfg.eps_int, [(1, 0, 0)]
+
+    def fits(a, b):         # statistics of no vector can ask for an A or B wider than its field
+        return a < 1 << cfg.a_width and -(1 << (cfg.b_width - 1)) <= b < 1 << (cfg.b_width - 1)
+    for beats in (1, cfg.beats_max):
+        n = beats * cfg.lanes
+        base = math.isqrt(e * n * n) + 1                    # S1**2 > e*N**2: small D reachable
+        for s1 in (base, -base - 5):
+            for k in range(cfg.d_width):
+                for target in (1 << k, (2 << k) - 1):
+                    sq = s1 * s1 if cfg.subtracts_mean else 0
+                    s2 = -(-(target + sq) // n) - e * n if target == 1 << k else (target + sq) // n - e * n
+                    if (0 <= s2 < 1 << cfg.s2_width and golden.denominator(cfg, n, s1, s2)[0] >= 0
+                            and fits(*golden.scalars(cfg, n, s1, s2))):
+                        cases.append((beats, s1, s2))
+    radicands = [golden.denominator(cfg, b * cfg.lanes, s1, s2)[0] for b, s1, s2 in cases]
+    reached = {golden.rsqrt(cfg, d)[1] for d in radicands if d > 0}
+    s_lo, s_hi = rsqrt_shift_range(cfg)
+    assert s_lo == golden.rsqrt(cfg, 1)[1] - 1 and s_hi == golden.rsqrt(cfg, (1 << cfg.d_width) - 1)[1]
+    assert reached == set(range(min(reached), s_hi + 1))
+    _, coarse_steps = shift_plan(cfg)          # every coarse and every fine amount of the shift
+    assert {(s - s_lo) // SHIFT_STEP for s in reached} == set(range(coarse_steps))
+    assert {(s - s_lo) % SHIFT_STEP for s in reached} == set(range(SHIFT_STEP))
+    got, latencies = run_scalars(cfg, cases)
     for (beats, s1, s2), result in zip(cases, got):
-        assert result == (*golden.scalars(cfg, beats * cfg.lanes, s1, s2), beats, 0)
+        assert result == (*golden.scalars(cfg, beats * cfg.lanes, s1, s2), beats, 0), (beats, s1, s2)
     assert set(latencies) == {scalars_latency(cfg)}
 
 
