@@ -81,10 +81,14 @@ class Rsqrt(wiring.Component):
         # register holds k, and M = (d << 2(m-1)) >> 2k is a right shift of one direction.
         pairs = -(-d_width // 2)
         levels = max(1, (pairs - 1).bit_length())
-        nodes = [(self.i.payload[2 * k:2 * k + 2].any(), C(0, 0)) for k in range(pairs)]
-        nodes += [(C(0, 1), C(0, 0))] * ((1 << levels) - pairs)
+        nodes = [(self.i.payload[2 * k:2 * k + 2].any(), None) for k in range(pairs)]
+        nodes += [(C(0, 1), None)] * ((1 << levels) - pairs)
+
+        def index(high_any, high_k, low_k):
+            # the leaves carry no index bits (None): no zero-width wires in the Verilog
+            return high_any if high_k is None else Cat(Mux(high_any, high_k, low_k), high_any)
         while len(nodes) > 1:
-            nodes = [(high_any | low_any, Cat(Mux(high_any, high_k, low_k), high_any))
+            nodes = [(high_any | low_any, index(high_any, high_k, low_k))
                      for (low_any, low_k), (high_any, high_k) in zip(nodes[0::2], nodes[1::2])]
         (nonzero, lead_pair), = nodes
         d_reg = Signal(d_width)
