@@ -92,10 +92,10 @@ def _products(cfg: CoreConfig) -> list[tuple[str, str, str]]:
 
 
 def decision_cycles(cfg: CoreConfig) -> int:
-    """Cycles one exact decision takes: per product the multiplier's chunk pairs and two more,
-    plus the choice of a lane and the final comparison."""
+    """Cycles one exact decision takes: per product the multiplier's chunk pairs and three more,
+    plus the choice of a lane, the comparison and the decision."""
     widths = decision_widths(cfg)
-    return sum(_chunks(widths[a]) * _chunks(widths[b]) + 3 for _, a, b in _products(cfg)) + 2
+    return sum(_chunks(widths[a]) * _chunks(widths[b]) + 3 for _, a, b in _products(cfg)) + 3
 
 
 class NearestEvenFixup(wiring.Component):
@@ -171,6 +171,7 @@ class NearestEvenFixup(wiring.Component):
         big_m = Signal(signed(widths["M"]))
         mm = Signal(signed(widths["MM"]))
         ll = Signal(signed(2 * widths["L"]))
+        md = Signal(signed(widths["MM"] + widths["d"]))
         sign = Signal(signed(2))
         operands = {"n": held.ride.n, "x": x, "gamma": gamma, "a": a, "L": big_l, "M": big_m, "MM": mm,
                     "d": d}
@@ -192,7 +193,7 @@ class NearestEvenFixup(wiring.Component):
                     m.next = "NX"
             steps = _products(cfg)
             for index, (name, a_op, b_op) in enumerate(steps):
-                after = steps[index + 1][0] if index + 1 < len(steps) else "DECIDE"
+                after = steps[index + 1][0] if index + 1 < len(steps) else "COMPARE"
                 with m.State(name):
                     b_value = magnitude.get(b_op, operands[b_op]) if a_op == b_op else operands[b_op]
                     m.d.comb += [
@@ -220,10 +221,13 @@ class NearestEvenFixup(wiring.Component):
                             if not cfg.affine_stage:
                                 m.d.sync += big_l.eq((product - s1) << max(c, 0))
                         if name == "MD":
-                            difference = ll - product
-                            m.d.sync += sign.eq(Mux(d == 0, Mux(big_m > 0, -1, Mux(big_m < 0, 1, 0)),
-                                                    Mux(difference > 0, 1, Mux(difference < 0, -1, 0))))
+                            m.d.sync += md.eq(product)
                         m.next = after
+            with m.State("COMPARE"):            # the product registered first: two short paths
+                difference = ll - md
+                m.d.sync += sign.eq(Mux(d == 0, Mux(big_m > 0, -1, Mux(big_m < 0, 1, 0)),
+                                        Mux(difference > 0, 1, Mux(difference < 0, -1, 0))))
+                m.next = "DECIDE"
             with m.State("DECIDE"):
                 result = Mux(sign > 0, lo + 1, Mux(sign < 0, lo, lo + lo[0]))
                 m.d.sync += [lane_y[lane].eq(result), pending.bit_select(lane, 1).eq(0)]
