@@ -114,10 +114,7 @@ def measure_boundary(seed: int) -> list[dict]:
             total = reference.AccuracyReport()
             ties = 0
             for item in vectors.boundary_items(base, rng, BOUNDARY_ITEMS):
-                f = base.param_format
-                gamma, beta = np.ones(base.features), np.zeros(base.features)
-                gamma[:len(item.x)], beta[:len(item.x)] = f.to_float(item.gamma), f.to_float(item.beta)
-                cfg = base.with_params(gamma, beta)
+                cfg = item.config(base)
                 total.add(reference.check_vector(cfg, item.x, golden.normalize(cfg, item.x[None, :])[0]))
                 ties += int(item.ties.sum())
             rows.append({"format": formats, "rounding": mode, "elements": total.elements, "ties": ties,

@@ -108,18 +108,12 @@ def elementwise(cfg: CoreConfig, x, a, b, gamma, beta, stats=None) -> np.ndarray
     if cfg.kind.folded and cfg.rounding == "nearest-even":
         y = rnd_even(u, cfg.a_frac - cfg.out_format.frac_bits)     # one rounding, half to even
         return _saturate(cfg, y)
-    v = rnd(u, cfg.a_frac - cfg.z_frac)
-    if cfg.affine_stage:
-        gamma, beta = _arith(cfg, gamma), _arith(cfg, beta)
-        w = gamma * v + (beta << cfg.z_frac)
-    else:
-        w = v
+    w = _w(cfg, u, gamma, beta)
     y = rnd(w, k2)
     if cfg.exact_resolution:
         if stats is None:
             raise ValueError("a nearest-even core's elements need the vector statistics (N, S1', D)")
-        frac = w & ((1 << k2) - 1)
-        near = np.abs(frac - (1 << (k2 - 1))) <= cfg.ambiguity_radius
+        near = _near(cfg, w)
         if np.any(near):
             shape = np.broadcast(x, y).shape
             n, mean_term, d = (np.broadcast_to(np.asarray(v_, dtype=object), shape) for v_ in stats)
@@ -144,10 +138,21 @@ def ambiguous(cfg: CoreConfig, x, a, b, gamma, beta) -> np.ndarray:
     :func:`elementwise`): those whose computed ``w`` lies within the ambiguity radius of a
     rounding boundary."""
     x, a, b = _arith(cfg, x), _arith(cfg, a), _arith(cfg, b)
-    v = rnd(x * a - b, cfg.a_frac - cfg.z_frac)
-    w = _arith(cfg, gamma) * v + (_arith(cfg, beta) << cfg.z_frac) if cfg.affine_stage else v
+    return np.asarray(_near(cfg, _w(cfg, x * a - b, gamma, beta)), dtype=bool)
+
+
+def _w(cfg: CoreConfig, u, gamma, beta):
+    """``w`` from ``u = x*A - B``: ``v`` rounded, then (affine) ``gamma*v + beta << FZ``."""
+    v = rnd(u, cfg.a_frac - cfg.z_frac)
+    if not cfg.affine_stage:
+        return v
+    return _arith(cfg, gamma) * v + (_arith(cfg, beta) << cfg.z_frac)
+
+
+def _near(cfg: CoreConfig, w):
+    """Whether ``w`` lies within the ambiguity radius of a rounding boundary."""
     k2 = cfg.w_frac - cfg.out_format.frac_bits
-    return np.asarray(np.abs((w & ((1 << k2) - 1)) - (1 << (k2 - 1))) <= cfg.ambiguity_radius, dtype=bool)
+    return np.abs((w & ((1 << k2) - 1)) - (1 << (k2 - 1))) <= cfg.ambiguity_radius
 
 
 def normalize(cfg: CoreConfig, x) -> np.ndarray:

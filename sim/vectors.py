@@ -146,6 +146,15 @@ class BoundaryItem:
     beta: np.ndarray | None
     ties: np.ndarray              # bool per element: the exact result is a tie
 
+    def config(self, cfg: CoreConfig) -> CoreConfig:
+        """``cfg`` with this item's γ/β on its first elements (the rest 1 and 0)."""
+        if not cfg.affine_stage:
+            return cfg
+        f = cfg.param_format
+        gamma, beta = np.ones(cfg.features), np.zeros(cfg.features)
+        gamma[:len(self.x)], beta[:len(self.x)] = f.to_float(self.gamma), f.to_float(self.beta)
+        return cfg.with_params(gamma, beta)
+
 
 def _is_tie(cfg: CoreConfig, z: Fraction, gamma: int, beta: int) -> bool:
     scaled = (gamma * z + beta) * Fraction(2) ** (cfg.out_format.frac_bits + 1 - cfg.param_frac)

@@ -37,16 +37,6 @@ def _config(norm, formats, *, rounding="nearest-even", **kwargs) -> CoreConfig:
                       rounding=rounding, **kwargs)
 
 
-def _with_item_params(cfg: CoreConfig, item: vectors.BoundaryItem) -> CoreConfig:
-    """``cfg`` with the boundary item's γ/β on its first elements (the rest 1 and 0)."""
-    if not cfg.affine_stage:
-        return cfg
-    f = cfg.param_format
-    gamma, beta = np.ones(cfg.features), np.zeros(cfg.features)
-    gamma[:len(item.x)], beta[:len(item.x)] = f.to_float(item.gamma), f.to_float(item.beta)
-    return cfg.with_params(gamma, beta)
-
-
 def _random_params(cfg: CoreConfig, rng) -> CoreConfig:
     return cfg.with_params(*vectors.random_params(cfg, rng)) if cfg.affine_stage else cfg
 
@@ -67,7 +57,7 @@ def test_golden_nearest_even_is_correctly_rounded(norm, formats, affine):
     base = _config(norm, formats, features=16, affine=affine)
     ties = 0
     for item in vectors.boundary_items(base, rng, 24):
-        item_cfg = _with_item_params(base, item)
+        item_cfg = item.config(base)
         total.add(reference.check_vector(item_cfg, item.x, golden.normalize(item_cfg, item.x[None, :])[0]))
         ties += int(item.ties.sum())
     assert total.elements > 2000
@@ -84,7 +74,7 @@ def test_boundary_class_catches_faithful_rounding(formats):
     base = _config("layernorm", formats, features=16, rounding="faithful")
     missed = ties = 0
     for item in vectors.boundary_items(base, rng, 24):
-        cfg = _with_item_params(base, item)
+        cfg = item.config(base)
         report = reference.check_vector(cfg, item.x, golden.normalize(cfg, item.x[None, :])[0])
         assert report.unfaithful == 0, report.first_failure
         missed += report.not_rounded
@@ -142,7 +132,7 @@ def test_gateware_nearest_even_bit_exact_and_correctly_rounded(name):
     items, configs = [], []
     current = base
     for item in vectors.boundary_items(base, rng, 10):
-        current = _with_item_params(base, item)
+        current = item.config(base)
         if base.affine_stage:
             items.append(ParamWrite(base.param_format.to_float(current.gamma_int),
                                     base.param_format.to_float(current.beta_int)))
@@ -169,7 +159,7 @@ def test_gateware_nearest_even_latency_and_worst_case_rate():
     run = run_core(base, [Packet(vectors.make_vector(base, "uniform", 16, rng))])
     assert run.latencies[0] == core_latency(base)
     item = next(it for it in vectors.boundary_items(base, rng, 40) if it.ties.sum() >= 4)
-    cfg = _with_item_params(base, item)
+    cfg = item.config(base)
     near = golden.ambiguous(cfg, item.x, *golden.scalars(cfg, *golden.statistics(cfg, item.x)),
                             cfg.gamma_int[:len(item.x)], cfg.beta_int[:len(item.x)])
     assert near.sum() >= item.ties.sum()          # every tie lies in the window
