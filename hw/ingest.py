@@ -29,7 +29,8 @@ stats : Out(stream.Signature(vector_stats_layout(cfg)))
 buffer : In(memory.WritePort.Signature(...))
     Drives the vector buffer's write port.
 rd_ptr : In(ptr_bits + 1)
-    The output stage's read pointer (one wrap bit above the address), to know the free space.
+    The output stage's read pointer (the address, and a wrap bit above it: :func:`next_ptr`),
+    to know the free space.
 in_packet : Out(1)
     A vector has started on ``i`` and its ``last`` beat has not been taken yet.
 busy : Out(1)
@@ -45,7 +46,7 @@ from .config import CoreConfig
 from .interface import input_layout
 from .scalars import vector_stats_layout
 
-__all__ = ["Ingest", "buffer_depth", "read_delay", "lane_values"]
+__all__ = ["Ingest", "buffer_depth", "read_delay", "lane_values", "next_ptr"]
 
 
 def read_delay(cfg: CoreConfig) -> int:
@@ -58,20 +59,29 @@ def read_delay(cfg: CoreConfig) -> int:
 
 
 def buffer_depth(cfg: CoreConfig) -> int:
-    """Vector buffer depth in beats: the smallest power of two (the read and write pointers wrap
-    by overflow) of at least ``beats_max + read_delay(cfg)``.
+    """Vector buffer depth in beats: ``beats_max + read_delay(cfg) + 2``.
 
     A beat stays in the buffer from its write until the output stage reads it.  With vectors of
     N_max back to back at one beat per cycle, a vector's first beat is read ``read_delay`` cycles
     after its last beat came in, and by then the input has moved on by as many beats: the buffer
-    holds ``beats_max + read_delay`` beats.  With less room the input stalls (N = 768, P = 32,
-    ``vector_interval = 4``: 78 % of P with 64 beats, P with 128).  When the scalar stage takes
-    vectors more slowly than the input brings them (``beats_max`` below its interval, which is
-    at most ``read_delay``), it sets the rate, and the depth still holds the two vectors it
-    overlaps.  Once ``beats_max`` reaches ``read_delay`` the depth is ``2 * beats_max`` if
-    ``beats_max`` is a power of two and less otherwise (N_max = 768, P = 1: 1024 beats)."""
-    need = cfg.beats_max + read_delay(cfg)
-    return 1 << (need - 1).bit_length()
+    holds ``beats_max + read_delay`` beats, and two more because the input stage decides from a
+    free-space flag computed from the pointers two cycles earlier (as if a beat had been taken in
+    each of those cycles).  With
+    less room the input stalls (N = 768, P = 32, ``vector_interval = 4``: 78 % of P with 64
+    beats).  When the scalar stage takes vectors more slowly than the input brings them
+    (``beats_max`` below its interval, which is at most ``read_delay``), it sets the rate, and
+    the depth still holds the two vectors it overlaps.  The depth need not be a power of two:
+    the pointers wrap explicitly (:func:`next_ptr`), so N_max = 65536 costs 65536 + a few dozen
+    words, not 131072."""
+    return cfg.beats_max + read_delay(cfg) + 2
+
+
+def next_ptr(ptr, depth: int):
+    """A buffer pointer moved on by one: the address (low bits) wraps from ``depth - 1`` to 0 and
+    then the wrap bit (the top bit) flips."""
+    bits = len(ptr) - 1
+    addr, wrap = ptr[:bits], ptr[bits]
+    return Mux(addr == depth - 1, Cat(C(0, bits), ~wrap), Cat((addr + 1)[:bits], wrap))
 
 
 def lane_values(value, lanes: int, width: int):
@@ -162,9 +172,9 @@ class Ingest(wiring.Component):
                 with m.If(~b_last):
                     m.d.sync += dropping.eq(1)
             with m.Else():
-                m.d.sync += wr_ptr.eq(wr_ptr + 1)
+                m.d.sync += wr_ptr.eq(next_ptr(wr_ptr, self._depth))
                 with m.If(b_last):
-                    m.d.sync += [count.eq(0), vec_start.eq(wr_ptr + 1)]
+                    m.d.sync += [count.eq(0), vec_start.eq(next_ptr(wr_ptr, self._depth))]
                 with m.Else():
                     m.d.sync += count.eq(count + 1)
 
@@ -214,11 +224,26 @@ class Ingest(wiring.Component):
                 m.d.sync += [acc_s1.eq(acc_s1 + beat_sum), acc_s2.eq(acc_s2 + beat_sq)]
 
         # A side: take a beat when the B stage moves on and the buffer has room for both beats.
-        occupancy = Signal(ptr_bits + 1)
-        space = Signal()
+        # ``space`` comes from the pointers two cycles earlier, through two registers: the
+        # pointers' difference (one carry chain), then comparisons with constants.  In two cycles
+        # at most two beats can have been taken; a read only frees room and a rollback only removes
+        # beats, so asking for room for two more than the beats held then never promises too much.
+        diff = Signal(signed(ptr_bits + 2))         # write address - read address
+        differ = Signal()                           # the pointers' wrap bits differ
+        held_b = Signal()                           # a beat was in B
+        space = Signal(init=1)
+        depth = self._depth
+        m.d.sync += [
+            diff.eq(wr_ptr[:ptr_bits] - self.rd_ptr[:ptr_bits]),
+            differ.eq(wr_ptr[ptr_bits] ^ self.rd_ptr[ptr_bits]),
+            held_b.eq(b_valid),
+        ]
+
+        def room(limit):                            # occupancy (diff, + depth if differ) < limit
+            return Mux(differ, diff < limit - depth, diff < limit)
+
+        m.d.sync += space.eq(Mux(held_b, room(depth - 3), room(depth - 2)))
         m.d.comb += [
-            occupancy.eq(wr_ptr - self.rd_ptr),
-            space.eq(occupancy + b_valid < self._depth),
             self.i.ready.eq(advance & space & ~(self.hold & ~self.in_packet)),
             self.busy.eq(Cat(b_valid, self.in_packet, stats_valid,
                              *[token.add | token.push for token in tokens]).any()),

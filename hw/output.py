@@ -15,7 +15,8 @@ coefs : In(stream.Signature(vector_coefs_layout(cfg)))
 buffer : In(memory.ReadPort.Signature(...))
     Drives the vector buffer's synchronous read port.
 rd_ptr : Out(ptr_bits + 1)
-    Beats read so far (with a wrap bit), for the input stage's free-space count.
+    The read pointer (address and wrap bit, :func:`~normgen.hw.ingest.next_ptr`), for the input
+    stage's free-space count.
 params : In(memory.ReadPort.Signature(...))
     Drives the γ/β memory's read port (same address timing), affine cores only.
 o : Out(stream.Signature(output_layout(cfg)))
@@ -27,13 +28,15 @@ from amaranth.lib import data, fifo, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from .config import CoreConfig
-from .ingest import buffer_depth, lane_values
+from .ingest import buffer_depth, lane_values, next_ptr
 from .interface import output_layout
+from .multiply import product_latency, product_tree
 from .nearest import NearestEvenFixup, resolve_layout, stats_fields
 from .scalars import vector_coefs_layout
 from .streams import through_fifo
 
-__all__ = ["pack_params", "OutputStage", "ElementDatapath", "output_latency", "datapath_latency", "coef_shapes",
+__all__ = ["pack_params", "OutputStage", "ElementDatapath", "output_latency", "datapath_latency", "product_cycles",
+           "coef_shapes",
            "element_layout"]
 
 
@@ -53,10 +56,19 @@ def pack_params(cfg: CoreConfig) -> list[int]:
     return words
 
 
+def product_cycles(cfg: CoreConfig) -> tuple[int, int]:
+    """Cycles of the element datapath's two products, x*A and gamma*v
+    (:func:`~normgen.hw.multiply.product_latency`)."""
+    a_shape, _ = coef_shapes(cfg)
+    return (product_latency(signed(cfg.in_format.width), a_shape),
+            product_latency(signed(cfg.param_format.width), signed(cfg.v_width)))
+
+
 def datapath_latency(cfg: CoreConfig) -> int:
     """:class:`ElementDatapath`: x*A, v (folded nearest-even: x*A - B), [gamma*v,] rounded w,
     saturated output register."""
-    return 5 if cfg.affine_stage else 4
+    xa_cycles, g_cycles = product_cycles(cfg)
+    return xa_cycles + 3 + (g_cycles if cfg.affine_stage else 0)
 
 
 def output_fifo_depth(cfg: CoreConfig) -> int:
@@ -81,12 +93,14 @@ def output_latency(cfg: CoreConfig) -> int:
 class ElementDatapath(wiring.Component):
     """The per-element arithmetic of every core, ``P`` lanes, fully pipelined.
 
-    Each multiplier has a register on both sides, and each rounding is folded into the adder
-    before it (``rnd(xa - b, k) = (xa - (b - 2**(k-1))) >> k``)::
+    Between registers sits one DSP-sized partial product, one adder or the output's saturation:
+    each product is :func:`~normgen.hw.multiply.product_tree` (partial products, then their
+    sum, :func:`product_cycles`), and each rounding is folded into the adder before it
+    (``rnd(xa - b, k) = (xa - (b - 2**(k-1))) >> k``)::
 
-        S2  xa = x*A                       (xa_width)      b' = B - half
+        S2  xa = x*A                       (xa_width)      b' = B - half    [xa cycles]
         S3  v  = (xa - b') >> (FA - FZ)    (v_width)
-        S4  g  = gamma*v                   (w_width)       beta' = beta<<FZ + half   [affine]
+        S4  g  = gamma*v                   (w_width)       beta' = beta<<FZ + half   [affine, g cycles]
         S5  r  = (g + beta') >> (w_frac - F_out)                                     [affine]
         S4  r  = (v + half) >> (FZ - F_out)                                          [no affine]
         o   y  = saturate(r) or 0 on an error beat
@@ -168,17 +182,26 @@ class ElementDatapath(wiring.Component):
         b_in = lane_coefs(self.i.payload.b, b_shape)
         k1 = cfg.a_frac - cfg.z_frac
         k2 = cfg.w_frac - cfg.out_format.frac_bits
+        def delayed(values, cycles, name):
+            """``values`` (a list) through ``cycles`` registers."""
+            for step in range(cycles):
+                regs = [Signal.like(v, name=f"{name}_d{step}_{k}") for k, v in enumerate(values)]
+                m.d.sync += [r.eq(v) for r, v in zip(regs, values)]
+                values = regs
+            return values
+
+        xa_cycles, g_cycles = product_cycles(cfg)
         with m.If(advance):
-            # S2
-            xa = stage("xa", signed(cfg.xa_width))
+            # S2: x*A as registered partial products and their sum; B - half alongside
+            xa = [product_tree(m, x, a, name=f"xa{k}") for k, (x, a) in enumerate(zip(xs, a_in))]
             b_half = stage("b_half", signed(Shape.cast(b_shape).width + 1), coef_lanes)
-            m.d.sync += [r.eq(x * a) for r, x, a in zip(xa, xs, a_in)]
             m.d.sync += [r.eq(b - (1 << (k1 - 1))) for r, b in zip(b_half, b_in)]
+            b_half = delayed(b_half, xa_cycles - 1, "b_half")
             b_half = b_half * lanes if self._shared else b_half
-            flags = next_flags("s2")
+            for step in range(xa_cycles):
+                flags = next_flags(f"s2_{step}")
             if cfg.affine_stage:
-                par2 = Signal.like(self.i.payload.par)
-                m.d.sync += par2.eq(self.i.payload.par)
+                par2, = delayed([self.i.payload.par], xa_cycles, "par")
             if cfg.kind.folded and cfg.rounding == "nearest-even":
                 # one rounding, half to even: S3 the difference, S4 floor(d/2**k + 1/2), minus 1
                 # on a tie whose floor is even (bit k of d clear and the bits below exactly half)
@@ -201,12 +224,14 @@ class ElementDatapath(wiring.Component):
                 m.d.sync += par3.eq(par2)
                 gammas = lane_values(par3, lanes, w_p)
                 betas = lane_values(par3[lanes * w_p:], lanes, w_p)
-                # S4
-                g = stage("g", signed(cfg.w_width))
+                # S4: gamma*v as registered partial products and their sum; beta<<FZ + half alongside
+                g = [product_tree(m, gm, vv, name=f"g{k}")[:cfg.w_width].as_signed()
+                     for k, (gm, vv) in enumerate(zip(gammas, v))]
                 beta_half = stage("beta_half", signed(cfg.w_width))
-                m.d.sync += [r.eq(gm * vv) for r, gm, vv in zip(g, gammas, v)]
                 m.d.sync += [r.eq((bt << cfg.z_frac) + (1 << (k2 - 1))) for r, bt in zip(beta_half, betas)]
-                flags = next_flags("s4")
+                beta_half = delayed(beta_half, g_cycles - 1, "beta_half")
+                for step in range(g_cycles):
+                    flags = next_flags(f"s4_{step}")
                 # S5
                 summed = [gg + bh for gg, bh in zip(g, beta_half)]
                 rounded = stage("rounded", signed(cfg.w_width + 1 - k2))
@@ -350,7 +375,7 @@ class OutputStage(wiring.Component):
             m.d.sync += cur.eq(incoming)
         with m.If(issue):
             with m.If(~head.overlong):
-                m.d.sync += self.rd_ptr.eq(self.rd_ptr + 1)
+                m.d.sync += self.rd_ptr.eq(next_ptr(self.rd_ptr, buffer_depth(cfg)))
             with m.If(~active):                  # the first beat of ``incoming`` issues now
                 m.d.sync += [active.eq(~incoming_last), beat.eq(1), left.eq(incoming.beats - 1),
                              cur_last.eq(incoming.beats == 2)]

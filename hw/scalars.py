@@ -24,6 +24,7 @@ from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from .config import CoreConfig
+from .multiply import product_latency, product_tree
 from .rsqrt import Rsqrt, rsqrt_latency, rsqrt_shift_range
 
 __all__ = ["VectorScalars", "ScalarBank", "scalar_units", "unit_interval", "SerialMultiplier", "scalars_latency", "vector_stats_layout", "vector_coefs_layout", "shift_plan",
@@ -31,19 +32,15 @@ __all__ = ["VectorScalars", "ScalarBank", "scalar_units", "unit_interval", "Seri
 
 
 #: Cycles the scalar stage spends outside the rsqrt unit and the multiplier's pipeline, from the
-#: input transfer to ``o.valid``: IDLE (statistics latched), T (t = S2 + e*N), NT and S1SQ (the
-#: products of D issued), LATCH_NT, D, RSQRT_IN, NR and S1R (the products of A and B issued),
+#: input transfer to ``o.valid``: IDLE (statistics latched), EN (e*N), T (t = S2 + e*N), NT and
+#: S1SQ (the products of D issued), LATCH_NT, D, RSQRT_IN, NR and S1R (the products of A and B issued),
 #: LATCH_NR, AB and AB_FINE (the two steps of the shift), ROUND; ``o.valid`` rises in OUT.  The
 #: tests measure it.
-OWN_CYCLES = 13
+OWN_CYCLES = 14
 
 #: The A/B shift moves by multiples of this first, then by the rest: two short multiplexer trees,
 #: each selected by a register decoded from the rsqrt unit's ``s`` (see :func:`shift_plan`).
 SHIFT_STEP = 8
-
-#: Operand chunk width of the parallel multiplier's partial products: 17-bit unsigned chunks
-#: (signed top chunks) fit the 18x18 signed multipliers of ECP5 (MULT18X18D) and most FPGAs.
-DSP_CHUNK = 17
 
 #: Operand chunk width of the serial multiplier (an iCE40 SB_MAC16 is 16x16).
 CHUNK = 16
@@ -78,14 +75,8 @@ def scalars_latency(cfg: CoreConfig) -> int:
 class PipelinedMultiplier(wiring.Component):
     """Signed ``a*b``, one product per cycle, ``latency`` cycles after ``a`` and ``b`` are set.
 
-    Between registers sits at most one ``DSP_CHUNK``-bit partial product (one DSP block) or one
-    adder::
-
-        a, b --reg--> chunks --*--reg--> partial products --+--reg--> ... (one adder level per
-                                                            register) --> p
-
-    Operands are split into ``DSP_CHUNK``-bit unsigned low chunks and a signed top chunk, so
-    every partial product is an 18x18 signed multiplication at most."""
+    The operands are registered, then multiplied by :func:`normgen.hw.multiply.product_tree`
+    (at most one DSP-sized partial product or one adder between registers)."""
 
     def __init__(self, a_width: int, b_width: int):
         self._widths = (a_width, b_width)
@@ -95,17 +86,9 @@ class PipelinedMultiplier(wiring.Component):
             "p": Out(signed(a_width + b_width)),
         })
 
-    @staticmethod
-    def _split(width: int) -> list[tuple[int, int]]:
-        """(low bit, width) of each chunk; the last is the signed top chunk (<= DSP_CHUNK + 1 bits)."""
-        count = max(1, -(-(width - 1) // DSP_CHUNK))
-        bounds = [(k * DSP_CHUNK, DSP_CHUNK) for k in range(count - 1)]
-        return bounds + [((count - 1) * DSP_CHUNK, width - (count - 1) * DSP_CHUNK)]
-
     @classmethod
     def latency_of(cls, a_width: int, b_width: int) -> int:
-        products = len(cls._split(a_width)) * len(cls._split(b_width))
-        return 2 + (products - 1).bit_length()
+        return 1 + product_latency(signed(a_width), signed(b_width))
 
     @property
     def latency(self) -> int:
@@ -116,35 +99,7 @@ class PipelinedMultiplier(wiring.Component):
         a = Signal.like(self.a)
         b = Signal.like(self.b)
         m.d.sync += [a.eq(self.a), b.eq(self.b)]
-
-        def chunks(value, width):
-            split = self._split(width)
-            parts = [value[low:low + size] for low, size in split[:-1]]
-            low, size = split[-1]
-            return [(p, k * DSP_CHUNK) for k, p in enumerate(parts + [value[low:low + size].as_signed()])]
-
-        terms = []
-        for (ca, sa) in chunks(a, self._widths[0]):
-            for (cb, sb) in chunks(b, self._widths[1]):
-                product = Signal(signed(len(ca) + len(cb) + 1), name=f"pp_{sa}_{sb}")
-                m.d.sync += product.eq(ca * cb)
-                terms.append((product, sa + sb))
-        level = 0
-        while len(terms) > 1:
-            summed = []
-            for (x, sx), (y, sy) in zip(terms[0::2], terms[1::2]):
-                low = min(sx, sy)
-                total = Signal(signed(self.p.shape().width - low + 1), name=f"sum{level}_{low}")
-                m.d.sync += total.eq((x << (sx - low)) + (y << (sy - low)))
-                summed.append((total, low))
-            for x, sx in terms[len(terms) & ~1:]:       # an odd term waits a cycle with the others
-                delayed = Signal.like(x, name=f"sum{level}_{sx}")
-                m.d.sync += delayed.eq(x)
-                summed.append((delayed, sx))
-            terms = summed
-            level += 1
-        (total, shift), = terms
-        m.d.comb += self.p.eq(total << shift)
+        m.d.comb += self.p.eq(product_tree(m, a, b, name="p"))
         return m
 
 
@@ -350,7 +305,7 @@ class VectorScalars(wiring.Component):
         b = Signal(signed(cfg.b_width))
 
         s2 = Signal(cfg.s2_width)
-        e_n = Signal((cfg.eps_int * cfg.reduction_max).bit_length())      # e*N, set with N
+        e_n = Signal((cfg.eps_int * cfg.reduction_max).bit_length())      # e*N
         t = Signal(t_width)
         # A and B: the variable shift in two steps (AB, AB_FINE), the rounding add in ROUND.  The
         # shift amounts are registers set with R (RSQRT_OUT), so each step is one multiplexer tree
@@ -384,14 +339,16 @@ class VectorScalars(wiring.Component):
                     stats = self.i.payload
                     m.d.sync += [
                         n.eq(stats.beats * count_multiplier(cfg)),
-                        e_n.eq(stats.beats * (cfg.eps_int * count_multiplier(cfg))),
                         s1.eq(stats.s1),
                         s2.eq(stats.s2),
                         mean_term.eq(cfg.kind.mean_term(stats.s1)),
                         beats.eq(stats.beats),
                         overlong.eq(stats.overlong),
                     ]
-                    m.next = "T"
+                    m.next = "EN"
+            with m.State("EN"):         # e*N from the latched count (a constant multiplication)
+                m.d.sync += e_n.eq(beats * (cfg.eps_int * count_multiplier(cfg)))
+                m.next = "T"
             with m.State("T"):
                 m.d.sync += t.eq(s2 + e_n)
                 m.next = "NT"

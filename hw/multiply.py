@@ -1,0 +1,77 @@
+"""Products built from DSP-sized partial products, one DSP block or one adder between registers.
+
+Operands are split into ``DSP_CHUNK``-bit unsigned low chunks and a signed top chunk (an unsigned
+operand is widened by a zero bit first), so every partial product is an 18x18 signed
+multiplication at most (ECP5 MULT18X18D, Xilinx DSP48 and most FPGAs' multipliers)::
+
+    a, b --chunks--*--reg--> partial products --+--reg--> ... (one adder level per register) --> p
+
+:func:`product_tree` adds these registers to the current module, under whatever ``m.If`` context
+the caller has open (a stalling pipeline passes its enable that way).
+"""
+from amaranth import *
+
+__all__ = ["DSP_CHUNK", "split_chunks", "product_latency", "product_tree"]
+
+#: Operand chunk width of the partial products: 17-bit unsigned chunks (signed top chunks) fit the
+#: 18x18 signed multipliers of ECP5 (MULT18X18D) and most FPGAs.
+DSP_CHUNK = 17
+
+
+def split_chunks(width: int) -> list[tuple[int, int]]:
+    """(low bit, width) of each chunk of a signed ``width``-bit operand; the last is the signed
+    top chunk (at most ``DSP_CHUNK + 1`` bits)."""
+    count = max(1, -(-(width - 1) // DSP_CHUNK))
+    bounds = [(k * DSP_CHUNK, DSP_CHUNK) for k in range(count - 1)]
+    return bounds + [((count - 1) * DSP_CHUNK, width - (count - 1) * DSP_CHUNK)]
+
+
+def _signed_width(shape) -> int:
+    shape = Shape.cast(shape)
+    return shape.width if shape.signed else shape.width + 1
+
+
+def product_latency(a_shape, b_shape) -> int:
+    """Cycles from the operands to the product of :func:`product_tree`: the partial products'
+    register, then one register per adder level."""
+    products = len(split_chunks(_signed_width(a_shape))) * len(split_chunks(_signed_width(b_shape)))
+    return 1 + (products - 1).bit_length()
+
+
+def product_tree(m: Module, a, b, *, name: str):
+    """The exact product ``a*b`` of two values (signed or unsigned), ``product_latency`` cycles
+    after them; returns the (signed) product value."""
+    a, b = Value.cast(a), Value.cast(b)
+    a_width, b_width = _signed_width(a.shape()), _signed_width(b.shape())
+    a = a.as_signed() if a.shape().signed else Cat(a, C(0, 1)).as_signed()
+    b = b.as_signed() if b.shape().signed else Cat(b, C(0, 1)).as_signed()
+    width = a_width + b_width
+
+    def chunks(value, bits):
+        split = split_chunks(bits)
+        parts = [value[low:low + size] for low, size in split[:-1]]
+        low, size = split[-1]
+        return [(p, low) for p, (low, _) in zip(parts + [value[low:low + size].as_signed()], split)]
+
+    terms = []
+    for ca, sa in chunks(a, a_width):
+        for cb, sb in chunks(b, b_width):
+            product = Signal(signed(len(ca) + len(cb) + 1), name=f"{name}_pp_{sa}_{sb}")
+            m.d.sync += product.eq(ca * cb)
+            terms.append((product, sa + sb))
+    level = 0
+    while len(terms) > 1:
+        summed = []
+        for (x, sx), (y, sy) in zip(terms[0::2], terms[1::2]):
+            low = min(sx, sy)
+            total = Signal(signed(width - low + 1), name=f"{name}_sum{level}_{low}")
+            m.d.sync += total.eq((x << (sx - low)) + (y << (sy - low)))
+            summed.append((total, low))
+        for x, sx in terms[len(terms) & ~1:]:       # an odd term waits a cycle with the others
+            delayed = Signal.like(x, name=f"{name}_sum{level}_{sx}")
+            m.d.sync += delayed.eq(x)
+            summed.append((delayed, sx))
+        terms = summed
+        level += 1
+    (total, shift), = terms
+    return (total << shift)[:width].as_signed()
