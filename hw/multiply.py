@@ -1,8 +1,9 @@
 """Products built from DSP-sized partial products, one DSP block or one adder between registers.
 
-Operands are split into ``DSP_CHUNK``-bit unsigned low chunks and a signed top chunk (an unsigned
-operand is widened by a zero bit first), so every partial product is an 18x18 signed
-multiplication at most (ECP5 MULT18X18D, Xilinx DSP48 and most FPGAs' multipliers)::
+Operands are split into unsigned low chunks and a signed top chunk (an unsigned operand is widened
+by a zero bit first), so every partial product is an 18x18 signed multiplication at most (ECP5
+MULT18X18D, Xilinx DSP48 and most FPGAs' multipliers).  The chunks are 15 bits wide (16x16 signed
+partial products, one iCE40 SB_MAC16 each) unless 17-bit chunks need fewer of them::
 
     a, b --chunks--*--reg--> partial products --+--reg--> ... (one adder level per register) --> p
 
@@ -11,19 +12,28 @@ the caller has open (a stalling pipeline passes its enable that way).
 """
 from amaranth import *
 
-__all__ = ["DSP_CHUNK", "split_chunks", "product_latency", "product_tree"]
+__all__ = ["DSP_CHUNK", "NARROW_CHUNK", "split_chunks", "product_latency", "product_tree"]
 
-#: Operand chunk width of the partial products: 17-bit unsigned chunks (signed top chunks) fit the
+#: Widest unsigned chunk of the partial products: 17-bit unsigned chunks (signed top chunks) fit the
 #: 18x18 signed multipliers of ECP5 (MULT18X18D) and most FPGAs.
 DSP_CHUNK = 17
+
+#: The chunk width used when it needs no more chunks than ``DSP_CHUNK``: 16x16 signed partial
+#: products also fit the iCE40's SB_MAC16 (an 18x18 one takes four of those).
+NARROW_CHUNK = 15
+
+
+def _chunk_count(width: int, chunk: int) -> int:
+    return max(1, -(-(width - 1) // chunk))
 
 
 def split_chunks(width: int) -> list[tuple[int, int]]:
     """(low bit, width) of each chunk of a signed ``width``-bit operand; the last is the signed
-    top chunk (at most ``DSP_CHUNK + 1`` bits)."""
-    count = max(1, -(-(width - 1) // DSP_CHUNK))
-    bounds = [(k * DSP_CHUNK, DSP_CHUNK) for k in range(count - 1)]
-    return bounds + [((count - 1) * DSP_CHUNK, width - (count - 1) * DSP_CHUNK)]
+    top chunk (at most one bit wider than the others)."""
+    count = _chunk_count(width, DSP_CHUNK)
+    chunk = NARROW_CHUNK if _chunk_count(width, NARROW_CHUNK) == count else DSP_CHUNK
+    bounds = [(k * chunk, chunk) for k in range(count - 1)]
+    return bounds + [((count - 1) * chunk, width - (count - 1) * chunk)]
 
 
 def _signed_width(shape) -> int:

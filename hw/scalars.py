@@ -66,7 +66,7 @@ def multiplier_widths(cfg: CoreConfig) -> tuple[int, int]:
 def scalars_latency(cfg: CoreConfig) -> int:
     own = OWN_CYCLES
     if cfg.scalar_mul == "serial":      # per product: chunk pairs, then accumulate and hand over
-        own += sum(_chunks(a) * _chunks(b) + 2 for a, b in _operand_bits(cfg).values()) - 2
+        own += sum(_chunks(a) * _chunks(b) + SerialMultiplier.OVERHEAD for a, b in _operand_bits(cfg).values()) - 2
     else:                               # each product pair waits out the multiplier's pipeline
         own += 2 * (PipelinedMultiplier.latency_of(*multiplier_widths(cfg)) - 2)
     return rsqrt_latency(cfg) + own
@@ -107,8 +107,17 @@ class SerialMultiplier(wiring.Component):
     """Signed product over several cycles with one ``CHUNK x CHUNK`` unsigned multiplier.
 
     ``start`` latches ``a``, ``b`` and the chunk counts; ``done`` falls with ``start`` and rises
-    ``a_chunks*b_chunks + 2`` cycles later, when ``product`` holds the result (until the next
-    ``start``)."""
+    ``a_chunks*b_chunks + OVERHEAD`` cycles later, when ``product`` holds the result (until the
+    next ``start``).  One chunk pair per cycle goes through the registers below, so between two
+    of them sits one chunk multiplexer, the multiplier, a shift by a multiple of ``CHUNK`` or one
+    adder of half the product's width: the accumulator adds ``±partial`` (the sign of ``a*b``,
+    as ``~x + 1``) in two halves, the high half a cycle after the low half with its carry::
+
+        chunks of |a|, |b| --reg--> * --reg--> << --reg--> acc_lo += --reg--> acc_hi += --> product (reg)
+    """
+
+    #: Cycles beyond one per chunk pair (the pipeline's registers and the start).
+    OVERHEAD = 6
 
     def __init__(self, a_width: int, b_width: int):
         self._chunks_a, self._chunks_b = _chunks(a_width), _chunks(b_width)
@@ -133,38 +142,65 @@ class SerialMultiplier(wiring.Component):
         i = Signal(range(ca + 1))
         j = Signal(range(cb + 1))
         running = Signal()
-        partial = Signal(2 * CHUNK)
-        partial_shift = Signal(range(ca + cb))
-        partial_valid = Signal()
-        partial_last = Signal()
-        acc = Signal(self.product.shape().width)
+        width = self.product.shape().width
+        lo_width = width // 2
+        acc_lo = Signal(lo_width)
+        acc_hi = Signal(width - lo_width)
+        carry = Signal()                        # the low half's carry, for the high half
+        hi_part = Signal(width - lo_width)      # the high half of the last term, added a cycle later
+        last_lo = Signal()
+        finished = Signal()
 
-        m.d.comb += self.product.eq(Mux(negative, -acc, acc))
-        m.d.sync += [partial_valid.eq(0)]
+        def step(name, shape):
+            """One pipeline register with its valid, last and shift registers."""
+            return (Signal(shape, name=name), Signal(name=f"{name}_valid"), Signal(name=f"{name}_last"),
+                    Signal(range(ca + cb), name=f"{name}_shift"))
+
+        (chunk_a, sel_valid, sel_last, sel_shift) = step("chunk_a", CHUNK)
+        chunk_b = Signal(CHUNK)
+        (partial, partial_valid, partial_last, partial_shift) = step("partial", 2 * CHUNK)
+        (shifted, shifted_valid, shifted_last, _) = step("shifted", width)
+
+        m.d.sync += [sel_valid.eq(0), self.product.eq(Cat(acc_lo, acc_hi)), self.done.eq(finished)]
         with m.If(self.start):
             m.d.sync += [
                 mag_a.eq(Mux(self.a < 0, -self.a, self.a)),
                 mag_b.eq(Mux(self.b < 0, -self.b, self.b)),
                 negative.eq((self.a < 0) ^ (self.b < 0)),
                 count_a.eq(self.a_chunks), count_b.eq(self.b_chunks),
-                i.eq(0), j.eq(0), running.eq(1), acc.eq(0), self.done.eq(0),
+                i.eq(0), j.eq(0), running.eq(1), acc_lo.eq(0), acc_hi.eq(0), carry.eq(0), hi_part.eq(0),
+                last_lo.eq(0), finished.eq(0), self.done.eq(0),
             ]
         with m.Elif(running):
             last_j = j + 1 == count_b
             m.d.sync += [
-                partial.eq(mag_a.word_select(i, CHUNK) * mag_b.word_select(j, CHUNK)),
-                partial_shift.eq(i + j),
-                partial_valid.eq(1),
-                partial_last.eq(last_j & (i + 1 == count_a)),
+                chunk_a.eq(mag_a.word_select(i, CHUNK)),
+                chunk_b.eq(mag_b.word_select(j, CHUNK)),
+                sel_shift.eq(i + j),
+                sel_valid.eq(1),
+                sel_last.eq(last_j & (i + 1 == count_a)),
                 j.eq(Mux(last_j, 0, j + 1)),
                 i.eq(Mux(last_j, i + 1, i)),
             ]
             with m.If(last_j & (i + 1 == count_a)):
                 m.d.sync += running.eq(0)
-        with m.If(partial_valid):
-            m.d.sync += acc.eq(acc + (partial << (partial_shift * CHUNK)))
-            with m.If(partial_last):
-                m.d.sync += self.done.eq(1)
+        m.d.sync += [
+            partial.eq(chunk_a * chunk_b), partial_shift.eq(sel_shift),
+            partial_valid.eq(sel_valid), partial_last.eq(sel_last),
+            shifted.eq(partial << (partial_shift * CHUNK)),
+            shifted_valid.eq(partial_valid), shifted_last.eq(partial_last),
+        ]
+        with m.If(~self.start):
+            term = Signal(width)                # the partial with the product's sign: ~x (+ 1 below)
+            low = Signal(lo_width + 1)
+            m.d.comb += [term.eq(shifted ^ negative.replicate(width)),
+                         low.eq(acc_lo + term[:lo_width] + negative)]
+            m.d.sync += [acc_hi.eq(acc_hi + hi_part + carry), last_lo.eq(0), finished.eq(finished | last_lo)]
+            with m.If(shifted_valid):
+                m.d.sync += [acc_lo.eq(low[:lo_width]), carry.eq(low[lo_width]), hi_part.eq(term[lo_width:]),
+                             last_lo.eq(shifted_last)]
+            with m.Else():
+                m.d.sync += [carry.eq(0), hi_part.eq(0)]
         return m
 
 

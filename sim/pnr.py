@@ -351,6 +351,7 @@ PNR_CASES = [
     ("BatchNorm inference C=1024 P=1", "ecp5", "batchnorm inference"),
     ("LayerNorm default P=1", "ice40", {}),
     ("LayerNorm default P=1, serial scalars", "ice40", {"scalar_mul": "serial"}),
+    ("LayerNorm N_max=65536 P=1", "ecp5", {"features": 65536}),
 ]
 
 

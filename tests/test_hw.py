@@ -432,6 +432,45 @@ def test_rsqrt_recurrence_on_a_million_mantissas():
     assert not bad, bad[:3]
 
 
+@pytest.mark.parametrize("a_width, b_width", [(12, 20), (17, 33), (30, 49)])
+def test_serial_multiplier_is_exact_at_its_latency(a_width, b_width):
+    """Each product exactly a*b (signs and extremes included), ``done`` rising
+    ``a_chunks*b_chunks + OVERHEAD`` cycles after ``start`` and the product held until the next."""
+    from normgen.hw.scalars import CHUNK, SerialMultiplier
+    dut = SerialMultiplier(a_width, b_width)
+    rng = np.random.default_rng(a_width + b_width)
+    lo_a, lo_b = -(1 << (a_width - 1)), -(1 << (b_width - 1))
+    pairs = [(lo_a, lo_b), (-lo_a - 1, lo_b), (lo_a, -lo_b - 1), (0, lo_b), (-1, -1), (-lo_a - 1, -lo_b - 1)]
+    pairs += [(int(rng.integers(lo_a, -lo_a)), int(rng.integers(lo_b, -lo_b))) for _ in range(12)]
+    chunks_a, chunks_b = -(-a_width // CHUNK), -(-b_width // CHUNK)
+    results = []
+
+    async def bench(ctx):
+        for a, b in pairs:
+            ctx.set(dut.a, a)
+            ctx.set(dut.b, b)
+            ctx.set(dut.a_chunks, chunks_a)
+            ctx.set(dut.b_chunks, chunks_b)
+            ctx.set(dut.start, 1)
+            await ctx.tick()
+            ctx.set(dut.start, 0)
+            cycles = 1
+            while not ctx.get(dut.done):
+                await ctx.tick()
+                cycles += 1
+                assert cycles < 100
+            results.append((ctx.get(dut.product), cycles))
+            await ctx.tick().repeat(3)
+            assert ctx.get(dut.done) and ctx.get(dut.product) == results[-1][0]
+
+    sim = Simulator(dut)
+    sim.add_clock(1e-8)
+    sim.add_testbench(bench)
+    sim.run()
+    assert [p for p, _ in results] == [a * b for a, b in pairs]
+    assert {c for _, c in results} == {chunks_a * chunks_b + SerialMultiplier.OVERHEAD}
+
+
 @pytest.mark.parametrize("a_width, b_width", [(5, 7), (18, 18), (19, 35), (28, 43)])
 def test_pipelined_multiplier_is_exact_at_its_latency(a_width, b_width):
     """One product per cycle, each exactly a*b, ``latency`` cycles after its operands (extremes
