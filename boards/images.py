@@ -13,8 +13,8 @@ ulx3s       ECP5 LFE5U-85F, 25 MHz    FT231X (3 Mbaud)                LayerNorm 
 
 Why these numbers (measured with ``normgen board build``; docs/boards.md has the table):
 
-* The UP5K has 5280 logic cells and 8 DSPs.  The default core with the host link needs ~5600
-  logic cells with ``scalar_mul="serial"`` (7 DSPs) and 12 DSPs with the parallel scalar stage;
+* The UP5K has 5280 logic cells and 8 DSPs.  The default core with the host link needs ~6000
+  logic cells with ``scalar_mul="serial"`` (7 DSPs; the core alone ~4550, reports/bench.md) and 12 DSPs with the parallel scalar stage;
   N_max 256 still needs ~5400.  8-bit formats fit with room to route: ~3700 cells (70 %),
   7 DSPs.  The ECP5-85F takes the default configuration as it is (5 % of its LUTs).
 * The baud rate must be one the USB bridge makes exactly and an integer divisor of the core
