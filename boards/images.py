@@ -19,9 +19,11 @@ Why these numbers (measured with ``normgen board build``; docs/boards.md has the
   7 DSPs.  The ECP5-85F takes the default configuration as it is (5 % of its LUTs).
 * The baud rate must be one the USB bridge makes exactly and an integer divisor of the core
   clock (at least 4 clocks per bit for the receiver).  The FT2232H makes 12 MHz / n (n = 1, 1.5,
-  2, 2.5, 3, ...), the FT231X 3 MHz / n.  The UP5K core closes timing at ~22 MHz: 12 or 6 Mbaud
-  would need 48 or 24 MHz, 4 Mbaud 16 or 20 MHz, which the PLL cannot make from 12 MHz
-  (F = 12 MHz * (DIVF+1) / 2**DIVQ); 18 MHz with 6 clocks per bit gives 3 Mbaud.  The FT231X stops
+  2, 2.5, 3, ...), the FT231X 3 MHz / n.  12 Mbaud would need 48 MHz, above the UP5K image's
+  fmax; 4 Mbaud 16 or 20 MHz, which the PLL cannot make from 12 MHz
+  (F = 12 MHz * (DIVF+1) / 2**DIVQ); 6 Mbaud 24 MHz with 4 clocks per bit, which the PLL makes
+  and the image's fmax (docs/boards.md) now exceeds, not yet adopted; 18 MHz with 6 clocks per
+  bit gives 3 Mbaud.  The FT231X stops
   at 3 Mbaud: 45 MHz (PLL 25 MHz * 9 / 5) with 15 clocks per bit.  (60 MHz also closes timing,
   by 8 %; 45 MHz keeps a wide margin while the core changes, and the UART sets the throughput.)
 """
