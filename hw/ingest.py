@@ -66,11 +66,10 @@ def buffer_depth(cfg: CoreConfig) -> int:
     after its last beat came in, and by then the input has moved on by as many beats: the buffer
     holds ``beats_max + read_delay`` beats, and two more because the input stage decides from a
     free-space flag computed from the pointers two cycles earlier (as if a beat had been taken in
-    each of those cycles).  With
-    less room the input stalls (N = 768, P = 32, ``vector_interval = 4``: 78 % of P with 64
-    beats).  When the scalar stage takes vectors more slowly than the input brings them
-    (``beats_max`` below its interval, which is at most ``read_delay``), it sets the rate, and
-    the depth still holds the two vectors it overlaps.  The depth need not be a power of two:
+    each of those cycles).  With less room the input stalls (N = 768, P = 32,
+    ``vector_interval = 4``: 78 % of P with 64 beats).  When the scalar stage takes vectors more
+    slowly than the input brings them (``beats_max`` below its interval, which is at most
+    ``read_delay``), it sets the rate, and the depth still holds the two vectors it overlaps.  The depth need not be a power of two:
     the pointers wrap explicitly (:func:`next_ptr`), so N_max = 65536 costs 65536 + a few dozen
     words, not 131072."""
     return cfg.beats_max + read_delay(cfg) + 2
@@ -172,9 +171,10 @@ class Ingest(wiring.Component):
                 with m.If(~b_last):
                     m.d.sync += dropping.eq(1)
             with m.Else():
-                m.d.sync += wr_ptr.eq(next_ptr(wr_ptr, self._depth))
+                wr_next = next_ptr(wr_ptr, self._depth)
+                m.d.sync += wr_ptr.eq(wr_next)
                 with m.If(b_last):
-                    m.d.sync += [count.eq(0), vec_start.eq(next_ptr(wr_ptr, self._depth))]
+                    m.d.sync += [count.eq(0), vec_start.eq(wr_next)]
                 with m.Else():
                     m.d.sync += count.eq(count + 1)
 

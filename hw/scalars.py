@@ -151,15 +151,14 @@ class SerialMultiplier(wiring.Component):
         last_lo = Signal()
         finished = Signal()
 
-        def step(name, shape):
-            """One pipeline register with its valid, last and shift registers."""
-            return (Signal(shape, name=name), Signal(name=f"{name}_valid"), Signal(name=f"{name}_last"),
-                    Signal(range(ca + cb), name=f"{name}_shift"))
-
-        (chunk_a, sel_valid, sel_last, sel_shift) = step("chunk_a", CHUNK)
-        chunk_b = Signal(CHUNK)
-        (partial, partial_valid, partial_last, partial_shift) = step("partial", 2 * CHUNK)
-        (shifted, shifted_valid, shifted_last, _) = step("shifted", width)
+        # the pipeline: each stage's value, valid and last flags, and (before the shift) the
+        # chunk pair's shift in chunks
+        chunk_a, chunk_b = Signal(CHUNK), Signal(CHUNK)
+        sel_valid, sel_last, sel_shift = Signal(), Signal(), Signal(range(ca + cb))
+        partial = Signal(2 * CHUNK)
+        partial_valid, partial_last, partial_shift = Signal(), Signal(), Signal(range(ca + cb))
+        shifted = Signal(width)
+        shifted_valid, shifted_last = Signal(), Signal()
 
         m.d.sync += [sel_valid.eq(0), self.product.eq(Cat(acc_lo, acc_hi)), self.done.eq(finished)]
         with m.If(self.start):
