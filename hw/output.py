@@ -36,8 +36,39 @@ from .scalars import vector_coefs_layout
 from .streams import through_fifo
 
 __all__ = ["pack_params", "OutputStage", "ElementDatapath", "output_latency", "datapath_latency", "product_cycles",
-           "coef_shapes",
-           "element_layout"]
+           "coef_shapes", "element_layout", "coef_copies", "register_copies"]
+
+#: Lanes that one copy of a vector constant (A, B) drives at most, where the copies are free:
+#: the two register stages that wait for the vector buffer's read data make up to four copies.
+LANES_PER_COPY = 2
+
+
+def coef_copies(cfg: CoreConfig) -> int:
+    """Copies of the vector constants A and B that reach the element datapath: one per
+    ``LANES_PER_COPY`` lanes, at most four (two doubling register stages)."""
+    return max(1, min(4, cfg.lanes // LANES_PER_COPY))
+
+
+def register_copies(m: Module, values: list, copies: int, name: str) -> list:
+    """One register stage under ``values``: ``copies`` registers (a multiple of ``len(values)``),
+    each value feeding ``copies // len(values)`` of them.
+
+    Registers with the same input are one register to a synthesis tool (Yosys ``opt_merge``)
+    unless they differ otherwise: a value's copies at most two, one with initial value 0 and one
+    with all ones (reset-less; the value before the first beat is never used).  A tree of such
+    stages makes any number of copies, each driving a few loads where one register would drive
+    them all."""
+    per = copies // len(values)
+    assert per * len(values) == copies and per in (1, 2), (copies, len(values))
+    regs = []
+    for k, value in enumerate(values):
+        for c in range(per):
+            shape = Value.cast(value).shape()
+            reg = Signal(shape, name=f"{name}_{k * per + c}", reset_less=True,
+                         init=(-1 if shape.signed else (1 << shape.width) - 1) if c else 0)
+            m.d.sync += reg.eq(value)
+            regs.append(reg)
+    return regs
 
 
 def pack_params(cfg: CoreConfig) -> list[int]:
@@ -112,20 +143,22 @@ class ElementDatapath(wiring.Component):
 
     Members
     -------
-    i : In(stream.Signature(element_layout(cfg, shared_coefs)))
-        ``x`` (P lanes), ``a``/``b`` (one value for all lanes when ``shared_coefs``, else one per
-        lane), ``par`` (γ lanes then β lanes, affine cores), ``last``, ``error``.
+    i : In(stream.Signature(element_layout(cfg, shared_coefs, copies)))
+        ``x`` (P lanes), ``a``/``b`` (``copies`` copies of one value for all lanes when
+        ``shared_coefs``, lane ``k`` taking copy ``k*copies//P``; else one per lane), ``par``
+        (γ lanes then β lanes, affine cores), ``last``, ``error``.
     o : Out(stream.Signature(output_layout(cfg)))
     busy : Out(1)
     """
 
-    def __init__(self, cfg: CoreConfig, *, shared_coefs: bool, stalls: bool = True):
+    def __init__(self, cfg: CoreConfig, *, shared_coefs: bool, stalls: bool = True, copies: int = 1):
         self._cfg = cfg
         self._shared = shared_coefs
         self._stalls = stalls
+        self._copies = copies if shared_coefs else cfg.lanes
         out_layout = resolve_layout(cfg, shared_coefs) if cfg.exact_resolution else output_layout(cfg)
         super().__init__({
-            "i": In(stream.Signature(element_layout(cfg, shared_coefs))),
+            "i": In(stream.Signature(element_layout(cfg, shared_coefs, copies))),
             "o": Out(stream.Signature(out_layout)),
             "busy": Out(1),
         })
@@ -140,7 +173,7 @@ class ElementDatapath(wiring.Component):
         lanes = cfg.lanes
         w_in, w_out, w_p = cfg.in_format.width, cfg.out_format.width, cfg.param_format.width
         a_shape, b_shape = coef_shapes(cfg)
-        coef_lanes = 1 if self._shared else lanes
+        coef_lanes = self._copies
         advance = Signal()
         if self._stalls:
             m.d.comb += advance.eq(~self.o.valid | self.o.ready)
@@ -152,7 +185,7 @@ class ElementDatapath(wiring.Component):
             width = Shape.cast(shape).width
             parts = [value[k * width:(k + 1) * width] for k in range(coef_lanes)]
             parts = [p.as_signed() if Shape.cast(shape).signed else p for p in parts]
-            return parts * lanes if self._shared else parts
+            return [parts[k * coef_lanes // lanes] for k in range(lanes)]
 
         def stage(name, shape, count=lanes):
             return [Signal(shape, name=f"{name}{k}") for k in range(count)]
@@ -197,7 +230,7 @@ class ElementDatapath(wiring.Component):
             b_half = stage("b_half", signed(Shape.cast(b_shape).width + 1), coef_lanes)
             m.d.sync += [r.eq(b - (1 << (k1 - 1))) for r, b in zip(b_half, b_in)]
             b_half = delayed(b_half, xa_cycles - 1, "b_half")
-            b_half = b_half * lanes if self._shared else b_half
+            b_half = [b_half[k * coef_lanes // lanes] for k in range(lanes)]
             for step in range(xa_cycles):
                 flags = next_flags(f"s2_{step}")
             if cfg.affine_stage:
@@ -287,13 +320,14 @@ def coef_shapes(cfg: CoreConfig):
     return (signed(cfg.a_width) if cfg.a_signed else unsigned(cfg.a_width)), signed(cfg.b_width)
 
 
-def element_layout(cfg: CoreConfig, shared_coefs: bool) -> data.StructLayout:
+def element_layout(cfg: CoreConfig, shared_coefs: bool, copies: int = 1) -> data.StructLayout:
     coef_lanes = 1 if shared_coefs else cfg.lanes
+    a_lanes = copies if shared_coefs else cfg.lanes
     a_shape, b_shape = coef_shapes(cfg)
     fields = {
         "x": unsigned(cfg.lanes * cfg.in_format.width),
-        "a": unsigned(coef_lanes * a_shape.width),
-        "b": unsigned(coef_lanes * b_shape.width),
+        "a": unsigned(a_lanes * a_shape.width),
+        "b": unsigned(a_lanes * b_shape.width),
         "last": 1,
         "error": 1,
     }
@@ -389,17 +423,20 @@ class OutputStage(wiring.Component):
 
         # S1: memory data out; S1b: memory data registered (block RAM outputs are slow).
         # The vector constants and flags ride along.
+        # The constants A and B reach the lanes as ``coef_copies`` copies made in these two
+        # stages (:func:`register_copies`), so no register drives every lane's multipliers.
         s1_valid, s1_last, s1_err = Signal(), Signal(), Signal()
-        s1_a = Signal(cfg.a_width)
-        s1_b = Signal(signed(cfg.b_width))
         s1b_valid, s1b_last, s1b_err = Signal(), Signal(), Signal()
-        s1b_a = Signal(cfg.a_width)
-        s1b_b = Signal(signed(cfg.b_width))
         s1b_x = Signal.like(self.buffer.data)
         m.d.sync += [s1_valid.eq(issue), s1_last.eq(issue_last), s1_err.eq(head.overlong),
-                     s1_a.eq(head.a), s1_b.eq(head.b),
                      s1b_valid.eq(s1_valid), s1b_last.eq(s1_last), s1b_err.eq(s1_err),
-                     s1b_a.eq(s1_a), s1b_b.eq(s1_b), s1b_x.eq(self.buffer.data)]
+                     s1b_x.eq(self.buffer.data)]
+        copies = coef_copies(cfg)
+        s1_copies = (copies + 1) // 2
+        s1_a = register_copies(m, [head.a], s1_copies, "s1_a")
+        s1_b = register_copies(m, [head.b], s1_copies, "s1_b")
+        s1b_a = register_copies(m, s1_a, copies, "s1b_a")
+        s1b_b = register_copies(m, s1_b, copies, "s1b_b")
         if cfg.exact_resolution:            # the vector's N, S1', D ride along for exact decisions
             s1_stats = Signal(len(head.n) + len(head.s1) + len(head.d))
             s1b_stats = Signal.like(s1_stats)
@@ -408,12 +445,12 @@ class OutputStage(wiring.Component):
             s1b_par = Signal.like(self.params.data)
             m.d.sync += s1b_par.eq(self.params.data)
 
-        m.submodules.datapath = datapath = ElementDatapath(cfg, shared_coefs=True, stalls=False)
+        m.submodules.datapath = datapath = ElementDatapath(cfg, shared_coefs=True, stalls=False, copies=copies)
         m.d.comb += [
             datapath.i.valid.eq(s1b_valid),
             datapath.i.payload.x.eq(s1b_x),
-            datapath.i.payload.a.eq(s1b_a),
-            datapath.i.payload.b.eq(s1b_b),
+            datapath.i.payload.a.eq(Cat(*s1b_a)),
+            datapath.i.payload.b.eq(Cat(*s1b_b)),
             datapath.i.payload.last.eq(s1b_last),
             datapath.i.payload.error.eq(s1b_err),
         ]

