@@ -7,7 +7,7 @@ stream in while earlier ones stream out.  A vector is committed at its ``last``
 beat; a vector longer than ``N_max`` is rolled back (write pointer back to its start), its beats
 are dropped up to its ``last``, and a descriptor with ``overlong = 1`` takes its place.
 
-Datapath (P lanes of ``W_in`` bits), every stage registered and stalled together::
+Datapath (P lanes of ``W_in`` bits), every stage registered; the stages never stall::
 
     i.payload.data --B--> x_k --+--> buffer write (P*W_in) at wr_addr; framing decisions
                                 +--R--> x_k, x_k**2 (one multiplier per lane, product registered)
@@ -15,6 +15,12 @@ Datapath (P lanes of ``W_in`` bits), every stage registered and stalled together
                                                    adder levels between registers
                                      --ACC--> S1 += sum x, S2 += sum x**2; at a vector's last
                                               beat the stats register takes S1, S2, N
+                                     --> statistics FIFO --> stats
+
+The statistics FIFO is what absorbs a busy scalar stage: a beat is taken only when the vectors
+whose last beat was taken and whose statistics have not left the FIFO are fewer than its depth
+(a registered flag), so every vector's statistics find a place and no stage has to
+wait.  Only the input's ``ready`` looks at the FIFO; no enable fans out to the lanes.
 
 Between two registers there is at most one multiplier or two adder levels of at most
 ``2*W_in + log2(P)`` bits, and the accumulators' one carry chain.
@@ -39,14 +45,17 @@ overlong : Out(1)
     Sticky: a vector longer than N_max was seen.
 """
 from amaranth import *
-from amaranth.lib import data, memory, stream, wiring
+from amaranth.lib import data, fifo, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from .config import CoreConfig
 from .interface import input_layout
 from .scalars import vector_stats_layout
 
-__all__ = ["Ingest", "buffer_depth", "read_delay", "lane_values", "next_ptr"]
+__all__ = ["Ingest", "buffer_depth", "read_delay", "lane_values", "next_ptr", "STATS_FIFO_DEPTH"]
+
+#: Vectors whose statistics can wait for the scalar stage, beyond those still in the pipeline.
+STATS_FIFO_DEPTH = 4
 
 
 def read_delay(cfg: CoreConfig) -> int:
@@ -121,8 +130,14 @@ class Ingest(wiring.Component):
     @classmethod
     def latency_of(cls, cfg: CoreConfig) -> int:
         """Cycles from the transfer of a vector's last beat to ``stats.valid``: the beat register
-        B, the product register R, the tree's registers, the stats register."""
-        return 1 + 1 + cls.tree_stages(cfg.lanes) + 1
+        B, the product register R, the tree's registers, the stats register, the FIFO."""
+        return 1 + 1 + cls.tree_stages(cfg.lanes) + 1 + 1
+
+    @classmethod
+    def stats_depth(cls, cfg: CoreConfig) -> int:
+        """Depth of the statistics FIFO: ``STATS_FIFO_DEPTH`` vectors, plus one per register
+        stage a vector's statistics pass before the FIFO (they hold a credit meanwhile)."""
+        return STATS_FIFO_DEPTH + cls.latency_of(cfg) - 1
 
     def elaborate(self, platform):
         cfg = self._cfg
@@ -132,7 +147,7 @@ class Ingest(wiring.Component):
 
         # B stage: the registered beat
         b_valid = Signal()
-        b_data = Signal(lanes * width)
+        b_data = Signal(lanes * width, reset_less=True)
         b_last = Signal()
 
         count = Signal(range(cfg.beats_max + 1))
@@ -141,15 +156,23 @@ class Ingest(wiring.Component):
         dropping = Signal()
 
         stats_valid = Signal()
-        advance = Signal()              # the whole stage moves on
-        m.d.comb += [advance.eq(~stats_valid | self.stats.ready), self.stats.valid.eq(stats_valid)]
+        stats = Signal.like(self.stats.payload)
+        m.submodules.stats_fifo = stats_fifo = fifo.SyncFIFO(width=len(stats.as_value()),
+                                                             depth=self.stats_depth(cfg))
+        m.d.comb += [
+            stats_fifo.w_data.eq(stats),
+            stats_fifo.w_en.eq(stats_valid),
+            self.stats.payload.eq(stats_fifo.r_data),
+            self.stats.valid.eq(stats_fifo.r_rdy),
+            stats_fifo.r_en.eq(self.stats.ready),
+        ]
 
         overlong_now = Signal()
         m.d.comb += overlong_now.eq(~dropping & (count == cfg.beats_max))
         m.d.comb += [
             self.buffer.addr.eq(wr_ptr[:ptr_bits]),
             self.buffer.data.eq(b_data),
-            self.buffer.en.eq(b_valid & advance & ~dropping & ~overlong_now),
+            self.buffer.en.eq(b_valid & ~dropping & ~overlong_now),
         ]
 
         # The token each beat sends down the reduction pipeline: add its sums to the
@@ -162,7 +185,7 @@ class Ingest(wiring.Component):
             token.overlong.eq(dropping | overlong_now),
             token.beats.eq(count + 1),
         ]
-        with m.If(b_valid & advance):
+        with m.If(b_valid):
             with m.If(dropping):
                 with m.If(b_last):
                     m.d.sync += dropping.eq(0)
@@ -180,13 +203,12 @@ class Ingest(wiring.Component):
 
         # R stage: each lane's value and square, registered (a multiplier's output register).
         xs = lane_values(b_data, lanes, width)
-        r_x = [Signal(signed(width), name=f"r_x{k}") for k in range(lanes)]
-        r_sq = [Signal(2 * width - 1, name=f"r_sq{k}") for k in range(lanes)]
+        r_x = [Signal(signed(width), name=f"r_x{k}", reset_less=True) for k in range(lanes)]
+        r_sq = [Signal(2 * width - 1, name=f"r_sq{k}", reset_less=True) for k in range(lanes)]
         r_token = Signal(token_layout)
-        with m.If(advance):
-            m.d.sync += [r.eq(x) for r, x in zip(r_x, xs)]
-            m.d.sync += [r.eq(x * x) for r, x in zip(r_sq, xs)]
-            m.d.sync += r_token.eq(token)
+        m.d.sync += [r.eq(x) for r, x in zip(r_x, xs)]
+        m.d.sync += [r.eq(x * x) for r, x in zip(r_sq, xs)]
+        m.d.sync += r_token.eq(token)
 
         # T stages: the lane sums, two adder levels per register.
         sums, squares, tree_token = r_x, r_sq, r_token
@@ -198,10 +220,9 @@ class Ingest(wiring.Component):
             next_sums = [Signal.like(v, name=f"t{stage}_sum{k}") for k, v in enumerate(sums)]
             next_squares = [Signal.like(v, name=f"t{stage}_sq{k}") for k, v in enumerate(squares)]
             next_token = Signal(token_layout, name=f"t{stage}_token")
-            with m.If(advance):
-                m.d.sync += [r.eq(v) for r, v in zip(next_sums, sums)]
-                m.d.sync += [r.eq(v) for r, v in zip(next_squares, squares)]
-                m.d.sync += next_token.eq(tree_token)
+            m.d.sync += [r.eq(v) for r, v in zip(next_sums, sums)]
+            m.d.sync += [r.eq(v) for r, v in zip(next_squares, squares)]
+            m.d.sync += next_token.eq(tree_token)
             sums, squares, tree_token = next_sums, next_squares, next_token
             tokens.append(next_token)
         assert len(sums) == 1 and len(squares) == 1
@@ -210,18 +231,25 @@ class Ingest(wiring.Component):
         # ACC stage: accumulate, or hand the vector's statistics to the stats register.
         acc_s1 = Signal(signed(cfg.s1_width))
         acc_s2 = Signal(cfg.s2_width)
-        with m.If(advance):
-            m.d.sync += stats_valid.eq(tree_token.push)
-            with m.If(tree_token.push):
-                m.d.sync += [
-                    self.stats.payload.s1.eq(acc_s1 + beat_sum),
-                    self.stats.payload.s2.eq(acc_s2 + beat_sq),
-                    self.stats.payload.beats.eq(tree_token.beats),
-                    self.stats.payload.overlong.eq(tree_token.overlong),
-                    acc_s1.eq(0), acc_s2.eq(0),
-                ]
-            with m.Elif(tree_token.add):
-                m.d.sync += [acc_s1.eq(acc_s1 + beat_sum), acc_s2.eq(acc_s2 + beat_sq)]
+        m.d.sync += stats_valid.eq(tree_token.push)
+        with m.If(tree_token.push):
+            m.d.sync += [
+                stats.s1.eq(acc_s1 + beat_sum),
+                stats.s2.eq(acc_s2 + beat_sq),
+                stats.beats.eq(tree_token.beats),
+                stats.overlong.eq(tree_token.overlong),
+                acc_s1.eq(0), acc_s2.eq(0),
+            ]
+        with m.Elif(tree_token.add):
+            m.d.sync += [acc_s1.eq(acc_s1 + beat_sum), acc_s2.eq(acc_s2 + beat_sq)]
+
+        # Credits: vectors whose last beat was taken and whose statistics have not left the
+        # FIFO.  ``stats_room`` is registered from the count the cycle's transfers leave behind.
+        pending = Signal(range(stats_fifo.depth + 1))
+        stats_room = Signal(init=1)
+        taken_last = Signal()
+        pending_next = pending + taken_last - (self.stats.valid & self.stats.ready)
+        m.d.sync += [pending.eq(pending_next), stats_room.eq(pending_next < stats_fifo.depth)]
 
         # A side: take a beat when the B stage moves on and the buffer has room for both beats.
         # ``space`` comes from the pointers two cycles earlier, through two registers: the
@@ -244,8 +272,9 @@ class Ingest(wiring.Component):
 
         m.d.sync += space.eq(Mux(held_b, room(depth - 3), room(depth - 2)))
         m.d.comb += [
-            self.i.ready.eq(advance & space & ~(self.hold & ~self.in_packet)),
-            self.busy.eq(Cat(b_valid, self.in_packet, stats_valid,
+            self.i.ready.eq(stats_room & space & ~(self.hold & ~self.in_packet)),
+            taken_last.eq(self.i.valid & self.i.ready & self.i.payload.last),
+            self.busy.eq(Cat(b_valid, self.in_packet, stats_valid, stats_fifo.r_rdy,
                              *[token.add | token.push for token in tokens]).any()),
         ]
         with m.If(self.i.valid & self.i.ready):
@@ -255,6 +284,6 @@ class Ingest(wiring.Component):
                 b_last.eq(self.i.payload.last),
                 self.in_packet.eq(~self.i.payload.last),
             ]
-        with m.Elif(advance):
+        with m.Else():
             m.d.sync += b_valid.eq(0)
         return m

@@ -2,7 +2,7 @@
 
 Block diagram::
 
-    i --> Ingest --stats--> FIFO --> VectorScalars (or a ScalarBank of them) --coefs--> OutputStage --> o
+    i --> Ingest (with its stats FIFO) --stats--> VectorScalars (or a ScalarBank of them) --coefs--> OutputStage --> o
             |  (S1, S2, N)            (D, rsqrt, A, B)            ^   ^
             +--> vector buffer (circular, scratch) ---------------+   |
     params --------> γ/β memory (initialised from the configuration) -+
@@ -13,24 +13,17 @@ Members are those of :mod:`normgen.hw.interface`; the Verilog names are added by
 from __future__ import annotations
 
 from amaranth import *
-from amaranth.lib import fifo, memory, wiring
+from amaranth.lib import memory, wiring
 
 from .config import CoreConfig
-from .edge import scratch_memory
+from .edge import NO_COLLISION, scratch_memory
 from .ingest import Ingest, buffer_depth
 from .interface import Core
 from .kinds import register_core
 from .output import OutputStage, output_latency, pack_params
 from .scalars import ScalarBank, VectorScalars, scalar_units, scalars_latency
-from .streams import through_fifo
 
-__all__ = ["NormCore", "STATS_FIFO_DEPTH"]
-
-#: Vectors whose statistics can wait for the scalar stage.
-STATS_FIFO_DEPTH = 4
-
-#: Cycles from a SyncFIFO write to its first word being readable.
-FIFO_LATENCY = 1
+__all__ = ["NormCore"]
 
 
 class NormCore(Core):
@@ -57,7 +50,7 @@ class NormCore(Core):
 
     @staticmethod
     def latency_of(cfg: CoreConfig) -> int:
-        return Ingest.latency_of(cfg) + FIFO_LATENCY + scalars_latency(cfg) + output_latency(cfg)
+        return Ingest.latency_of(cfg) + scalars_latency(cfg) + output_latency(cfg)
 
     @property
     def buffer_depth(self) -> int:
@@ -71,11 +64,9 @@ class NormCore(Core):
         units = scalar_units(cfg)
         m.submodules.scalars = scalars = VectorScalars(cfg) if units == 1 else ScalarBank(cfg, units)
         m.submodules.output = output = OutputStage(cfg)
-        stats_width = ingest.stats.payload.shape().size
-        m.submodules.stats_fifo = stats_fifo = fifo.SyncFIFO(width=stats_width, depth=STATS_FIFO_DEPTH)
 
         m.submodules.buffer = buffer = scratch_memory(
-            shape=unsigned(cfg.lanes * cfg.in_format.width), depth=ingest.depth)
+            shape=unsigned(cfg.lanes * cfg.in_format.width), depth=ingest.depth, collision_free=True)
         wiring.connect(m, wiring.flipped(self.i), ingest.i)
         wiring.connect(m, ingest.buffer, buffer.write_port())
         wiring.connect(m, output.buffer, buffer.read_port(domain="sync"))
@@ -83,17 +74,17 @@ class NormCore(Core):
             ingest.rd_ptr.eq(output.rd_ptr),
             self.overlong.eq(ingest.overlong),
         ]
-        through_fifo(m, ingest.stats, stats_fifo, scalars.i)
+        wiring.connect(m, ingest.stats, scalars.i)
         wiring.connect(m, scalars.o, output.coefs)
         wiring.connect(m, output.o, wiring.flipped(self.o))
 
         if cfg.affine:
             m.submodules.params = params = memory.Memory(
                 shape=unsigned(cfg.lanes * 2 * cfg.param_format.width), depth=cfg.beats_max,
-                init=pack_params(cfg))
+                init=pack_params(cfg), attrs=NO_COLLISION)
             par_wr = params.write_port()
             wiring.connect(m, output.params, params.read_port(domain="sync"))
-            idle = ~ingest.busy & ~stats_fifo.r_rdy & ~scalars.busy & ~output.busy
+            idle = ~ingest.busy & ~scalars.busy & ~output.busy
             write = self.params.payload
             m.d.comb += [
                 ingest.hold.eq(self.params.valid),
