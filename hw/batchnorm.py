@@ -18,6 +18,7 @@ from amaranth import *
 from amaranth.lib import memory, wiring
 
 from .config import CoreConfig
+from .edge import NO_COLLISION
 from .interface import Core
 from .kinds import register_core
 from .output import ElementDatapath, coef_shapes, datapath_latency
@@ -65,7 +66,8 @@ class BatchNormCore(Core):
         m.submodules.datapath = datapath = ElementDatapath(cfg, shared_coefs=False)
         a_width = coef_shapes(cfg)[0].width
         m.submodules.coefs = coefs = memory.Memory(
-            shape=unsigned(lanes * (a_width + cfg.b_width)), depth=cfg.beats_max, init=_pack_coefs(cfg))
+            shape=unsigned(lanes * (a_width + cfg.b_width)), depth=cfg.beats_max, init=_pack_coefs(cfg),
+            attrs=NO_COLLISION)
         coef_wr = coefs.write_port()
         coef_rd = coefs.read_port(domain="sync")
 
@@ -104,8 +106,8 @@ class BatchNormCore(Core):
 
         # S1b: the memory's read data registered (a block RAM output register), the beat with it.
         s1b_valid, s1b_last, s1b_err = Signal(), Signal(), Signal()
-        s1b_x = Signal.like(s1_x)
-        s1b_coef = Signal.like(coef_rd.data)
+        s1b_x = Signal.like(s1_x, reset_less=True)
+        s1b_coef = Signal.like(coef_rd.data, reset_less=True)
         with m.If(advance):
             m.d.sync += [s1b_valid.eq(s1_valid), s1b_last.eq(s1_last), s1b_err.eq(s1_err), s1b_x.eq(s1_x),
                          s1b_coef.eq(coef_rd.data)]

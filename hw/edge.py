@@ -35,15 +35,22 @@ from .config import CoreConfig
 from .interface import param_addr_bits, param_widths
 
 __all__ = ["AxiStreamEdge", "axi_members", "generate_verilog", "verilog_header", "component_verilog",
-           "SCRATCH", "scratch_memory", "drop_scratch_init", "split_memory_inits"]
+           "SCRATCH", "NO_COLLISION", "scratch_memory", "drop_scratch_init", "split_memory_inits"]
 
 #: Attribute of a scratch memory: one whose words are always written before the value read from
 #: them is used (the vector buffer, the batch buffer, accumulators that are cleared first, ...).
 #: Its initial contents mean nothing, so the Verilog declares it without an initializer.
 SCRATCH = "normgen.scratch"
 
+#: Attributes of a memory whose read port's value is never used in a cycle in which the same word
+#: is written (the vector buffer: a slot being written has been read already; γ/β and the folded
+#: coefficients: written only while the core is idle).  Yosys's ``no_rw_check``: no logic to
+#: emulate the old word on such a collision between a block RAM's two ports, so the read data
+#: reaches the register behind it directly (and can become the block's own output register).
+NO_COLLISION = {"no_rw_check": 1}
 
-def scratch_memory(*, shape, depth) -> memory.Memory:
+
+def scratch_memory(*, shape, depth, collision_free: bool = False) -> memory.Memory:
     """A :class:`~amaranth.lib.memory.Memory` marked :data:`SCRATCH`.
 
     Amaranth gives every memory an initial value (zeros for ``init=[]``) and its RTLIL backend
@@ -51,8 +58,10 @@ def scratch_memory(*, shape, depth) -> memory.Memory:
     assignments (at N_max = 65536, megabytes of them) that synthesis then has to read and carry.
     :func:`component_verilog` drops the initializer of a memory with this attribute; the Amaranth
     simulator still starts it at zero.  Memories whose initial contents are parameters (γ/β,
-    folded BatchNorm coefficients) must not use this."""
-    return memory.Memory(shape=shape, depth=depth, init=[], attrs={SCRATCH: 1})
+    folded BatchNorm coefficients) must not use this.  ``collision_free``: see
+    :data:`NO_COLLISION`."""
+    return memory.Memory(shape=shape, depth=depth, init=[],
+                         attrs={SCRATCH: 1, **(NO_COLLISION if collision_free else {})})
 
 
 def drop_scratch_init(text: str) -> str:

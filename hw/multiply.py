@@ -41,21 +41,29 @@ def _signed_width(shape) -> int:
     return shape.width if shape.signed else shape.width + 1
 
 
-def product_latency(a_shape, b_shape) -> int:
-    """Cycles from the operands to the product of :func:`product_tree`: the partial products'
-    register, then one register per adder level."""
+def product_latency(a_shape, b_shape, *, operand_registers: bool = False) -> int:
+    """Cycles from the operands to the product of :func:`product_tree`: [the operands'
+    register,] the partial products' register, then one register per adder level."""
     products = len(split_chunks(_signed_width(a_shape))) * len(split_chunks(_signed_width(b_shape)))
-    return 1 + (products - 1).bit_length()
+    return int(operand_registers) + 1 + (products - 1).bit_length()
 
 
-def product_tree(m: Module, a, b, *, name: str):
+def product_tree(m: Module, a, b, *, name: str, operand_registers: bool = False):
     """The exact product ``a*b`` of two values (signed or unsigned), ``product_latency`` cycles
-    after them; returns the (signed) product value."""
+    after them; returns the (signed) product value.  Its registers have no reset (data only: a
+    reset would put logic in front of every one, and block registers take none).  With ``operand_registers`` the operands are
+    registered first, where the placer can put them next to the multipliers (the DSP blocks'
+    own input registers, which the open ECP5 flow does not use)."""
     a, b = Value.cast(a), Value.cast(b)
     a_width, b_width = _signed_width(a.shape()), _signed_width(b.shape())
     a = a.as_signed() if a.shape().signed else Cat(a, C(0, 1)).as_signed()
     b = b.as_signed() if b.shape().signed else Cat(b, C(0, 1)).as_signed()
     width = a_width + b_width
+    if operand_registers:
+        a_reg = Signal.like(a, name=f"{name}_a", reset_less=True)
+        b_reg = Signal.like(b, name=f"{name}_b", reset_less=True)
+        m.d.sync += [a_reg.eq(a), b_reg.eq(b)]
+        a, b = a_reg, b_reg
 
     def chunks(value, bits):
         split = split_chunks(bits)
@@ -66,7 +74,7 @@ def product_tree(m: Module, a, b, *, name: str):
     terms = []
     for ca, sa in chunks(a, a_width):
         for cb, sb in chunks(b, b_width):
-            product = Signal(signed(len(ca) + len(cb) + 1), name=f"{name}_pp_{sa}_{sb}")
+            product = Signal(signed(len(ca) + len(cb) + 1), name=f"{name}_pp_{sa}_{sb}", reset_less=True)
             m.d.sync += product.eq(ca * cb)
             terms.append((product, sa + sb))
     level = 0
@@ -74,11 +82,11 @@ def product_tree(m: Module, a, b, *, name: str):
         summed = []
         for (x, sx), (y, sy) in zip(terms[0::2], terms[1::2]):
             low = min(sx, sy)
-            total = Signal(signed(width - low + 1), name=f"{name}_sum{level}_{low}")
+            total = Signal(signed(width - low + 1), name=f"{name}_sum{level}_{low}", reset_less=True)
             m.d.sync += total.eq((x << (sx - low)) + (y << (sy - low)))
             summed.append((total, low))
         for x, sx in terms[len(terms) & ~1:]:       # an odd term waits a cycle with the others
-            delayed = Signal.like(x, name=f"{name}_sum{level}_{sx}")
+            delayed = Signal.like(x, name=f"{name}_sum{level}_{sx}", reset_less=True)
             m.d.sync += delayed.eq(x)
             summed.append((delayed, sx))
         terms = summed

@@ -91,7 +91,7 @@ def product_cycles(cfg: CoreConfig) -> tuple[int, int]:
     """Cycles of the element datapath's two products, x*A and gamma*v
     (:func:`~normgen.hw.multiply.product_latency`)."""
     a_shape, _ = coef_shapes(cfg)
-    return (product_latency(signed(cfg.in_format.width), a_shape),
+    return (product_latency(signed(cfg.in_format.width), a_shape, operand_registers=True),
             product_latency(signed(cfg.param_format.width), signed(cfg.v_width)))
 
 
@@ -181,14 +181,18 @@ class ElementDatapath(wiring.Component):
             m.d.comb += advance.eq(1)
         m.d.comb += self.i.ready.eq(advance)
 
-        def lane_coefs(value, shape):
+        def coef_parts(value, shape):
+            """The ``coef_lanes`` values (copies, or one per lane) packed in ``value``."""
             width = Shape.cast(shape).width
             parts = [value[k * width:(k + 1) * width] for k in range(coef_lanes)]
-            parts = [p.as_signed() if Shape.cast(shape).signed else p for p in parts]
+            return [p.as_signed() if Shape.cast(shape).signed else p for p in parts]
+
+        def per_lane(parts):
+            """Lane k's value among the ``coef_lanes`` ones."""
             return [parts[k * coef_lanes // lanes] for k in range(lanes)]
 
         def stage(name, shape, count=lanes):
-            return [Signal(shape, name=f"{name}{k}") for k in range(count)]
+            return [Signal(shape, name=f"{name}{k}", reset_less=True) for k in range(count)]
 
         batch_end = cfg.kind.has_batch_end
         flags = [self.i.valid, self.i.payload.last, self.i.payload.error,
@@ -211,14 +215,14 @@ class ElementDatapath(wiring.Component):
             return regs
 
         xs = lane_values(self.i.payload.x, lanes, w_in)
-        a_in = lane_coefs(self.i.payload.a, a_shape)
-        b_in = lane_coefs(self.i.payload.b, b_shape)
+        a_in = per_lane(coef_parts(self.i.payload.a, a_shape))
+        b_in = coef_parts(self.i.payload.b, b_shape)
         k1 = cfg.a_frac - cfg.z_frac
         k2 = cfg.w_frac - cfg.out_format.frac_bits
         def delayed(values, cycles, name):
             """``values`` (a list) through ``cycles`` registers."""
             for step in range(cycles):
-                regs = [Signal.like(v, name=f"{name}_d{step}_{k}") for k, v in enumerate(values)]
+                regs = [Signal.like(v, name=f"{name}_d{step}_{k}", reset_less=True) for k, v in enumerate(values)]
                 m.d.sync += [r.eq(v) for r, v in zip(regs, values)]
                 values = regs
             return values
@@ -226,11 +230,15 @@ class ElementDatapath(wiring.Component):
         xa_cycles, g_cycles = product_cycles(cfg)
         with m.If(advance):
             # S2: x*A as registered partial products and their sum; B - half alongside
-            xa = [product_tree(m, x, a, name=f"xa{k}") for k, (x, a) in enumerate(zip(xs, a_in))]
+            xa = [product_tree(m, x, a, name=f"xa{k}", operand_registers=True)
+                  for k, (x, a) in enumerate(zip(xs, a_in))]
+            # (B registered as it comes first: only registers behind a block RAM's read data)
+            b_reg = stage("b_reg", b_shape, coef_lanes)
+            m.d.sync += [r.eq(b) for r, b in zip(b_reg, b_in)]
             b_half = stage("b_half", signed(Shape.cast(b_shape).width + 1), coef_lanes)
-            m.d.sync += [r.eq(b - (1 << (k1 - 1))) for r, b in zip(b_half, b_in)]
-            b_half = delayed(b_half, xa_cycles - 1, "b_half")
-            b_half = [b_half[k * coef_lanes // lanes] for k in range(lanes)]
+            m.d.sync += [r.eq(b - (1 << (k1 - 1))) for r, b in zip(b_half, b_reg)]
+            b_half = delayed(b_half, xa_cycles - 2, "b_half")
+            b_half = per_lane(b_half)
             for step in range(xa_cycles):
                 flags = next_flags(f"s2_{step}")
             if cfg.affine_stage:
@@ -427,7 +435,7 @@ class OutputStage(wiring.Component):
         # stages (:func:`register_copies`), so no register drives every lane's multipliers.
         s1_valid, s1_last, s1_err = Signal(), Signal(), Signal()
         s1b_valid, s1b_last, s1b_err = Signal(), Signal(), Signal()
-        s1b_x = Signal.like(self.buffer.data)
+        s1b_x = Signal.like(self.buffer.data, reset_less=True)
         m.d.sync += [s1_valid.eq(issue), s1_last.eq(issue_last), s1_err.eq(head.overlong),
                      s1b_valid.eq(s1_valid), s1b_last.eq(s1_last), s1b_err.eq(s1_err),
                      s1b_x.eq(self.buffer.data)]
@@ -442,7 +450,7 @@ class OutputStage(wiring.Component):
             s1b_stats = Signal.like(s1_stats)
             m.d.sync += [s1_stats.eq(Cat(head.n, head.s1, head.d)), s1b_stats.eq(s1_stats)]
         if cfg.affine:
-            s1b_par = Signal.like(self.params.data)
+            s1b_par = Signal.like(self.params.data, reset_less=True)
             m.d.sync += s1b_par.eq(self.params.data)
 
         m.submodules.datapath = datapath = ElementDatapath(cfg, shared_coefs=True, stalls=False, copies=copies)

@@ -88,7 +88,7 @@ class PipelinedMultiplier(wiring.Component):
 
     @classmethod
     def latency_of(cls, a_width: int, b_width: int) -> int:
-        return 1 + product_latency(signed(a_width), signed(b_width))
+        return product_latency(signed(a_width), signed(b_width), operand_registers=True)
 
     @property
     def latency(self) -> int:
@@ -96,10 +96,7 @@ class PipelinedMultiplier(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
-        a = Signal.like(self.a)
-        b = Signal.like(self.b)
-        m.d.sync += [a.eq(self.a), b.eq(self.b)]
-        m.d.comb += self.p.eq(product_tree(m, a, b, name="p"))
+        m.d.comb += self.p.eq(product_tree(m, self.a, self.b, name="p", operand_registers=True))
         return m
 
 
