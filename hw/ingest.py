@@ -11,8 +11,8 @@ Datapath (P lanes of ``W_in`` bits), every stage registered; the stages never st
 
     i.payload.data --B--> x_k --+--> buffer write (P*W_in) at wr_addr; framing decisions
                                 +--R--> x_k, x_k**2 (one multiplier per lane, product registered)
-                                     --T_1..T_k--> sum over lanes: a pipelined adder tree, two
-                                                   adder levels between registers
+                                     --T_1..T_k--> sum over lanes: a pipelined adder tree, one
+                                                   adder level between registers
                                      --ACC--> S1 += sum x, S2 += sum x**2; at a vector's last
                                               beat the stats register takes S1, S2, N
                                      --> statistics FIFO --> stats
@@ -22,8 +22,10 @@ whose last beat was taken and whose statistics have not left the FIFO are fewer 
 (a registered flag), so every vector's statistics find a place and no stage has to
 wait.  Only the input's ``ready`` looks at the FIFO; no enable fans out to the lanes.
 
-Between two registers there is at most one multiplier or two adder levels of at most
-``2*W_in + log2(P)`` bits, and the accumulators' one carry chain.
+Between two registers there is at most one multiplier or one adder of at most
+``2*W_in + log2(P)`` bits (the products come from the multipliers' own registers, which sit apart
+from the logic: one adder is what the route from them leaves room for), and the accumulators'
+one carry chain.
 
 Members
 -------
@@ -119,7 +121,7 @@ class Ingest(wiring.Component):
         return self._depth
 
     #: Adder-tree levels between two registers.
-    TREE_LEVELS_PER_STAGE = 2
+    TREE_LEVELS_PER_STAGE = 1
 
     @classmethod
     def tree_stages(cls, lanes: int) -> int:
@@ -136,8 +138,9 @@ class Ingest(wiring.Component):
     @classmethod
     def stats_depth(cls, cfg: CoreConfig) -> int:
         """Depth of the statistics FIFO: ``STATS_FIFO_DEPTH`` vectors, plus one per register
-        stage a vector's statistics pass before the FIFO (they hold a credit meanwhile)."""
-        return STATS_FIFO_DEPTH + cls.latency_of(cfg) - 1
+        stage a vector's statistics pass before the FIFO (they hold a credit meanwhile), plus the
+        one the credit check's delay keeps free."""
+        return STATS_FIFO_DEPTH + cls.latency_of(cfg)
 
     def elaborate(self, platform):
         cfg = self._cfg
@@ -210,7 +213,7 @@ class Ingest(wiring.Component):
         m.d.sync += [r.eq(x * x) for r, x in zip(r_sq, xs)]
         m.d.sync += r_token.eq(token)
 
-        # T stages: the lane sums, two adder levels per register.
+        # T stages: the lane sums, one adder level per register.
         sums, squares, tree_token = r_x, r_sq, r_token
         tokens = [r_token]
         for stage in range(self.tree_stages(lanes)):
@@ -244,12 +247,15 @@ class Ingest(wiring.Component):
             m.d.sync += [acc_s1.eq(acc_s1 + beat_sum), acc_s2.eq(acc_s2 + beat_sq)]
 
         # Credits: vectors whose last beat was taken and whose statistics have not left the
-        # FIFO.  ``stats_room`` is registered from the count the cycle's transfers leave behind.
+        # FIFO.  ``stats_room`` comes from the count one cycle earlier, with room for two: at most
+        # one vector can have ended in between.
         pending = Signal(range(stats_fifo.depth + 1))
         stats_room = Signal(init=1)
         taken_last = Signal()
-        pending_next = pending + taken_last - (self.stats.valid & self.stats.ready)
-        m.d.sync += [pending.eq(pending_next), stats_room.eq(pending_next < stats_fifo.depth)]
+        m.d.sync += [
+            pending.eq(pending + taken_last - (self.stats.valid & self.stats.ready)),
+            stats_room.eq(pending <= stats_fifo.depth - 2),
+        ]
 
         # A side: take a beat when the B stage moves on and the buffer has room for both beats.
         # ``space`` comes from the pointers two cycles earlier, through two registers: the

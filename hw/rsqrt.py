@@ -18,8 +18,8 @@ Datapath::
     R = p  (0 when d = 0)
 
 Invariants: ``E = C/4**k - (2p)**2 * M``, ``trial = 4*p*M + M`` with ``C = 2**(2T+2m-2)``;
-``E < 4(2p+1)M``.  Between registers: one carry chain (the subtraction, or a trial update) and a
-two-way multiplexer.
+``E < 4(2p+1)M``.  Between registers: one carry chain (the subtraction, as a carry-select adder
+of two half-length chains, or a trial update) and a two-way multiplexer.
 
 Members
 -------
@@ -98,6 +98,7 @@ class Rsqrt(wiring.Component):
 
         mant = Signal(mant_width)
         zero = Signal()
+        s_out = Signal.like(self.o.payload.s)        # the result's shift, set in SHIFT
         rem = Signal(e_width)
         root = Signal(cfg.r_width)
         step = Signal(range(T + 2))
@@ -109,7 +110,20 @@ class Rsqrt(wiring.Component):
         trial = Signal(e_width + 1)
         three_m = Signal(mant_width + 2)
         diff = Signal(signed(e_width + 2))
-        m.d.comb += diff.eq(rem - trial)
+        # the subtraction as a carry-select adder: the low half, and the high half for either
+        # borrow from it, side by side (two carry chains of half the length, then a multiplexer)
+        # (both operands zero-extended to the difference's width; bit ``half`` of the low half's
+        # difference is its borrow)
+        half = (e_width + 2) // 2
+        rem_x, trial_x = Cat(rem, C(0, 2)), Cat(trial, C(0, 1))
+        low = Signal(half + 1)
+        high = [Signal(e_width + 2 - half, name=f"diff_high{borrow}") for borrow in (0, 1)]
+        m.d.comb += [
+            low.eq(rem_x[:half] - trial_x[:half]),
+            high[0].eq(rem_x[half:] - trial_x[half:]),
+            high[1].eq(rem_x[half:] - trial_x[half:] - 1),
+            diff.eq(Cat(low[:half], Mux(low[half], high[1], high[0]))),
+        ]
         take = ~diff[-1]
 
         with m.FSM():
@@ -121,6 +135,7 @@ class Rsqrt(wiring.Component):
             with m.State("SHIFT"):
                 m.d.sync += [
                     mant.eq(wide[:mant_width]),
+                    s_out.eq(Mux(zero, rsqrt_shift_range(cfg)[0], k_reg - (mm - 1))),
                     rem.eq(1 << (2 * mm - 2)),
                     root.eq(0),
                     step.eq(T + 1),
@@ -149,7 +164,7 @@ class Rsqrt(wiring.Component):
                 m.d.comb += [
                     self.o.valid.eq(1),
                     self.o.payload.r.eq(Mux(zero, 0, root)),
-                    self.o.payload.s.eq(Mux(zero, rsqrt_shift_range(cfg)[0], k_reg - (mm - 1))),
+                    self.o.payload.s.eq(s_out),
                 ]
                 with m.If(self.o.ready):
                     m.next = "IDLE"

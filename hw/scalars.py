@@ -332,12 +332,12 @@ class VectorScalars(wiring.Component):
         zero = Signal()
         n_times_r = Signal(signed(mul_a_width + mul_b_width))
         overlong = Signal()
-        beats = Signal.like(self.i.payload.beats)
+        beats = Signal.like(self.i.payload.beats, reset_less=True)
         a = Signal(cfg.a_width)
         b = Signal(signed(cfg.b_width))
 
         s2 = Signal(cfg.s2_width)
-        e_n = Signal((cfg.eps_int * cfg.reduction_max).bit_length())      # e*N
+        e_n = Signal((cfg.eps_int * cfg.reduction_max).bit_length(), reset_less=True)      # e*N
         t = Signal(t_width)
         # A and B: the variable shift in two steps (AB, AB_FINE), the rounding add in ROUND.  The
         # shift amounts are registers set with R (RSQRT_OUT), so each step is one multiplexer tree
@@ -353,7 +353,9 @@ class VectorScalars(wiring.Component):
         half_a = Signal(cfg.a_width + 1)
         half_b = Signal(signed(cfg.b_width + 1))
 
+        out_valid = Signal()
         m.d.comb += [
+            self.o.valid.eq(out_valid),
             self.o.payload.a.eq(a),
             self.o.payload.b.eq(b),
             self.o.payload.beats.eq(beats),
@@ -419,11 +421,14 @@ class VectorScalars(wiring.Component):
                 m.d.sync += [
                     a.eq(Mux(zero, 0, (half_a + 1) >> 1)),
                     b.eq(Mux(zero, 0, (half_b + 1) >> 1)),
+                    out_valid.eq(1),
                 ]
                 m.next = "OUT"
             with m.State("OUT"):
-                m.d.comb += self.o.valid.eq(1)
+                # ``o.valid`` is a register of its own (not decoded from the state): it reaches
+                # the output stage's issue logic
                 with m.If(self.o.ready):
+                    m.d.sync += out_valid.eq(0)
                     m.next = "IDLE"
             for wait_state, next_state in wait_states:
                 with m.State(wait_state):

@@ -84,7 +84,11 @@ class NormCore(Core):
                 init=pack_params(cfg), attrs=NO_COLLISION)
             par_wr = params.write_port()
             wiring.connect(m, output.params, params.read_port(domain="sync"))
-            idle = ~ingest.busy & ~scalars.busy & ~output.busy
+            # A write waits for a cycle in which the core was idle and already holding new vectors
+            # back (so it is still idle now); the register keeps the OR of every stage's busy flag
+            # away from the memory's write port.
+            idle = Signal()
+            m.d.sync += idle.eq(~ingest.busy & ~scalars.busy & ~output.busy & self.params.valid)
             write = self.params.payload
             m.d.comb += [
                 ingest.hold.eq(self.params.valid),

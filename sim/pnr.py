@@ -401,8 +401,11 @@ def render_markdown(rows: list[dict]) -> list[str]:
     out = ["## Place and route (bare core in a registered harness)", "",
            "Every core port has a flip-flop (`sim/pnr.py`: inputs from a shift chain on one pin, outputs "
            "captured and XOR-reduced through registers to one pin), so every timed path is flip-flop → core → "
-           "flip-flop.  Yosys `synth_ecp5` / `synth_ice40 -dsp`, nextpnr `--seed 1 --timing-allow-fail` with the "
-           "clock constrained at the frequency shown; fmax is nextpnr's for the core clock.  LUT counts "
+           "flip-flop.  Yosys `synth_ecp5` / `synth_ice40 -dsp` (on the harness written as Verilog, as the emitted "
+           "core reaches a user's synthesis), nextpnr `--seed 1 --timing-allow-fail` with the "
+           "clock constrained at the frequency shown; fmax is nextpnr's for the core clock.  On ECP5, "
+           "`normgen.sim.regpack` moves the flip-flops behind block RAM read data and around multipliers into the "
+           "blocks' own registers between Yosys and nextpnr (as vendor tools do; counts below).  LUT counts "
            "TRELLIS_COMB (ECP5) or ICESTORM_LC (iCE40, one LUT and one flip-flop each); used/available.", "",
            "| core | device | fmax MHz (constraint) | LUT | FF | DSP | BRAM | fits | critical path start → end | "
            "logic / routing ns |", "|---|---|---|---|---|---|---|---|---|---|"]
@@ -418,6 +421,12 @@ def render_markdown(rows: list[dict]) -> list[str]:
         out.append(f"| {r['name']} | {r.get('device', r.get('family'))} | {fmax} | {_used(r, 'LUT')} | "
                    f"{_used(r, 'FF')} | {_used(r, 'DSP')} | {_used(r, 'BRAM')} | {_fits(r)} | {path} | {split} |")
     out.append("")
+    packed = [r for r in rows if r.get("packed")]
+    if packed:
+        out += ["Registers moved into the blocks (`normgen.sim.regpack`, bits): " + "; ".join(
+            f"{r['name']} ({r['family']}): block RAM output {r['packed']['bram_output_bits']}, multiplier "
+            f"operands {r['packed']['dsp_operand_bits']}, products {r['packed']['dsp_output_bits']}"
+            for r in packed) + ".", ""]
     for r in rows:
         split = r.get("constant_clock_paths")
         if split:

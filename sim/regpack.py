@@ -12,7 +12,7 @@ nextpnr:
   the block's output register (``REGMODE_B = "OUTREG"``, ``OCEB`` their clock enable).
 - MULT18X18D without registers: when every used product bit drives exactly one flip-flop, those
   become the output register (``REG_OUTPUT_CLK = "CLK0"``, clock enable ``CE1``); when every ``A``
-  and ``B`` operand bit comes from a flip-flop (or is the constant 0), the block registers its
+  and ``B`` operand bit comes from a flip-flop or is a constant, the block registers its
   operands itself (``REG_INPUTA_CLK = REG_INPUTB_CLK = "CLK0"``, clock enable ``CE0``) and reads
   the flip-flops' inputs; a flip-flop that drives nothing else is removed.
 
@@ -20,7 +20,9 @@ A flip-flop moves only if it is clocked by the block's clock (not inverted), has
 (``LSR`` the constant 0), starts at 0 (``REGSET = "RESET"``, like the blocks' registers), and
 shares one clock enable with the others of its group.  Each move keeps the cycle behaviour: a
 register in front of the multiplier or behind the read data is the same register inside the
-block.  The block registers start at 0 after configuration, as those flip-flops do.
+block.  The block registers start at 0 after configuration, as those flip-flops do.  Constant
+operand bits are registered too, which changes nothing as long as one operand has no constant 1:
+until the first load that operand is 0 inside the block as outside, and so is the product.
 """
 from collections import defaultdict
 
@@ -174,9 +176,12 @@ def pack_registers(netlist: dict, top: str) -> dict:
         if out is None:
             continue
         operands = []
+        # an operand whose bits are flip-flops and constant 0s is 0 until the first load, with
+        # its flip-flops outside or inside: then so is the product, whatever the other operand
+        zero_first = [all(cell["connections"].get(p, ["0"])[0] != "1" for p in pins) for pins in (_MULT_A, _MULT_B)]
         for pin in _MULT_A + _MULT_B:
             bit = cell["connections"].get(pin, ["0"])[0]
-            if bit == "0":
+            if bit in ("0", "1"):
                 continue
             source = net.driver.get(bit) if not isinstance(bit, str) else None
             ce = net.movable_ff(source[0], clock) if source and source[1] == "Q" else None
@@ -194,7 +199,7 @@ def pack_registers(netlist: dict, top: str) -> dict:
         cell["parameters"].update({"REG_OUTPUT_CLK": "CLK0", "REG_OUTPUT_CE": "CE1", "REG_OUTPUT_RST": "RST0"})
         cell["connections"]["CE1"] = [enable]
         counts["dsp_output_bits"] += len(moves)
-        if operands:
+        if operands and any(zero_first):
             enable_in = _same_enable([(ff, ce) for _, ff, ce in operands])
             if enable_in is not None:
                 for pin, ff, _ in operands:

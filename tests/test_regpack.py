@@ -140,6 +140,22 @@ def test_multiplier_operands_stay_outside_when_one_is_not_a_flipflop():
     assert mul["parameters"].get("REG_INPUTA_CLK", "NONE") == "NONE" and mul["connections"]["A0"] == [100]
 
 
+@pytest.mark.parametrize("constant_b, moved", [("0", True), ("1", True), ("both", False)])
+def test_multiplier_operands_with_constants(constant_b, moved):
+    """A constant operand bit is registered in the block too, unless both operands hold a
+    constant 1 (then the product before the first load would differ)."""
+    cells = {"qa0": _ff(200, 100), "qb0": _ff(300, 110), "qp": _ff(500, 600), "use": _lut(600, 700)}
+    a_bits = [100, "1"] if constant_b == "both" else [100]
+    cells["mul"] = _mult(a_bits, [110, constant_b if constant_b != "both" else "1"], [500])
+    net = _netlist(cells)
+    counts = pack_registers(net, "top")
+    mul = net["modules"]["top"]["cells"]["mul"]
+    assert counts["dsp_operand_bits"] == (2 if moved else 0)
+    assert (mul["parameters"].get("REG_INPUTB_CLK", "NONE") == "CLK0") == moved
+    if moved:
+        assert mul["connections"]["A0"] == [200] and mul["connections"]["B0"] == [300]
+
+
 # ---- the packed netlist of a real core, simulated against the unpacked one ----
 
 #: big enough for a block RAM (the vector buffer) and multipliers; without γ/β, whose initial
