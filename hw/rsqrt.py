@@ -18,8 +18,8 @@ Datapath::
     R = p  (0 when d = 0)
 
 Invariants: ``E = C/4**k - (2p)**2 * M``, ``trial = 4*p*M + M`` with ``C = 2**(2T+2m-2)``;
-``E < 4(2p+1)M``.  Between registers: one carry chain (the subtraction, as a carry-select adder
-of two half-length chains, or a trial update) and a two-way multiplexer.
+``E < 4(2p+1)M``.  Between registers: one carry chain (the subtraction, or a trial update) and a
+two-way multiplexer.
 
 Members
 -------
@@ -110,20 +110,7 @@ class Rsqrt(wiring.Component):
         trial = Signal(e_width + 1)
         three_m = Signal(mant_width + 2)
         diff = Signal(signed(e_width + 2))
-        # the subtraction as a carry-select adder: the low half, and the high half for either
-        # borrow from it, side by side (two carry chains of half the length, then a multiplexer)
-        # (both operands zero-extended to the difference's width; bit ``half`` of the low half's
-        # difference is its borrow)
-        half = (e_width + 2) // 2
-        rem_x, trial_x = Cat(rem, C(0, 2)), Cat(trial, C(0, 1))
-        low = Signal(half + 1)
-        high = [Signal(e_width + 2 - half, name=f"diff_high{borrow}") for borrow in (0, 1)]
-        m.d.comb += [
-            low.eq(rem_x[:half] - trial_x[:half]),
-            high[0].eq(rem_x[half:] - trial_x[half:]),
-            high[1].eq(rem_x[half:] - trial_x[half:] - 1),
-            diff.eq(Cat(low[:half], Mux(low[half], high[1], high[0]))),
-        ]
+        m.d.comb += diff.eq(rem - trial)
         take = ~diff[-1]
 
         with m.FSM():
