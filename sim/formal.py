@@ -556,14 +556,18 @@ def framing_proof(kind: str, *, mutate: bool = False, depth: int | None = None) 
     def build():
         harness = CoreHarness(cfg, framing=True, beats_max=cfg.beats_max + 1 if mutate else None)
         return harness, harness.ports
+    slow = kind in SLOW_FRAMING and not mutate
     return Proof(name=f"framing-{kind}" + ("-mutated" if mutate else ""), build=build, mode="bmc",
-                 depth=depth or framing_depth(kind), slow=kind in SLOW_FRAMING and not mutate,
+                 depth=depth or framing_depth(kind), slow=slow, timeout=SLOW_TIMEOUT if slow else 900,
                  expect="FAIL" if mutate else "PASS",
                  about=cfg.describe() + ("; the harness expects N_max + P" if mutate else ""))
 
 
 #: Framing proofs over a minute (their tests are marked slow).
 SLOW_FRAMING = ("layernorm", "rmsnorm")
+
+#: Seconds the slow framing proofs may take (LayerNorm: about 12 minutes on a busy 2-core machine).
+SLOW_TIMEOUT = 2400
 
 KINDS = tuple(CONFIGS)
 
