@@ -15,12 +15,12 @@ import os
 import re
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from normgen.hw import CoreConfig
+from normgen.sim.pnr import _tool
 from normgen.sim.regpack import pack_registers
 
 
@@ -162,11 +162,6 @@ def test_multiplier_operands_with_constants(constant_b, moved):
 #: contents the block RAM model does not load (its memory starts at 0)
 SIM_CORE = dict(features=256, in_format="s3.5", out_format="s3.5", param_format="s3.5", eps=2 ** -8, affine=False)
 CYCLES = 20000
-
-
-def _tool(name):
-    found = shutil.which(name) or Path(sys.executable).with_name(name)
-    return str(found) if Path(found).exists() else None
 
 
 def _model_params(netlist, cell_type):
