@@ -18,8 +18,19 @@ Datapath::
     R = p  (0 when d = 0)
 
 Invariants: ``E = C/4**k - (2p)**2 * M``, ``trial = 4*p*M + M`` with ``C = 2**(2T+2m-2)``;
-``E < 4(2p+1)M``.  Between registers: one carry chain (the subtraction, or a trial update) and a
-two-way multiplexer.
+``E < 4(2p+1)M``.
+
+The registers hold ``diff`` itself (not ``trial``) and both candidates for the next trial,
+``tA = 2*trial + 3M`` and ``tB = 2*trial - M``, so a step's decision is the sign bit of a register:
+
+    take = diff >= 0
+    diff' = take ? 4*diff - tA      : 4*E - tB          (both computed, then chosen)
+    tA'   = take ? 2*tA + 3M        : 2*tB + 3M
+    tB'   = take ? 2*tA - M         : 2*tB - M
+
+Between registers: one carry chain and a two-way multiplexer whose select comes straight from a
+flip-flop (the decision's fan-out to some 220 multiplexers runs beside the carry chains, not
+after one).
 
 Members
 -------
@@ -103,21 +114,25 @@ class Rsqrt(wiring.Component):
         root = Signal(cfg.r_width)
         step = Signal(range(T + 2))
 
-        # The trial subtrahend 4Q + M is a register of its own, updated without Q: with a result
-        # bit it becomes 4(2Q + M) + M = 2*trial + 3M, without one 4(2Q) + M = 2*trial - M.  Each
-        # step is then one subtraction (its sign is the comparison) beside the two candidate
-        # updates: one carry chain between registers.
-        trial = Signal(e_width + 1)
-        three_m = Signal(mant_width + 2)
+        # diff = E - trial is a register: the decision is its sign bit, and the next diff is
+        # chosen from two candidates computed from registers beside it (see the module notes).
+        # trial itself is not kept: only its two possible successors tA and tB.
         diff = Signal(signed(e_width + 2))
-        m.d.comb += diff.eq(rem - trial)
+        t_a = Signal(e_width + 1)
+        t_b = Signal(e_width + 1)
+        three_m = Signal(mant_width + 2)
         take = ~diff[-1]
+        rem_take = Signal(e_width)
+        rem_keep = Signal(e_width)
+        m.d.comb += [rem_take.eq(diff[:e_width] << 2), rem_keep.eq(rem << 2)]
 
         with m.FSM():
             with m.State("IDLE"):
                 m.d.comb += self.i.ready.eq(1)
+                # the radicand is latched every idle cycle (its enable is this unit's own state,
+                # not the producer's valid, which then drives only the state register)
+                m.d.sync += [d_reg.eq(self.i.payload), k_reg.eq(lead_pair), zero.eq(~nonzero)]
                 with m.If(self.i.valid):
-                    m.d.sync += [d_reg.eq(self.i.payload), k_reg.eq(lead_pair), zero.eq(~nonzero)]
                     m.next = "SHIFT"
             with m.State("SHIFT"):
                 m.d.sync += [
@@ -128,21 +143,30 @@ class Rsqrt(wiring.Component):
                     step.eq(T + 1),
                 ]
                 m.next = "PREP"
-            with m.State("PREP"):
-                m.d.sync += [trial.eq(mant), three_m.eq((mant << 1) + mant)]
+            with m.State("PREP"):                     # trial = M
+                m.d.sync += [
+                    diff.eq((1 << (2 * mm - 2)) - mant),
+                    t_a.eq((mant << 2) + mant),
+                    t_b.eq(mant),
+                    three_m.eq((mant << 1) + mant),
+                ]
                 m.next = "RUN"
             with m.State("RUN"):
                 with m.If(take):
                     m.d.sync += [
-                        rem.eq(diff[:e_width] << 2),
+                        rem.eq(rem_take),
+                        diff.eq(rem_take - t_a),
+                        t_a.eq((t_a << 1) + three_m),
+                        t_b.eq((t_a << 1) - mant),
                         root.eq((root << 1) | 1),
-                        trial.eq((trial << 1) + three_m),
                     ]
                 with m.Else():
                     m.d.sync += [
-                        rem.eq(rem << 2),
+                        rem.eq(rem_keep),
+                        diff.eq(rem_keep - t_b),
+                        t_a.eq((t_b << 1) + three_m),
+                        t_b.eq((t_b << 1) - mant),
                         root.eq(root << 1),
-                        trial.eq((trial << 1) - mant),
                     ]
                 m.d.sync += step.eq(step - 1)
                 with m.If(step == 1):

@@ -417,15 +417,17 @@ def test_rsqrt_recurrence_on_a_million_mantissas():
     rng = np.random.default_rng(2024)
     low, high = 1 << (2 * m - 2), 1 << (2 * m)
     mant = np.concatenate([rng.integers(low, high, 1_000_000), [low, low + 1, high - 1, high - 2]]).astype(np.int64)
-    rem = np.full(mant.shape, 1 << (2 * m - 2), dtype=np.int64)
+    rem = np.full(mant.shape, 1 << (2 * m - 2), dtype=np.int64)    # SHIFT
+    diff = rem - mant                                                   # PREP: trial = M
+    t_a, t_b, three_m = 5 * mant, mant.copy(), 3 * mant
     root = np.zeros_like(mant)
-    root_times_mant = np.zeros_like(mant)
-    for _ in range(T + 1):
-        trial = (root_times_mant << 2) + mant
-        take = rem >= trial
-        rem = np.where(take, rem - trial, rem) << 2
+    for _ in range(T + 1):                                              # RUN
+        take = diff >= 0
+        rem_take, rem_keep = diff << 2, rem << 2
+        rem, diff = np.where(take, rem_take, rem_keep), np.where(take, rem_take - t_a, rem_keep - t_b)
+        trial_next = np.where(take, t_a, t_b)
+        t_a, t_b = (trial_next << 1) + three_m, (trial_next << 1) - mant
         root = (root << 1) | take
-        root_times_mant = (root_times_mant << 1) + np.where(take, mant, 0)
     bound = 1 << (2 * T + 2 * m - 2)
     bad = [(int(mv), int(r)) for mv, r in zip(mant, root)
            if not (int(r) * int(r) * int(mv) <= bound < (int(r) + 1) ** 2 * int(mv))]
