@@ -139,8 +139,8 @@ class Ingest(wiring.Component):
     def stats_depth(cls, cfg: CoreConfig) -> int:
         """Depth of the statistics FIFO: ``STATS_FIFO_DEPTH`` vectors, plus one per register
         stage a vector's statistics pass before the FIFO (they hold a credit meanwhile), plus the
-        one the credit check's delay keeps free."""
-        return STATS_FIFO_DEPTH + cls.latency_of(cfg)
+        ones the credit check's two cycles of delay keep free."""
+        return STATS_FIFO_DEPTH + cls.latency_of(cfg) + 1
 
     def elaborate(self, platform):
         cfg = self._cfg
@@ -246,15 +246,16 @@ class Ingest(wiring.Component):
         with m.Elif(tree_token.add):
             m.d.sync += [acc_s1.eq(acc_s1 + beat_sum), acc_s2.eq(acc_s2 + beat_sq)]
 
-        # Credits: vectors whose last beat was taken and whose statistics have not left the
-        # FIFO.  ``stats_room`` comes from the count one cycle earlier, with room for two: at most
-        # one vector can have ended in between.
+        # Credits: vectors whose last beat reached the B stage and whose statistics have not left
+        # the FIFO.  The count takes a last beat from the B register (not from the input
+        # handshake, whose ``ready`` fans out to the beat register), and ``stats_room`` comes from
+        # the count one cycle earlier, so it asks for room for three: the vector being taken and the
+        # two taken in the two cycles before, which that count does not hold yet.
         pending = Signal(range(stats_fifo.depth + 1))
         stats_room = Signal(init=1)
-        taken_last = Signal()
         m.d.sync += [
-            pending.eq(pending + taken_last - (self.stats.valid & self.stats.ready)),
-            stats_room.eq(pending <= stats_fifo.depth - 2),
+            pending.eq(pending + (b_valid & b_last) - (self.stats.valid & self.stats.ready)),
+            stats_room.eq(pending <= stats_fifo.depth - 3),
         ]
 
         # A side: take a beat when the B stage moves on and the buffer has room for both beats.
@@ -279,7 +280,6 @@ class Ingest(wiring.Component):
         m.d.sync += space.eq(Mux(held_b, room(depth - 3), room(depth - 2)))
         m.d.comb += [
             self.i.ready.eq(stats_room & space & ~(self.hold & ~self.in_packet)),
-            taken_last.eq(self.i.valid & self.i.ready & self.i.payload.last),
             self.busy.eq(Cat(b_valid, self.in_packet, stats_valid, stats_fifo.r_rdy,
                              *[token.add | token.push for token in tokens]).any()),
         ]

@@ -366,19 +366,25 @@ class VectorScalars(wiring.Component):
         if cfg.exact_resolution:
             m.d.comb += [self.o.payload.n.eq(n), self.o.payload.s1.eq(mean_term), self.o.payload.d.eq(d)]
 
-        with m.FSM() as fsm:
+        # ``idle`` is the IDLE state as a register of its own: it is ``i.ready`` (which reaches
+        # the statistics FIFO's read logic) and the enable of the registers that take the
+        # statistics, which load every idle cycle, so the producer's ``valid`` drives only the
+        # state register.
+        idle = Signal(init=1)
+        m.d.comb += [self.i.ready.eq(idle), self.busy.eq(~idle)]
+        with m.FSM():
             with m.State("IDLE"):
-                m.d.comb += self.i.ready.eq(1)
+                stats = self.i.payload
+                m.d.sync += [
+                    n.eq(stats.beats * count_multiplier(cfg)),
+                    s1.eq(stats.s1),
+                    s2.eq(stats.s2),
+                    mean_term.eq(cfg.kind.mean_term(stats.s1)),
+                    beats.eq(stats.beats),
+                    overlong.eq(stats.overlong),
+                ]
                 with m.If(self.i.valid):
-                    stats = self.i.payload
-                    m.d.sync += [
-                        n.eq(stats.beats * count_multiplier(cfg)),
-                        s1.eq(stats.s1),
-                        s2.eq(stats.s2),
-                        mean_term.eq(cfg.kind.mean_term(stats.s1)),
-                        beats.eq(stats.beats),
-                        overlong.eq(stats.overlong),
-                    ]
+                    m.d.sync += idle.eq(0)
                     m.next = "EN"
             with m.State("EN"):         # e*N from the latched count (a constant multiplication)
                 m.d.sync += e_n.eq(beats * (cfg.eps_int * count_multiplier(cfg)))
@@ -428,13 +434,12 @@ class VectorScalars(wiring.Component):
                 # ``o.valid`` is a register of its own (not decoded from the state): it reaches
                 # the output stage's issue logic
                 with m.If(self.o.ready):
-                    m.d.sync += out_valid.eq(0)
+                    m.d.sync += [out_valid.eq(0), idle.eq(1)]
                     m.next = "IDLE"
             for wait_state, next_state in wait_states:
                 with m.State(wait_state):
                     with m.If(multiplier.done):
                         m.next = next_state
-        m.d.comb += self.busy.eq(~fsm.ongoing("IDLE"))
         return m
 
 
