@@ -9,7 +9,9 @@ nextpnr:
 
 - DP16KD, read port ``B`` (or ``A``) without its output register (``REGMODE_B = "NOREG"``): when
   every used read-data bit drives exactly one flip-flop and nothing else, those flip-flops become
-  the block's output register (``REGMODE_B = "OUTREG"``, ``OCEB`` their clock enable).
+  the block's output register (``REGMODE_B = "OUTREG"``, ``OCEB`` their clock enable).  A block 36
+  bits wide (pseudo dual port: one read on ``DOA`` and ``DOB`` together) moves both halves or
+  neither, and gets ``REGMODE_A = REGMODE_B = "OUTREG"`` with one enable on ``OCEA`` and ``OCEB``.
 - MULT18X18D without registers: when every used product bit drives exactly one flip-flop, those
   become the output register (``REG_OUTPUT_CLK = "CLK0"``, clock enable ``CE1``); when every ``A``
   and ``B`` operand bit comes from a flip-flop or is a constant, the block registers its
@@ -36,6 +38,12 @@ _MULT_P = [f"P{k}" for k in range(36)]
 def _param(cell, name, default=""):
     value = cell["parameters"].get(name, default)
     return value.strip() if isinstance(value, str) else value
+
+
+def _data_width(cell, side):
+    """A DP16KD port's ``DATA_WIDTH`` (Yosys writes integers as 32-bit binary strings)."""
+    text = str(_param(cell, f"DATA_WIDTH_{side}", "18"))
+    return int(text, 2) if len(text) == 32 and set(text) <= {"0", "1"} else int(text)
 
 
 class _Netlist:
@@ -141,21 +149,31 @@ def pack_registers(netlist: dict, top: str) -> dict:
     for name, cell in list(net.cells.items()):
         if cell["type"] != "DP16KD":
             continue
-        for side in "AB":
-            if _param(cell, f"REGMODE_{side}", "NOREG") != "NOREG":
+        # 36 bits wide (pseudo dual port), one read leaves on DOA and DOB together: both halves
+        # move or neither, and both ports' output registers are set up alike
+        wide = 36 in (_data_width(cell, "A"), _data_width(cell, "B"))
+        for sides in (["A", "B"],) if wide else (["A"], ["B"]):
+            if any(_param(cell, f"REGMODE_{side}", "NOREG") != "NOREG"
+                   or _param(cell, f"CLK{side}MUX", f"CLK{side}") not in (f"CLK{side}", "CLK")
+                   or net.net(name, f"RST{side}") not in (None, "0") for side in sides):
                 continue
-            if _param(cell, f"CLK{side}MUX", f"CLK{side}") not in (f"CLK{side}", "CLK"):
+            # an unregistered port ignores OCE: it may be tied off, not driven by logic
+            if wide and any(net.net(name, f"OCE{side}") not in (None, "0", "1") for side in sides):
                 continue
-            if net.net(name, f"RST{side}") not in (None, "0") or net.net(name, f"OCE{side}") not in (None, "1"):
+            if not wide and net.net(name, f"OCE{sides[0]}") not in (None, "1"):
                 continue
-            clock = net.net(name, f"CLK{side}")
-            hit = _absorb_outputs(net, name, [f"DO{side}{k}" for k in range(18)], clock)
+            clocks = {net.net(name, f"CLK{side}") for side in sides}
+            if len(clocks) != 1:
+                continue
+            clock = clocks.pop()
+            hit = _absorb_outputs(net, name, [f"DO{side}{k}" for side in sides for k in range(18)], clock)
             if hit is None:
                 continue
             moves, enable = hit
             _move_outputs(net, name, moves, removed)
-            cell["parameters"][f"REGMODE_{side}"] = "OUTREG"
-            cell["connections"][f"OCE{side}"] = [enable]
+            for side in sides:
+                cell["parameters"][f"REGMODE_{side}"] = "OUTREG"
+                cell["connections"][f"OCE{side}"] = [enable]
             counts["bram_output_bits"] += len(moves)
 
     for name, cell in list(net.cells.items()):

@@ -100,6 +100,41 @@ def test_bram_keeps_its_flipflops_when_they_cannot_move(change):
     assert net["modules"]["top"]["cells"] == before
 
 
+def _bram_wide(doa_bits, dob_bits, *, clk=1):
+    """A DP16KD 36 bits wide as Yosys writes it: write port A (OCEA tied to 0), read port B, the
+    read data on DOA and DOB."""
+    cell = _bram(dob_bits, clk=clk)
+    width = format(36, "032b")
+    cell["parameters"].update({"DATA_WIDTH_A": width, "DATA_WIDTH_B": width, "CLKAMUX": "CLKA"})
+    cell["connections"].update({"CLKA": [clk], "CEA": ["1"], "OCEA": ["0"], "RSTA": ["0"]})
+    cell["port_directions"].update({"CLKA": "input", "CEA": "input", "OCEA": "input", "RSTA": "input"})
+    for k, bit in enumerate(doa_bits):
+        cell["connections"][f"DOA{k}"] = [bit]
+        cell["port_directions"][f"DOA{k}"] = "output"
+    return cell
+
+
+def test_wide_bram_moves_both_halves_into_both_output_registers():
+    cells = {"ram": _bram_wide([10, 11], [12, 13]), "u": _lut(23, 33)}
+    cells.update({f"q{k}": _ff(10 + k, 20 + k, ce=5) for k in range(4)})
+    net = _netlist(cells)
+    counts = pack_registers(net, "top")
+    ram = net["modules"]["top"]["cells"]["ram"]
+    assert counts["bram_output_bits"] == 4 and counts["flipflops_removed"] == 4
+    assert ram["parameters"]["REGMODE_A"] == ram["parameters"]["REGMODE_B"] == "OUTREG"
+    assert ram["connections"]["OCEA"] == ram["connections"]["OCEB"] == [5]
+    assert [ram["connections"][p] for p in ("DOA0", "DOA1", "DOB0", "DOB1")] == [[20], [21], [22], [23]]
+
+
+def test_wide_bram_moves_neither_half_when_one_bit_cannot_move():
+    cells = {"ram": _bram_wide([10, 11], [12, 13]), "extra": _lut(11, 40)}
+    cells.update({f"q{k}": _ff(10 + k, 20 + k) for k in range(4)})
+    before = copy.deepcopy(cells)
+    net = _netlist(cells)
+    assert pack_registers(net, "top")["bram_output_bits"] == 0
+    assert net["modules"]["top"]["cells"] == before
+
+
 def test_multiplier_takes_its_operand_and_product_registers():
     # a: bits 100.. from flip-flops (q_a*, one of which also feeds a LUT); b: flip-flops; p: flip-flops
     cells = {}
