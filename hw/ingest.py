@@ -283,10 +283,12 @@ class Ingest(wiring.Component):
             self.busy.eq(Cat(b_valid, self.in_packet, stats_valid, stats_fifo.r_rdy,
                              *[token.add | token.push for token in tokens]).any()),
         ]
+        # the beat register loads every cycle (read only with b_valid): ``ready`` then drives a
+        # few flags, not an enable for every lane's bits
+        m.d.sync += b_data.eq(self.i.payload.data)
         with m.If(self.i.valid & self.i.ready):
             m.d.sync += [
                 b_valid.eq(1),
-                b_data.eq(self.i.payload.data),
                 b_last.eq(self.i.payload.last),
                 self.in_packet.eq(~self.i.payload.last),
             ]
