@@ -171,7 +171,8 @@ class Ingest(wiring.Component):
         ]
 
         overlong_now = Signal()
-        m.d.comb += overlong_now.eq(~dropping & (count == cfg.beats_max))
+        at_max = Signal()                   # count == beats_max, kept with the count
+        m.d.comb += overlong_now.eq(~dropping & at_max)
         m.d.comb += [
             self.buffer.addr.eq(wr_ptr[:ptr_bits]),
             self.buffer.data.eq(b_data),
@@ -193,16 +194,16 @@ class Ingest(wiring.Component):
                 with m.If(b_last):
                     m.d.sync += dropping.eq(0)
             with m.Elif(overlong_now):
-                m.d.sync += [wr_ptr.eq(vec_start), count.eq(0), self.overlong.eq(1)]
+                m.d.sync += [wr_ptr.eq(vec_start), count.eq(0), at_max.eq(0), self.overlong.eq(1)]
                 with m.If(~b_last):
                     m.d.sync += dropping.eq(1)
             with m.Else():
                 wr_next = next_ptr(wr_ptr, self._depth)
                 m.d.sync += wr_ptr.eq(wr_next)
                 with m.If(b_last):
-                    m.d.sync += [count.eq(0), vec_start.eq(wr_next)]
+                    m.d.sync += [count.eq(0), at_max.eq(0), vec_start.eq(wr_next)]
                 with m.Else():
-                    m.d.sync += count.eq(count + 1)
+                    m.d.sync += [count.eq(count + 1), at_max.eq(count == cfg.beats_max - 1)]
 
         # R stage: each lane's value and square, registered (a multiplier's output register).
         xs = lane_values(b_data, lanes, width)

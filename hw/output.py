@@ -394,6 +394,7 @@ class OutputStage(wiring.Component):
         beat = Signal.like(self.coefs.payload.beats)
         left = Signal.like(self.coefs.payload.beats)      # beats of ``cur`` not yet issued
         cur_last = Signal()
+        left_two = Signal()                     # left == 2, a cycle ahead (cur_last's next value)
         cur = Signal.like(self.coefs.payload)
         head = Signal.like(self.coefs.payload)
         head_beat = Signal.like(beat)
@@ -420,12 +421,13 @@ class OutputStage(wiring.Component):
                 m.d.sync += self.rd_ptr.eq(next_ptr(self.rd_ptr, buffer_depth(cfg)))
             with m.If(~active):                  # the first beat of ``incoming`` issues now
                 m.d.sync += [active.eq(~incoming_last), beat.eq(1), left.eq(incoming.beats - 1),
-                             cur_last.eq(incoming.beats == 2)]
+                             cur_last.eq(incoming.beats == 2), left_two.eq(incoming.beats == 3)]
             with m.Elif(~cur_last):
-                m.d.sync += [beat.eq(beat + 1), left.eq(left - 1), cur_last.eq(left == 2)]
+                m.d.sync += [beat.eq(beat + 1), left.eq(left - 1), cur_last.eq(left_two),
+                             left_two.eq(left == 3)]
             with m.Elif(self.coefs.valid):        # taken with the last beat: issues from next cycle
                 m.d.sync += [active.eq(1), beat.eq(0), left.eq(incoming.beats),
-                             cur_last.eq(incoming_last)]
+                             cur_last.eq(incoming_last), left_two.eq(incoming.beats == 2)]
             with m.Else():
                 m.d.sync += active.eq(0)
 
