@@ -92,7 +92,7 @@ def product_cycles(cfg: CoreConfig) -> tuple[int, int]:
     (:func:`~normgen.hw.multiply.product_latency`)."""
     a_shape, _ = coef_shapes(cfg)
     return (product_latency(signed(cfg.in_format.width), a_shape, operand_registers=True),
-            product_latency(signed(cfg.param_format.width), signed(cfg.v_width)))
+            product_latency(signed(cfg.param_format.width), signed(cfg.v_width), operand_registers=True))
 
 
 def datapath_latency(cfg: CoreConfig) -> int:
@@ -266,7 +266,9 @@ class ElementDatapath(wiring.Component):
                 gammas = lane_values(par3, lanes, w_p)
                 betas = lane_values(par3[lanes * w_p:], lanes, w_p)
                 # S4: gamma*v as registered partial products and their sum; beta<<FZ + half alongside
-                g = [product_tree(m, gm, vv, name=f"g{k}")[:cfg.w_width].as_signed()
+                # (v registered again in front of the partial products: the subtraction's
+                # register stays beside its carry chain, its copy goes into the multipliers)
+                g = [product_tree(m, gm, vv, name=f"g{k}", operand_registers=True)[:cfg.w_width].as_signed()
                      for k, (gm, vv) in enumerate(zip(gammas, v))]
                 beta_half = stage("beta_half", signed(cfg.w_width))
                 m.d.sync += [r.eq((bt << cfg.z_frac) + (1 << (k2 - 1))) for r, bt in zip(beta_half, betas)]

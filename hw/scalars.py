@@ -376,6 +376,10 @@ class VectorScalars(wiring.Component):
         # state register.
         idle = Signal(init=1)
         m.d.comb += [self.i.ready.eq(idle), self.busy.eq(~idle)]
+        # likewise the handshakes with the rsqrt unit (RSQRT_IN, RSQRT_OUT)
+        rsqrt_in = Signal()
+        rsqrt_out = Signal()
+        m.d.comb += [rsqrt.i.valid.eq(rsqrt_in), rsqrt.o.ready.eq(rsqrt_out)]
         with m.FSM() as fsm:
             with m.State("IDLE"):
                 stats = self.i.payload
@@ -402,16 +406,17 @@ class VectorScalars(wiring.Component):
                     m.d.sync += d.eq(n_times_t - product)
                 else:
                     m.d.sync += d.eq(n_times_t)
+                m.d.sync += rsqrt_in.eq(1)
                 m.next = "RSQRT_IN"
             with m.State("RSQRT_IN"):
-                m.d.comb += rsqrt.i.valid.eq(1)
                 m.d.sync += zero.eq((d == 0) | overlong)
                 with m.If(rsqrt.i.ready):
+                    m.d.sync += [rsqrt_in.eq(0), rsqrt_out.eq(1)]
                     m.next = "RSQRT_OUT"
             with m.State("RSQRT_OUT"):
-                m.d.comb += rsqrt.o.ready.eq(1)
                 with m.If(rsqrt.o.valid):
                     m.d.sync += [
+                        rsqrt_out.eq(0),
                         r.eq(rsqrt.o.payload.r),
                         coarse_sel.eq(biased >> step_bits),
                         fine_sel.eq(biased[:step_bits]),
