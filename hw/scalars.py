@@ -75,7 +75,7 @@ def scalars_latency(cfg: CoreConfig) -> int:
 class PipelinedMultiplier(wiring.Component):
     """Signed ``a*b``, one product per cycle, ``latency`` cycles after ``a`` and ``b`` are set.
 
-    The operands are registered, then multiplied by :func:`normgen.hw.multiply.product_tree`
+    The operands are registered (twice), then multiplied by :func:`normgen.hw.multiply.product_tree`
     (at most one DSP-sized partial product or one adder between registers)."""
 
     def __init__(self, a_width: int, b_width: int):
@@ -88,7 +88,7 @@ class PipelinedMultiplier(wiring.Component):
 
     @classmethod
     def latency_of(cls, a_width: int, b_width: int) -> int:
-        return product_latency(signed(a_width), signed(b_width), operand_registers=True)
+        return 1 + product_latency(signed(a_width), signed(b_width), operand_registers=True)
 
     @property
     def latency(self) -> int:
@@ -96,7 +96,14 @@ class PipelinedMultiplier(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
-        m.d.comb += self.p.eq(product_tree(m, self.a, self.b, name="p", operand_registers=True))
+        # The operands are registered twice: the first register takes them from the scalar
+        # stage's operand multiplexer (where Yosys may give bits that are constant in some state
+        # a synchronous reset), the second, fed by flip-flops only, goes into the multipliers'
+        # input registers.
+        a_in = Signal.like(self.a, name="a_in", reset_less=True)
+        b_in = Signal.like(self.b, name="b_in", reset_less=True)
+        m.d.sync += [a_in.eq(self.a), b_in.eq(self.b)]
+        m.d.comb += self.p.eq(product_tree(m, a_in, b_in, name="p", operand_registers=True))
         return m
 
 
