@@ -20,7 +20,8 @@ Datapath::
 Invariants: ``E = C/4**k - (2p)**2 * M``, ``trial = 4*p*M + M`` with ``C = 2**(2T+2m-2)``;
 ``E < 4(2p+1)M``.
 
-The registers hold ``diff`` itself (not ``trial``) and both candidates for the next trial,
+With the parallel scalar stage (``scalar_mul="parallel"``) the registers hold ``diff`` itself
+(not ``trial``) and both candidates for the next trial,
 ``tA = 2*trial + 3M`` and ``tB = 2*trial - M``, so a step's decision is the sign bit of a register:
 
     take = diff >= 0
@@ -30,7 +31,9 @@ The registers hold ``diff`` itself (not ``trial``) and both candidates for the n
 
 Between registers: one carry chain and a two-way multiplexer whose select comes straight from a
 flip-flop (the decision's fan-out to some 220 multiplexers runs beside the carry chains, not
-after one).
+after one).  With the serial scalar stage (the small-FPGA choice) the registers are ``E`` and
+``trial`` as written above: three carry chains instead of six, the decision after the
+subtraction.
 
 Members
 -------
@@ -114,17 +117,27 @@ class Rsqrt(wiring.Component):
         root = Signal(cfg.r_width)
         step = Signal(range(T + 2))
 
-        # diff = E - trial is a register: the decision is its sign bit, and the next diff is
-        # chosen from two candidates computed from registers beside it (see the module notes).
-        # trial itself is not kept: only its two possible successors tA and tB.
-        diff = Signal(signed(e_width + 2))
-        t_a = Signal(e_width + 1)
-        t_b = Signal(e_width + 1)
+        # Two forms of the recurrence, one result bit per cycle each.  ``lookahead`` (the parallel
+        # scalar stage): diff = E - trial is a register, so the decision is its sign bit, and the
+        # next diff is chosen from two candidates computed from registers beside it (see the
+        # module notes); trial itself is not kept, only its two possible successors tA and tB.
+        # Compact (the serial scalar stage, for small FPGAs): E and trial are the registers, the
+        # subtraction's sign decides (three carry chains instead of six).
+        lookahead = cfg.scalar_mul != "serial"
         three_m = Signal(mant_width + 2)
-        take = ~diff[-1]
-        rem_take = Signal(e_width)
-        rem_keep = Signal(e_width)
-        m.d.comb += [rem_take.eq(diff[:e_width] << 2), rem_keep.eq(rem << 2)]
+        if lookahead:
+            diff = Signal(signed(e_width + 2))
+            t_a = Signal(e_width + 1)
+            t_b = Signal(e_width + 1)
+            take = ~diff[-1]
+            rem_take = Signal(e_width)
+            rem_keep = Signal(e_width)
+            m.d.comb += [rem_take.eq(diff[:e_width] << 2), rem_keep.eq(rem << 2)]
+        else:
+            trial = Signal(e_width + 1)
+            diff = Signal(signed(e_width + 2))
+            m.d.comb += diff.eq(rem - trial)
+            take = ~diff[-1]
 
         with m.FSM():
             with m.State("IDLE"):
@@ -144,30 +157,35 @@ class Rsqrt(wiring.Component):
                 ]
                 m.next = "PREP"
             with m.State("PREP"):                     # trial = M
-                m.d.sync += [
-                    diff.eq((1 << (2 * mm - 2)) - mant),
-                    t_a.eq((mant << 2) + mant),
-                    t_b.eq(mant),
-                    three_m.eq((mant << 1) + mant),
-                ]
+                m.d.sync += three_m.eq((mant << 1) + mant)
+                if lookahead:
+                    m.d.sync += [diff.eq((1 << (2 * mm - 2)) - mant), t_a.eq((mant << 2) + mant), t_b.eq(mant)]
+                else:
+                    m.d.sync += trial.eq(mant)
                 m.next = "RUN"
             with m.State("RUN"):
                 with m.If(take):
-                    m.d.sync += [
-                        rem.eq(rem_take),
-                        diff.eq(rem_take - t_a),
-                        t_a.eq((t_a << 1) + three_m),
-                        t_b.eq((t_a << 1) - mant),
-                        root.eq((root << 1) | 1),
-                    ]
+                    m.d.sync += root.eq((root << 1) | 1)
+                    if lookahead:
+                        m.d.sync += [
+                            rem.eq(rem_take),
+                            diff.eq(rem_take - t_a),
+                            t_a.eq((t_a << 1) + three_m),
+                            t_b.eq((t_a << 1) - mant),
+                        ]
+                    else:
+                        m.d.sync += [rem.eq(diff[:e_width] << 2), trial.eq((trial << 1) + three_m)]
                 with m.Else():
-                    m.d.sync += [
-                        rem.eq(rem_keep),
-                        diff.eq(rem_keep - t_b),
-                        t_a.eq((t_b << 1) + three_m),
-                        t_b.eq((t_b << 1) - mant),
-                        root.eq(root << 1),
-                    ]
+                    m.d.sync += root.eq(root << 1)
+                    if lookahead:
+                        m.d.sync += [
+                            rem.eq(rem_keep),
+                            diff.eq(rem_keep - t_b),
+                            t_a.eq((t_b << 1) + three_m),
+                            t_b.eq((t_b << 1) - mant),
+                        ]
+                    else:
+                        m.d.sync += [rem.eq(rem << 2), trial.eq((trial << 1) - mant)]
                 m.d.sync += step.eq(step - 1)
                 with m.If(step == 1):
                     m.next = "DONE"

@@ -45,8 +45,13 @@ def run_rsqrt(cfg, cases):
     return results, latencies
 
 
-def test_rsqrt_exhaustive_small_domain():
-    cfg = CoreConfig(**SMALL)
+# the two forms of the recurrence: lookahead (parallel scalar stage) and compact (serial)
+RSQRT_FORMS = pytest.mark.parametrize("scalar_mul", ["parallel", "serial"])
+
+
+@RSQRT_FORMS
+def test_rsqrt_exhaustive_small_domain(scalar_mul):
+    cfg = CoreConfig(**SMALL, scalar_mul=scalar_mul)
     cases = list(range(1, 1 << cfg.d_width))
     results, latencies = run_rsqrt(cfg, cases)
     T, m = cfg.rsqrt_bits, cfg.rsqrt_m
@@ -59,8 +64,9 @@ def test_rsqrt_exhaustive_small_domain():
     assert set(latencies) == {rsqrt_latency(cfg)}
 
 
-def test_rsqrt_default_config_random_and_edges():
-    cfg = CoreConfig()
+@RSQRT_FORMS
+def test_rsqrt_default_config_random_and_edges(scalar_mul):
+    cfg = CoreConfig(scalar_mul=scalar_mul)
     rng = np.random.default_rng(7)
     top = (1 << cfg.d_width) - 1
     cases = [1, 2, 3, 4, cfg.eps_int, top, top - 1, 1 << (cfg.d_width - 1)]
