@@ -125,19 +125,17 @@ class Rsqrt(wiring.Component):
         # subtraction's sign decides (three carry chains instead of six).
         lookahead = cfg.scalar_mul != "serial"
         three_m = Signal(mant_width + 2)
+        diff = Signal(signed(e_width + 2))
+        take = ~diff[-1]
         if lookahead:
-            diff = Signal(signed(e_width + 2))
             t_a = Signal(e_width + 1)
             t_b = Signal(e_width + 1)
-            take = ~diff[-1]
             rem_take = Signal(e_width)
             rem_keep = Signal(e_width)
             m.d.comb += [rem_take.eq(diff[:e_width] << 2), rem_keep.eq(rem << 2)]
         else:
             trial = Signal(e_width + 1)
-            diff = Signal(signed(e_width + 2))
             m.d.comb += diff.eq(rem - trial)
-            take = ~diff[-1]
 
         with m.FSM():
             with m.State("IDLE"):

@@ -296,15 +296,11 @@ class VectorScalars(wiring.Component):
             pipe_waits = multiplier.latency - 2      # extra states before the first product lands
         operand_bits = _operand_bits(cfg)
         wait_states = []
-        operand_cases = []                  # parallel: (state, a, b), selected after the FSM
 
         def multiply(state, a_value, b_value, next_state):
             """In ``state``: start ``a*b``.  Serial: ``product`` holds it in ``next_state``.
             Parallel: ``product`` holds it ``multiplier.latency`` states later."""
-            if serial:
-                m.d.comb += [mul_a.eq(a_value), mul_b.eq(b_value)]
-            else:
-                operand_cases.append((state, a_value, b_value))
+            m.d.comb += [mul_a.eq(a_value), mul_b.eq(b_value)]
             if serial:
                 a_bits, b_bits = operand_bits[state]
                 m.d.comb += [multiplier.start.eq(1), multiplier.a_chunks.eq(_chunks(a_bits)),
@@ -387,7 +383,7 @@ class VectorScalars(wiring.Component):
         rsqrt_in = Signal()
         rsqrt_out = Signal()
         m.d.comb += [rsqrt.i.valid.eq(rsqrt_in), rsqrt.o.ready.eq(rsqrt_out)]
-        with m.FSM() as fsm:
+        with m.FSM():
             with m.State("IDLE"):
                 stats = self.i.payload
                 m.d.sync += [
@@ -456,16 +452,6 @@ class VectorScalars(wiring.Component):
                 with m.State(wait_state):
                     with m.If(multiplier.done):
                         m.next = next_state
-        if operand_cases:
-            # The parallel multiplier's operands: one state's pair, chosen by a chain of
-            # multiplexers whose last choice is a pair too (outside those states the operands
-            # are of no use), not the constant 0 of an unassigned signal, which Yosys would turn
-            # into a synchronous reset of the operand registers (then not the multiplier's own).
-            a_sel, b_sel = operand_cases[-1][1], operand_cases[-1][2]
-            for state, a_value, b_value in reversed(operand_cases[:-1]):
-                a_sel = Mux(fsm.ongoing(state), a_value, a_sel)
-                b_sel = Mux(fsm.ongoing(state), b_value, b_sel)
-            m.d.comb += [mul_a.eq(a_sel), mul_b.eq(b_sel)]
         return m
 
 
