@@ -36,7 +36,7 @@ import numpy as np
 
 from normgen.host.npyfile import NpyError, load_npy
 from normgen.hw import core_latency, generate_verilog
-from normgen.hw.config import ROUNDINGS, SCALAR_MULS, ConfigError, CoreConfig
+from normgen.hw.config import ROUNDINGS, RSQRT_FORMS, SCALAR_MULS, ConfigError, CoreConfig
 from normgen.hw.kinds import KINDS, NORMS, kind_for
 
 __all__ = ["main", "build_parser", "add_core_options", "core_config_from_args", "CliError", "OneLineParser"]
@@ -222,6 +222,13 @@ def add_core_options(parser: argparse.ArgumentParser, *, norms=NORMS):
     group.add_argument("--scalar-mul", choices=SCALAR_MULS, default=DEFAULTS["scalar_mul"],
                        help="per-vector multiplier: parallel (fast) or serial (few DSP blocks) "
                             "(default: %(default)s)")
+    group.add_argument("--rsqrt-form", choices=RSQRT_FORMS, default=None,
+                       help="reciprocal square root: lookahead (fast) or compact (fewer logic cells) "
+                            "(default: compact with --scalar-mul serial, else lookahead)")
+    group.add_argument("--lane-dsp", type=int, default=None, metavar="N",
+                       help="at most N 18x18 multiplier blocks per lane: the low bits of gamma*v, then "
+                            "of x*A, are multiplied in logic (more LUTs and latency) (default: every "
+                            "product in blocks)")
     return group
 
 
@@ -302,7 +309,8 @@ def core_config_from_args(args: argparse.Namespace) -> CoreConfig:
                   out_format=args.out_format, param_format=args.param_format, eps=eps, affine=affine,
                   scalar_mul=getattr(args, "scalar_mul", DEFAULTS["scalar_mul"]),
                   rounding=getattr(args, "rounding", DEFAULTS["rounding"]),
-                  vector_interval=getattr(args, "vector_interval", None))
+                  vector_interval=getattr(args, "vector_interval", None),
+                  lane_dsp=getattr(args, "lane_dsp", None), rsqrt_form=getattr(args, "rsqrt_form", None))
     if max_batch is not None:
         common.update(max_batch=max_batch, momentum=args.momentum)
     try:

@@ -65,8 +65,8 @@ from normgen.host.fold_rne import choose_nearest_even_frac
 
 from .kinds import KINDS, NORMS, NormKind, kind_for
 
-__all__ = ["FixedFormat", "CoreConfig", "ConfigError", "NORMS", "SCALAR_MULS", "ROUNDINGS", "MAX_ARITH_WIDTH",
-           "GUARD_BITS"]
+__all__ = ["FixedFormat", "CoreConfig", "ConfigError", "NORMS", "SCALAR_MULS", "RSQRT_FORMS", "ROUNDINGS",
+           "MAX_ARITH_WIDTH", "GUARD_BITS"]
 
 #: The per-element arithmetic (hardware products and the NumPy golden model's int64 lanes)
 #: must fit this many bits, sign included.
@@ -76,6 +76,12 @@ MAX_ARITH_WIDTH = 63
 #: ("parallel"), or one 16x16 multiplier over several cycles ("serial": fewer DSP blocks, for
 #: small FPGAs, at the cost of latency).
 SCALAR_MULS = ("parallel", "serial")
+
+#: The reciprocal square root's recurrence (:mod:`normgen.hw.rsqrt`), one result bit per cycle
+#: either way: ``"lookahead"`` (each step's decision a register's sign bit, six carry chains: the
+#: fast one) or ``"compact"`` (three carry chains, the decision after a subtraction: ~580 fewer
+#: iCE40 logic cells).  The default follows ``scalar_mul``: compact with the serial stage.
+RSQRT_FORMS = ("lookahead", "compact")
 
 #: Output rounding (``rounding``): ``"faithful"`` (one of the two neighbours of the exact result,
 #: error < 1 LSB) or ``"nearest-even"`` (the exact result rounded half to even: correctly rounded).
@@ -199,10 +205,17 @@ class CoreConfig:
     affine : whether the γ/β stage exists
     gamma, beta : ``features`` floats (default 1 and 0), quantized to ``param_format``
     scalar_mul : ``"parallel"`` (default) or ``"serial"``, see :data:`SCALAR_MULS`
+    rsqrt_form : ``"lookahead"`` or ``"compact"``, see :data:`RSQRT_FORMS`; ``None`` (default):
+        compact with ``scalar_mul="serial"``, else lookahead
     rounding : ``"faithful"`` (default) or ``"nearest-even"``, see :data:`ROUNDINGS`
     vector_interval : LayerNorm/RMSNorm: the per-vector stage takes a new vector every this many
         cycles (1..1024), by replicating the scalar unit; vectors of at least this many beats then
         stream at full rate.  ``None`` (default): one unit, a new vector every unit latency.
+    lane_dsp : the most multiplier blocks (18x18, :mod:`normgen.hw.multiply`) per lane: the
+        statistics' square x*x (cores with statistics), x*A and γ·v (affine cores) take one block
+        each at least; beyond that the low bits of γ·v's v, then of x*A's A, are multiplied in
+        logic until the lane fits (:attr:`xa_fabric_bits`, :attr:`g_fabric_bits`; more adder
+        levels, so more latency).  ``None`` (default): every product in blocks.
     mean, var : BatchNorm inference only: the ``features`` running means and variances (floats)
     max_batch : BatchNorm with batch statistics (training forward): the largest batch M_max
         (2..4096); ``features`` is then the channel count C.  Without it, BatchNorm is inference.
@@ -230,8 +243,10 @@ class CoreConfig:
     gamma: np.ndarray | None = field(default=None, repr=False)
     beta: np.ndarray | None = field(default=None, repr=False)
     scalar_mul: str = "parallel"
+    rsqrt_form: str | None = None
     rounding: str = "faithful"
     vector_interval: int | None = None
+    lane_dsp: int | None = None
     mean: np.ndarray | None = field(default=None, repr=False)
     var: np.ndarray | None = field(default=None, repr=False)
     max_batch: int | None = None
@@ -249,6 +264,10 @@ class CoreConfig:
             raise ConfigError(str(exc)) from None
         if self.scalar_mul not in SCALAR_MULS:
             raise ConfigError(f"scalar_mul must be one of {', '.join(SCALAR_MULS)}, not {self.scalar_mul!r}")
+        if self.rsqrt_form is None:
+            set_("rsqrt_form", "compact" if self.scalar_mul == "serial" else "lookahead")
+        elif self.rsqrt_form not in RSQRT_FORMS:
+            raise ConfigError(f"rsqrt_form must be one of {', '.join(RSQRT_FORMS)}, not {self.rsqrt_form!r}")
         if self.rounding not in ROUNDINGS:
             raise ConfigError(f"rounding must be one of {', '.join(ROUNDINGS)}, not {self.rounding!r}")
         if self.vector_interval is not None:
@@ -318,6 +337,41 @@ class CoreConfig:
             set_("gamma_int", self._load_param("gamma", self.gamma, 1.0))
             set_("beta_int", self._load_param("beta", self.beta, 0.0))
         self._derive_widths()
+        self._plan_lane_blocks()
+
+    def _plan_lane_blocks(self):
+        """``xa_fabric_bits`` and ``g_fabric_bits``: the fewest low bits of A and v multiplied in
+        logic so that a lane takes at most ``lane_dsp`` multiplier blocks (γ·v gives up blocks
+        first: its v is narrower than A)."""
+        from amaranth.hdl import signed, unsigned
+
+        from .multiply import fabric_bits_for, least_blocks, product_blocks
+        x = signed(self.in_format.width)
+        products = {"xa": (x, signed(self.a_width) if self.a_signed else unsigned(self.a_width))}
+        if self.affine_stage:
+            products["g"] = (signed(self.param_format.width), signed(self.v_width))
+        fabric = dict.fromkeys(("xa", "g"), 0)
+        squares = 0 if self.kind.folded else 1
+        blocks = lambda name: product_blocks(*products[name], fabric[name])  # noqa: E731
+        least = {name: least_blocks(a) for name, (a, _) in products.items()}
+        cap = self.lane_dsp
+        if cap is not None:
+            floor = squares + sum(least.values())
+            if not isinstance(cap, (int, np.integer)) or isinstance(cap, bool) or cap < floor:
+                parts = " + ".join([f"x*x {squares}"] * bool(squares) + [f"x*A {least['xa']}"]
+                                   + ([f"gamma*v {least['g']}"] if "g" in least else []))
+                raise ConfigError(f"lane_dsp (multiplier blocks per lane) must be an integer >= {floor} for "
+                                  f"this core ({parts}), not {cap!r}")
+            cap = int(cap)
+            object.__setattr__(self, "lane_dsp", cap)
+            for name in ("g", "xa"):
+                if name in products:
+                    spare = cap - squares - sum(blocks(k) for k in products if k != name)
+                    if blocks(name) > spare:
+                        fabric[name] = fabric_bits_for(*products[name], max(spare, least[name]))
+        object.__setattr__(self, "xa_fabric_bits", fabric["xa"])
+        object.__setattr__(self, "g_fabric_bits", fabric["g"])
+        object.__setattr__(self, "lane_blocks", squares + sum(blocks(k) for k in products))
 
     def _load_batchnorm(self):
         set_ = lambda name, value: object.__setattr__(self, name, value)  # noqa: E731
@@ -558,8 +612,8 @@ class CoreConfig:
         return CoreConfig(norm=self.norm, features=self.features, lanes=self.lanes,
                           in_format=self.in_format, out_format=self.out_format,
                           param_format=self.param_format, eps=self.eps, affine=self.affine,
-                          gamma=gamma, beta=beta, scalar_mul=self.scalar_mul,
-                          rounding=self.rounding, vector_interval=self.vector_interval,
+                          gamma=gamma, beta=beta, scalar_mul=self.scalar_mul, rsqrt_form=self.rsqrt_form,
+                          rounding=self.rounding, vector_interval=self.vector_interval, lane_dsp=self.lane_dsp,
                           max_batch=self.max_batch, momentum=self.momentum)
 
     def widths(self) -> dict:
@@ -606,4 +660,7 @@ class CoreConfig:
                 f"out={self.out_format} " + (f"param={self.param_format} " if self.affine else "no-affine ")
                 + f"eps={self.eps:g} (effective {self.eps_effective:.6g}, e={self.eps_int})"
                 + (f" scalar_mul={self.scalar_mul}" if self.scalar_mul != "parallel" else "")
-                + (f" vector_interval={self.vector_interval}" if self.vector_interval is not None else ""))
+                + (f" rsqrt_form={self.rsqrt_form}"
+                   if self.rsqrt_form != ("compact" if self.scalar_mul == "serial" else "lookahead") else "")
+                + (f" vector_interval={self.vector_interval}" if self.vector_interval is not None else "")
+                + (f" lane_dsp={self.lane_dsp}" if self.lane_dsp is not None else ""))

@@ -7,12 +7,19 @@ partial products, one iCE40 SB_MAC16 each) unless 17-bit chunks need fewer of th
 
     a, b --chunks--*--reg--> partial products --+--reg--> ... (one adder level per register) --> p
 
+With ``fabric_bits = f`` the low ``f`` bits of ``b`` take no multiplier block: each pair of them
+is a row in logic, ``a * b[2i:2i+2]`` (0, a, 2a or 3a, the multiple ``3a`` registered beside the
+operands), summed in the same registered tree as the blocks' partial products, so ``a*b`` needs
+the blocks of ``a * b[f:]`` only (:func:`product_blocks`) and ``ceil(log2(blocks + ceil(f/2)))``
+adder levels.
+
 :func:`product_tree` adds these registers to the current module, under whatever ``m.If`` context
 the caller has open (a stalling pipeline passes its enable that way).
 """
 from amaranth import *
 
-__all__ = ["DSP_CHUNK", "NARROW_CHUNK", "split_chunks", "product_latency", "product_tree"]
+__all__ = ["DSP_CHUNK", "NARROW_CHUNK", "split_chunks", "product_blocks", "least_blocks", "fabric_bits_for", "product_latency",
+           "product_tree"]
 
 #: Widest unsigned chunk of the partial products: 17-bit unsigned chunks (signed top chunks) fit the
 #: 18x18 signed multipliers of ECP5 (MULT18X18D) and most FPGAs.
@@ -41,39 +48,84 @@ def _signed_width(shape) -> int:
     return shape.width if shape.signed else shape.width + 1
 
 
-def product_latency(a_shape, b_shape, *, operand_registers: bool = False) -> int:
+def product_blocks(a_shape, b_shape, fabric_bits: int = 0) -> int:
+    """Multiplier blocks (DSP-sized partial products) of :func:`product_tree`."""
+    b_width = _signed_width(b_shape)
+    assert 0 <= fabric_bits < b_width, (fabric_bits, b_width)
+    return len(split_chunks(_signed_width(a_shape))) * len(split_chunks(b_width - fabric_bits))
+
+
+def least_blocks(a_shape) -> int:
+    """Multiplier blocks of ``a*b`` with all but the top chunk of ``b`` in logic: the chunks of ``a``."""
+    return len(split_chunks(_signed_width(a_shape)))
+
+
+def fabric_bits_for(a_shape, b_shape, blocks: int) -> int:
+    """The fewest low bits of ``b`` to multiply in logic so that ``a*b`` takes at most ``blocks``
+    multiplier blocks (at least the chunks of ``a``: ``b`` keeps one chunk)."""
+    b_width = _signed_width(b_shape)
+    for fabric_bits in range(b_width):
+        if product_blocks(a_shape, b_shape, fabric_bits) <= blocks:
+            return fabric_bits
+    raise ValueError(f"a*b takes at least {product_blocks(a_shape, b_shape, b_width - 1)} blocks")
+
+
+def _rows(fabric_bits: int) -> int:
+    return -(-fabric_bits // 2)
+
+
+def product_latency(a_shape, b_shape, *, operand_registers: bool = False, fabric_bits: int = 0) -> int:
     """Cycles from the operands to the product of :func:`product_tree`: [the operands'
     register,] the partial products' register, then one register per adder level."""
-    products = len(split_chunks(_signed_width(a_shape))) * len(split_chunks(_signed_width(b_shape)))
-    return int(operand_registers) + 1 + (products - 1).bit_length()
+    terms = product_blocks(a_shape, b_shape, fabric_bits) + _rows(fabric_bits)
+    return int(operand_registers) + 1 + (terms - 1).bit_length()
 
 
-def product_tree(m: Module, a, b, *, name: str, operand_registers: bool = False):
+def product_tree(m: Module, a, b, *, name: str, operand_registers: bool = False, fabric_bits: int = 0):
     """The exact product ``a*b`` of two values (signed or unsigned), ``product_latency`` cycles
     after them; returns the (signed) product value.  Its registers have no reset (data only: a
-    reset would put logic in front of every one, and block registers take none).  With ``operand_registers`` the operands are
-    registered first, where the placer can put them next to the multipliers (the DSP blocks'
-    own input registers, which the open ECP5 flow does not use)."""
+    reset would put logic in front of every one, and block registers take none).  With
+    ``operand_registers`` the operands are registered first, where the placer can put them next to
+    the multipliers (the DSP blocks' own input registers).  With ``fabric_bits`` (which needs
+    ``operand_registers``) the low bits of ``b`` are rows in logic (the module docstring)."""
     a, b = Value.cast(a), Value.cast(b)
     a_width, b_width = _signed_width(a.shape()), _signed_width(b.shape())
     a = a.as_signed() if a.shape().signed else Cat(a, C(0, 1)).as_signed()
     b = b.as_signed() if b.shape().signed else Cat(b, C(0, 1)).as_signed()
     width = a_width + b_width
+    assert operand_registers or not fabric_bits, "rows in logic take 3a from the operand register stage"
     if operand_registers:
         a_reg = Signal.like(a, name=f"{name}_a", reset_less=True)
         b_reg = Signal.like(b, name=f"{name}_b", reset_less=True)
         m.d.sync += [a_reg.eq(a), b_reg.eq(b)]
+        if fabric_bits:
+            a3 = Signal(signed(a_width + 2), name=f"{name}_a3", reset_less=True)
+            m.d.sync += a3.eq(a + (a << 1))
         a, b = a_reg, b_reg
 
-    def chunks(value, bits):
+    def chunks(value, bits, low_bit=0):
         split = split_chunks(bits)
         parts = [value[low:low + size] for low, size in split[:-1]]
         low, size = split[-1]
-        return [(p, low) for p, (low, _) in zip(parts + [value[low:low + size].as_signed()], split)]
+        return [(p, low + low_bit)
+                for p, (low, _) in zip(parts + [value[low:low + size].as_signed()], split)]
 
     terms = []
+    for bit in range(0, fabric_bits, 2):    # rows in logic: a * (two bits of b), at their weight
+        row = Signal(signed(a_width + 2), name=f"{name}_row_{bit}", reset_less=True)
+        digit = Cat(b[bit], b[bit + 1] if bit + 1 < fabric_bits else C(0, 1))
+        with m.Switch(digit):
+            with m.Case(0):
+                m.d.sync += row.eq(0)
+            with m.Case(1):
+                m.d.sync += row.eq(a)
+            with m.Case(2):
+                m.d.sync += row.eq(a << 1)
+            with m.Case(3):
+                m.d.sync += row.eq(a3)
+        terms.append((row, bit))
     for ca, sa in chunks(a, a_width):
-        for cb, sb in chunks(b, b_width):
+        for cb, sb in chunks(b[fabric_bits:].as_signed(), b_width - fabric_bits, fabric_bits):
             product = Signal(signed(len(ca) + len(cb) + 1), name=f"{name}_pp_{sa}_{sb}", reset_less=True)
             m.d.sync += product.eq(ca * cb)
             terms.append((product, sa + sb))
@@ -82,7 +134,8 @@ def product_tree(m: Module, a, b, *, name: str, operand_registers: bool = False)
         summed = []
         for (x, sx), (y, sy) in zip(terms[0::2], terms[1::2]):
             low = min(sx, sy)
-            total = Signal(signed(width - low + 1), name=f"{name}_sum{level}_{low}", reset_less=True)
+            bits = min(width - low, max(len(x) + sx, len(y) + sy) - low) + 1
+            total = Signal(signed(bits), name=f"{name}_sum{level}_{low}", reset_less=True)
             m.d.sync += total.eq((x << (sx - low)) + (y << (sy - low)))
             summed.append((total, low))
         for x, sx in terms[len(terms) & ~1:]:       # an odd term waits a cycle with the others

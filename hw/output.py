@@ -91,8 +91,10 @@ def product_cycles(cfg: CoreConfig) -> tuple[int, int]:
     """Cycles of the element datapath's two products, x*A and gamma*v
     (:func:`~normgen.hw.multiply.product_latency`)."""
     a_shape, _ = coef_shapes(cfg)
-    return (product_latency(signed(cfg.in_format.width), a_shape, operand_registers=True),
-            product_latency(signed(cfg.param_format.width), signed(cfg.v_width), operand_registers=True))
+    return (product_latency(signed(cfg.in_format.width), a_shape, operand_registers=True,
+                            fabric_bits=cfg.xa_fabric_bits),
+            product_latency(signed(cfg.param_format.width), signed(cfg.v_width), operand_registers=True,
+                            fabric_bits=cfg.g_fabric_bits))
 
 
 def datapath_latency(cfg: CoreConfig) -> int:
@@ -230,7 +232,7 @@ class ElementDatapath(wiring.Component):
         xa_cycles, g_cycles = product_cycles(cfg)
         with m.If(advance):
             # S2: x*A as registered partial products and their sum; B - half alongside
-            xa = [product_tree(m, x, a, name=f"xa{k}", operand_registers=True)
+            xa = [product_tree(m, x, a, name=f"xa{k}", operand_registers=True, fabric_bits=cfg.xa_fabric_bits)
                   for k, (x, a) in enumerate(zip(xs, a_in))]
             # (B registered as it comes first: only registers behind a block RAM's read data)
             b_reg = stage("b_reg", b_shape, coef_lanes)
@@ -268,7 +270,8 @@ class ElementDatapath(wiring.Component):
                 # S4: gamma*v as registered partial products and their sum; beta<<FZ + half alongside
                 # (v registered again in front of the partial products: the subtraction's
                 # register stays beside its carry chain, its copy goes into the multipliers)
-                g = [product_tree(m, gm, vv, name=f"g{k}", operand_registers=True)[:cfg.w_width].as_signed()
+                g = [product_tree(m, gm, vv, name=f"g{k}", operand_registers=True,
+                                  fabric_bits=cfg.g_fabric_bits)[:cfg.w_width].as_signed()
                      for k, (gm, vv) in enumerate(zip(gammas, v))]
                 beta_half = stage("beta_half", signed(cfg.w_width))
                 m.d.sync += [r.eq((bt << cfg.z_frac) + (1 << (k2 - 1))) for r, bt in zip(beta_half, betas)]

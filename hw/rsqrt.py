@@ -20,7 +20,8 @@ Datapath::
 Invariants: ``E = C/4**k - (2p)**2 * M``, ``trial = 4*p*M + M`` with ``C = 2**(2T+2m-2)``;
 ``E < 4(2p+1)M``.
 
-With the parallel scalar stage (``scalar_mul="parallel"``) the registers hold ``diff`` itself
+In the lookahead form (``rsqrt_form="lookahead"``, the default with the parallel scalar stage)
+the registers hold ``diff`` itself
 (not ``trial``) and both candidates for the next trial,
 ``tA = 2*trial + 3M`` and ``tB = 2*trial - M``, so a step's decision is the sign bit of a register:
 
@@ -31,9 +32,9 @@ With the parallel scalar stage (``scalar_mul="parallel"``) the registers hold ``
 
 Between registers: one carry chain and a two-way multiplexer whose select comes straight from a
 flip-flop (the decision's fan-out to some 220 multiplexers runs beside the carry chains, not
-after one).  With the serial scalar stage (the small-FPGA choice) the registers are ``E`` and
-``trial`` as written above: three carry chains instead of six, the decision after the
-subtraction.
+after one).  In the compact form (``rsqrt_form="compact"``, the default with the serial scalar
+stage: the small-FPGA choice) the registers are ``E`` and ``trial`` as written above: three carry
+chains instead of six, the decision after the subtraction.
 
 Members
 -------
@@ -117,13 +118,13 @@ class Rsqrt(wiring.Component):
         root = Signal(cfg.r_width)
         step = Signal(range(T + 2))
 
-        # Two forms of the recurrence, one result bit per cycle each.  ``lookahead`` (the parallel
-        # scalar stage): diff = E - trial is a register, so the decision is its sign bit, and the
+        # Two forms of the recurrence (cfg.rsqrt_form), one result bit per cycle each.  Lookahead:
+        # diff = E - trial is a register, so the decision is its sign bit, and the
         # next diff is chosen from two candidates computed from registers beside it (see the
         # module notes); trial itself is not kept, only its two possible successors tA and tB.
-        # Compact (the serial scalar stage, for small FPGAs): E and trial are the registers, the
-        # subtraction's sign decides (three carry chains instead of six).
-        lookahead = cfg.scalar_mul != "serial"
+        # Compact (for small FPGAs): E and trial are the registers, the subtraction's sign decides
+        # (three carry chains instead of six).
+        lookahead = cfg.rsqrt_form == "lookahead"
         three_m = Signal(mant_width + 2)
         diff = Signal(signed(e_width + 2))
         take = ~diff[-1]

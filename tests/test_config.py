@@ -64,6 +64,12 @@ BAD_CONFIGS = [
     (dict(vector_interval=2.5), ["vector_interval", "2.5"]),
     (dict(vector_interval=True), ["vector_interval", "True"]),
     (dict(norm="batchnorm", features=8, max_batch=4, vector_interval=4), ["vector_interval", "layernorm, rmsnorm"]),
+    (dict(rsqrt_form="fast"), ["rsqrt_form", "lookahead, compact", "'fast'"]),
+    (dict(lane_dsp=2), ["lane_dsp", ">= 3", "x*x 1 + x*A 1 + gamma*v 1", "not 2"]),
+    (dict(lane_dsp=1, affine=False), ["lane_dsp", ">= 2", "not 1"]),
+    (dict(lane_dsp=3.5), ["lane_dsp", "3.5"]),
+    (dict(lane_dsp=True), ["lane_dsp", "True"]),
+    (dict(norm="batchnorm", features=8, mean=np.zeros(8), var=np.ones(8), lane_dsp=0), ["lane_dsp", ">= 1", "not 0"]),
 ]
 
 
@@ -364,3 +370,17 @@ def test_with_params_keeps_the_hardware_and_changes_only_parameters():
     gamma_i, beta_i = CoreConfig(features=8, affine=False).gamma_beta_int()
     assert gamma_i.tolist() == [1] * 8 and beta_i.tolist() == [0] * 8
     assert CoreConfig(features=8, affine=False).param_frac == 0
+
+
+def test_hardware_choices_survive_with_params_and_rsqrt_form_follows_scalar_mul():
+    """with_params keeps every hardware choice; the rsqrt form defaults to compact with the serial
+    scalar stage only, and an explicit form is kept."""
+    cfg = CoreConfig(features=8, lanes=2, scalar_mul="serial", lane_dsp=3, vector_interval=4)
+    other = cfg.with_params(gamma=np.linspace(-1, 1, 8))
+    for name in ("scalar_mul", "rsqrt_form", "lane_dsp", "vector_interval", "xa_fabric_bits", "g_fabric_bits"):
+        assert getattr(other, name) == getattr(cfg, name), name
+    assert cfg.rsqrt_form == "compact" and CoreConfig(features=8).rsqrt_form == "lookahead"
+    assert CoreConfig(features=8, rsqrt_form="compact").rsqrt_form == "compact"
+    assert CoreConfig(features=8, scalar_mul="serial", rsqrt_form="lookahead").rsqrt_form == "lookahead"
+    assert "rsqrt_form=compact" in CoreConfig(features=8, rsqrt_form="compact").describe()
+    assert "rsqrt_form" not in cfg.describe()

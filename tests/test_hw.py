@@ -45,13 +45,13 @@ def run_rsqrt(cfg, cases):
     return results, latencies
 
 
-# the two forms of the recurrence: lookahead (parallel scalar stage) and compact (serial)
-RSQRT_FORMS = pytest.mark.parametrize("scalar_mul", ["parallel", "serial"])
+# the two forms of the recurrence: lookahead and compact
+RSQRT_FORMS = pytest.mark.parametrize("rsqrt_form", ["lookahead", "compact"])
 
 
 @RSQRT_FORMS
-def test_rsqrt_exhaustive_small_domain(scalar_mul):
-    cfg = CoreConfig(**SMALL, scalar_mul=scalar_mul)
+def test_rsqrt_exhaustive_small_domain(rsqrt_form):
+    cfg = CoreConfig(**SMALL, rsqrt_form=rsqrt_form)
     cases = list(range(1, 1 << cfg.d_width))
     results, latencies = run_rsqrt(cfg, cases)
     T, m = cfg.rsqrt_bits, cfg.rsqrt_m
@@ -65,8 +65,8 @@ def test_rsqrt_exhaustive_small_domain(scalar_mul):
 
 
 @RSQRT_FORMS
-def test_rsqrt_default_config_random_and_edges(scalar_mul):
-    cfg = CoreConfig(scalar_mul=scalar_mul)
+def test_rsqrt_default_config_random_and_edges(rsqrt_form):
+    cfg = CoreConfig(rsqrt_form=rsqrt_form)
     rng = np.random.default_rng(7)
     top = (1 << cfg.d_width) - 1
     cases = [1, 2, 3, 4, cfg.eps_int, top, top - 1, 1 << (cfg.d_width - 1)]
@@ -168,6 +168,9 @@ CORE_CASES = {
     "serial-scalars": dict(features=32, lanes=2, scalar_mul="serial"),
     "interval-4-p8": dict(features=32, lanes=8, vector_interval=4),
     "interval-3-serial": dict(features=12, lanes=2, vector_interval=3, scalar_mul="serial", norm="rmsnorm"),
+    "lane-dsp-3-p4": dict(features=64, lanes=4, lane_dsp=3),
+    "compact-rsqrt-p2": dict(features=32, lanes=2, rsqrt_form="compact"),
+    "lane-dsp-4-nearest": dict(features=32, lanes=2, lane_dsp=4, rounding="nearest-even"),
 }
 
 
@@ -313,8 +316,9 @@ def _batchnorm_params(channels, rng, var_scale=1.0):
 
 @pytest.mark.parametrize("traffic", [(0.0, 0.0), (0.3, 0.4)], ids=["full-rate", "idle+backpressure"])
 @pytest.mark.parametrize("kwargs", [dict(features=16), dict(features=32, lanes=4),
-                                    dict(features=24, lanes=2, in_format="s2.6", out_format="s3.5")],
-                         ids=["c16-p1", "c32-p4", "c24-p2-s2.6"])
+                                    dict(features=24, lanes=2, in_format="s2.6", out_format="s3.5"),
+                                    dict(features=16, lanes=2, lane_dsp=1)],
+                         ids=["c16-p1", "c32-p4", "c24-p2-s2.6", "c16-p2-lane-dsp-1"])
 def test_batchnorm_core_bit_exact_and_faithful(kwargs, traffic):
     rng = np.random.default_rng(21)
     channels = kwargs["features"]
@@ -350,8 +354,9 @@ def _batch(cfg, rng, kind, samples):
 @pytest.mark.parametrize("traffic", [(0.0, 0.0), (0.3, 0.4)], ids=["full-rate", "idle+backpressure"])
 @pytest.mark.parametrize("kwargs", [dict(features=4, max_batch=8), dict(features=8, max_batch=4, lanes=4),
                                     dict(features=2, max_batch=6, lanes=2, eps=0),
-                                    dict(features=4, max_batch=4, affine=False)],
-                         ids=["c4-m8", "c8-m4-p4", "c2-m6-p2-eps0", "no-affine"])
+                                    dict(features=4, max_batch=4, affine=False),
+                                    dict(features=4, max_batch=4, lanes=2, lane_dsp=3)],
+                         ids=["c4-m8", "c8-m4-p4", "c2-m6-p2-eps0", "no-affine", "c4-m4-p2-lane-dsp-3"])
 def test_batch_statistics_core_bit_exact_and_faithful(kwargs, traffic):
     rng = np.random.default_rng(31)
     cfg = _random_affine(CoreConfig(norm="batchnorm", **kwargs), rng)
@@ -505,3 +510,42 @@ def test_pipelined_multiplier_is_exact_at_its_latency(a_width, b_width):
     sim.add_testbench(bench)
     sim.run()
     assert got[:len(pairs)] == [a * b for a, b in pairs]
+
+
+@pytest.mark.parametrize("a_shape, b_shape, fabric_bits",
+                         [("s16", "u30", 13), ("s16", "s24", 6), ("s16", "s24", 7), ("u5", "s9", 8), ("s18", "u40", 1)])
+def test_product_tree_rows_in_logic_are_exact_at_their_latency(a_shape, b_shape, fabric_bits):
+    """``a*b`` with the low ``fabric_bits`` bits of ``b`` as rows in logic: one product per cycle,
+    each exact (extremes included), ``product_latency`` cycles after its operands; the blocks left
+    are those of ``a * b[fabric_bits:]``."""
+    from amaranth.hdl import Module, Signal, signed, unsigned
+    from normgen.hw.multiply import product_blocks, product_latency, product_tree
+    shape = lambda text: (signed if text[0] == "s" else unsigned)(int(text[1:]))  # noqa: E731
+    a_sh, b_sh = shape(a_shape), shape(b_shape)
+    m = Module()
+    a, b = Signal(a_sh), Signal(b_sh)
+    p = product_tree(m, a, b, name="p", operand_registers=True, fabric_bits=fabric_bits)
+    latency = product_latency(a_sh, b_sh, operand_registers=True, fabric_bits=fabric_bits)
+    b_top = b_sh.width + (not b_sh.signed) - fabric_bits          # b's signed width above the rows
+    assert product_blocks(a_sh, b_sh, fabric_bits) == product_blocks(a_sh, signed(b_top))
+    rng = np.random.default_rng(a_sh.width * 64 + b_sh.width + fabric_bits)
+    bounds = [(-(1 << (s.width - 1)), 1 << (s.width - 1)) if s.signed else (0, 1 << s.width) for s in (a_sh, b_sh)]
+    (lo_a, hi_a), (lo_b, hi_b) = bounds
+    pairs = [(lo_a, lo_b), (hi_a - 1, lo_b), (lo_a, hi_b - 1), (hi_a - 1, hi_b - 1), (0, hi_b - 1), (lo_a, 0)]
+    pairs += [(int(rng.integers(lo_a, hi_a)), int(rng.integers(lo_b, hi_b))) for _ in range(200)]
+    got = []
+
+    async def bench(ctx):
+        for cycle in range(len(pairs) + latency):
+            if cycle < len(pairs):
+                ctx.set(a, pairs[cycle][0])
+                ctx.set(b, pairs[cycle][1])
+            await ctx.tick()
+            if cycle + 1 >= latency:
+                got.append(ctx.get(p))
+
+    sim = Simulator(m)
+    sim.add_clock(1e-8)
+    sim.add_testbench(bench)
+    sim.run()
+    assert got[:len(pairs)] == [x * y for x, y in pairs]

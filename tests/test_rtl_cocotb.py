@@ -38,6 +38,7 @@ CASES = [
     ("layernorm-eps0-n16-randparams", _random_params({"features": 16, "eps": 0.0}, 13), 24),
     ("layernorm-p4-serial-scalars", {"lanes": 4, "scalar_mul": "serial"}, 6),
     ("layernorm-p8-interval-4", {"features": 64, "lanes": 8, "vector_interval": 4}, 8),
+    ("layernorm-p4-lane-dsp-3", {"lanes": 4, "lane_dsp": 3}, 6),
     ("layernorm-p4-nearest-even-randparams",
      _random_params({"features": 64, "lanes": 4, "rounding": "nearest-even"}, 14), 8),
 ]

@@ -14,6 +14,7 @@ CONFIGS = {
     "layernorm": dict(features=64, lanes=2),
     "rmsnorm-noaffine": dict(norm="rmsnorm", features=64, lanes=4, affine=False),
     "layernorm-serial": dict(features=64, scalar_mul="serial"),
+    "layernorm-lane-dsp-3": dict(features=64, lanes=2, lane_dsp=3),
     "batchnorm": dict(norm="batchnorm", features=16, lanes=2, mean=np.linspace(-1, 1, 16), var=np.linspace(0.5, 2, 16)),
     "batchnorm-batch-p1": dict(norm="batchnorm", features=8, max_batch=4),
     "batchnorm-batch-p4": dict(norm="batchnorm", features=8, lanes=4, max_batch=4),
