@@ -18,7 +18,7 @@ the caller has open (a stalling pipeline passes its enable that way).
 """
 from amaranth import *
 
-__all__ = ["DSP_CHUNK", "NARROW_CHUNK", "split_chunks", "product_blocks", "least_blocks", "fabric_bits_for", "product_latency",
+__all__ = ["saturate", "DSP_CHUNK", "NARROW_CHUNK", "split_chunks", "product_blocks", "least_blocks", "fabric_bits_for", "product_latency",
            "product_tree"]
 
 #: Widest unsigned chunk of the partial products: 17-bit unsigned chunks (signed top chunks) fit the
@@ -146,3 +146,18 @@ def product_tree(m: Module, a, b, *, name: str, operand_registers: bool = False,
         level += 1
     (total, shift), = terms
     return (total << shift)[:width].as_signed()
+
+
+def saturate(value, width: int):
+    """A signed ``value`` clamped to ``width`` bits (two's complement), as a ``width``-bit value.
+
+    It fits exactly when its bits from ``width - 1`` up are all equal (all ones or all zeros):
+    one LUT-level reduction instead of two comparisons' carry chains; otherwise its sign chooses
+    the least or the greatest value."""
+    value = Value.cast(value)
+    assert value.shape().signed
+    if len(value) <= width:
+        return Cat(value, value[-1].replicate(width - len(value)))
+    top = value[width - 1:]
+    least, greatest = C(1 << (width - 1), width), C((1 << (width - 1)) - 1, width)
+    return Mux(top.all() | ~top.any(), value[:width], Mux(value[-1], least, greatest))

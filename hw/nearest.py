@@ -30,6 +30,7 @@ from amaranth.lib.wiring import In, Out
 
 from .config import CoreConfig
 from .interface import output_layout
+from .multiply import saturate
 from .scalars import SerialMultiplier, _chunks
 
 __all__ = ["NearestEvenFixup", "decision_cycles", "decision_widths", "resolve_layout", "stats_fields",
@@ -129,10 +130,9 @@ class NearestEvenFixup(wiring.Component):
             self.i.ready.eq(~full | (self.o.valid & self.o.ready)),
             take.eq(self.i.valid & self.i.ready),
         ]
-        low, high = cfg.out_format.min_int, cfg.out_format.max_int
         w_out = cfg.out_format.width
         m.d.comb += [
-            self.o.payload.data.eq(Cat(*[Mux(y < low, low, Mux(y > high, high, y))[:w_out] for y in ys])),
+            self.o.payload.data.eq(Cat(*[saturate(y, w_out) for y in ys])),
             self.o.payload.last.eq(held.last),
             self.o.payload.error.eq(held.error),
         ]

@@ -30,7 +30,7 @@ from amaranth.lib.wiring import In, Out
 from .config import CoreConfig
 from .ingest import buffer_depth, lane_values, next_ptr
 from .interface import output_layout
-from .multiply import product_latency, product_tree
+from .multiply import product_latency, product_tree, saturate
 from .nearest import NearestEvenFixup, resolve_layout, stats_fields
 from .scalars import vector_coefs_layout
 from .streams import through_fifo
@@ -302,7 +302,6 @@ class ElementDatapath(wiring.Component):
         result with each lane's position relative to the rounding boundary and what an exact
         decision needs."""
         w_out = cfg.out_format.width
-        lo, hi = cfg.out_format.min_int, cfg.out_format.max_int
         valid, last, error, end = flags
         m.d.sync += [
             self.o.valid.eq(valid),
@@ -312,7 +311,7 @@ class ElementDatapath(wiring.Component):
         if cfg.kind.has_batch_end:
             m.d.sync += self.o.payload.end.eq(end)
         if below is None:
-            ys = [Mux(error, 0, Mux(r < lo, lo, Mux(r > hi, hi, r)))[:w_out] for r in rounded]
+            ys = [Mux(error, 0, saturate(r, w_out)) for r in rounded]
             m.d.sync += self.o.payload.data.eq(Cat(*ys))
             return
         # w lies within the radius of the boundary: (w + half) mod 2**k2 in [-radius, radius]

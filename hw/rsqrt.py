@@ -4,13 +4,14 @@ Why a digit recurrence: the specification ``R = max{R : R*R*M <= 2**(2T+2m-2)}``
 golden model is one ``math.isqrt`` and the accuracy proof is two lines (see
 :mod:`normgen.hw.config`).  The recurrence needs no multiplier and no table: one subtraction of
 ``T + 2m + 4`` bits per result bit.  A table + Newton unit would save cycles but cost multipliers
-(scarce on iCE40) and a harder error analysis.  Latency ``T + 4`` cycles: leading one, shift,
-trial preparation, ``T + 1`` steps.
+(scarce on iCE40) and a harder error analysis.  Latency ``T + 5`` cycles: leading pair (two
+cycles), shift, trial preparation, ``T + 1`` steps.
 
 Datapath::
 
-    d (d_width) --leading pair k--reg--> M = (d << 2(m-1)) >> 2k   (mant_width = 2m bits;
-                                         s = k - (m - 1), the even normalizing shift)
+    d (d_width) --leading pair of each group--reg--> leading group: k --reg-->
+    M = (d << 2(m-1)) >> 2k              (mant_width = 2m bits; s = k - (m - 1), the even
+                                         normalizing shift)
     E = 2**(2m-2), p = 0, trial = M (= 4Q + M with Q = 0), 3M
     repeat T+1 times:                    diff = E - trial          (e_width + 2 bits)
         if diff >= 0:  E = 4*diff ; p = 2p + 1 ; trial = 2*trial + 3M    (Q = 2Q + M)
@@ -53,9 +54,9 @@ __all__ = ["Rsqrt", "rsqrt_result_layout", "rsqrt_latency", "rsqrt_shift_range"]
 
 
 def rsqrt_latency(cfg: CoreConfig) -> int:
-    """Find the leading one, shift, prepare the trial registers, one cycle per result bit
-    (T + 1), then the output."""
-    return cfg.rsqrt_bits + 4
+    """Find the leading pair (two registered halves), shift, prepare the trial registers, one
+    cycle per result bit (T + 1), then the output."""
+    return cfg.rsqrt_bits + 5
 
 
 def rsqrt_shift_range(cfg: CoreConfig) -> tuple[int, int]:
@@ -92,20 +93,32 @@ class Rsqrt(wiring.Component):
 
         # The even normalizing shift s = ceil((bitlen - 2m) / 2) is the same for the two bits of
         # a pair (bits 2k and 2k+1: s = k - (m - 1)), so it is the index of the leading nonzero
-        # pair, found by a balanced tree (one 2-way choice per level), without an adder; the
-        # register holds k, and M = (d << 2(m-1)) >> 2k is a right shift of one direction.
+        # pair, found by balanced trees (one 2-way choice per level), without an adder, in two
+        # registered halves: per group of (up to) four pairs its leading pair as the radicand is
+        # latched, then the leading group among those registers (LEAD).  The register k holds
+        # the index, and M = (d << 2(m-1)) >> 2k is a right shift of one direction.
         pairs = -(-d_width // 2)
         levels = max(1, (pairs - 1).bit_length())
-        nodes = [(self.i.payload[2 * k:2 * k + 2].any(), None) for k in range(pairs)]
-        nodes += [(C(0, 1), None)] * ((1 << levels) - pairs)
+        group = min(4, 1 << levels)                   # pairs per group
+        groups = (1 << levels) // group
 
         def index(high_any, high_k, low_k):
             # the leaves carry no index bits (None): no zero-width wires in the Verilog
             return high_any if high_k is None else Cat(Mux(high_any, high_k, low_k), high_any)
-        while len(nodes) > 1:
-            nodes = [(high_any | low_any, index(high_any, high_k, low_k))
-                     for (low_any, low_k), (high_any, high_k) in zip(nodes[0::2], nodes[1::2])]
-        (nonzero, lead_pair), = nodes
+
+        def leading(nodes):
+            """(any, index of the highest node with any set) of a power-of-two list of nodes."""
+            while len(nodes) > 1:
+                nodes = [(high_any | low_any, index(high_any, high_k, low_k))
+                         for (low_any, low_k), (high_any, high_k) in zip(nodes[0::2], nodes[1::2])]
+            return nodes[0]
+
+        padded = Cat(self.i.payload, C(0, 2 * group * groups - d_width))
+        group_any = Signal(groups)
+        group_k = [Signal(group.bit_length() - 1, name=f"group_k{g}") for g in range(groups)]
+        group_leads = [leading([(padded[2 * (g * group + k):2 * (g * group + k) + 2].any(), None)
+                                for k in range(group)]) for g in range(groups)]
+        nonzero, lead_pair = leading([(group_any[g], group_k[g]) for g in range(groups)])
         d_reg = Signal(d_width)
         k_reg = Signal(levels)
         wide = Signal(d_width + mant_width)
@@ -143,9 +156,13 @@ class Rsqrt(wiring.Component):
                 m.d.comb += self.i.ready.eq(1)
                 # the radicand is latched every idle cycle (its enable is this unit's own state,
                 # not the producer's valid, which then drives only the state register)
-                m.d.sync += [d_reg.eq(self.i.payload), k_reg.eq(lead_pair), zero.eq(~nonzero)]
+                m.d.sync += [d_reg.eq(self.i.payload), group_any.eq(Cat(a for a, _ in group_leads))]
+                m.d.sync += [r.eq(k) for r, (_, k) in zip(group_k, group_leads)]
                 with m.If(self.i.valid):
-                    m.next = "SHIFT"
+                    m.next = "LEAD"
+            with m.State("LEAD"):
+                m.d.sync += [k_reg.eq(lead_pair), zero.eq(~nonzero)]
+                m.next = "SHIFT"
             with m.State("SHIFT"):
                 m.d.sync += [
                     mant.eq(wide[:mant_width]),

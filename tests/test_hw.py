@@ -259,7 +259,7 @@ def test_vector_buffer_depth(kwargs):
     depth = buffer_depth(cfg)
     assert depth == cfg.beats_max + read_delay(cfg) + 2
     assert read_delay(cfg) == core_latency(cfg) - output_latency(cfg)
-    if cfg.beats_max >= read_delay(cfg):
+    if cfg.beats_max >= read_delay(cfg) + 2:      # then no power-of-two doubling
         assert depth <= 2 * cfg.beats_max
     assert NormCore(cfg).buffer_depth == depth
 
@@ -549,3 +549,26 @@ def test_product_tree_rows_in_logic_are_exact_at_their_latency(a_shape, b_shape,
     sim.add_testbench(bench)
     sim.run()
     assert got[:len(pairs)] == [x * y for x, y in pairs]
+
+
+@pytest.mark.parametrize("value_width, width", [(9, 4), (6, 5), (4, 4), (3, 5)])
+def test_saturate_clamps_every_value(value_width, width):
+    """saturate(v, w) is v clamped to the signed w-bit range, for every v of its width."""
+    from amaranth.hdl import Module, Signal, signed
+    from normgen.hw.multiply import saturate
+    m = Module()
+    v = Signal(signed(value_width))
+    y = Signal(signed(width))
+    m.d.comb += y.eq(saturate(v, width))
+    low, high = -(1 << (width - 1)), (1 << (width - 1)) - 1
+    got = []
+
+    async def bench(ctx):
+        for value in range(-(1 << (value_width - 1)), 1 << (value_width - 1)):
+            ctx.set(v, value)
+            got.append((value, ctx.get(y)))
+
+    sim = Simulator(m)
+    sim.add_testbench(bench)
+    sim.run()
+    assert got == [(value, min(max(value, low), high)) for value, _ in got]
