@@ -18,7 +18,7 @@ from amaranth import *
 from amaranth.lib import memory, wiring
 
 from .config import CoreConfig
-from .edge import NO_COLLISION
+from .edge import constant_memory_attrs
 from .interface import Core
 from .kinds import register_core
 from .output import ElementDatapath, coef_shapes, datapath_latency
@@ -67,7 +67,7 @@ class BatchNormCore(Core):
         a_width = coef_shapes(cfg)[0].width
         m.submodules.coefs = coefs = memory.Memory(
             shape=unsigned(lanes * (a_width + cfg.b_width)), depth=cfg.beats_max, init=_pack_coefs(cfg),
-            attrs=NO_COLLISION)
+            attrs=constant_memory_attrs(lanes * (a_width + cfg.b_width)))
         coef_wr = coefs.write_port()
         coef_rd = coefs.read_port(domain="sync")
 

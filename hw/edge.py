@@ -35,7 +35,7 @@ from .config import CoreConfig
 from .interface import param_addr_bits, param_widths
 
 __all__ = ["AxiStreamEdge", "axi_members", "generate_verilog", "verilog_header", "component_verilog",
-           "SCRATCH", "NO_COLLISION", "scratch_memory", "drop_scratch_init", "split_memory_inits"]
+           "SCRATCH", "NO_COLLISION", "WIDE_WORD", "constant_memory_attrs", "scratch_memory", "drop_scratch_init", "split_memory_inits"]
 
 #: Attribute of a scratch memory: one whose words are always written before the value read from
 #: them is used (the vector buffer, the batch buffer, accumulators that are cleared first, ...).
@@ -48,6 +48,19 @@ SCRATCH = "normgen.scratch"
 #: emulate the old word on such a collision between a block RAM's two ports, so the read data
 #: reaches the register behind it directly (and can become the block's own output register).
 NO_COLLISION = {"no_rw_check": 1}
+
+#: Word width (bits) from which a memory of per-element constants (γ/β, folded coefficients: P
+#: lanes of them) is kept in block RAM however shallow it is.  Synthesis puts a shallow memory
+#: in LUT RAM (ECP5 TRELLIS_DPR16X4: four bits each), whose read address then fans out to a cell
+#: per four bits of the word (at P = 32, 1024 bits: ~256 cells, the critical path); a block RAM
+#: takes 36 bits and keeps the read data register inside.
+WIDE_WORD = 256
+
+
+def constant_memory_attrs(width: int) -> dict:
+    """Attributes of a per-element constants memory of ``width``-bit words: :data:`NO_COLLISION`,
+    and from :data:`WIDE_WORD` bits Yosys's/Vivado's ``ram_style = "block"``."""
+    return {**NO_COLLISION, **({"ram_style": "block"} if width >= WIDE_WORD else {})}
 
 
 def scratch_memory(*, shape, depth, collision_free: bool = False) -> memory.Memory:

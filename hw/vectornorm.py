@@ -16,7 +16,7 @@ from amaranth import *
 from amaranth.lib import memory, wiring
 
 from .config import CoreConfig
-from .edge import NO_COLLISION, scratch_memory
+from .edge import constant_memory_attrs, scratch_memory
 from .ingest import Ingest, buffer_depth
 from .interface import Core
 from .kinds import register_core
@@ -81,7 +81,7 @@ class NormCore(Core):
         if cfg.affine:
             m.submodules.params = params = memory.Memory(
                 shape=unsigned(cfg.lanes * 2 * cfg.param_format.width), depth=cfg.beats_max,
-                init=pack_params(cfg), attrs=NO_COLLISION)
+                init=pack_params(cfg), attrs=constant_memory_attrs(cfg.lanes * 2 * cfg.param_format.width))
             par_wr = params.write_port()
             wiring.connect(m, output.params, params.read_port(domain="sync"))
             # A write waits for a cycle in which the core was idle and already holding new vectors
