@@ -13,10 +13,11 @@ ulx3s       ECP5 LFE5U-85F, 25 MHz    FT231X (3 Mbaud)                LayerNorm 
 
 Why these numbers (measured with ``normgen board build``; docs/boards.md has the table):
 
-* The UP5K has 5280 logic cells and 8 DSPs.  The default core with the host link needs ~6000
-  logic cells with ``scalar_mul="serial"`` (7 DSPs; the core alone ~4550, reports/bench.md) and 12 DSPs with the parallel scalar stage;
-  N_max 256 still needs ~5400.  8-bit formats fit with room to route: ~3700 cells (70 %),
-  7 DSPs.  The ECP5-85F takes the default configuration as it is (5 % of its LUTs).
+* The UP5K has 5280 logic cells and 8 DSPs.  The default 16-bit core does not fit with the host
+  link: alone it needs 12 DSPs with the parallel scalar stage, and nearly every logic cell with
+  the serial one (reports/bench.md, "Place and route").  The 8-bit formats with the compact
+  reciprocal square root (``rsqrt_form="compact"``) fit with room to route (docs/boards.md).
+  The ECP5-85F takes the default configuration as it is.
 * The baud rate must be one the USB bridge makes exactly and an integer divisor of the core
   clock (at least 4 clocks per bit for the receiver).  The FT2232H makes 12 MHz / n (n = 1, 1.5,
   2, 2.5, 3, ...), the FT231X 3 MHz / n.  12 Mbaud would need 48 MHz, above the UP5K image's
