@@ -265,7 +265,7 @@ class CoreConfig:
         if self.scalar_mul not in SCALAR_MULS:
             raise ConfigError(f"scalar_mul must be one of {', '.join(SCALAR_MULS)}, not {self.scalar_mul!r}")
         if self.rsqrt_form is None:
-            set_("rsqrt_form", "compact" if self.scalar_mul == "serial" else "lookahead")
+            set_("rsqrt_form", self._default_rsqrt_form())
         elif self.rsqrt_form not in RSQRT_FORMS:
             raise ConfigError(f"rsqrt_form must be one of {', '.join(RSQRT_FORMS)}, not {self.rsqrt_form!r}")
         if self.rounding not in ROUNDINGS:
@@ -339,17 +339,26 @@ class CoreConfig:
         self._derive_widths()
         self._plan_lane_blocks()
 
+    def _default_rsqrt_form(self) -> str:
+        """The rsqrt form when none is given: compact with the serial scalar stage."""
+        return "compact" if self.scalar_mul == "serial" else "lookahead"
+
+    def lane_products(self) -> dict:
+        """The element datapath's products per lane, as (a, b) operand shapes: ``"xa"`` (x*A) and,
+        on affine cores, ``"g"`` (γ·v)."""
+        from amaranth.hdl import signed, unsigned
+        products = {"xa": (signed(self.in_format.width),
+                           signed(self.a_width) if self.a_signed else unsigned(self.a_width))}
+        if self.affine_stage:
+            products["g"] = (signed(self.param_format.width), signed(self.v_width))
+        return products
+
     def _plan_lane_blocks(self):
         """``xa_fabric_bits`` and ``g_fabric_bits``: the fewest low bits of A and v multiplied in
         logic so that a lane takes at most ``lane_dsp`` multiplier blocks (γ·v gives up blocks
         first: its v is narrower than A)."""
-        from amaranth.hdl import signed, unsigned
-
         from .multiply import fabric_bits_for, least_blocks, product_blocks
-        x = signed(self.in_format.width)
-        products = {"xa": (x, signed(self.a_width) if self.a_signed else unsigned(self.a_width))}
-        if self.affine_stage:
-            products["g"] = (signed(self.param_format.width), signed(self.v_width))
+        products = self.lane_products()
         fabric = dict.fromkeys(("xa", "g"), 0)
         squares = 0 if self.kind.folded else 1
         blocks = lambda name: product_blocks(*products[name], fabric[name])  # noqa: E731
@@ -371,7 +380,6 @@ class CoreConfig:
                         fabric[name] = fabric_bits_for(*products[name], max(spare, least[name]))
         object.__setattr__(self, "xa_fabric_bits", fabric["xa"])
         object.__setattr__(self, "g_fabric_bits", fabric["g"])
-        object.__setattr__(self, "lane_blocks", squares + sum(blocks(k) for k in products))
 
     def _load_batchnorm(self):
         set_ = lambda name, value: object.__setattr__(self, name, value)  # noqa: E731
@@ -660,7 +668,6 @@ class CoreConfig:
                 f"out={self.out_format} " + (f"param={self.param_format} " if self.affine else "no-affine ")
                 + f"eps={self.eps:g} (effective {self.eps_effective:.6g}, e={self.eps_int})"
                 + (f" scalar_mul={self.scalar_mul}" if self.scalar_mul != "parallel" else "")
-                + (f" rsqrt_form={self.rsqrt_form}"
-                   if self.rsqrt_form != ("compact" if self.scalar_mul == "serial" else "lookahead") else "")
+                + (f" rsqrt_form={self.rsqrt_form}" if self.rsqrt_form != self._default_rsqrt_form() else "")
                 + (f" vector_interval={self.vector_interval}" if self.vector_interval is not None else "")
                 + (f" lane_dsp={self.lane_dsp}" if self.lane_dsp is not None else ""))

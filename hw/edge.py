@@ -35,7 +35,8 @@ from .config import CoreConfig
 from .interface import param_addr_bits, param_widths
 
 __all__ = ["AxiStreamEdge", "axi_members", "generate_verilog", "verilog_header", "component_verilog",
-           "SCRATCH", "NO_COLLISION", "WIDE_WORD", "constant_memory_attrs", "scratch_memory", "drop_scratch_init", "split_memory_inits"]
+           "SCRATCH", "NO_COLLISION", "WIDE_WORD", "constant_memory_attrs", "scratch_memory", "drop_scratch_init",
+           "split_memory_inits"]
 
 #: Attribute of a scratch memory: one whose words are always written before the value read from
 #: them is used (the vector buffer, the batch buffer, accumulators that are cleared first, ...).

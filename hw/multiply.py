@@ -18,8 +18,8 @@ the caller has open (a stalling pipeline passes its enable that way).
 """
 from amaranth import *
 
-__all__ = ["saturate", "DSP_CHUNK", "NARROW_CHUNK", "split_chunks", "product_blocks", "least_blocks", "fabric_bits_for", "product_latency",
-           "product_tree"]
+__all__ = ["saturate", "DSP_CHUNK", "NARROW_CHUNK", "split_chunks", "product_blocks", "least_blocks",
+           "fabric_bits_for", "product_latency", "product_tree"]
 
 #: Widest unsigned chunk of the partial products: 17-bit unsigned chunks (signed top chunks) fit the
 #: 18x18 signed multipliers of ECP5 (MULT18X18D) and most FPGAs.
@@ -48,16 +48,16 @@ def _signed_width(shape) -> int:
     return shape.width if shape.signed else shape.width + 1
 
 
+def least_blocks(a_shape) -> int:
+    """Multiplier blocks of ``a*b`` with all but the top chunk of ``b`` in logic: the chunks of ``a``."""
+    return len(split_chunks(_signed_width(a_shape)))
+
+
 def product_blocks(a_shape, b_shape, fabric_bits: int = 0) -> int:
     """Multiplier blocks (DSP-sized partial products) of :func:`product_tree`."""
     b_width = _signed_width(b_shape)
     assert 0 <= fabric_bits < b_width, (fabric_bits, b_width)
-    return len(split_chunks(_signed_width(a_shape))) * len(split_chunks(b_width - fabric_bits))
-
-
-def least_blocks(a_shape) -> int:
-    """Multiplier blocks of ``a*b`` with all but the top chunk of ``b`` in logic: the chunks of ``a``."""
-    return len(split_chunks(_signed_width(a_shape)))
+    return least_blocks(a_shape) * len(split_chunks(b_width - fabric_bits))
 
 
 def fabric_bits_for(a_shape, b_shape, blocks: int) -> int:

@@ -88,20 +88,20 @@ def pack_params(cfg: CoreConfig) -> list[int]:
 
 
 def product_cycles(cfg: CoreConfig) -> tuple[int, int]:
-    """Cycles of the element datapath's two products, x*A and gamma*v
-    (:func:`~normgen.hw.multiply.product_latency`)."""
-    a_shape, _ = coef_shapes(cfg)
-    return (product_latency(signed(cfg.in_format.width), a_shape, operand_registers=True,
-                            fabric_bits=cfg.xa_fabric_bits),
-            product_latency(signed(cfg.param_format.width), signed(cfg.v_width), operand_registers=True,
-                            fabric_bits=cfg.g_fabric_bits))
+    """Cycles of the element datapath's two products, x*A and gamma*v (0 without the affine
+    stage) (:func:`~normgen.hw.multiply.product_latency`)."""
+    products = cfg.lane_products()
+    fabric_bits = {"xa": cfg.xa_fabric_bits, "g": cfg.g_fabric_bits}
+    cycles = {name: product_latency(a, b, operand_registers=True, fabric_bits=fabric_bits[name])
+              for name, (a, b) in products.items()}
+    return cycles["xa"], cycles.get("g", 0)
 
 
 def datapath_latency(cfg: CoreConfig) -> int:
     """:class:`ElementDatapath`: x*A, v (folded nearest-even: x*A - B), [gamma*v,] rounded w,
     saturated output register."""
     xa_cycles, g_cycles = product_cycles(cfg)
-    return xa_cycles + 3 + (g_cycles if cfg.affine_stage else 0)
+    return xa_cycles + 3 + g_cycles
 
 
 def output_fifo_depth(cfg: CoreConfig) -> int:
@@ -329,7 +329,7 @@ class ElementDatapath(wiring.Component):
 
 def coef_shapes(cfg: CoreConfig):
     """Shapes of the per-element-stage constants A and B."""
-    return (signed(cfg.a_width) if cfg.a_signed else unsigned(cfg.a_width)), signed(cfg.b_width)
+    return cfg.lane_products()["xa"][1], signed(cfg.b_width)
 
 
 def element_layout(cfg: CoreConfig, shared_coefs: bool, copies: int = 1) -> data.StructLayout:
