@@ -26,6 +26,7 @@ from amaranth.lib.wiring import In, Out
 from .config import CoreConfig
 from .multiply import product_latency, product_tree
 from .rsqrt import Rsqrt, rsqrt_latency, rsqrt_shift_range
+from .sequencer import OneHot
 
 __all__ = ["VectorScalars", "ScalarBank", "scalar_units", "unit_interval", "SerialMultiplier", "scalars_latency", "vector_stats_layout", "vector_coefs_layout", "shift_plan",
            "PipelinedMultiplier", "multiplier_widths"]
@@ -296,6 +297,8 @@ class VectorScalars(wiring.Component):
             pipe_waits = multiplier.latency - 2      # extra states before the first product lands
         operand_bits = _operand_bits(cfg)
         wait_states = []
+        # the states are flip-flops of their own: every control path starts one LUT from them
+        fsm = OneHot(m, "IDLE", prefix="scalars")
 
         def multiply(state, a_value, b_value, next_state):
             """In ``state``: start ``a*b``.  Serial: ``product`` holds it in ``next_state``.
@@ -305,17 +308,17 @@ class VectorScalars(wiring.Component):
                 a_bits, b_bits = operand_bits[state]
                 m.d.comb += [multiplier.start.eq(1), multiplier.a_chunks.eq(_chunks(a_bits)),
                              multiplier.b_chunks.eq(_chunks(b_bits))]
-                m.next = f"{state}_WAIT"
+                fsm.goto(f"{state}_WAIT")
                 wait_states.append((f"{state}_WAIT", next_state))
             else:
-                m.next = next_state
+                fsm.goto(next_state)
 
         def product_pair(first, first_operands, second, second_operands, latch, after):
             """States ``first`` and ``second`` issue two products back to back; ``latch`` takes
             the first product, and in state ``after`` ``product`` holds the second."""
-            with m.State(first):
+            with fsm.state(first):
                 multiply(first, *first_operands, second)
-            with m.State(second):
+            with fsm.state(second):
                 if serial:
                     multiply(second, *second_operands, after)
                     m.d.sync += latch.eq(product)
@@ -324,11 +327,11 @@ class VectorScalars(wiring.Component):
             if serial:
                 return
             for k in range(pipe_waits):
-                with m.State(f"PIPE_{first}_{k}"):
-                    m.next = f"PIPE_{first}_{k + 1}" if k + 1 < pipe_waits else f"LATCH_{first}"
-            with m.State(f"LATCH_{first}"):
+                with fsm.state(f"PIPE_{first}_{k}"):
+                    fsm.goto(f"PIPE_{first}_{k + 1}" if k + 1 < pipe_waits else f"LATCH_{first}")
+            with fsm.state(f"LATCH_{first}"):
                 m.d.sync += latch.eq(product)
-                m.next = after
+                fsm.goto(after)
 
         n = Signal(n_width)
         s1 = Signal(signed(cfg.s1_width))
@@ -360,9 +363,7 @@ class VectorScalars(wiring.Component):
         half_a = Signal(cfg.a_width + 1)
         half_b = Signal(signed(cfg.b_width + 1))
 
-        out_valid = Signal()
         m.d.comb += [
-            self.o.valid.eq(out_valid),
             self.o.payload.a.eq(a),
             self.o.payload.b.eq(b),
             self.o.payload.beats.eq(beats),
@@ -373,85 +374,77 @@ class VectorScalars(wiring.Component):
         if cfg.exact_resolution:
             m.d.comb += [self.o.payload.n.eq(n), self.o.payload.s1.eq(mean_term), self.o.payload.d.eq(d)]
 
-        # ``idle`` is the IDLE state as a register of its own: it is ``i.ready`` (which reaches
-        # the statistics FIFO's read logic) and the enable of the registers that take the
-        # statistics, which load every idle cycle, so the producer's ``valid`` drives only the
-        # state register.
-        idle = Signal(init=1)
-        m.d.comb += [self.i.ready.eq(idle), self.busy.eq(~idle)]
-        # likewise the handshakes with the rsqrt unit (RSQRT_IN, RSQRT_OUT)
-        rsqrt_in = Signal()
-        rsqrt_out = Signal()
-        m.d.comb += [rsqrt.i.valid.eq(rsqrt_in), rsqrt.o.ready.eq(rsqrt_out)]
-        with m.FSM():
-            with m.State("IDLE"):
-                stats = self.i.payload
+        # The state flags are the handshakes: IDLE is ``i.ready`` (which reaches the statistics
+        # FIFO's read logic) and the enable of the registers that take the statistics, which load
+        # every idle cycle; OUT is ``o.valid`` (it reaches the output stage's issue logic);
+        # RSQRT_IN and RSQRT_OUT are the handshakes with the rsqrt unit.
+        idle = fsm.flag("IDLE")
+        m.d.comb += [
+            self.i.ready.eq(idle), self.busy.eq(~idle),
+            self.o.valid.eq(fsm.flag("OUT")),
+            rsqrt.i.valid.eq(fsm.flag("RSQRT_IN")), rsqrt.o.ready.eq(fsm.flag("RSQRT_OUT")),
+        ]
+        with fsm.state("IDLE"):
+            stats = self.i.payload
+            m.d.sync += [
+                n.eq(stats.beats * count_multiplier(cfg)),
+                s1.eq(stats.s1),
+                s2.eq(stats.s2),
+                mean_term.eq(cfg.kind.mean_term(stats.s1)),
+                beats.eq(stats.beats),
+                overlong.eq(stats.overlong),
+            ]
+            with m.If(self.i.valid):
+                fsm.goto("EN")
+        with fsm.state("EN"):         # e*N from the latched count (a constant multiplication)
+            m.d.sync += e_n.eq(beats * (cfg.eps_int * count_multiplier(cfg)))
+            fsm.goto("T")
+        with fsm.state("T"):
+            m.d.sync += t.eq(s2 + e_n)
+            fsm.goto("NT")
+        product_pair("NT", (n, t), "S1SQ", (s1, s1), n_times_t, "D")
+        with fsm.state("D"):
+            if cfg.subtracts_mean:
+                m.d.sync += d.eq(n_times_t - product)
+            else:
+                m.d.sync += d.eq(n_times_t)
+            fsm.goto("RSQRT_IN")
+        with fsm.state("RSQRT_IN"):
+            m.d.sync += zero.eq((d == 0) | overlong)
+            with m.If(rsqrt.i.ready):
+                fsm.goto("RSQRT_OUT")
+        with fsm.state("RSQRT_OUT"):
+            with m.If(rsqrt.o.valid):
                 m.d.sync += [
-                    n.eq(stats.beats * count_multiplier(cfg)),
-                    s1.eq(stats.s1),
-                    s2.eq(stats.s2),
-                    mean_term.eq(cfg.kind.mean_term(stats.s1)),
-                    beats.eq(stats.beats),
-                    overlong.eq(stats.overlong),
+                    r.eq(rsqrt.o.payload.r),
+                    coarse_sel.eq(biased >> step_bits),
+                    fine_sel.eq(biased[:step_bits]),
                 ]
-                with m.If(self.i.valid):
-                    m.d.sync += idle.eq(0)
-                    m.next = "EN"
-            with m.State("EN"):         # e*N from the latched count (a constant multiplication)
-                m.d.sync += e_n.eq(beats * (cfg.eps_int * count_multiplier(cfg)))
-                m.next = "T"
-            with m.State("T"):
-                m.d.sync += t.eq(s2 + e_n)
-                m.next = "NT"
-            product_pair("NT", (n, t), "S1SQ", (s1, s1), n_times_t, "D")
-            with m.State("D"):
-                if cfg.subtracts_mean:
-                    m.d.sync += d.eq(n_times_t - product)
-                else:
-                    m.d.sync += d.eq(n_times_t)
-                m.d.sync += rsqrt_in.eq(1)
-                m.next = "RSQRT_IN"
-            with m.State("RSQRT_IN"):
-                m.d.sync += zero.eq((d == 0) | overlong)
-                with m.If(rsqrt.i.ready):
-                    m.d.sync += [rsqrt_in.eq(0), rsqrt_out.eq(1)]
-                    m.next = "RSQRT_OUT"
-            with m.State("RSQRT_OUT"):
-                with m.If(rsqrt.o.valid):
-                    m.d.sync += [
-                        rsqrt_out.eq(0),
-                        r.eq(rsqrt.o.payload.r),
-                        coarse_sel.eq(biased >> step_bits),
-                        fine_sel.eq(biased[:step_bits]),
-                    ]
-                    m.next = "NR"
-            product_pair("NR", (n, r), "S1R", (mean_term, r), n_times_r, "AB")
-            with m.State("AB"):
-                m.d.sync += [
-                    coarse_a.eq(_scaled(n_times_r, bias) >> (coarse_sel << step_bits)),
-                    coarse_b.eq(_scaled(product, bias) >> (coarse_sel << step_bits)),
-                ]
-                m.next = "AB_FINE"
-            with m.State("AB_FINE"):
-                m.d.sync += [half_a.eq(coarse_a >> fine_sel), half_b.eq(coarse_b >> fine_sel)]
-                m.next = "ROUND"
-            with m.State("ROUND"):
-                m.d.sync += [
-                    a.eq(Mux(zero, 0, (half_a + 1) >> 1)),
-                    b.eq(Mux(zero, 0, (half_b + 1) >> 1)),
-                    out_valid.eq(1),
-                ]
-                m.next = "OUT"
-            with m.State("OUT"):
-                # ``o.valid`` is a register of its own (not decoded from the state): it reaches
-                # the output stage's issue logic
-                with m.If(self.o.ready):
-                    m.d.sync += [out_valid.eq(0), idle.eq(1)]
-                    m.next = "IDLE"
-            for wait_state, next_state in wait_states:
-                with m.State(wait_state):
-                    with m.If(multiplier.done):
-                        m.next = next_state
+                fsm.goto("NR")
+        product_pair("NR", (n, r), "S1R", (mean_term, r), n_times_r, "AB")
+        with fsm.state("AB"):
+            m.d.sync += [
+                coarse_a.eq(_scaled(n_times_r, bias) >> (coarse_sel << step_bits)),
+                coarse_b.eq(_scaled(product, bias) >> (coarse_sel << step_bits)),
+            ]
+            fsm.goto("AB_FINE")
+        with fsm.state("AB_FINE"):
+            m.d.sync += [half_a.eq(coarse_a >> fine_sel), half_b.eq(coarse_b >> fine_sel)]
+            fsm.goto("ROUND")
+        with fsm.state("ROUND"):
+            m.d.sync += [
+                a.eq(Mux(zero, 0, (half_a + 1) >> 1)),
+                b.eq(Mux(zero, 0, (half_b + 1) >> 1)),
+            ]
+            fsm.goto("OUT")
+        with fsm.state("OUT"):
+            with m.If(self.o.ready):
+                fsm.goto("IDLE")
+        for wait_state, next_state in wait_states:
+            with fsm.state(wait_state):
+                with m.If(multiplier.done):
+                    fsm.goto(next_state)
+        fsm.close()
         return m
 
 
