@@ -63,10 +63,10 @@ STATS_FIFO_DEPTH = 4
 def read_delay(cfg: CoreConfig) -> int:
     """Cycles from the transfer of a vector's last beat to the read of its first beat from the
     vector buffer (when the output stage is free): the core's latency without the output stage's
-    (the read issues in the cycle the vector's constants reach the output stage)."""
-    from .output import output_latency
+    (the read issues in the cycle the vector's constants reach the output stage's issue logic)."""
+    from .output import read_to_output
     from .vectornorm import NormCore
-    return NormCore.latency_of(cfg) - output_latency(cfg)
+    return NormCore.latency_of(cfg) - read_to_output(cfg)
 
 
 def buffer_depth(cfg: CoreConfig) -> int:

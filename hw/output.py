@@ -41,6 +41,8 @@ __all__ = ["pack_params", "OutputStage", "ElementDatapath", "output_latency", "d
 #: Lanes that one copy of a vector constant (A, B) drives at most, where the copies are free:
 #: the two register stages that wait for the vector buffer's read data make up to four copies.
 LANES_PER_COPY = 2
+#: Lane count from which the vector constants enter the output stage through a FIFO (:func:`coef_slice`)
+COEF_SLICE_LANES = 16
 
 
 def coef_copies(cfg: CoreConfig) -> int:
@@ -116,10 +118,26 @@ def fixup_latency(cfg: CoreConfig) -> int:
     return 1 if cfg.exact_resolution else 0
 
 
+def coef_slice(cfg: CoreConfig) -> bool:
+    """Whether the vector constants enter :class:`OutputStage` through a two-word FIFO.
+
+    From ``COEF_SLICE_LANES`` lanes on, the scalar stage and the output stage's issue logic (whose
+    read pointer addresses a buffer ``P`` elements wide) sit far apart on the die, and the
+    handshake between them is the longest path (at P = 32: the scalar stage's valid flag to the
+    read pointer's enable, 7 ns of routing).  The FIFO puts a register on either side of that
+    distance, for one cycle of latency; it takes a word every cycle, so the rate is unchanged."""
+    return cfg.lanes >= COEF_SLICE_LANES
+
+
 def output_latency(cfg: CoreConfig) -> int:
-    """Issue (with the constants' transfer), memory data, memory data register, the element
-    datapath, then the output FIFO (readable the cycle after its write) [and the nearest-even
-    decision stage]."""
+    """[The constants' FIFO,] issue (with the constants' transfer), memory data, memory data
+    register, the element datapath, then the output FIFO (readable the cycle after its write)
+    [and the nearest-even decision stage]."""
+    return int(coef_slice(cfg)) + read_to_output(cfg)
+
+
+def read_to_output(cfg: CoreConfig) -> int:
+    """Cycles from the issue of a vector's first beat (its vector-buffer read) to ``o.valid``."""
     return 2 + datapath_latency(cfg) + 1 + fixup_latency(cfg)
 
 
@@ -395,30 +413,36 @@ class OutputStage(wiring.Component):
         # vector is its last is kept in a register (``cur_last``), so the handshake with the
         # scalar stage and the enables of the constant registers need no comparison.
         active = Signal()
-        beat = Signal.like(self.coefs.payload.beats)
-        left = Signal.like(self.coefs.payload.beats)      # beats of ``cur`` not yet issued
+        if coef_slice(cfg):
+            m.submodules.coef_fifo = coef_fifo = fifo.SyncFIFO(width=self.coefs.payload.shape().size, depth=2)
+            coefs = stream.Signature(self.coefs.payload.shape()).create()
+            through_fifo(m, self.coefs, coef_fifo, coefs)
+        else:
+            coefs = self.coefs
+        beat = Signal.like(coefs.payload.beats)
+        left = Signal.like(coefs.payload.beats)      # beats of ``cur`` not yet issued
         cur_last = Signal()
         left_two = Signal()                     # left == 2, a cycle ahead (cur_last's next value)
-        cur = Signal.like(self.coefs.payload)
-        head = Signal.like(self.coefs.payload)
+        cur = Signal.like(coefs.payload)
+        head = Signal.like(coefs.payload)
         head_beat = Signal.like(beat)
         issue = Signal()
         issue_last = Signal()
-        incoming = self.coefs.payload
+        incoming = coefs.payload
         incoming_last = incoming.overlong | (incoming.beats == 1)
         with m.If(active):
             m.d.comb += [head.eq(cur), head_beat.eq(beat), issue_last.eq(cur_last)]
         with m.Else():
             m.d.comb += [head.eq(incoming), head_beat.eq(0), issue_last.eq(incoming_last)]
         m.d.comb += [
-            issue.eq(advance & (active | self.coefs.valid)),
-            self.coefs.ready.eq(advance & (~active | cur_last)),
+            issue.eq(advance & (active | coefs.valid)),
+            coefs.ready.eq(advance & (~active | cur_last)),
             self.buffer.addr.eq(self.rd_ptr[:ptr_bits]),
             self.buffer.en.eq(1),
         ]
         if cfg.affine:
             m.d.comb += [self.params.addr.eq(head_beat), self.params.en.eq(1)]
-        with m.If(self.coefs.valid & self.coefs.ready):
+        with m.If(coefs.valid & coefs.ready):
             m.d.sync += cur.eq(incoming)
         with m.If(issue):
             with m.If(~head.overlong):
@@ -429,7 +453,7 @@ class OutputStage(wiring.Component):
             with m.Elif(~cur_last):
                 m.d.sync += [beat.eq(beat + 1), left.eq(left - 1), cur_last.eq(left_two),
                              left_two.eq(left == 3)]
-            with m.Elif(self.coefs.valid):        # taken with the last beat: issues from next cycle
+            with m.Elif(coefs.valid):        # taken with the last beat: issues from next cycle
                 m.d.sync += [active.eq(1), beat.eq(0), left.eq(incoming.beats),
                              cur_last.eq(incoming_last), left_two.eq(incoming.beats == 2)]
             with m.Else():
@@ -480,5 +504,6 @@ class OutputStage(wiring.Component):
             through_fifo(m, datapath.o, out_fifo, wiring.flipped(self.o))
             fixup_busy = C(0)
         m.d.sync += in_flight.eq(in_flight + issue - (self.o.valid & self.o.ready))
-        m.d.comb += self.busy.eq(active | s1_valid | s1b_valid | datapath.busy | out_fifo.r_rdy | fixup_busy)
+        held = coefs.valid if coef_slice(cfg) else C(0)       # constants waiting in their FIFO
+        m.d.comb += self.busy.eq(active | held | s1_valid | s1b_valid | datapath.busy | out_fifo.r_rdy | fixup_busy)
         return m

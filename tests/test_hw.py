@@ -8,7 +8,7 @@ from amaranth.sim import Simulator
 
 from normgen.hw.config import CoreConfig
 from normgen.hw.ingest import buffer_depth, read_delay
-from normgen.hw.output import output_latency
+from normgen.hw.output import read_to_output
 from normgen.hw.rsqrt import Rsqrt, rsqrt_latency, rsqrt_shift_range
 from normgen.hw.scalars import SHIFT_STEP, VectorScalars, scalars_latency, shift_plan
 from normgen.hw import NormCore, core_latency
@@ -159,6 +159,7 @@ def test_scalar_stage_every_shift(kwargs):
 CORE_CASES = {
     "ln-p1": dict(features=64),
     "ln-p4": dict(features=64, lanes=4),
+    "ln-p16-coef-fifo": dict(features=64, lanes=16),
     "rms-p2": dict(features=32, norm="rmsnorm", lanes=2),
     "no-affine-p3": dict(features=48, lanes=3, affine=False),
     "s2.6-s3.5": dict(features=32, lanes=4, in_format="s2.6", out_format="s3.5", param_format="s2.6",
@@ -258,7 +259,7 @@ def test_vector_buffer_depth(kwargs):
     cfg = CoreConfig(**kwargs)
     depth = buffer_depth(cfg)
     assert depth == cfg.beats_max + read_delay(cfg) + 2
-    assert read_delay(cfg) == core_latency(cfg) - output_latency(cfg)
+    assert read_delay(cfg) == core_latency(cfg) - read_to_output(cfg)
     if cfg.beats_max >= read_delay(cfg) + 2:      # then no power-of-two doubling
         assert depth <= 2 * cfg.beats_max
     assert NormCore(cfg).buffer_depth == depth
