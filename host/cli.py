@@ -227,8 +227,8 @@ def add_core_options(parser: argparse.ArgumentParser, *, norms=NORMS):
                             "(default: compact with --scalar-mul serial, else lookahead)")
     group.add_argument("--lane-dsp", type=int, default=None, metavar="N",
                        help="at most N 18x18 multiplier blocks per lane: the low bits of gamma*v, then "
-                            "of x*A, are multiplied in logic (more LUTs and latency) (default: every "
-                            "product in blocks)")
+                            "of x*A, are multiplied in logic (more LUTs and latency) (default: 3 from 16 "
+                            "lanes on, else every product in blocks)")
     return group
 
 

@@ -87,6 +87,12 @@ RSQRT_FORMS = ("lookahead", "compact")
 #: error < 1 LSB) or ``"nearest-even"`` (the exact result rounded half to even: correctly rounded).
 ROUNDINGS = ("faithful", "nearest-even")
 
+#: Without a ``lane_dsp``, cores of at least ``AUTO_LANE_DSP_LANES`` lanes take at most
+#: ``AUTO_LANE_DSP`` multiplier blocks per lane (the fewest an affine lane of operands up to 18 bits
+#: can have; more where the lane's floor is higher).
+AUTO_LANE_DSP_LANES = 16
+AUTO_LANE_DSP = 3
+
 #: Extra fraction bits of the per-element datapath of a nearest-even LayerNorm/RMSNorm core
 #: (``rsqrt_need``, ``FA`` and ``FZ`` grow by this much): the computed ``w`` is then within
 #: ``5/16 * 2**-GUARD_BITS`` LSB of the exact result, and only an element whose ``w`` lies within
@@ -215,7 +221,11 @@ class CoreConfig:
         statistics' square x*x (cores with statistics), x*A and γ·v (affine cores) take one block
         each at least; beyond that the low bits of γ·v's v, then of x*A's A, are multiplied in
         logic until the lane fits (:attr:`xa_fabric_bits`, :attr:`g_fabric_bits`; more adder
-        levels, so more latency).  ``None`` (default): every product in blocks.
+        levels, so more latency).  ``None`` (default): ``AUTO_LANE_DSP`` (3) blocks per lane from
+        ``AUTO_LANE_DSP_LANES`` (16) lanes on, so that wide cores fit a device's multipliers (P = 32
+        needs 167 blocks of the ECP5-85F's 156 with every product in blocks), and every product
+        in blocks below; a cap at or above a lane's block count (5 at the default formats) keeps
+        every product in blocks at any lane count.
     mean, var : BatchNorm inference only: the ``features`` running means and variances (floats)
     max_batch : BatchNorm with batch statistics (training forward): the largest batch M_max
         (2..4096); ``features`` is then the channel count C.  Without it, BatchNorm is inference.
@@ -355,8 +365,9 @@ class CoreConfig:
 
     def _plan_lane_blocks(self):
         """``xa_fabric_bits`` and ``g_fabric_bits``: the fewest low bits of A and v multiplied in
-        logic so that a lane takes at most ``lane_dsp`` multiplier blocks (γ·v gives up blocks
-        first: its v is narrower than A)."""
+        logic so that a lane takes at most ``lane_dsp`` multiplier blocks, or without one from
+        ``AUTO_LANE_DSP_LANES`` lanes on ``AUTO_LANE_DSP`` (γ·v gives up blocks first: its v is
+        narrower than A)."""
         from .multiply import fabric_bits_for, least_blocks, product_blocks
         products = self.lane_products()
         fabric = dict.fromkeys(("xa", "g"), 0)
@@ -364,15 +375,18 @@ class CoreConfig:
         blocks = lambda name: product_blocks(*products[name], fabric[name])  # noqa: E731
         least = {name: least_blocks(a) for name, (a, _) in products.items()}
         cap = self.lane_dsp
+        floor = squares + sum(least.values())
+        if cap is None and self.lanes >= AUTO_LANE_DSP_LANES:
+            cap = max(AUTO_LANE_DSP, floor)
         if cap is not None:
-            floor = squares + sum(least.values())
             if not isinstance(cap, (int, np.integer)) or isinstance(cap, bool) or cap < floor:
                 parts = " + ".join([f"x*x {squares}"] * bool(squares) + [f"x*A {least['xa']}"]
                                    + ([f"gamma*v {least['g']}"] if "g" in least else []))
                 raise ConfigError(f"lane_dsp (multiplier blocks per lane) must be an integer >= {floor} for "
                                   f"this core ({parts}), not {cap!r}")
             cap = int(cap)
-            object.__setattr__(self, "lane_dsp", cap)
+            if self.lane_dsp is not None:
+                object.__setattr__(self, "lane_dsp", cap)
             for name in ("g", "xa"):
                 if name in products:
                     spare = cap - squares - sum(blocks(k) for k in products if k != name)

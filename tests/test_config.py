@@ -384,3 +384,30 @@ def test_hardware_choices_survive_with_params_and_rsqrt_form_follows_scalar_mul(
     assert CoreConfig(features=8, scalar_mul="serial", rsqrt_form="lookahead").rsqrt_form == "lookahead"
     assert "rsqrt_form=compact" in CoreConfig(features=8, rsqrt_form="compact").describe()
     assert "rsqrt_form" not in cfg.describe()
+
+
+def _lane_blocks(cfg):
+    from normgen.hw.multiply import product_blocks
+    fabric = {"xa": cfg.xa_fabric_bits, "g": cfg.g_fabric_bits}
+    squares = 0 if cfg.kind.folded else 1
+    return squares + sum(product_blocks(*shapes, fabric[name]) for name, shapes in cfg.lane_products().items())
+
+
+BN = dict(norm="batchnorm", features=32, mean=np.zeros(32), var=np.ones(32))
+
+
+@pytest.mark.parametrize("kwargs, blocks", [
+    (dict(features=64, lanes=8), 5),                       # below 16 lanes: every product in blocks
+    (dict(features=64, lanes=16), 3),                      # from 16 lanes: three per lane
+    (dict(features=64, lanes=32), 3),
+    (dict(features=64, lanes=32, lane_dsp=5), 5),          # an explicit cap wins
+    (dict(features=64, lanes=16, affine=False), 3),        # x*x 1 + x*A 2 fit under the cap as they are
+    (dict(features=64, lanes=16, in_format="s8.16", out_format="s8.16"), 4),   # the floor is 4: no error
+    (dict(BN, lanes=16), 2),                               # BatchNorm inference: x*A only
+])
+def test_wide_cores_cap_their_lane_multipliers(kwargs, blocks):
+    """Without ``lane_dsp``, a core of 16 lanes or more keeps each lane at three multiplier blocks
+    (or the lane's floor when that is higher); narrower cores keep every product in blocks."""
+    cfg = CoreConfig(**kwargs)
+    assert _lane_blocks(cfg) == blocks
+    assert cfg.lane_dsp == kwargs.get("lane_dsp")
