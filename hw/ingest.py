@@ -9,7 +9,7 @@ are dropped up to its ``last``, and a descriptor with ``overlong = 1`` takes its
 
 Datapath (P lanes of ``W_in`` bits), every stage registered; the stages never stall::
 
-    i.payload.data --B--> x_k --+--> buffer write (P*W_in) at wr_addr; framing decisions
+    i.payload.data --B--> x_k --+--W--> buffer write (P*W_in) at wr_addr; framing decisions at B
                                 +--R--> x_k, x_k**2 (one multiplier per lane, product registered)
                                      --T_1..T_k--> sum over lanes: a pipelined adder tree, one
                                                    adder level between registers
@@ -173,10 +173,19 @@ class Ingest(wiring.Component):
         overlong_now = Signal()
         at_max = Signal()                   # count == beats_max, kept with the count
         m.d.comb += overlong_now.eq(~dropping & at_max)
+        # W stage: the buffer's write port takes registered address, data and enable, so the
+        # control flags and pointers above do not drive every block RAM of a P-wide buffer.  Every
+        # taken beat is written, a dropped or rejected one too: it goes to the slot at the write
+        # pointer, which the free-space check kept free for it and which the pointer then does
+        # not claim.  A beat is read tens of cycles after its write (the scalar stage lies between).
+        w_en = Signal()
+        w_addr = Signal(ptr_bits, reset_less=True)
+        w_data = Signal.like(b_data, reset_less=True)
+        m.d.sync += [w_en.eq(b_valid), w_addr.eq(wr_ptr[:ptr_bits]), w_data.eq(b_data)]
         m.d.comb += [
-            self.buffer.addr.eq(wr_ptr[:ptr_bits]),
-            self.buffer.data.eq(b_data),
-            self.buffer.en.eq(b_valid & ~dropping & ~overlong_now),
+            self.buffer.addr.eq(w_addr),
+            self.buffer.data.eq(w_data),
+            self.buffer.en.eq(w_en),
         ]
 
         # The token each beat sends down the reduction pipeline: add its sums to the
