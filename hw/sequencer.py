@@ -42,7 +42,6 @@ class OneHot:
             self._flags[name] = Signal(name=f"{self._prefix}_{name.lower()}", init=int(name == self._initial))
         return self._flags[name]
 
-    ongoing = flag
 
     @contextmanager
     def state(self, name: str):
