@@ -419,21 +419,23 @@ class OutputStage(wiring.Component):
             through_fifo(m, self.coefs, coef_fifo, coefs)
         else:
             coefs = self.coefs
+        # The γ/β memory's read address (the beat of the vector at the head, 0 before its first
+        # issue) is a register of its own: no logic between it and the block RAMs, which a wide
+        # core spreads across the die.
         beat = Signal.like(coefs.payload.beats)
         left = Signal.like(coefs.payload.beats)      # beats of ``cur`` not yet issued
         cur_last = Signal()
         left_two = Signal()                     # left == 2, a cycle ahead (cur_last's next value)
         cur = Signal.like(coefs.payload)
         head = Signal.like(coefs.payload)
-        head_beat = Signal.like(beat)
         issue = Signal()
         issue_last = Signal()
         incoming = coefs.payload
         incoming_last = incoming.overlong | (incoming.beats == 1)
         with m.If(active):
-            m.d.comb += [head.eq(cur), head_beat.eq(beat), issue_last.eq(cur_last)]
+            m.d.comb += [head.eq(cur), issue_last.eq(cur_last)]
         with m.Else():
-            m.d.comb += [head.eq(incoming), head_beat.eq(0), issue_last.eq(incoming_last)]
+            m.d.comb += [head.eq(incoming), issue_last.eq(incoming_last)]
         m.d.comb += [
             issue.eq(advance & (active | coefs.valid)),
             coefs.ready.eq(advance & (~active | cur_last)),
@@ -441,14 +443,14 @@ class OutputStage(wiring.Component):
             self.buffer.en.eq(1),
         ]
         if cfg.affine:
-            m.d.comb += [self.params.addr.eq(head_beat), self.params.en.eq(1)]
+            m.d.comb += [self.params.addr.eq(beat), self.params.en.eq(1)]
         with m.If(coefs.valid & coefs.ready):
             m.d.sync += cur.eq(incoming)
         with m.If(issue):
             with m.If(~head.overlong):
                 m.d.sync += self.rd_ptr.eq(next_ptr(self.rd_ptr, buffer_depth(cfg)))
             with m.If(~active):                  # the first beat of ``incoming`` issues now
-                m.d.sync += [active.eq(~incoming_last), beat.eq(1), left.eq(incoming.beats - 1),
+                m.d.sync += [active.eq(~incoming_last), beat.eq(~incoming_last), left.eq(incoming.beats - 1),
                              cur_last.eq(incoming.beats == 2), left_two.eq(incoming.beats == 3)]
             with m.Elif(~cur_last):
                 m.d.sync += [beat.eq(beat + 1), left.eq(left - 1), cur_last.eq(left_two),
@@ -457,7 +459,7 @@ class OutputStage(wiring.Component):
                 m.d.sync += [active.eq(1), beat.eq(0), left.eq(incoming.beats),
                              cur_last.eq(incoming_last), left_two.eq(incoming.beats == 2)]
             with m.Else():
-                m.d.sync += active.eq(0)
+                m.d.sync += [active.eq(0), beat.eq(0)]
 
         # S1: memory data out; S1b: memory data registered (block RAM outputs are slow).
         # The vector constants and flags ride along.
