@@ -87,6 +87,11 @@ RSQRT_FORMS = ("lookahead", "compact")
 #: error < 1 LSB) or ``"nearest-even"`` (the exact result rounded half to even: correctly rounded).
 ROUNDINGS = ("faithful", "nearest-even")
 
+#: Lane count from which a core's stages lie far apart on the die (the lanes' multipliers and
+#: block RAMs spread across it): the hand-offs to and from the scalar stage (the statistics, the
+#: vector constants) go through registers on both sides of the distance.
+SLICE_LANES = 16
+
 #: Without a ``lane_dsp``, cores of at least ``AUTO_LANE_DSP_LANES`` lanes take at most
 #: ``AUTO_LANE_DSP`` multiplier blocks per lane (the fewest an affine lane of operands up to 18 bits
 #: can have; more where the lane's floor is higher).

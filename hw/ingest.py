@@ -50,14 +50,25 @@ from amaranth import *
 from amaranth.lib import data, fifo, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from .config import CoreConfig
+from .config import SLICE_LANES, CoreConfig
 from .interface import input_layout
 from .scalars import vector_stats_layout
 
-__all__ = ["Ingest", "buffer_depth", "read_delay", "lane_values", "next_ptr", "STATS_FIFO_DEPTH"]
+__all__ = ["Ingest", "buffer_depth", "read_delay", "stats_slice", "lane_values", "next_ptr", "STATS_FIFO_DEPTH"]
 
 #: Vectors whose statistics can wait for the scalar stage, beyond those still in the pipeline.
 STATS_FIFO_DEPTH = 4
+
+
+def stats_slice(cfg: CoreConfig) -> bool:
+    """Whether the statistics pass one more register on their way into the statistics FIFO.
+
+    From ``SLICE_LANES`` lanes on, the accumulators (at the root of the lane-sum tree) and the
+    FIFO (beside the scalar stage that reads it) sit far apart on the die, and the FIFO's level
+    logic, which takes the write enable, was the longest path (at P = 32: level → write enable's
+    LUT beside the accumulators → level, 6.3 ns of routing).  The register puts the write enable
+    next to the FIFO, for one cycle of latency."""
+    return cfg.lanes >= SLICE_LANES
 
 
 def read_delay(cfg: CoreConfig) -> int:
@@ -132,8 +143,9 @@ class Ingest(wiring.Component):
     @classmethod
     def latency_of(cls, cfg: CoreConfig) -> int:
         """Cycles from the transfer of a vector's last beat to ``stats.valid``: the beat register
-        B, the product register R, the tree's registers, the stats register, the FIFO."""
-        return 1 + 1 + cls.tree_stages(cfg.lanes) + 1 + 1
+        B, the product register R, the tree's registers, the stats register[, its copy beside the
+        FIFO (:func:`stats_slice`)], the FIFO."""
+        return 1 + 1 + cls.tree_stages(cfg.lanes) + 1 + int(stats_slice(cfg)) + 1
 
     @classmethod
     def stats_depth(cls, cfg: CoreConfig) -> int:
@@ -162,9 +174,15 @@ class Ingest(wiring.Component):
         stats = Signal.like(self.stats.payload)
         m.submodules.stats_fifo = stats_fifo = fifo.SyncFIFO(width=len(stats.as_value()),
                                                              depth=self.stats_depth(cfg))
+        if stats_slice(cfg):
+            fifo_valid = Signal()
+            fifo_stats = Signal.like(stats, reset_less=True)
+            m.d.sync += [fifo_valid.eq(stats_valid), fifo_stats.eq(stats)]
+        else:
+            fifo_valid, fifo_stats = stats_valid, stats
         m.d.comb += [
-            stats_fifo.w_data.eq(stats),
-            stats_fifo.w_en.eq(stats_valid),
+            stats_fifo.w_data.eq(fifo_stats),
+            stats_fifo.w_en.eq(fifo_valid),
             self.stats.payload.eq(stats_fifo.r_data),
             self.stats.valid.eq(stats_fifo.r_rdy),
             stats_fifo.r_en.eq(self.stats.ready),
@@ -290,7 +308,7 @@ class Ingest(wiring.Component):
         m.d.sync += space.eq(Mux(held_b, room(depth - 3), room(depth - 2)))
         m.d.comb += [
             self.i.ready.eq(stats_room & space & ~(self.hold & ~self.in_packet)),
-            self.busy.eq(Cat(b_valid, self.in_packet, stats_valid, stats_fifo.r_rdy,
+            self.busy.eq(Cat(b_valid, self.in_packet, stats_valid, *([fifo_valid] if stats_slice(cfg) else []), stats_fifo.r_rdy,
                              *[token.add | token.push for token in tokens]).any()),
         ]
         # the beat register loads every cycle (read only with b_valid): ``ready`` then drives a

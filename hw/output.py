@@ -27,7 +27,7 @@ from amaranth import *
 from amaranth.lib import data, fifo, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from .config import CoreConfig
+from .config import SLICE_LANES, CoreConfig
 from .ingest import buffer_depth, lane_values, next_ptr
 from .interface import output_layout
 from .multiply import product_latency, product_tree, saturate
@@ -41,8 +41,6 @@ __all__ = ["pack_params", "OutputStage", "ElementDatapath", "output_latency", "d
 #: Lanes that one copy of a vector constant (A, B) drives at most, where the copies are free:
 #: the two register stages that wait for the vector buffer's read data make up to four copies.
 LANES_PER_COPY = 2
-#: Lane count from which the vector constants enter the output stage through a FIFO (:func:`coef_slice`)
-COEF_SLICE_LANES = 16
 
 
 def coef_copies(cfg: CoreConfig) -> int:
@@ -121,12 +119,12 @@ def fixup_latency(cfg: CoreConfig) -> int:
 def coef_slice(cfg: CoreConfig) -> bool:
     """Whether the vector constants enter :class:`OutputStage` through a two-word FIFO.
 
-    From ``COEF_SLICE_LANES`` lanes on, the scalar stage and the output stage's issue logic (whose
+    From ``SLICE_LANES`` lanes on, the scalar stage and the output stage's issue logic (whose
     read pointer addresses a buffer ``P`` elements wide) sit far apart on the die, and the
     handshake between them is the longest path (at P = 32: the scalar stage's valid flag to the
     read pointer's enable, 7 ns of routing).  The FIFO puts a register on either side of that
     distance, for one cycle of latency; it takes a word every cycle, so the rate is unchanged."""
-    return cfg.lanes >= COEF_SLICE_LANES
+    return cfg.lanes >= SLICE_LANES
 
 
 def output_latency(cfg: CoreConfig) -> int:
