@@ -221,7 +221,7 @@ def measure_short_vectors(seed: int) -> list[dict]:
 
 
 # ---- place and route ---------------------------------------------------------------------------
-PNR_TIMEOUT = 30 * 60            # seconds per case (synthesis + place and route)
+PNR_TIMEOUT = 60 * 60            # seconds per case (synthesis + place and route; P=32 takes ~17 min on an idle core)
 
 
 def pnr_jobs(executor, seed: int, cases=None):
