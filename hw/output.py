@@ -326,21 +326,30 @@ class ElementDatapath(wiring.Component):
         ]
         if cfg.kind.has_batch_end:
             m.d.sync += self.o.payload.end.eq(end)
+        # The data registers have no reset (only ``valid`` needs one): a reset reaching every
+        # output bit was the widest cores' critical path.
         if below is None:
             ys = [Mux(error, 0, saturate(r, w_out)) for r in rounded]
-            m.d.sync += self.o.payload.data.eq(Cat(*ys))
+            data = Signal.like(self.o.payload.data, name="o_data", reset_less=True)
+            m.d.sync += data.eq(Cat(*ys))
+            m.d.comb += self.o.payload.data.eq(data)
             return
         # w lies within the radius of the boundary: (w + half) mod 2**k2 in [-radius, radius]
         k2 = cfg.w_frac - cfg.out_format.frac_bits
         radius = cfg.ambiguity_radius
         near = [~error & ((b >= (1 << k2) - radius) | (b <= radius)) for b in below]
         above = [b <= radius for b in below]
-        m.d.sync += [
-            self.o.payload.r.eq(Cat(*[Mux(error, 0, r) for r in rounded])),
-            self.o.payload.near.eq(Cat(*near)),
-            self.o.payload.above.eq(Cat(*above)),
-            self.o.payload.ride.eq(ride),
-        ]
+        fields = {
+            "r": Cat(*[Mux(error, 0, r) for r in rounded]),
+            "near": Cat(*near),
+            "above": Cat(*above),
+            "ride": ride,
+        }
+        for name, value in fields.items():
+            field = getattr(self.o.payload, name)
+            reg = Signal.like(field, name=f"o_{name}", reset_less=True)
+            m.d.sync += reg.eq(value)
+            m.d.comb += field.eq(reg)
 
 
 def coef_shapes(cfg: CoreConfig):
