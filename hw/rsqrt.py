@@ -11,7 +11,8 @@ Datapath::
 
     d (d_width) --leading pair of each group--reg--> leading group: k --reg-->
     M = (d << 2(m-1)) >> 2k              (mant_width = 2m bits; s = k - (m - 1), the even
-                                         normalizing shift)
+                                         normalizing shift; by 8(k >> 2) --reg--> by 2(k & 3),
+                                         with the trial's first values)
     E = 2**(2m-2), p = 0, trial = M (= 4Q + M with Q = 0), 3M
     repeat T+1 times:                    diff = E - trial          (e_width + 2 bits)
         if diff >= 0:  E = 4*diff ; p = 2p + 1 ; trial = 2*trial + 3M    (Q = 2Q + M)
@@ -121,8 +122,16 @@ class Rsqrt(wiring.Component):
         nonzero, lead_pair = leading([(group_any[g], group_k[g]) for g in range(groups)])
         d_reg = Signal(d_width)
         k_reg = Signal(levels)
+        # The shift in two steps, each a multiplexer of a few levels with a register behind it:
+        # SHIFT moves by 8 bits per step of k >> 2 (``coarse``), PREP by the last 0-6 bits, folded
+        # into the trial registers' first values (a wide one-step shifter was a critical path:
+        # d_reg → 32:1 multiplexers spread over ~80 bits → mant, 5 ns of routing).
+        fine_bits = min(2, levels)
+        coarse = Signal(mant_width + 2 * ((1 << fine_bits) - 1))
         wide = Signal(d_width + mant_width)
-        m.d.comb += wide.eq((d_reg << 2 * (mm - 1)) >> (k_reg << 1))
+        m.d.comb += wide.eq((d_reg << 2 * (mm - 1)) >> (k_reg[fine_bits:] << (fine_bits + 1)))
+        fine = Signal(mant_width)
+        m.d.comb += fine.eq(coarse >> (k_reg[:fine_bits] << 1))
 
         mant = Signal(mant_width)
         zero = Signal()
@@ -165,7 +174,7 @@ class Rsqrt(wiring.Component):
                 m.next = "SHIFT"
             with m.State("SHIFT"):
                 m.d.sync += [
-                    mant.eq(wide[:mant_width]),
+                    coarse.eq(wide[:len(coarse)]),
                     s_out.eq(Mux(zero, rsqrt_shift_range(cfg)[0], k_reg - (mm - 1))),
                     rem.eq(1 << (2 * mm - 2)),
                     root.eq(0),
@@ -173,11 +182,11 @@ class Rsqrt(wiring.Component):
                 ]
                 m.next = "PREP"
             with m.State("PREP"):                     # trial = M
-                m.d.sync += three_m.eq((mant << 1) + mant)
+                m.d.sync += [mant.eq(fine), three_m.eq((fine << 1) + fine)]
                 if lookahead:
-                    m.d.sync += [diff.eq((1 << (2 * mm - 2)) - mant), t_a.eq((mant << 2) + mant), t_b.eq(mant)]
+                    m.d.sync += [diff.eq((1 << (2 * mm - 2)) - fine), t_a.eq((fine << 2) + fine), t_b.eq(fine)]
                 else:
-                    m.d.sync += trial.eq(mant)
+                    m.d.sync += trial.eq(fine)
                 m.next = "RUN"
             with m.State("RUN"):
                 with m.If(take):
