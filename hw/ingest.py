@@ -144,8 +144,9 @@ class Ingest(wiring.Component):
     def latency_of(cls, cfg: CoreConfig) -> int:
         """Cycles from the transfer of a vector's last beat to ``stats.valid``: the beat register
         B, the product register R, the tree's registers, the stats register[, its copy beside the
-        FIFO (:func:`stats_slice`)], the FIFO."""
-        return 1 + 1 + cls.tree_stages(cfg.lanes) + 1 + int(stats_slice(cfg)) + 1
+        FIFO (:func:`stats_slice`)], the FIFO[, its read register (:attr:`~CoreConfig.fifos_in_block_ram`)]."""
+        return (1 + 1 + cls.tree_stages(cfg.lanes) + 1 + int(stats_slice(cfg)) + 1
+                + int(cfg.fifos_in_block_ram))
 
     @classmethod
     def stats_depth(cls, cfg: CoreConfig) -> int:
@@ -172,8 +173,9 @@ class Ingest(wiring.Component):
 
         stats_valid = Signal()
         stats = Signal.like(self.stats.payload)
-        m.submodules.stats_fifo = stats_fifo = fifo.SyncFIFO(width=len(stats.as_value()),
-                                                             depth=self.stats_depth(cfg))
+        fifo_class = fifo.SyncFIFOBuffered if cfg.fifos_in_block_ram else fifo.SyncFIFO
+        m.submodules.stats_fifo = stats_fifo = fifo_class(width=len(stats.as_value()),
+                                                          depth=self.stats_depth(cfg))
         if stats_slice(cfg):
             fifo_valid = Signal()
             fifo_stats = Signal.like(stats, reset_less=True)
@@ -308,7 +310,7 @@ class Ingest(wiring.Component):
         m.d.sync += space.eq(Mux(held_b, room(depth - 3), room(depth - 2)))
         m.d.comb += [
             self.i.ready.eq(stats_room & space & ~(self.hold & ~self.in_packet)),
-            self.busy.eq(Cat(b_valid, self.in_packet, stats_valid, *([fifo_valid] if stats_slice(cfg) else []), stats_fifo.r_rdy,
+            self.busy.eq(Cat(b_valid, self.in_packet, stats_valid, *([fifo_valid] if stats_slice(cfg) else []), stats_fifo.r_level != 0,
                              *[token.add | token.push for token in tokens]).any()),
         ]
         # the beat register loads every cycle (read only with b_valid): ``ready`` then drives a

@@ -107,8 +107,9 @@ def datapath_latency(cfg: CoreConfig) -> int:
 def output_fifo_depth(cfg: CoreConfig) -> int:
     """The output FIFO holds every beat in flight behind the issue: issue, memory data, its
     register, the datapath, the FIFO's own write; one more keeps the issue going at full rate
-    (and one more for the nearest-even decision stage behind the FIFO)."""
-    return 2 + datapath_latency(cfg) + 2 + fixup_latency(cfg)
+    (and one more for the nearest-even decision stage behind the FIFO, one more for the FIFO's
+    read register when it has one)."""
+    return 2 + datapath_latency(cfg) + 2 + fixup_latency(cfg) + int(cfg.fifos_in_block_ram)
 
 
 def fixup_latency(cfg: CoreConfig) -> int:
@@ -135,8 +136,9 @@ def output_latency(cfg: CoreConfig) -> int:
 
 
 def read_to_output(cfg: CoreConfig) -> int:
-    """Cycles from the issue of a vector's first beat (its vector-buffer read) to ``o.valid``."""
-    return 2 + datapath_latency(cfg) + 1 + fixup_latency(cfg)
+    """Cycles from the issue of a vector's first beat (its vector-buffer read) to ``o.valid``
+    [+ 1: the output FIFO's read register, :attr:`~CoreConfig.fifos_in_block_ram`]."""
+    return 2 + datapath_latency(cfg) + 1 + int(cfg.fifos_in_block_ram) + fixup_latency(cfg)
 
 
 class ElementDatapath(wiring.Component):
@@ -408,7 +410,8 @@ class OutputStage(wiring.Component):
 
         # Credits: a beat issues only when the output FIFO will have room for it, so the stages
         # behind the issue never stall and ``o.ready`` reaches nothing but the FIFO and the count.
-        m.submodules.out_fifo = out_fifo = fifo.SyncFIFO(
+        fifo_class = fifo.SyncFIFOBuffered if cfg.fifos_in_block_ram else fifo.SyncFIFO
+        m.submodules.out_fifo = out_fifo = fifo_class(
             width=(resolve_layout(cfg, True) if cfg.exact_resolution else output_layout(cfg)).size,
             depth=output_fifo_depth(cfg))
         in_flight = Signal(range(out_fifo.depth + 1))
@@ -514,5 +517,5 @@ class OutputStage(wiring.Component):
             fixup_busy = C(0)
         m.d.sync += in_flight.eq(in_flight + issue - (self.o.valid & self.o.ready))
         held = coefs.valid if coef_slice(cfg) else C(0)       # constants waiting in their FIFO
-        m.d.comb += self.busy.eq(active | held | s1_valid | s1b_valid | datapath.busy | out_fifo.r_rdy | fixup_busy)
+        m.d.comb += self.busy.eq(active | held | s1_valid | s1b_valid | datapath.busy | (out_fifo.r_level != 0) | fixup_busy)
         return m
