@@ -4,15 +4,15 @@ Why a digit recurrence: the specification ``R = max{R : R*R*M <= 2**(2T+2m-2)}``
 golden model is one ``math.isqrt`` and the accuracy proof is two lines (see
 :mod:`normgen.hw.config`).  The recurrence needs no multiplier and no table: one subtraction of
 ``T + 2m + 4`` bits per result bit.  A table + Newton unit would save cycles but cost multipliers
-(scarce on iCE40) and a harder error analysis.  Latency ``T + 5`` cycles: leading pair (two
-cycles), shift, trial preparation, ``T + 1`` steps.
+(scarce on iCE40) and a harder error analysis.  Latency ``T + 6`` cycles: leading pair (two
+cycles), shift (two cycles), trial preparation, ``T + 1`` steps.
 
 Datapath::
 
     d (d_width) --leading pair of each group--reg--> leading group: k --reg-->
     M = (d << 2(m-1)) >> 2k              (mant_width = 2m bits; s = k - (m - 1), the even
-                                         normalizing shift; by 8(k >> 2) --reg--> by 2(k & 3),
-                                         with the trial's first values)
+                                         normalizing shift; by 8(k >> 2) --reg--> by 2(k & 3)
+                                         --reg-->)
     E = 2**(2m-2), p = 0, trial = M (= 4Q + M with Q = 0), 3M
     repeat T+1 times:                    diff = E - trial          (e_width + 2 bits)
         if diff >= 0:  E = 4*diff ; p = 2p + 1 ; trial = 2*trial + 3M    (Q = 2Q + M)
@@ -55,9 +55,9 @@ __all__ = ["Rsqrt", "rsqrt_result_layout", "rsqrt_latency", "rsqrt_shift_range"]
 
 
 def rsqrt_latency(cfg: CoreConfig) -> int:
-    """Find the leading pair (two registered halves), shift, prepare the trial registers, one
+    """Find the leading pair (two registered halves), shift (two steps), prepare the trial registers, one
     cycle per result bit (T + 1), then the output."""
-    return cfg.rsqrt_bits + 5
+    return cfg.rsqrt_bits + 6
 
 
 def rsqrt_shift_range(cfg: CoreConfig) -> tuple[int, int]:
@@ -123,9 +123,9 @@ class Rsqrt(wiring.Component):
         d_reg = Signal(d_width)
         k_reg = Signal(levels)
         # The shift in two steps, each a multiplexer of a few levels with a register behind it:
-        # SHIFT moves by 8 bits per step of k >> 2 (``coarse``), PREP by the last 0-6 bits, folded
-        # into the trial registers' first values (a wide one-step shifter was a critical path:
-        # d_reg → 32:1 multiplexers spread over ~80 bits → mant, 5 ns of routing).
+        # SHIFT moves by 8 bits per step of k >> 2 (``coarse``), FINE by the last 0-6 bits (a wide
+        # one-step shifter was the P = 8 core's critical path: d_reg → 32:1 multiplexers spread
+        # over ~80 bits → mant, 5 ns of routing).
         fine_bits = min(2, levels)
         coarse = Signal(mant_width + 2 * ((1 << fine_bits) - 1))
         wide = Signal(d_width + mant_width)
@@ -180,13 +180,16 @@ class Rsqrt(wiring.Component):
                     root.eq(0),
                     step.eq(T + 1),
                 ]
+                m.next = "FINE"
+            with m.State("FINE"):
+                m.d.sync += mant.eq(fine)
                 m.next = "PREP"
             with m.State("PREP"):                     # trial = M
-                m.d.sync += [mant.eq(fine), three_m.eq((fine << 1) + fine)]
+                m.d.sync += three_m.eq((mant << 1) + mant)
                 if lookahead:
-                    m.d.sync += [diff.eq((1 << (2 * mm - 2)) - fine), t_a.eq((fine << 2) + fine), t_b.eq(fine)]
+                    m.d.sync += [diff.eq((1 << (2 * mm - 2)) - mant), t_a.eq((mant << 2) + mant), t_b.eq(mant)]
                 else:
-                    m.d.sync += trial.eq(fine)
+                    m.d.sync += trial.eq(mant)
                 m.next = "RUN"
             with m.State("RUN"):
                 with m.If(take):
