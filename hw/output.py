@@ -33,7 +33,7 @@ from .interface import output_layout
 from .multiply import product_latency, product_tree, saturate
 from .nearest import NearestEvenFixup, resolve_layout, stats_fields
 from .scalars import vector_coefs_layout
-from .streams import through_fifo
+from .streams import SlicedFIFO, through_fifo
 
 __all__ = ["pack_params", "OutputStage", "ElementDatapath", "output_latency", "datapath_latency", "product_cycles",
            "coef_shapes", "element_layout", "coef_copies", "register_copies"]
@@ -110,6 +110,20 @@ def output_fifo_depth(cfg: CoreConfig) -> int:
     (and one more for the nearest-even decision stage behind the FIFO, one more for the FIFO's
     read register when it has one)."""
     return 2 + datapath_latency(cfg) + 2 + fixup_latency(cfg) + int(cfg.fifos_in_block_ram)
+
+
+#: Widest part of the output FIFO (bits) from ``SLICE_LANES`` lanes on, see :func:`output_fifo_slices`.
+OUTPUT_FIFO_SLICE_BITS = 160
+
+
+def output_fifo_slices(cfg: CoreConfig, width: int) -> int:
+    """Parts the output FIFO is built of (:class:`~normgen.hw.streams.SlicedFIFO`): from
+    ``SLICE_LANES`` lanes on, enough that none is wider than ``OUTPUT_FIFO_SLICE_BITS``.  At
+    P = 32 one FIFO of 514 bits was the critical path: its level → write enable → level loop,
+    with the write enable reaching every memory cell (6.3 ns of routing)."""
+    if cfg.lanes < SLICE_LANES:
+        return 1
+    return -(-width // OUTPUT_FIFO_SLICE_BITS)
 
 
 def fixup_latency(cfg: CoreConfig) -> int:
@@ -411,9 +425,13 @@ class OutputStage(wiring.Component):
         # Credits: a beat issues only when the output FIFO will have room for it, so the stages
         # behind the issue never stall and ``o.ready`` reaches nothing but the FIFO and the count.
         fifo_class = fifo.SyncFIFOBuffered if cfg.fifos_in_block_ram else fifo.SyncFIFO
-        m.submodules.out_fifo = out_fifo = fifo_class(
-            width=(resolve_layout(cfg, True) if cfg.exact_resolution else output_layout(cfg)).size,
-            depth=output_fifo_depth(cfg))
+        width = (resolve_layout(cfg, True) if cfg.exact_resolution else output_layout(cfg)).size
+        slices = output_fifo_slices(cfg, width)
+        if slices == 1:
+            m.submodules.out_fifo = out_fifo = fifo_class(width=width, depth=output_fifo_depth(cfg))
+        else:
+            m.submodules.out_fifo = out_fifo = SlicedFIFO(width=width, depth=output_fifo_depth(cfg),
+                                                          slices=slices, fifo_class=fifo_class)
         in_flight = Signal(range(out_fifo.depth + 1))
         advance = Signal()                      # a beat may issue
         m.d.comb += advance.eq(in_flight < out_fifo.depth)

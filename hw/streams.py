@@ -1,7 +1,8 @@
 """Small stream plumbing shared by the gateware."""
-from amaranth.hdl import Value
+from amaranth.hdl import Elaboratable, Module, Signal, Value
+from amaranth.lib import fifo
 
-__all__ = ["through_fifo"]
+__all__ = ["through_fifo", "SlicedFIFO"]
 
 
 def through_fifo(m, producer, fifo, consumer):
@@ -15,3 +16,45 @@ def through_fifo(m, producer, fifo, consumer):
         consumer.valid.eq(fifo.r_rdy),
         fifo.r_en.eq(consumer.ready),
     ]
+
+
+class SlicedFIFO(Elaboratable):
+    """A wide synchronous FIFO built of ``slices`` narrower ones side by side, each holding a
+    contiguous part of the word and keeping its own pointers and level.
+
+    All slices see the same ``w_en`` and ``r_en``, so they move in lockstep; ``w_rdy``, ``r_rdy``
+    and ``r_level`` are the first slice's.  What this buys is locality: one FIFO hundreds of bits
+    wide has its storage spread over a large area, and its level logic (level → ``w_rdy`` → write
+    enable → level) then reaches across it; each slice's level logic sits beside its own storage.
+    The interface is :class:`~amaranth.lib.fifo.SyncFIFO`'s (``fifo_class`` may be
+    :class:`~amaranth.lib.fifo.SyncFIFOBuffered`)."""
+
+    def __init__(self, *, width: int, depth: int, slices: int = 1, fifo_class=fifo.SyncFIFO):
+        if not 1 <= slices <= width:
+            raise ValueError(f"slices must be 1..{width} (the width), not {slices}")
+        self.width, self.depth, self.slices, self._fifo_class = width, depth, slices, fifo_class
+        self.w_data = Signal(width)
+        self.w_en = Signal()
+        self.w_rdy = Signal()
+        self.r_data = Signal(width)
+        self.r_en = Signal()
+        self.r_rdy = Signal()
+        self.r_level = Signal(range(depth + 1))
+
+    def bounds(self) -> list[tuple[int, int]]:
+        """Each slice's (start, stop) bit positions in the word: near-equal parts."""
+        cuts = [self.width * k // self.slices for k in range(self.slices + 1)]
+        return list(zip(cuts, cuts[1:]))
+
+    def elaborate(self, platform):
+        m = Module()
+        parts = []
+        for k, (lo, hi) in enumerate(self.bounds()):
+            part = self._fifo_class(width=hi - lo, depth=self.depth)
+            m.submodules[f"slice{k}"] = part
+            m.d.comb += [part.w_data.eq(self.w_data[lo:hi]), part.w_en.eq(self.w_en),
+                         self.r_data[lo:hi].eq(part.r_data), part.r_en.eq(self.r_en)]
+            parts.append(part)
+        m.d.comb += [self.w_rdy.eq(parts[0].w_rdy), self.r_rdy.eq(parts[0].r_rdy),
+                     self.r_level.eq(parts[0].r_level)]
+        return m
