@@ -77,9 +77,9 @@ MAX_ARITH_WIDTH = 63
 #: small FPGAs, at the cost of latency).
 SCALAR_MULS = ("parallel", "serial")
 
-#: The reciprocal square root's recurrence (:mod:`normgen.hw.rsqrt`), one result bit per cycle
-#: either way: ``"lookahead"`` (each step's decision a register's sign bit, six carry chains: the
-#: fast one) or ``"compact"`` (three carry chains, the decision after a subtraction: ~580 fewer
+#: The reciprocal square root's recurrence (:mod:`normgen.hw.rsqrt`): ``"lookahead"`` (one result
+#: bit per cycle, each step's decision a register's sign bit, six carry chains) or ``"compact"``
+#: (three carry chains, two cycles per result bit: the subtraction, then the decision; ~500 fewer
 #: iCE40 logic cells).  The default follows ``scalar_mul``: compact with the serial stage.
 RSQRT_FORMS = ("lookahead", "compact")
 

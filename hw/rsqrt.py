@@ -5,7 +5,8 @@ golden model is one ``math.isqrt`` and the accuracy proof is two lines (see
 :mod:`normgen.hw.config`).  The recurrence needs no multiplier and no table: one subtraction of
 ``T + 2m + 4`` bits per result bit.  A table + Newton unit would save cycles but cost multipliers
 (scarce on iCE40) and a harder error analysis.  Latency ``T + 6`` cycles: leading pair (two
-cycles), shift (two cycles), trial preparation, ``T + 1`` steps.
+cycles), shift (two cycles), trial preparation, ``T + 1`` steps (``2T + 7`` in the compact form,
+two cycles a step).
 
 Datapath::
 
@@ -36,7 +37,9 @@ Between registers: one carry chain and a two-way multiplexer whose select comes 
 flip-flop (the decision's fan-out to some 220 multiplexers runs beside the carry chains, not
 after one).  In the compact form (``rsqrt_form="compact"``, the default with the serial scalar
 stage: the small-FPGA choice) the registers are ``E`` and ``trial`` as written above: three carry
-chains instead of six, the decision after the subtraction.
+chains instead of six, and two cycles per result bit: ``diff = E - trial`` is registered (SUB),
+then its sign bit selects the next ``E`` and ``trial`` (RUN), so no carry chain follows another
+between registers (on an iCE40 a carry chain of ~60 bits is most of a clock period).
 
 Members
 -------
@@ -55,9 +58,10 @@ __all__ = ["Rsqrt", "rsqrt_result_layout", "rsqrt_latency", "rsqrt_shift_range"]
 
 
 def rsqrt_latency(cfg: CoreConfig) -> int:
-    """Find the leading pair (two registered halves), shift (two steps), prepare the trial registers, one
-    cycle per result bit (T + 1), then the output."""
-    return cfg.rsqrt_bits + 6
+    """Find the leading pair (two registered halves), shift (two steps), prepare the trial
+    registers, one cycle per result bit (T + 1; two in the compact form), then the output."""
+    steps = cfg.rsqrt_bits + 1
+    return 5 + (steps if cfg.rsqrt_form == "lookahead" else 2 * steps)
 
 
 def rsqrt_shift_range(cfg: CoreConfig) -> tuple[int, int]:
@@ -140,12 +144,12 @@ class Rsqrt(wiring.Component):
         root = Signal(cfg.r_width)
         step = Signal(range(T + 2))
 
-        # Two forms of the recurrence (cfg.rsqrt_form), one result bit per cycle each.  Lookahead:
+        # Two forms of the recurrence (cfg.rsqrt_form).  Lookahead (one result bit per cycle):
         # diff = E - trial is a register, so the decision is its sign bit, and the
         # next diff is chosen from two candidates computed from registers beside it (see the
         # module notes); trial itself is not kept, only its two possible successors tA and tB.
-        # Compact (for small FPGAs): E and trial are the registers, the subtraction's sign decides
-        # (three carry chains instead of six).
+        # Compact (for small FPGAs, two cycles per result bit): E and trial are the registers,
+        # the subtraction is registered (SUB), then its sign decides (three carry chains, not six).
         lookahead = cfg.rsqrt_form == "lookahead"
         three_m = Signal(mant_width + 2)
         diff = Signal(signed(e_width + 2))
@@ -157,8 +161,8 @@ class Rsqrt(wiring.Component):
             rem_keep = Signal(e_width)
             m.d.comb += [rem_take.eq(diff[:e_width] << 2), rem_keep.eq(rem << 2)]
         else:
+            # two cycles per result bit: SUB registers diff = E - trial, RUN applies its sign
             trial = Signal(e_width + 1)
-            m.d.comb += diff.eq(rem - trial)
 
         with m.FSM():
             with m.State("IDLE"):
@@ -190,7 +194,11 @@ class Rsqrt(wiring.Component):
                     m.d.sync += [diff.eq((1 << (2 * mm - 2)) - mant), t_a.eq((mant << 2) + mant), t_b.eq(mant)]
                 else:
                     m.d.sync += trial.eq(mant)
-                m.next = "RUN"
+                m.next = "RUN" if lookahead else "SUB"
+            if not lookahead:
+                with m.State("SUB"):
+                    m.d.sync += diff.eq(rem - trial)
+                    m.next = "RUN"
             with m.State("RUN"):
                 with m.If(take):
                     m.d.sync += root.eq((root << 1) | 1)
@@ -217,6 +225,9 @@ class Rsqrt(wiring.Component):
                 m.d.sync += step.eq(step - 1)
                 with m.If(step == 1):
                     m.next = "DONE"
+                if not lookahead:
+                    with m.Else():
+                        m.next = "SUB"
             with m.State("DONE"):
                 m.d.comb += [
                     self.o.valid.eq(1),
