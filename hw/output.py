@@ -326,6 +326,8 @@ class ElementDatapath(wiring.Component):
                 m.d.sync += [r.eq(sm[:k2]) for r, sm in zip(below, summed)]
             flags = next_flags("s5" if cfg.affine_stage else "s4")
             self._output(m, cfg, rounded, flags, below, ride[0] if exact else None)
+        # the payload fields from their registers, outside the stages' enable
+        m.d.comb += [field.eq(reg) for field, reg in self._payload_regs]
         m.d.comb += self.busy.eq(Cat(*stage_valids, self.o.valid).any())
         return m
 
@@ -343,12 +345,13 @@ class ElementDatapath(wiring.Component):
         if cfg.kind.has_batch_end:
             m.d.sync += self.o.payload.end.eq(end)
         # The data registers have no reset (only ``valid`` needs one): a reset reaching every
-        # output bit was the widest cores' critical path.
+        # output bit was the widest cores' critical path.  They drive the payload through
+        # ``_payload_regs``, assigned outside the stages' enable (``elaborate``).
         if below is None:
             ys = [Mux(error, 0, saturate(r, w_out)) for r in rounded]
             data = Signal.like(self.o.payload.data, name="o_data", reset_less=True)
             m.d.sync += data.eq(Cat(*ys))
-            m.d.comb += self.o.payload.data.eq(data)
+            self._payload_regs = [(self.o.payload.data, data)]
             return
         # w lies within the radius of the boundary: (w + half) mod 2**k2 in [-radius, radius]
         k2 = cfg.w_frac - cfg.out_format.frac_bits
@@ -361,11 +364,12 @@ class ElementDatapath(wiring.Component):
             "above": Cat(*above),
             "ride": ride,
         }
+        self._payload_regs = []
         for name, value in fields.items():
             field = getattr(self.o.payload, name)
             reg = Signal.like(field, name=f"o_{name}", reset_less=True)
             m.d.sync += reg.eq(value)
-            m.d.comb += field.eq(reg)
+            self._payload_regs.append((field, reg))
 
 
 def coef_shapes(cfg: CoreConfig):
