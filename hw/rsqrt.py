@@ -5,8 +5,8 @@ golden model is one ``math.isqrt`` and the accuracy proof is two lines (see
 :mod:`normgen.hw.config`).  The recurrence needs no multiplier and no table: one subtraction of
 ``T + 2m + 4`` bits per result bit.  A table + Newton unit would save cycles but cost multipliers
 (scarce on iCE40) and a harder error analysis.  Latency ``T + 6`` cycles: leading pair (two
-cycles), shift (two cycles), trial preparation, ``T + 1`` steps (``2T + 7`` in the compact form,
-two cycles a step).
+cycles), shift (two cycles), ``T + 2`` steps, the first of which sets up the trial registers
+(compact form: ``2T + 7``, a preparation cycle and two cycles a step).
 
 Datapath::
 
@@ -58,8 +58,9 @@ __all__ = ["Rsqrt", "rsqrt_result_layout", "rsqrt_latency", "rsqrt_shift_range"]
 
 
 def rsqrt_latency(cfg: CoreConfig) -> int:
-    """Find the leading pair (two registered halves), shift (two steps), prepare the trial
-    registers, one cycle per result bit (T + 1; two in the compact form), then the output."""
+    """Find the leading pair (two registered halves), shift (two steps), the trial registers'
+    first values (lookahead: one more step of the recurrence; compact: a cycle of their own),
+    one cycle per result bit (T + 1; two in the compact form), then the output."""
     steps = cfg.rsqrt_bits + 1
     return 5 + (steps if cfg.rsqrt_form == "lookahead" else 2 * steps)
 
@@ -180,21 +181,28 @@ class Rsqrt(wiring.Component):
                 m.d.sync += [
                     coarse.eq(wide[:len(coarse)]),
                     s_out.eq(Mux(zero, rsqrt_shift_range(cfg)[0], k_reg - (mm - 1))),
-                    rem.eq(1 << (2 * mm - 2)),
                     root.eq(0),
-                    step.eq(T + 1),
                 ]
+                if lookahead:
+                    # The trial registers' first values come from one more step of the recurrence
+                    # (no state of their own, so no third input on the step's multiplexers): a
+                    # step that does not take, from E/4, tB = M and a negative diff, leaves
+                    # E, diff = E - M, tA = 5M, tB = M and p = 0.
+                    m.d.sync += [rem.eq(1 << (2 * mm - 4)), diff[-1].eq(1), step.eq(T + 2)]
+                else:
+                    m.d.sync += [rem.eq(1 << (2 * mm - 2)), step.eq(T + 1)]
                 m.next = "FINE"
             with m.State("FINE"):
-                m.d.sync += mant.eq(fine)
-                m.next = "PREP"
-            with m.State("PREP"):                     # trial = M
-                m.d.sync += three_m.eq((mant << 1) + mant)
+                m.d.sync += [mant.eq(fine), three_m.eq((fine << 1) + fine)]
                 if lookahead:
-                    m.d.sync += [diff.eq((1 << (2 * mm - 2)) - mant), t_a.eq((mant << 2) + mant), t_b.eq(mant)]
+                    m.d.sync += t_b.eq(fine)
+                    m.next = "RUN"
                 else:
+                    m.next = "PREP"
+            if not lookahead:
+                with m.State("PREP"):                 # trial = M
                     m.d.sync += trial.eq(mant)
-                m.next = "RUN" if lookahead else "SUB"
+                    m.next = "SUB"
             if not lookahead:
                 with m.State("SUB"):
                     m.d.sync += diff.eq(rem - trial)
