@@ -13,10 +13,12 @@ ulx3s       ECP5 LFE5U-85F, 25 MHz    FT231X (3 Mbaud)                LayerNorm 
 
 Why these numbers (measured with ``normgen board build``; docs/boards.md has the table):
 
-* The UP5K has 5280 logic cells and 8 DSPs.  The default 16-bit core does not fit with the host
-  link: alone it needs 12 DSPs with the parallel scalar stage, and nearly every logic cell with
-  the serial one (reports/bench.md, "Place and route").  The 8-bit formats with the compact
-  reciprocal square root (``rsqrt_form="compact"``) fit with room to route (docs/boards.md).
+* The UP5K has 5280 logic cells, 8 DSPs and 30 block RAMs.  The default 16-bit core does not fit
+  with the host link: alone it needs 12 DSPs with the parallel scalar stage; with the serial one
+  it fits alone (reports/bench.md, "Place and route"), but beside the link γ/β are held three
+  times (core, staging, checksum copy: 8 block RAMs each) and the image needs 37 block RAMs.
+  The 8-bit formats with the compact reciprocal square root (``rsqrt_form="compact"``) fit with
+  room to route (docs/boards.md).
   The ECP5-85F takes the default configuration as it is.
 * The baud rate must be one the USB bridge makes exactly and an integer divisor of the core
   clock (at least 4 clocks per bit for the receiver).  The FT2232H makes 12 MHz / n (n = 1, 1.5,
@@ -115,7 +117,8 @@ BOARDS = {
                        "ICEPACK": "yowasp-icepack"},
         synth_opts="-dsp",
         description="8-bit formats (in/out s3.5, γ/β s2.6, ε = 2**-10), N_max 1024: the default "
-                    "16-bit core does not fit the UP5K's 5280 logic cells next to the host link",
+                    "16-bit core does not fit the UP5K next to the host link (37 of 30 block RAMs with the serial "
+                    "scalar stage)",
     ),
     "ulx3s": BoardImage(
         name="ulx3s",
