@@ -53,6 +53,7 @@ from amaranth.lib.wiring import In, Out
 from .config import SLICE_LANES, CoreConfig
 from .interface import input_layout
 from .scalars import vector_stats_layout
+from .streams import CreditFIFO
 
 __all__ = ["Ingest", "buffer_depth", "read_delay", "stats_slice", "lane_values", "next_ptr", "STATS_FIFO_DEPTH"]
 
@@ -173,7 +174,10 @@ class Ingest(wiring.Component):
 
         stats_valid = Signal()
         stats = Signal.like(self.stats.payload)
-        fifo_class = fifo.SyncFIFOBuffered if cfg.fifos_in_block_ram else fifo.SyncFIFO
+        # from SLICE_LANES lanes on the FIFO takes writes ungated (CreditFIFO): ``pending`` below
+        # keeps room for every vector whose statistics are on their way
+        fifo_class = (fifo.SyncFIFOBuffered if cfg.fifos_in_block_ram
+                      else CreditFIFO if stats_slice(cfg) else fifo.SyncFIFO)
         m.submodules.stats_fifo = stats_fifo = fifo_class(width=len(stats.as_value()),
                                                           depth=self.stats_depth(cfg))
         if stats_slice(cfg):

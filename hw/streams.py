@@ -1,8 +1,8 @@
 """Small stream plumbing shared by the gateware."""
-from amaranth.hdl import Elaboratable, Module, Signal, Value
-from amaranth.lib import fifo
+from amaranth.hdl import Elaboratable, Module, Mux, Signal, Value
+from amaranth.lib import fifo, memory
 
-__all__ = ["through_fifo", "SlicedFIFO"]
+__all__ = ["through_fifo", "SlicedFIFO", "CreditFIFO"]
 
 
 def through_fifo(m, producer, fifo, consumer):
@@ -57,4 +57,54 @@ class SlicedFIFO(Elaboratable):
             parts.append(part)
         m.d.comb += [self.w_rdy.eq(parts[0].w_rdy), self.r_rdy.eq(parts[0].r_rdy),
                      self.r_level.eq(parts[0].r_level)]
+        return m
+
+
+class CreditFIFO(Elaboratable):
+    """:class:`~amaranth.lib.fifo.SyncFIFO`'s interface and timing (read asynchronously, readable
+    the cycle after the write) for a producer that counts the room itself (credits): ``w_en`` is
+    not gated by the level, it is the memory's write enable as it comes.
+
+    A FIFO that gates its writes closes a loop level → ``w_rdy`` → write enable → level through
+    the write enable, which reaches every memory cell; in a wide FIFO that enable's logic sits
+    among the memory, far from the level register.  Here the level only counts.  ``w_rdy`` (level
+    below the depth) is for the producer's own checks: a write while full overwrites the oldest
+    entry, so the producer's credits must never allow one."""
+
+    def __init__(self, *, width: int, depth: int):
+        if depth < 1:
+            raise ValueError(f"depth must be at least 1, not {depth}")
+        self.width, self.depth = width, depth
+        self.w_data = Signal(width)
+        self.w_en = Signal()
+        self.w_rdy = Signal()
+        self.r_data = Signal(width)
+        self.r_en = Signal()
+        self.r_rdy = Signal()
+        self.r_level = Signal(range(depth + 1))
+
+    def elaborate(self, platform):
+        m = Module()
+        m.submodules.storage = storage = memory.Memory(shape=self.width, depth=self.depth, init=[])
+        w_port = storage.write_port()
+        r_port = storage.read_port(domain="comb")
+        produce = Signal(range(self.depth))
+        consume = Signal(range(self.depth))
+        level = Signal(range(self.depth + 1))
+        do_read = Signal()
+
+        def successor(ptr):
+            return Mux(ptr == self.depth - 1, 0, ptr + 1)
+
+        m.d.comb += [
+            w_port.addr.eq(produce), w_port.data.eq(self.w_data), w_port.en.eq(self.w_en),
+            r_port.addr.eq(consume), self.r_data.eq(r_port.data),
+            self.r_rdy.eq(level != 0), self.w_rdy.eq(level != self.depth), self.r_level.eq(level),
+            do_read.eq(self.r_en & self.r_rdy),
+        ]
+        with m.If(self.w_en):
+            m.d.sync += produce.eq(successor(produce))
+        with m.If(do_read):
+            m.d.sync += consume.eq(successor(consume))
+        m.d.sync += level.eq(level + self.w_en - do_read)
         return m

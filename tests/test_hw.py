@@ -575,15 +575,17 @@ def test_saturate_clamps_every_value(value_width, width):
     assert got == [(value, min(max(value, low), high)) for value, _ in got]
 
 
-@pytest.mark.parametrize("buffered", [False, True])
-def test_sliced_fifo_matches_a_queue(buffered):
+@pytest.mark.parametrize("kind", ["SyncFIFO", "SyncFIFOBuffered", "CreditFIFO"])
+def test_sliced_fifo_matches_a_queue(kind):
     """A SlicedFIFO under random writes and reads behaves as one queue (checked against a Python
-    deque): every word comes out once, whole and in order, and it is full at its depth."""
+    deque): every word comes out once, whole and in order, and it is full at its depth.  A
+    CreditFIFO's producer writes only while ``w_rdy`` (as credits would let it)."""
     from collections import deque
     from amaranth.lib import fifo
-    from normgen.hw.streams import SlicedFIFO
+    from normgen.hw.streams import CreditFIFO, SlicedFIFO
 
-    dut = SlicedFIFO(width=37, depth=5, slices=3, fifo_class=fifo.SyncFIFOBuffered if buffered else fifo.SyncFIFO)
+    fifo_class = CreditFIFO if kind == "CreditFIFO" else getattr(fifo, kind)
+    dut = SlicedFIFO(width=37, depth=5, slices=3, fifo_class=fifo_class)
     assert [hi - lo for lo, hi in dut.bounds()] == [12, 12, 13]
     rng = np.random.default_rng(7)
     model, got, sent = deque(), [], []
@@ -593,6 +595,8 @@ def test_sliced_fifo_matches_a_queue(buffered):
         for _ in range(3000):
             w_en, r_en = int(rng.random() < 0.6), int(rng.random() < 0.5)
             word = int(rng.integers(0, 1 << 37))
+            if kind == "CreditFIFO":
+                w_en &= ctx.get(dut.w_rdy)
             ctx.set(dut.w_data, word)
             ctx.set(dut.w_en, w_en)
             ctx.set(dut.r_en, r_en)
