@@ -18,7 +18,7 @@ def through_fifo(m, producer, fifo, consumer):
     ]
 
 
-class SlicedFIFO(Elaboratable):
+class SlicedFIFO(fifo.FIFOInterface, Elaboratable):
     """A wide synchronous FIFO built of ``slices`` narrower ones side by side, each holding a
     contiguous part of the word and keeping its own pointers and level.
 
@@ -26,20 +26,14 @@ class SlicedFIFO(Elaboratable):
     and ``r_level`` are the first slice's.  What this buys is locality: one FIFO hundreds of bits
     wide has its storage spread over a large area, and its level logic (level → ``w_rdy`` → write
     enable → level) then reaches across it; each slice's level logic sits beside its own storage.
-    The interface is :class:`~amaranth.lib.fifo.SyncFIFO`'s (``fifo_class`` may be
+    The interface is :class:`~amaranth.lib.fifo.FIFOInterface`, as :class:`~amaranth.lib.fifo.SyncFIFO`'s (``fifo_class`` may be
     :class:`~amaranth.lib.fifo.SyncFIFOBuffered`)."""
 
     def __init__(self, *, width: int, depth: int, slices: int = 1, fifo_class=fifo.SyncFIFO):
         if not 1 <= slices <= width:
             raise ValueError(f"slices must be 1..{width} (the width), not {slices}")
-        self.width, self.depth, self.slices, self._fifo_class = width, depth, slices, fifo_class
-        self.w_data = Signal(width)
-        self.w_en = Signal()
-        self.w_rdy = Signal()
-        self.r_data = Signal(width)
-        self.r_en = Signal()
-        self.r_rdy = Signal()
-        self.r_level = Signal(range(depth + 1))
+        super().__init__(width=width, depth=depth)
+        self.slices, self._fifo_class = slices, fifo_class
 
     def bounds(self) -> list[tuple[int, int]]:
         """Each slice's (start, stop) bit positions in the word: near-equal parts."""
@@ -56,11 +50,11 @@ class SlicedFIFO(Elaboratable):
                          self.r_data[lo:hi].eq(part.r_data), part.r_en.eq(self.r_en)]
             parts.append(part)
         m.d.comb += [self.w_rdy.eq(parts[0].w_rdy), self.r_rdy.eq(parts[0].r_rdy),
-                     self.r_level.eq(parts[0].r_level)]
+                     self.w_level.eq(parts[0].w_level), self.r_level.eq(parts[0].r_level)]
         return m
 
 
-class CreditFIFO(Elaboratable):
+class CreditFIFO(fifo.FIFOInterface, Elaboratable):
     """:class:`~amaranth.lib.fifo.SyncFIFO`'s interface and timing (read asynchronously, readable
     the cycle after the write) for a producer that counts the room itself (credits): ``w_en`` is
     not gated by the level, it is the memory's write enable as it comes.
@@ -74,14 +68,7 @@ class CreditFIFO(Elaboratable):
     def __init__(self, *, width: int, depth: int):
         if depth < 1:
             raise ValueError(f"depth must be at least 1, not {depth}")
-        self.width, self.depth = width, depth
-        self.w_data = Signal(width)
-        self.w_en = Signal()
-        self.w_rdy = Signal()
-        self.r_data = Signal(width)
-        self.r_en = Signal()
-        self.r_rdy = Signal()
-        self.r_level = Signal(range(depth + 1))
+        super().__init__(width=width, depth=depth)
 
     def elaborate(self, platform):
         m = Module()
@@ -99,7 +86,7 @@ class CreditFIFO(Elaboratable):
         m.d.comb += [
             w_port.addr.eq(produce), w_port.data.eq(self.w_data), w_port.en.eq(self.w_en),
             r_port.addr.eq(consume), self.r_data.eq(r_port.data),
-            self.r_rdy.eq(level != 0), self.w_rdy.eq(level != self.depth), self.r_level.eq(level),
+            self.r_rdy.eq(level != 0), self.w_rdy.eq(level != self.depth), self.w_level.eq(level), self.r_level.eq(level),
             do_read.eq(self.r_en & self.r_rdy),
         ]
         with m.If(self.w_en):
