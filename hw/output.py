@@ -288,8 +288,7 @@ class ElementDatapath(wiring.Component):
                 m.d.sync += [r.eq((dd + (1 << (k - 1)) - 1 + dd[k]) >> k) for r, dd in zip(rounded, diff)]
                 flags = next_flags("s4")
                 self._output(m, cfg, rounded, flags, None)
-                m.d.comb += self.busy.eq(Cat(*stage_valids, self.o.valid).any())
-                return m
+                return self._finish(m, stage_valids)
             # S3
             v = stage("v", signed(cfg.v_width))
             m.d.sync += [r.eq((p - b) >> k1) for r, p, b in zip(v, xa, b_half)]
@@ -326,7 +325,10 @@ class ElementDatapath(wiring.Component):
                 m.d.sync += [r.eq(sm[:k2]) for r, sm in zip(below, summed)]
             flags = next_flags("s5" if cfg.affine_stage else "s4")
             self._output(m, cfg, rounded, flags, below, ride[0] if exact else None)
-        # the payload fields from their registers, outside the stages' enable
+        return self._finish(m, stage_valids)
+
+    def _finish(self, m, stage_valids):
+        """The payload fields from their registers, outside the stages' enable, and ``busy``."""
         m.d.comb += [field.eq(reg) for field, reg in self._payload_regs]
         m.d.comb += self.busy.eq(Cat(*stage_valids, self.o.valid).any())
         return m
