@@ -33,7 +33,7 @@ from .interface import output_layout
 from .multiply import product_latency, product_tree, saturate
 from .nearest import NearestEvenFixup, resolve_layout, stats_fields
 from .scalars import vector_coefs_layout
-from .streams import CreditFIFO, SlicedFIFO, through_fifo
+from .streams import CreditFIFO, ReadyRegFIFO, SlicedFIFO, through_fifo
 
 __all__ = ["pack_params", "OutputStage", "ElementDatapath", "output_latency", "datapath_latency", "product_cycles",
            "coef_shapes", "element_layout", "coef_copies", "register_copies"]
@@ -138,7 +138,10 @@ def coef_slice(cfg: CoreConfig) -> bool:
     read pointer addresses a buffer ``P`` elements wide) sit far apart on the die, and the
     handshake between them is the longest path (at P = 32: the scalar stage's valid flag to the
     read pointer's enable, 7 ns of routing).  The FIFO puts a register on either side of that
-    distance, for one cycle of latency; it takes a word every cycle, so the rate is unchanged."""
+    distance, for one cycle of latency; it takes a word every cycle, so the rate is unchanged.
+    Its ``w_rdy`` is a register (:class:`~normgen.hw.streams.ReadyRegFIFO`): with a ``w_rdy``
+    decoded from the level, level → the scalar stage's handshake → write enable → level crossed
+    that distance twice in one cycle (the P = 32 critical path, 7.3 ns of routing)."""
     return cfg.lanes >= SLICE_LANES
 
 
@@ -451,7 +454,7 @@ class OutputStage(wiring.Component):
         # scalar stage and the enables of the constant registers need no comparison.
         active = Signal()
         if coef_slice(cfg):
-            m.submodules.coef_fifo = coef_fifo = fifo.SyncFIFO(width=self.coefs.payload.shape().size, depth=2)
+            m.submodules.coef_fifo = coef_fifo = ReadyRegFIFO(width=self.coefs.payload.shape().size, depth=2)
             coefs = stream.Signature(self.coefs.payload.shape()).create()
             through_fifo(m, self.coefs, coef_fifo, coefs)
         else:

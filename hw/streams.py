@@ -2,7 +2,7 @@
 from amaranth.hdl import Elaboratable, Module, Mux, Signal, Value
 from amaranth.lib import fifo, memory
 
-__all__ = ["through_fifo", "SlicedFIFO", "CreditFIFO"]
+__all__ = ["through_fifo", "SlicedFIFO", "CreditFIFO", "ReadyRegFIFO"]
 
 
 def through_fifo(m, producer, fifo, consumer):
@@ -94,4 +94,34 @@ class CreditFIFO(fifo.FIFOInterface, Elaboratable):
         with m.If(do_read):
             m.d.sync += consume.eq(successor(consume))
         m.d.sync += level.eq(level + self.w_en - do_read)
+        return m
+
+
+class ReadyRegFIFO(fifo.FIFOInterface, Elaboratable):
+    """:class:`~amaranth.lib.fifo.SyncFIFO`'s interface and behaviour, cycle for cycle, with
+    ``w_rdy`` a register of its own (computed from the level the cycle ahead).
+
+    When producer and FIFO sit far apart on the die, a ``w_rdy`` decoded from the level makes a
+    round trip in one cycle: level → the producer's handshake logic → back as the write enable →
+    level.  Here the producer sees a flip-flop, and the FIFO its ``valid``: one crossing each way,
+    in separate cycles."""
+
+    def __init__(self, *, width: int, depth: int):
+        if depth < 1:
+            raise ValueError(f"depth must be at least 1, not {depth}")
+        super().__init__(width=width, depth=depth)
+
+    def elaborate(self, platform):
+        m = Module()
+        m.submodules.inner = inner = CreditFIFO(width=self.width, depth=self.depth)
+        ready = Signal(init=1)                  # the level is below the depth
+        do_write, do_read = Signal(), Signal()
+        m.d.comb += [
+            do_write.eq(self.w_en & ready),
+            do_read.eq(self.r_en & inner.r_rdy),
+            inner.w_data.eq(self.w_data), inner.w_en.eq(do_write), inner.r_en.eq(self.r_en),
+            self.r_data.eq(inner.r_data), self.r_rdy.eq(inner.r_rdy), self.w_rdy.eq(ready),
+            self.w_level.eq(inner.w_level), self.r_level.eq(inner.r_level),
+        ]
+        m.d.sync += ready.eq(inner.r_level + do_write - do_read < self.depth)
         return m

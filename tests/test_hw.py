@@ -575,16 +575,18 @@ def test_saturate_clamps_every_value(value_width, width):
     assert got == [(value, min(max(value, low), high)) for value, _ in got]
 
 
-@pytest.mark.parametrize("kind", ["SyncFIFO", "SyncFIFOBuffered", "CreditFIFO"])
+@pytest.mark.parametrize("kind", ["SyncFIFO", "SyncFIFOBuffered", "CreditFIFO", "ReadyRegFIFO"])
 def test_sliced_fifo_matches_a_queue(kind):
     """A SlicedFIFO under random writes and reads behaves as one queue (checked against a Python
     deque): every word comes out once, whole and in order, and it is full at its depth.  A
-    CreditFIFO's producer writes only while ``w_rdy`` (as credits would let it)."""
+    CreditFIFO's producer writes only while ``w_rdy`` (as credits would let it); a ReadyRegFIFO's
+    registered ``w_rdy`` is the level below the depth, every cycle."""
     from collections import deque
     from amaranth.lib import fifo
+    from normgen.hw import streams
     from normgen.hw.streams import CreditFIFO, SlicedFIFO
 
-    fifo_class = CreditFIFO if kind == "CreditFIFO" else getattr(fifo, kind)
+    fifo_class = getattr(streams, kind, None) or getattr(fifo, kind)
     dut = SlicedFIFO(width=37, depth=5, slices=3, fifo_class=fifo_class)
     assert [hi - lo for lo, hi in dut.bounds()] == [12, 12, 13]
     rng = np.random.default_rng(7)
@@ -607,6 +609,7 @@ def test_sliced_fifo_matches_a_queue(kind):
             if w_rdy and w_en:
                 sent.append(word)
             full_seen += not w_rdy and ctx.get(dut.r_level) == 5
+            assert w_rdy == (ctx.get(dut.w_level) < 5)
             await ctx.tick()
         assert full_seen > 0
 
