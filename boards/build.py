@@ -28,6 +28,8 @@ import sys
 import time
 from pathlib import Path
 
+from normgen.hw.edge import drop_scratch_init
+
 from .images import BOARDS, BoardImage, BoardTop
 
 __all__ = ["BuildError", "build_board", "parse_reports", "report_markdown", "program_command",
@@ -204,6 +206,10 @@ def report_markdown(reports) -> str:
             return "–"
         return f"{entry['used']} / {entry['available']} ({100 * entry['used'] / max(1, entry['available']):.0f} %)"
 
+    def spram(report):                  # iCE40UP single-port RAMs, when the image uses any
+        entry = report["utilization"].get("SPRAM")
+        return f" + SPRAM {entry['used']} / {entry['available']}" if entry and entry["used"] else ""
+
     for rep in reports:
         net = rep.get("core_clock_net")
         clock = rep["clocks"].get(net) if net else None
@@ -212,7 +218,7 @@ def report_markdown(reports) -> str:
             f"| {rep['board']} | {rep['device']} | {rep['core_clock_mhz']:g} MHz | "
             f"{rep['baud'] / 1e6:g} Mbaud ({rep['clocks_per_bit']}) | {rep['yosys_cells']['LUT4']} | "
             f"{rep['yosys_cells']['FF']} | {used(rep, 'logic cells')} | {used(rep, 'DSP')} | "
-            f"{used(rep, 'block RAM')} | {fmax} | {'met' if rep['timing_met'] else '**FAILED**'} |")
+            f"{used(rep, 'block RAM')}{spram(rep)} | {fmax} | {'met' if rep['timing_met'] else '**FAILED**'} |")
     lines.append("")
     for rep in reports:
         lines.append(f"- {rep['board']}: {rep['core']}; {rep.get('toolchain', '?')} toolchain, "
@@ -250,6 +256,9 @@ def build_board(board: str, *, toolchain: str = "yowasp", build_dir: Path | None
         (build_dir / stale).unlink(missing_ok=True)
     try:
         plan = platform.prepare(BoardTop(image), name=top_name(image), **overrides)
+        # scratch memories without initial contents, as in the core's Verilog (an SPRAM has none)
+        il = f"{top_name(image)}.il"
+        plan.files[il] = drop_scratch_init(plan.files[il])
         plan.execute_local(str(build_dir), env=env)
     except subprocess.CalledProcessError as exc:
         tail = ""

