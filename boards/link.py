@@ -1,4 +1,4 @@
-"""The host link in gateware: UART, frame parser, γ/β staging, core, replier.
+r"""The host link in gateware: UART, frame parser, γ/β staging, core, replier.
 
 Everything of a board image except its PLL and I/O buffers; the full-system simulation runs this
 very component (its emitted Verilog) against the host driver.  The protocol is described in
