@@ -60,6 +60,9 @@ __all__ = ["crc16_update", "params_layout", "ParamStore", "FrameParser", "Replie
 RX_FIFO_DEPTH = 16
 JOB_FIFO_DEPTH = 1          # the replier holds the job it works on: two frames in flight
 ERROR_BITS = max(proto.ERROR_NAMES).bit_length()
+#: Values of the γ/β staging memory's ``ram_style`` (Yosys): "" lets synthesis choose; "huge" is
+#: an iCE40UP's SPRAM (with ``synth_ice40 -spram``).
+STAGING_RAM_STYLES = ("", "block", "huge", "distributed")
 
 
 def _crc16_byte_matrix():
@@ -218,6 +221,9 @@ class FrameParser(wiring.Component):
         self._timeout = int(timeout_cycles)
         if self._timeout < 2:
             raise ValueError(f"timeout_cycles must be at least 2, not {timeout_cycles!r}")
+        if staging_ram_style not in STAGING_RAM_STYLES:
+            raise ValueError(f"staging_ram_style must be one of {', '.join(map(repr, STAGING_RAM_STYLES))}, "
+                             f"not {staging_ram_style!r}")
         # scratch (each beat committed was written by the same frame): no initial contents, which
         # an SPRAM could not hold
         self._staging_attrs = {SCRATCH: 1, **({"ram_style": staging_ram_style} if staging_ram_style else {})}

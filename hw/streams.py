@@ -54,7 +54,16 @@ class SlicedFIFO(fifo.FIFOInterface, Elaboratable):
         return m
 
 
-class CreditFIFO(fifo.FIFOInterface, Elaboratable):
+class _QueueFIFO(fifo.FIFOInterface, Elaboratable):
+    """A synchronous FIFO of at least one word (the FIFOs below)."""
+
+    def __init__(self, *, width: int, depth: int):
+        if depth < 1:
+            raise ValueError(f"depth must be at least 1, not {depth}")
+        super().__init__(width=width, depth=depth)
+
+
+class CreditFIFO(_QueueFIFO):
     """:class:`~amaranth.lib.fifo.SyncFIFO`'s interface and timing (read asynchronously, readable
     the cycle after the write) for a producer that counts the room itself (credits): ``w_en`` is
     not gated by the level, it is the memory's write enable as it comes.
@@ -64,11 +73,6 @@ class CreditFIFO(fifo.FIFOInterface, Elaboratable):
     among the memory, far from the level register.  Here the level only counts.  ``w_rdy`` (level
     below the depth) is for the producer's own checks: a write while full overwrites the oldest
     entry, so the producer's credits must never allow one."""
-
-    def __init__(self, *, width: int, depth: int):
-        if depth < 1:
-            raise ValueError(f"depth must be at least 1, not {depth}")
-        super().__init__(width=width, depth=depth)
 
     def elaborate(self, platform):
         m = Module()
@@ -97,7 +101,7 @@ class CreditFIFO(fifo.FIFOInterface, Elaboratable):
         return m
 
 
-class ReadyRegFIFO(fifo.FIFOInterface, Elaboratable):
+class ReadyRegFIFO(_QueueFIFO):
     """:class:`~amaranth.lib.fifo.SyncFIFO`'s interface and behaviour, cycle for cycle, with
     ``w_rdy`` a register of its own (computed from the level the cycle ahead).
 
@@ -105,11 +109,6 @@ class ReadyRegFIFO(fifo.FIFOInterface, Elaboratable):
     round trip in one cycle: level → the producer's handshake logic → back as the write enable →
     level.  Here the producer sees a flip-flop, and the FIFO its ``valid``: one crossing each way,
     in separate cycles."""
-
-    def __init__(self, *, width: int, depth: int):
-        if depth < 1:
-            raise ValueError(f"depth must be at least 1, not {depth}")
-        super().__init__(width=width, depth=depth)
 
     def elaborate(self, platform):
         m = Module()

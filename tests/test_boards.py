@@ -646,3 +646,9 @@ def test_staging_memory_maps_to_spram_when_asked(tmp_path, style, mapped):
     result = subprocess.run([yosys, "-p", script], cwd=tmp_path, capture_output=True, text=True)
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr
     assert f"mapping memory parser.staging via {mapped}\n" in result.stdout
+
+
+def test_staging_ram_style_outside_the_list_is_refused():
+    from normgen.boards.link import FrameParser
+    with pytest.raises(ValueError, match=r"staging_ram_style must be one of '', 'block', 'huge', 'distributed', not 'ultra'"):
+        FrameParser(CoreConfig(), timeout_cycles=100, staging_ram_style="ultra")
