@@ -13,6 +13,11 @@ operands), summed in the same registered tree as the blocks' partial products, s
 the blocks of ``a * b[f:]`` only (:func:`product_blocks`) and ``ceil(log2(blocks + ceil(f/2)))``
 adder levels.
 
+With ``product_registers = 2`` every partial product (and row) is registered twice: the first
+register goes into the multiplier block (its output register), the second stays in the fabric,
+where the placer can put it midway between a block and an adder that sums blocks from across the
+die.
+
 :func:`product_tree` adds these registers to the current module, under whatever ``m.If`` context
 the caller has open (a stalling pipeline passes its enable that way).
 """
@@ -74,20 +79,24 @@ def _rows(fabric_bits: int) -> int:
     return -(-fabric_bits // 2)
 
 
-def product_latency(a_shape, b_shape, *, operand_registers: bool = False, fabric_bits: int = 0) -> int:
+def product_latency(a_shape, b_shape, *, operand_registers: bool = False, fabric_bits: int = 0,
+                    product_registers: int = 1) -> int:
     """Cycles from the operands to the product of :func:`product_tree`: [the operands'
-    register,] the partial products' register, then one register per adder level."""
+    register,] the partial products' register(s), then one register per adder level."""
     terms = product_blocks(a_shape, b_shape, fabric_bits) + _rows(fabric_bits)
-    return int(operand_registers) + 1 + (terms - 1).bit_length()
+    return int(operand_registers) + product_registers + (terms - 1).bit_length()
 
 
-def product_tree(m: Module, a, b, *, name: str, operand_registers: bool = False, fabric_bits: int = 0):
+def product_tree(m: Module, a, b, *, name: str, operand_registers: bool = False, fabric_bits: int = 0,
+                 product_registers: int = 1):
     """The exact product ``a*b`` of two values (signed or unsigned), ``product_latency`` cycles
     after them; returns the (signed) product value.  Its registers have no reset (data only: a
     reset would put logic in front of every one, and block registers take none).  With
     ``operand_registers`` the operands are registered first, where the placer can put them next to
     the multipliers (the DSP blocks' own input registers).  With ``fabric_bits`` (which needs
-    ``operand_registers``) the low bits of ``b`` are rows in logic (the module docstring)."""
+    ``operand_registers``) the low bits of ``b`` are rows in logic; with ``product_registers = 2``
+    the partial products are registered twice (the module docstring)."""
+    assert product_registers in (1, 2), product_registers
     a, b = Value.cast(a), Value.cast(b)
     a_width, b_width = _signed_width(a.shape()), _signed_width(b.shape())
     a = a.as_signed() if a.shape().signed else Cat(a, C(0, 1)).as_signed()
@@ -129,6 +138,13 @@ def product_tree(m: Module, a, b, *, name: str, operand_registers: bool = False,
             product = Signal(signed(len(ca) + len(cb) + 1), name=f"{name}_pp_{sa}_{sb}", reset_less=True)
             m.d.sync += product.eq(ca * cb)
             terms.append((product, sa + sb))
+    for step in range(1, product_registers):     # the partial products' fabric registers
+        held = []
+        for x, sx in terms:
+            reg = Signal.like(x, name=f"{x.name}_q{step}", reset_less=True)
+            m.d.sync += reg.eq(x)
+            held.append((reg, sx))
+        terms = held
     level = 0
     while len(terms) > 1:
         summed = []

@@ -87,12 +87,24 @@ def pack_params(cfg: CoreConfig) -> list[int]:
     return words
 
 
+def product_registers(cfg: CoreConfig) -> int:
+    """Registers behind each partial product of the element datapath's products
+    (:func:`~normgen.hw.multiply.product_tree`): from ``SLICE_LANES`` lanes on, two.
+
+    The first is the multiplier block's own output register.  At P = 32 the lanes' ~100 blocks
+    spread over the die's DSP rows, and a block's output → the adder summing the partial
+    products was the critical path (2.4 ns logic, 6.1 ns routing, 63 columns apart); a second
+    register in the fabric lets the placer split that distance, for one cycle of latency."""
+    return 2 if cfg.lanes >= SLICE_LANES else 1
+
+
 def product_cycles(cfg: CoreConfig) -> tuple[int, int]:
     """Cycles of the element datapath's two products, x*A and gamma*v (0 without the affine
     stage) (:func:`~normgen.hw.multiply.product_latency`)."""
     products = cfg.lane_products()
     fabric_bits = {"xa": cfg.xa_fabric_bits, "g": cfg.g_fabric_bits}
-    cycles = {name: product_latency(a, b, operand_registers=True, fabric_bits=fabric_bits[name])
+    cycles = {name: product_latency(a, b, operand_registers=True, fabric_bits=fabric_bits[name],
+                                    product_registers=product_registers(cfg))
               for name, (a, b) in products.items()}
     return cycles["xa"], cycles.get("g", 0)
 
@@ -267,7 +279,8 @@ class ElementDatapath(wiring.Component):
         xa_cycles, g_cycles = product_cycles(cfg)
         with m.If(advance):
             # S2: x*A as registered partial products and their sum; B - half alongside
-            xa = [product_tree(m, x, a, name=f"xa{k}", operand_registers=True, fabric_bits=cfg.xa_fabric_bits)
+            xa = [product_tree(m, x, a, name=f"xa{k}", operand_registers=True, fabric_bits=cfg.xa_fabric_bits,
+                               product_registers=product_registers(cfg))
                   for k, (x, a) in enumerate(zip(xs, a_in))]
             # (B registered as it comes first: only registers behind a block RAM's read data)
             b_reg = stage("b_reg", b_shape, coef_lanes)
@@ -305,7 +318,7 @@ class ElementDatapath(wiring.Component):
                 # (v registered again in front of the partial products: the subtraction's
                 # register stays beside its carry chain, its copy goes into the multipliers)
                 g = [product_tree(m, gm, vv, name=f"g{k}", operand_registers=True,
-                                  fabric_bits=cfg.g_fabric_bits)[:cfg.w_width].as_signed()
+                                  fabric_bits=cfg.g_fabric_bits, product_registers=product_registers(cfg))[:cfg.w_width].as_signed()
                      for k, (gm, vv) in enumerate(zip(gammas, v))]
                 beta_half = stage("beta_half", signed(cfg.w_width))
                 m.d.sync += [r.eq((bt << cfg.z_frac) + (1 << (k2 - 1))) for r, bt in zip(beta_half, betas)]

@@ -513,20 +513,24 @@ def test_pipelined_multiplier_is_exact_at_its_latency(a_width, b_width):
     assert got[:len(pairs)] == [a * b for a, b in pairs]
 
 
-@pytest.mark.parametrize("a_shape, b_shape, fabric_bits",
-                         [("s16", "u30", 13), ("s16", "s24", 6), ("s16", "s24", 7), ("u5", "s9", 8), ("s18", "u40", 1)])
-def test_product_tree_rows_in_logic_are_exact_at_their_latency(a_shape, b_shape, fabric_bits):
-    """``a*b`` with the low ``fabric_bits`` bits of ``b`` as rows in logic: one product per cycle,
-    each exact (extremes included), ``product_latency`` cycles after its operands; the blocks left
-    are those of ``a * b[fabric_bits:]``."""
+@pytest.mark.parametrize("a_shape, b_shape, fabric_bits, product_registers",
+                         [("s16", "u30", 13, 1), ("s16", "s24", 6, 1), ("s16", "s24", 7, 1), ("u5", "s9", 8, 1),
+                          ("s18", "u40", 1, 1), ("s16", "s24", 7, 2), ("s18", "u40", 0, 2)])
+def test_product_tree_rows_in_logic_are_exact_at_their_latency(a_shape, b_shape, fabric_bits, product_registers):
+    """``a*b`` with the low ``fabric_bits`` bits of ``b`` as rows in logic [and the partial
+    products registered twice]: one product per cycle, each exact (extremes included),
+    ``product_latency`` cycles after its operands; the blocks left are those of ``a * b[fabric_bits:]``."""
     from amaranth.hdl import Module, Signal, signed, unsigned
     from normgen.hw.multiply import product_blocks, product_latency, product_tree
     shape = lambda text: (signed if text[0] == "s" else unsigned)(int(text[1:]))  # noqa: E731
     a_sh, b_sh = shape(a_shape), shape(b_shape)
     m = Module()
     a, b = Signal(a_sh), Signal(b_sh)
-    p = product_tree(m, a, b, name="p", operand_registers=True, fabric_bits=fabric_bits)
-    latency = product_latency(a_sh, b_sh, operand_registers=True, fabric_bits=fabric_bits)
+    p = product_tree(m, a, b, name="p", operand_registers=True, fabric_bits=fabric_bits,
+                     product_registers=product_registers)
+    latency = product_latency(a_sh, b_sh, operand_registers=True, fabric_bits=fabric_bits,
+                              product_registers=product_registers)
+    assert latency == product_latency(a_sh, b_sh, operand_registers=True, fabric_bits=fabric_bits) + product_registers - 1
     b_top = b_sh.width + (not b_sh.signed) - fabric_bits          # b's signed width above the rows
     assert product_blocks(a_sh, b_sh, fabric_bits) == product_blocks(a_sh, signed(b_top))
     rng = np.random.default_rng(a_sh.width * 64 + b_sh.width + fabric_bits)
