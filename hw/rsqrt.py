@@ -41,12 +41,18 @@ chains instead of six, and two cycles per result bit: ``diff = E - trial`` is re
 then its sign bit selects the next ``E`` and ``trial`` (RUN), so no carry chain follows another
 between registers (on an iCE40 a carry chain of ~60 bits is most of a clock period).
 
+Products with ``R``: given ``factors`` (name → shape), the unit takes those values with ``D``
+and returns each one's exact product with ``R`` as well, accumulated beside the recurrence
+(``acc = 2*acc + (take ? f : 0)`` per result bit, most significant first), so a caller that needs
+``f*R`` has it when ``R`` is ready instead of one multiplication later.
+
 Members
 -------
 i : In(stream.Signature(d_width))
-    The radicand ``D``.
+    The radicand ``D``; with ``factors`` a struct of ``d`` and the factors.
 o : Out(stream.Signature(RsqrtResult))
-    ``r`` (``T+1`` bits) and ``s`` (signed) with ``1/sqrt(D) ~= r * 2**-(T + m - 1 + s)``.
+    ``r`` (``T+1`` bits) and ``s`` (signed) with ``1/sqrt(D) ~= r * 2**-(T + m - 1 + s)``; with
+    ``factors`` also ``<name>_r``, the factor times ``r`` (0 when ``D = 0``, as ``r``).
 """
 from amaranth import *
 from amaranth.lib import data, stream, wiring
@@ -54,7 +60,7 @@ from amaranth.lib.wiring import In, Out
 
 from .config import CoreConfig
 
-__all__ = ["Rsqrt", "rsqrt_result_layout", "rsqrt_latency", "rsqrt_shift_range"]
+__all__ = ["Rsqrt", "rsqrt_input_layout", "rsqrt_result_layout", "rsqrt_latency", "rsqrt_shift_range"]
 
 
 def rsqrt_latency(cfg: CoreConfig) -> int:
@@ -72,17 +78,34 @@ def rsqrt_shift_range(cfg: CoreConfig) -> tuple[int, int]:
     return (0 - lead) >> 1, (cfg.d_width - lead) >> 1
 
 
-def rsqrt_result_layout(cfg: CoreConfig) -> data.StructLayout:
+def _factor_product_shape(cfg: CoreConfig, shape) -> Shape:
+    shape = Shape.cast(shape)
+    return Shape(shape.width + cfg.r_width, shape.signed)
+
+
+def rsqrt_input_layout(cfg: CoreConfig, factors=None):
+    """``D`` alone, or with ``factors`` (name → shape) a struct of ``d`` and the factors."""
+    if not factors:
+        return unsigned(cfg.d_width)
+    return data.StructLayout({"d": unsigned(cfg.d_width), **factors})
+
+
+def rsqrt_result_layout(cfg: CoreConfig, factors=None) -> data.StructLayout:
     shift_bits = max(abs(cfg.shift_min), abs(cfg.shift_max)).bit_length() + 1
-    return data.StructLayout({"r": unsigned(cfg.r_width), "s": signed(shift_bits)})
+    fields = {"r": unsigned(cfg.r_width), "s": signed(shift_bits)}
+    fields.update({f"{name}_r": _factor_product_shape(cfg, shape) for name, shape in (factors or {}).items()})
+    return data.StructLayout(fields)
 
 
 class Rsqrt(wiring.Component):
-    def __init__(self, cfg: CoreConfig):
+    def __init__(self, cfg: CoreConfig, factors: dict | None = None):
         self._cfg = cfg
+        self._factors = dict(factors or {})
+        if "d" in self._factors:
+            raise ValueError("a factor may not be named 'd' (the radicand's field)")
         super().__init__({
-            "i": In(stream.Signature(unsigned(cfg.d_width))),
-            "o": Out(stream.Signature(rsqrt_result_layout(cfg))),
+            "i": In(stream.Signature(rsqrt_input_layout(cfg, self._factors))),
+            "o": Out(stream.Signature(rsqrt_result_layout(cfg, self._factors))),
         })
 
     @property
@@ -119,7 +142,12 @@ class Rsqrt(wiring.Component):
                          for (low_any, low_k), (high_any, high_k) in zip(nodes[0::2], nodes[1::2])]
             return nodes[0]
 
-        padded = Cat(self.i.payload, C(0, 2 * group * groups - d_width))
+        radicand = self.i.payload.d if self._factors else self.i.payload
+        factor_in = {name: getattr(self.i.payload, name) for name in self._factors}
+        factor_reg = {name: Signal(shape, name=f"factor_{name}") for name, shape in self._factors.items()}
+        factor_acc = {name: Signal(_factor_product_shape(cfg, shape), name=f"{name}_r")
+                      for name, shape in self._factors.items()}
+        padded = Cat(radicand, C(0, 2 * group * groups - d_width))
         group_any = Signal(groups)
         group_k = [Signal(group.bit_length() - 1, name=f"group_k{g}") for g in range(groups)]
         group_leads = [leading([(padded[2 * (g * group + k):2 * (g * group + k) + 2].any(), None)
@@ -170,8 +198,9 @@ class Rsqrt(wiring.Component):
                 m.d.comb += self.i.ready.eq(1)
                 # the radicand is latched every idle cycle (its enable is this unit's own state,
                 # not the producer's valid, which then drives only the state register)
-                m.d.sync += [d_reg.eq(self.i.payload), group_any.eq(Cat(a for a, _ in group_leads))]
+                m.d.sync += [d_reg.eq(radicand), group_any.eq(Cat(a for a, _ in group_leads))]
                 m.d.sync += [r.eq(k) for r, (_, k) in zip(group_k, group_leads)]
+                m.d.sync += [factor_reg[name].eq(value) for name, value in factor_in.items()]
                 with m.If(self.i.valid):
                     m.next = "LEAD"
             with m.State("LEAD"):
@@ -183,6 +212,7 @@ class Rsqrt(wiring.Component):
                     s_out.eq(Mux(zero, rsqrt_shift_range(cfg)[0], k_reg - (mm - 1))),
                     root.eq(0),
                 ]
+                m.d.sync += [acc.eq(0) for acc in factor_acc.values()]
                 if lookahead:
                     # The trial registers' first values come from one more step of the recurrence
                     # (no state of their own, so no third input on the step's multiplexers): a
@@ -210,6 +240,7 @@ class Rsqrt(wiring.Component):
             with m.State("RUN"):
                 with m.If(take):
                     m.d.sync += root.eq((root << 1) | 1)
+                    m.d.sync += [acc.eq((acc << 1) + factor_reg[name]) for name, acc in factor_acc.items()]
                     if lookahead:
                         m.d.sync += [
                             rem.eq(rem_take),
@@ -221,6 +252,7 @@ class Rsqrt(wiring.Component):
                         m.d.sync += [rem.eq(diff[:e_width] << 2), trial.eq((trial << 1) + three_m)]
                 with m.Else():
                     m.d.sync += root.eq(root << 1)
+                    m.d.sync += [acc.eq(acc << 1) for acc in factor_acc.values()]
                     if lookahead:
                         m.d.sync += [
                             rem.eq(rem_keep),
@@ -242,6 +274,8 @@ class Rsqrt(wiring.Component):
                     self.o.payload.r.eq(Mux(zero, 0, root)),
                     self.o.payload.s.eq(s_out),
                 ]
+                m.d.comb += [getattr(self.o.payload, f"{name}_r").eq(Mux(zero, 0, acc))
+                             for name, acc in factor_acc.items()]
                 with m.If(self.o.ready):
                     m.next = "IDLE"
         return m

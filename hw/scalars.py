@@ -1,12 +1,13 @@
 """Per-vector scalar stage: statistics in, the constants ``A`` and ``B`` of ``x*A - B`` out.
 
-One shared multiplier (``mul_width_a`` x ``mul_width_b`` signed) serves the four products of a
-vector in turn, so this stage costs one wide multiplier whatever the lane count::
+One shared multiplier (``mul_width_a`` x ``mul_width_b`` signed) serves the two products of ``D``
+in turn, so this stage costs one wide multiplier whatever the lane count; ``N*R`` and ``S1'*R``
+come out of the rsqrt unit with ``R`` (one add per result bit, no multiplier)::
 
     t = S2 + e*N                (e is a constant; e*N is latched with N)
     D = N*t - S1**2             LayerNorm   (= N*S2 - S1**2 + e*N**2)
     D = N*t                     RMSNorm
-    (R, s) = Rsqrt(D)
+    (R, s, N*R, S1'*R) = Rsqrt(D; N, S1')     (the products with R accumulate beside the recurrence)
     A = rnd(N*R, sh), B = rnd(S1'*R, sh), sh = T + m - 1 + s - FA
 
 Members
@@ -34,10 +35,10 @@ __all__ = ["VectorScalars", "ScalarBank", "scalar_units", "unit_interval", "Seri
 
 #: Cycles the scalar stage spends outside the rsqrt unit and the multiplier's pipeline, from the
 #: input transfer to ``o.valid``: IDLE (statistics latched), EN (e*N), T (t = S2 + e*N), NT and
-#: S1SQ (the products of D issued), LATCH_NT, D, RSQRT_IN, NR and S1R (the products of A and B issued),
-#: LATCH_NR, AB and AB_FINE (the two steps of the shift), ROUND; ``o.valid`` rises in OUT.  The
-#: tests measure it.
-OWN_CYCLES = 14
+#: S1SQ (the products of D issued), LATCH_NT, D, RSQRT_IN, AB and AB_FINE (the two steps of the
+#: shift), ROUND; ``o.valid`` rises in OUT.  (RSQRT_OUT, which latches R's shift, ``N*R`` and
+#: ``S1'*R``, is the rsqrt unit's output cycle, counted in its latency.)  The tests measure it.
+OWN_CYCLES = 11
 
 #: The A/B shift moves by multiples of this first, then by the rest: two short multiplexer trees,
 #: each selected by a register decoded from the rsqrt unit's ``s`` (see :func:`shift_plan`).
@@ -52,24 +53,24 @@ def _chunks(bits: int) -> int:
 
 
 def _operand_bits(cfg: CoreConfig) -> dict:
-    """Magnitude bits of the four products' operands: N*t, S1*S1, N*R, S1*R."""
+    """Magnitude bits of the multiplier's two products' operands: N*t, S1*S1."""
     t_bits = max(cfg.s2_width, (cfg.eps_int * cfg.reduction_max).bit_length()) + 1
-    return {"NT": (cfg.count_width, t_bits), "S1SQ": (cfg.s1_width, cfg.s1_width),
-            "NR": (cfg.count_width, cfg.r_width), "S1R": (cfg.s1_width, cfg.r_width)}
+    return {"NT": (cfg.count_width, t_bits), "S1SQ": (cfg.s1_width, cfg.s1_width)}
 
 
 def multiplier_widths(cfg: CoreConfig) -> tuple[int, int]:
-    """Signed operand widths of the scalar stage's multiplier: (N or S1, t or S1 or R)."""
+    """Signed operand widths of the scalar stage's multiplier: (N or S1, t or S1)."""
     t_width = max(cfg.s2_width, (cfg.eps_int * cfg.reduction_max).bit_length()) + 1
-    return max(cfg.count_width, cfg.s1_width) + 1, max(t_width, cfg.s1_width, cfg.r_width) + 1
+    return max(cfg.count_width, cfg.s1_width) + 1, max(t_width, cfg.s1_width) + 1
 
 
 def scalars_latency(cfg: CoreConfig) -> int:
     own = OWN_CYCLES
     if cfg.scalar_mul == "serial":      # per product: chunk pairs, then accumulate and hand over
-        own += sum(_chunks(a) * _chunks(b) + SerialMultiplier.OVERHEAD for a, b in _operand_bits(cfg).values()) - 2
-    else:                               # each product pair waits out the multiplier's pipeline
-        own += 2 * (PipelinedMultiplier.latency_of(*multiplier_widths(cfg)) - 2)
+        # (one cycle overlaps: the pair's second issue state latches the first product)
+        own += sum(_chunks(a) * _chunks(b) + SerialMultiplier.OVERHEAD for a, b in _operand_bits(cfg).values()) - 1
+    else:                               # the product pair waits out the multiplier's pipeline
+        own += PipelinedMultiplier.latency_of(*multiplier_widths(cfg)) - 2
     return rsqrt_latency(cfg) + own
 
 
@@ -278,7 +279,8 @@ class VectorScalars(wiring.Component):
     def elaborate(self, platform):
         cfg = self._cfg
         m = Module()
-        m.submodules.rsqrt = rsqrt = Rsqrt(cfg)
+        m.submodules.rsqrt = rsqrt = Rsqrt(cfg, factors={"n": unsigned(cfg.count_width),
+                                                         "s1": signed(cfg.s1_width)})
 
         n_width = cfg.count_width
         t_width = max(cfg.s2_width, (cfg.eps_int * cfg.reduction_max).bit_length()) + 1
@@ -338,9 +340,9 @@ class VectorScalars(wiring.Component):
         mean_term = Signal(signed(cfg.s1_width))
         n_times_t = Signal(cfg.d_width + 1)
         d = Signal(cfg.d_width)
-        r = Signal(cfg.r_width)
         zero = Signal()
-        n_times_r = Signal(signed(mul_a_width + mul_b_width))
+        n_times_r = Signal.like(rsqrt.o.payload.n_r)
+        s1_times_r = Signal.like(rsqrt.o.payload.s1_r)
         overlong = Signal()
         beats = Signal.like(self.i.payload.beats, reset_less=True)
         a = Signal(cfg.a_width)
@@ -368,7 +370,9 @@ class VectorScalars(wiring.Component):
             self.o.payload.b.eq(b),
             self.o.payload.beats.eq(beats),
             self.o.payload.overlong.eq(overlong),
-            rsqrt.i.payload.eq(d),
+            rsqrt.i.payload.d.eq(d),
+            rsqrt.i.payload.n.eq(n),
+            rsqrt.i.payload.s1.eq(mean_term),
             biased.eq(rsqrt.o.payload.s - rsqrt_shift_range(cfg)[0]),
         ]
         if cfg.exact_resolution:
@@ -416,16 +420,16 @@ class VectorScalars(wiring.Component):
         with fsm.state("RSQRT_OUT"):
             with m.If(rsqrt.o.valid):
                 m.d.sync += [
-                    r.eq(rsqrt.o.payload.r),
+                    n_times_r.eq(rsqrt.o.payload.n_r),
+                    s1_times_r.eq(rsqrt.o.payload.s1_r),
                     coarse_sel.eq(biased >> step_bits),
                     fine_sel.eq(biased[:step_bits]),
                 ]
-                fsm.goto("NR")
-        product_pair("NR", (n, r), "S1R", (mean_term, r), n_times_r, "AB")
+                fsm.goto("AB")
         with fsm.state("AB"):
             m.d.sync += [
                 coarse_a.eq(_scaled(n_times_r, bias) >> (coarse_sel << step_bits)),
-                coarse_b.eq(_scaled(product, bias) >> (coarse_sel << step_bits)),
+                coarse_b.eq(_scaled(s1_times_r, bias) >> (coarse_sel << step_bits)),
             ]
             fsm.goto("AB_FINE")
         with fsm.state("AB_FINE"):

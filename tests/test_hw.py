@@ -81,6 +81,45 @@ def test_rsqrt_default_config_random_and_edges(rsqrt_form):
         assert abs(approx - 1) < 2.0 ** -(cfg.rsqrt_need + 1), d
 
 
+@RSQRT_FORMS
+def test_rsqrt_products_with_factors(rsqrt_form):
+    """With ``factors`` the unit returns each factor times ``r`` (exact, extremes of both signs
+    included) beside the same ``(r, s)`` as the golden model, at the same latency; 0 for ``D = 0``."""
+    from amaranth.hdl import signed, unsigned
+    cfg = CoreConfig(rsqrt_form=rsqrt_form)
+    factors = {"u": unsigned(11), "v": signed(27)}
+    dut = Rsqrt(cfg, factors=factors)
+    rng = np.random.default_rng(11)
+    top = (1 << cfg.d_width) - 1
+    cases = [(0, 5, -3), (1, 2047, -(1 << 26)), (top, 2047, (1 << 26) - 1), (top, 0, 0), (3, 1, -1)]
+    cases += [(int(rng.integers(1, 1 << 62)) >> int(rng.integers(0, 62)) & top,
+               int(rng.integers(0, 1 << 11)), int(rng.integers(-(1 << 26), 1 << 26))) for _ in range(60)]
+    got = []
+
+    async def bench(ctx):
+        for d, u, v in cases:
+            await stream_put(ctx, dut.i, {"d": d, "u": u, "v": v})
+            cycles = 1
+            while not ctx.get(dut.o.valid):
+                await ctx.tick()
+                cycles += 1
+            payload = await stream_get(ctx, dut.o)
+            got.append((payload.r, payload.s, payload.u_r, payload.v_r, cycles))
+
+    sim = Simulator(dut)
+    sim.add_clock(1e-8)
+    sim.add_testbench(bench)
+    sim.run()
+    for (d, u, v), (r, s, u_r, v_r, cycles) in zip(cases, got):
+        if d == 0:
+            assert (r, u_r, v_r) == (0, 0, 0)
+            continue
+        assert (r, s) == golden.rsqrt(cfg, d), d
+        assert (u_r, v_r) == (u * r, v * r), (d, u, v)
+        assert cycles == rsqrt_latency(cfg)
+    assert len(got) == len(cases)
+
+
 @pytest.mark.parametrize("kwargs", [dict(), dict(norm="rmsnorm", lanes=4), dict(features=16, eps=0),
                                     dict(affine=False, features=8), dict(scalar_mul="serial"),
                                     dict(scalar_mul="serial", norm="rmsnorm", features=16, lanes=2)])
