@@ -59,6 +59,7 @@ from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from .config import CoreConfig
+from .sequencer import OneHot
 
 __all__ = ["Rsqrt", "rsqrt_input_layout", "rsqrt_result_layout", "rsqrt_latency", "rsqrt_shift_range"]
 
@@ -193,89 +194,92 @@ class Rsqrt(wiring.Component):
             # two cycles per result bit: SUB registers diff = E - trial, RUN applies its sign
             trial = Signal(e_width + 1)
 
-        with m.FSM():
-            with m.State("IDLE"):
-                m.d.comb += self.i.ready.eq(1)
-                # the radicand is latched every idle cycle (its enable is this unit's own state,
-                # not the producer's valid, which then drives only the state register)
-                m.d.sync += [d_reg.eq(radicand), group_any.eq(Cat(a for a, _ in group_leads))]
-                m.d.sync += [r.eq(k) for r, (_, k) in zip(group_k, group_leads)]
-                m.d.sync += [factor_reg[name].eq(value) for name, value in factor_in.items()]
-                with m.If(self.i.valid):
-                    m.next = "LEAD"
-            with m.State("LEAD"):
-                m.d.sync += [k_reg.eq(lead_pair), zero.eq(~nonzero)]
-                m.next = "SHIFT"
-            with m.State("SHIFT"):
-                m.d.sync += [
-                    coarse.eq(wide[:len(coarse)]),
-                    s_out.eq(Mux(zero, rsqrt_shift_range(cfg)[0], k_reg - (mm - 1))),
-                    root.eq(0),
-                ]
-                m.d.sync += [acc.eq(0) for acc in factor_acc.values()]
+        # one flip-flop per state: RUN enables every register of the recurrence (and the products')
+        fsm = OneHot(m, "IDLE", prefix="rsqrt")
+        with fsm.state("IDLE"):
+            m.d.comb += self.i.ready.eq(1)
+            # the radicand is latched every idle cycle (its enable is this unit's own state,
+            # not the producer's valid, which then drives only the state register)
+            m.d.sync += [d_reg.eq(radicand), group_any.eq(Cat(a for a, _ in group_leads))]
+            m.d.sync += [r.eq(k) for r, (_, k) in zip(group_k, group_leads)]
+            m.d.sync += [factor_reg[name].eq(value) for name, value in factor_in.items()]
+            with m.If(self.i.valid):
+                fsm.goto("LEAD")
+        with fsm.state("LEAD"):
+            m.d.sync += [k_reg.eq(lead_pair), zero.eq(~nonzero)]
+            fsm.goto("SHIFT")
+        with fsm.state("SHIFT"):
+            m.d.sync += [
+                coarse.eq(wide[:len(coarse)]),
+                s_out.eq(Mux(zero, rsqrt_shift_range(cfg)[0], k_reg - (mm - 1))),
+                root.eq(0),
+            ]
+            m.d.sync += [acc.eq(0) for acc in factor_acc.values()]
+            if lookahead:
+                # The trial registers' first values come from one more step of the recurrence
+                # (no state of their own, so no third input on the step's multiplexers): a
+                # step that does not take, from E/4, tB = M and a negative diff, leaves
+                # E, diff = E - M, tA = 5M, tB = M and p = 0.
+                m.d.sync += [rem.eq(1 << (2 * mm - 4)), diff[-1].eq(1), step.eq(T + 2)]
+            else:
+                m.d.sync += [rem.eq(1 << (2 * mm - 2)), step.eq(T + 1)]
+            fsm.goto("FINE")
+        with fsm.state("FINE"):
+            m.d.sync += [mant.eq(fine), three_m.eq((fine << 1) + fine)]
+            if lookahead:
+                m.d.sync += t_b.eq(fine)
+                fsm.goto("RUN")
+            else:
+                fsm.goto("PREP")
+        if not lookahead:
+            with fsm.state("PREP"):               # trial = M
+                m.d.sync += trial.eq(mant)
+                fsm.goto("SUB")
+        if not lookahead:
+            with fsm.state("SUB"):
+                m.d.sync += diff.eq(rem - trial)
+                fsm.goto("RUN")
+        with fsm.state("RUN"):
+            with m.If(take):
+                m.d.sync += root.eq((root << 1) | 1)
+                m.d.sync += [acc.eq((acc << 1) + factor_reg[name]) for name, acc in factor_acc.items()]
                 if lookahead:
-                    # The trial registers' first values come from one more step of the recurrence
-                    # (no state of their own, so no third input on the step's multiplexers): a
-                    # step that does not take, from E/4, tB = M and a negative diff, leaves
-                    # E, diff = E - M, tA = 5M, tB = M and p = 0.
-                    m.d.sync += [rem.eq(1 << (2 * mm - 4)), diff[-1].eq(1), step.eq(T + 2)]
+                    m.d.sync += [
+                        rem.eq(rem_take),
+                        diff.eq(rem_take - t_a),
+                        t_a.eq((t_a << 1) + three_m),
+                        t_b.eq((t_a << 1) - mant),
+                    ]
                 else:
-                    m.d.sync += [rem.eq(1 << (2 * mm - 2)), step.eq(T + 1)]
-                m.next = "FINE"
-            with m.State("FINE"):
-                m.d.sync += [mant.eq(fine), three_m.eq((fine << 1) + fine)]
+                    m.d.sync += [rem.eq(diff[:e_width] << 2), trial.eq((trial << 1) + three_m)]
+            with m.Else():
+                m.d.sync += root.eq(root << 1)
+                m.d.sync += [acc.eq(acc << 1) for acc in factor_acc.values()]
                 if lookahead:
-                    m.d.sync += t_b.eq(fine)
-                    m.next = "RUN"
+                    m.d.sync += [
+                        rem.eq(rem_keep),
+                        diff.eq(rem_keep - t_b),
+                        t_a.eq((t_b << 1) + three_m),
+                        t_b.eq((t_b << 1) - mant),
+                    ]
                 else:
-                    m.next = "PREP"
+                    m.d.sync += [rem.eq(rem << 2), trial.eq((trial << 1) - mant)]
+            m.d.sync += step.eq(step - 1)
+            with m.If(step == 1):
+                fsm.goto("DONE")
             if not lookahead:
-                with m.State("PREP"):                 # trial = M
-                    m.d.sync += trial.eq(mant)
-                    m.next = "SUB"
-            if not lookahead:
-                with m.State("SUB"):
-                    m.d.sync += diff.eq(rem - trial)
-                    m.next = "RUN"
-            with m.State("RUN"):
-                with m.If(take):
-                    m.d.sync += root.eq((root << 1) | 1)
-                    m.d.sync += [acc.eq((acc << 1) + factor_reg[name]) for name, acc in factor_acc.items()]
-                    if lookahead:
-                        m.d.sync += [
-                            rem.eq(rem_take),
-                            diff.eq(rem_take - t_a),
-                            t_a.eq((t_a << 1) + three_m),
-                            t_b.eq((t_a << 1) - mant),
-                        ]
-                    else:
-                        m.d.sync += [rem.eq(diff[:e_width] << 2), trial.eq((trial << 1) + three_m)]
                 with m.Else():
-                    m.d.sync += root.eq(root << 1)
-                    m.d.sync += [acc.eq(acc << 1) for acc in factor_acc.values()]
-                    if lookahead:
-                        m.d.sync += [
-                            rem.eq(rem_keep),
-                            diff.eq(rem_keep - t_b),
-                            t_a.eq((t_b << 1) + three_m),
-                            t_b.eq((t_b << 1) - mant),
-                        ]
-                    else:
-                        m.d.sync += [rem.eq(rem << 2), trial.eq((trial << 1) - mant)]
-                m.d.sync += step.eq(step - 1)
-                with m.If(step == 1):
-                    m.next = "DONE"
-                if not lookahead:
-                    with m.Else():
-                        m.next = "SUB"
-            with m.State("DONE"):
-                m.d.comb += [
-                    self.o.valid.eq(1),
-                    self.o.payload.r.eq(Mux(zero, 0, root)),
-                    self.o.payload.s.eq(s_out),
-                ]
-                m.d.comb += [getattr(self.o.payload, f"{name}_r").eq(Mux(zero, 0, acc))
-                             for name, acc in factor_acc.items()]
-                with m.If(self.o.ready):
-                    m.next = "IDLE"
+                    fsm.goto("SUB")
+        with fsm.state("DONE"):
+            m.d.comb += [
+                self.o.valid.eq(1),
+                self.o.payload.r.eq(Mux(zero, 0, root)),
+                self.o.payload.s.eq(s_out),
+            ]
+            m.d.comb += [getattr(self.o.payload, f"{name}_r").eq(Mux(zero, 0, acc))
+                         for name, acc in factor_acc.items()]
+            with m.If(self.o.ready):
+                fsm.goto("IDLE")
+        fsm.close()
+        self.states_valid = fsm.at_most_one()     # for proofs by induction (sim/formal.py)
         return m

@@ -1,13 +1,16 @@
 """Per-vector scalar stage: statistics in, the constants ``A`` and ``B`` of ``x*A - B`` out.
 
-One shared multiplier (``mul_width_a`` x ``mul_width_b`` signed) serves the two products of ``D``
-in turn, so this stage costs one wide multiplier whatever the lane count; ``N*R`` and ``S1'*R``
-come out of the rsqrt unit with ``R`` (one add per result bit, no multiplier)::
+One shared multiplier (``mul_width_a`` x ``mul_width_b`` signed) serves the products of a vector
+in turn, so this stage costs one wide multiplier whatever the lane count.  With the pipelined
+multiplier ``N*R`` and ``S1'*R`` come out of the rsqrt unit with ``R`` (one add per result bit
+beside the recurrence, :func:`products_in_rsqrt`), so the multiplier serves the two products of
+``D`` only; the serial multiplier (the small-FPGA choice) serves all four, which costs cycles
+and no logic::
 
     t = S2 + e*N                (e is a constant; e*N is latched with N)
     D = N*t - S1**2             LayerNorm   (= N*S2 - S1**2 + e*N**2)
     D = N*t                     RMSNorm
-    (R, s, N*R, S1'*R) = Rsqrt(D; N, S1')     (the products with R accumulate beside the recurrence)
+    (R, s) = Rsqrt(D)                          [with N*R and S1'*R: parallel]
     A = rnd(N*R, sh), B = rnd(S1'*R, sh), sh = T + m - 1 + s - FA
 
 Members
@@ -29,16 +32,17 @@ from .multiply import product_latency, product_tree
 from .rsqrt import Rsqrt, rsqrt_latency, rsqrt_shift_range
 from .sequencer import OneHot
 
-__all__ = ["VectorScalars", "ScalarBank", "scalar_units", "unit_interval", "SerialMultiplier", "scalars_latency", "vector_stats_layout", "vector_coefs_layout", "shift_plan",
+__all__ = ["VectorScalars", "products_in_rsqrt", "ScalarBank", "scalar_units", "unit_interval", "SerialMultiplier", "scalars_latency", "vector_stats_layout", "vector_coefs_layout", "shift_plan",
            "PipelinedMultiplier", "multiplier_widths"]
 
 
 #: Cycles the scalar stage spends outside the rsqrt unit and the multiplier's pipeline, from the
 #: input transfer to ``o.valid``: IDLE (statistics latched), EN (e*N), T (t = S2 + e*N), NT and
-#: S1SQ (the products of D issued), LATCH_NT, D, RSQRT_IN, AB and AB_FINE (the two steps of the
-#: shift), ROUND; ``o.valid`` rises in OUT.  (RSQRT_OUT, which latches R's shift, ``N*R`` and
-#: ``S1'*R``, is the rsqrt unit's output cycle, counted in its latency.)  The tests measure it.
-OWN_CYCLES = 11
+#: S1SQ (the products of D issued), LATCH_NT, D, RSQRT_IN, [serial: NR and S1R (the products of A
+#: and B issued), LATCH_NR,] AB and AB_FINE (the two steps of the shift), ROUND; ``o.valid`` rises
+#: in OUT.  (RSQRT_OUT, which latches the rsqrt unit's results, is its output cycle, counted in
+#: its latency.)  The tests measure it.
+OWN_CYCLES = {"parallel": 11, "serial": 14}
 
 #: The A/B shift moves by multiples of this first, then by the rest: two short multiplexer trees,
 #: each selected by a register decoded from the rsqrt unit's ``s`` (see :func:`shift_plan`).
@@ -52,25 +56,38 @@ def _chunks(bits: int) -> int:
     return -(-bits // CHUNK)
 
 
+def products_in_rsqrt(cfg: CoreConfig) -> bool:
+    """Whether ``N*R`` and ``S1'*R`` accumulate in the rsqrt unit (:class:`~normgen.hw.rsqrt.Rsqrt`'s
+    ``factors``) rather than taking two more passes through the multiplier: with the pipelined
+    multiplier (7 cycles less latency for two adders beside the recurrence), not with the serial
+    one, whose idle multiplier costs no logic (it is the choice for small FPGAs)."""
+    return cfg.scalar_mul != "serial"
+
+
 def _operand_bits(cfg: CoreConfig) -> dict:
-    """Magnitude bits of the multiplier's two products' operands: N*t, S1*S1."""
+    """Magnitude bits of the multiplier's products' operands: N*t, S1*S1[, N*R, S1*R]."""
     t_bits = max(cfg.s2_width, (cfg.eps_int * cfg.reduction_max).bit_length()) + 1
-    return {"NT": (cfg.count_width, t_bits), "S1SQ": (cfg.s1_width, cfg.s1_width)}
+    bits = {"NT": (cfg.count_width, t_bits), "S1SQ": (cfg.s1_width, cfg.s1_width)}
+    if not products_in_rsqrt(cfg):
+        bits.update({"NR": (cfg.count_width, cfg.r_width), "S1R": (cfg.s1_width, cfg.r_width)})
+    return bits
 
 
 def multiplier_widths(cfg: CoreConfig) -> tuple[int, int]:
-    """Signed operand widths of the scalar stage's multiplier: (N or S1, t or S1)."""
+    """Signed operand widths of the scalar stage's multiplier: (N or S1, t or S1 [or R])."""
     t_width = max(cfg.s2_width, (cfg.eps_int * cfg.reduction_max).bit_length()) + 1
-    return max(cfg.count_width, cfg.s1_width) + 1, max(t_width, cfg.s1_width) + 1
+    r_width = 0 if products_in_rsqrt(cfg) else cfg.r_width
+    return max(cfg.count_width, cfg.s1_width) + 1, max(t_width, cfg.s1_width, r_width) + 1
 
 
 def scalars_latency(cfg: CoreConfig) -> int:
-    own = OWN_CYCLES
+    own = OWN_CYCLES[cfg.scalar_mul]
+    pairs = len(_operand_bits(cfg)) // 2
     if cfg.scalar_mul == "serial":      # per product: chunk pairs, then accumulate and hand over
-        # (one cycle overlaps: the pair's second issue state latches the first product)
-        own += sum(_chunks(a) * _chunks(b) + SerialMultiplier.OVERHEAD for a, b in _operand_bits(cfg).values()) - 1
-    else:                               # the product pair waits out the multiplier's pipeline
-        own += PipelinedMultiplier.latency_of(*multiplier_widths(cfg)) - 2
+        # (one cycle a pair overlaps: its second issue state latches the first product)
+        own += sum(_chunks(a) * _chunks(b) + SerialMultiplier.OVERHEAD for a, b in _operand_bits(cfg).values()) - pairs
+    else:                               # each product pair waits out the multiplier's pipeline
+        own += pairs * (PipelinedMultiplier.latency_of(*multiplier_widths(cfg)) - 2)
     return rsqrt_latency(cfg) + own
 
 
@@ -279,8 +296,9 @@ class VectorScalars(wiring.Component):
     def elaborate(self, platform):
         cfg = self._cfg
         m = Module()
-        m.submodules.rsqrt = rsqrt = Rsqrt(cfg, factors={"n": unsigned(cfg.count_width),
-                                                         "s1": signed(cfg.s1_width)})
+        fused = products_in_rsqrt(cfg)
+        factors = {"n": unsigned(cfg.count_width), "s1": signed(cfg.s1_width)} if fused else None
+        m.submodules.rsqrt = rsqrt = Rsqrt(cfg, factors=factors)
 
         n_width = cfg.count_width
         t_width = max(cfg.s2_width, (cfg.eps_int * cfg.reduction_max).bit_length()) + 1
@@ -341,8 +359,13 @@ class VectorScalars(wiring.Component):
         n_times_t = Signal(cfg.d_width + 1)
         d = Signal(cfg.d_width)
         zero = Signal()
-        n_times_r = Signal.like(rsqrt.o.payload.n_r)
-        s1_times_r = Signal.like(rsqrt.o.payload.s1_r)
+        if fused:
+            n_times_r = Signal.like(rsqrt.o.payload.n_r)
+            s1_times_r = Signal.like(rsqrt.o.payload.s1_r)
+        else:
+            r = Signal(cfg.r_width)
+            n_times_r = Signal(signed(mul_a_width + mul_b_width))
+            s1_times_r = product            # the second product of the pair, held until the next start
         overlong = Signal()
         beats = Signal.like(self.i.payload.beats, reset_less=True)
         a = Signal(cfg.a_width)
@@ -370,9 +393,7 @@ class VectorScalars(wiring.Component):
             self.o.payload.b.eq(b),
             self.o.payload.beats.eq(beats),
             self.o.payload.overlong.eq(overlong),
-            rsqrt.i.payload.d.eq(d),
-            rsqrt.i.payload.n.eq(n),
-            rsqrt.i.payload.s1.eq(mean_term),
+            (rsqrt.i.payload.d if fused else rsqrt.i.payload).eq(d),
             biased.eq(rsqrt.o.payload.s - rsqrt_shift_range(cfg)[0]),
         ]
         if cfg.exact_resolution:
@@ -420,12 +441,19 @@ class VectorScalars(wiring.Component):
         with fsm.state("RSQRT_OUT"):
             with m.If(rsqrt.o.valid):
                 m.d.sync += [
-                    n_times_r.eq(rsqrt.o.payload.n_r),
-                    s1_times_r.eq(rsqrt.o.payload.s1_r),
                     coarse_sel.eq(biased >> step_bits),
                     fine_sel.eq(biased[:step_bits]),
                 ]
-                fsm.goto("AB")
+                if fused:
+                    m.d.sync += [n_times_r.eq(rsqrt.o.payload.n_r), s1_times_r.eq(rsqrt.o.payload.s1_r)]
+                    fsm.goto("AB")
+                else:
+                    m.d.sync += r.eq(rsqrt.o.payload.r)
+                    fsm.goto("NR")
+        if fused:
+            m.d.comb += [rsqrt.i.payload.n.eq(n), rsqrt.i.payload.s1.eq(mean_term)]
+        else:
+            product_pair("NR", (n, r), "S1R", (mean_term, r), n_times_r, "AB")
         with fsm.state("AB"):
             m.d.sync += [
                 coarse_a.eq(_scaled(n_times_r, bias) >> (coarse_sel << step_bits)),

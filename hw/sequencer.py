@@ -20,7 +20,7 @@ the current state's flag and sets the next one's in the same cycle.
 """
 from contextlib import contextmanager
 
-from amaranth import Signal
+from amaranth import Cat, Signal
 
 __all__ = ["OneHot"]
 
@@ -62,6 +62,13 @@ class OneHot:
         if self._current is None:
             raise SyntaxError("goto() outside a state")
         self._m.d[self._domain] += [self.flag(self._current).eq(0), self.flag(name).eq(1)]
+
+    def at_most_one(self):
+        """A value that is 1 while at most one flag is set.  Every reachable state satisfies it
+        (no flag set would be a dead end, never a wrong output); a proof by induction needs it
+        asserted, as it starts from any assignment of the flip-flops, reachable or not."""
+        flags = Cat(*self._flags.values())
+        return (flags & (flags - 1)) == 0
 
     def close(self):
         missing = sorted(set(self._flags) - self._defined)

@@ -195,7 +195,9 @@ class RsqrtHarness(Elaboratable):
     def elaborate(self, platform):
         cfg, dut = self.cfg, self.dut
         m = Module()
-        m.submodules.dut = dut
+        # elaborated here, so that its state flags' invariant (at most one set) can be asserted
+        m.submodules.dut = dut.elaborate(platform)
+        m.d.comb += Assert(dut.states_valid, "more than one state flag set")
         radicand = Signal(cfg.d_width)
         pending = Signal()
         with m.If(dut.i.valid & dut.i.ready):
