@@ -52,7 +52,8 @@ i : In(stream.Signature(d_width))
     The radicand ``D``; with ``factors`` a struct of ``d`` and the factors.
 o : Out(stream.Signature(RsqrtResult))
     ``r`` (``T+1`` bits) and ``s`` (signed) with ``1/sqrt(D) ~= r * 2**-(T + m - 1 + s)``; with
-    ``factors`` also ``<name>_r``, the factor times ``r`` (0 when ``D = 0``, as ``r``).
+    ``factors`` also ``<name>_r``, the factor times ``r`` (0 when ``D = 0``, as ``r``).  ``s`` is
+    a register on the output all the time, final from the third cycle after the input transfer.
 """
 from amaranth import *
 from amaranth.lib import data, stream, wiring
@@ -194,6 +195,8 @@ class Rsqrt(wiring.Component):
             # two cycles per result bit: SUB registers diff = E - trial, RUN applies its sign
             trial = Signal(e_width + 1)
 
+        # s is final from FINE on: it is on the output all the time (a caller may decode it early)
+        m.d.comb += self.o.payload.s.eq(s_out)
         # one flip-flop per state: RUN enables every register of the recurrence (and the products')
         fsm = OneHot(m, "IDLE", prefix="rsqrt")
         with fsm.state("IDLE"):
@@ -274,7 +277,6 @@ class Rsqrt(wiring.Component):
             m.d.comb += [
                 self.o.valid.eq(1),
                 self.o.payload.r.eq(Mux(zero, 0, root)),
-                self.o.payload.s.eq(s_out),
             ]
             m.d.comb += [getattr(self.o.payload, f"{name}_r").eq(Mux(zero, 0, acc))
                          for name, acc in factor_acc.items()]

@@ -39,10 +39,11 @@ __all__ = ["VectorScalars", "products_in_rsqrt", "ScalarBank", "scalar_units", "
 #: Cycles the scalar stage spends outside the rsqrt unit and the multiplier's pipeline, from the
 #: input transfer to ``o.valid``: IDLE (statistics latched), EN (e*N), T (t = S2 + e*N), NT and
 #: S1SQ (the products of D issued), LATCH_NT, D, RSQRT_IN, [serial: NR and S1R (the products of A
-#: and B issued), LATCH_NR,] AB and AB_FINE (the two steps of the shift), ROUND; ``o.valid`` rises
-#: in OUT.  (RSQRT_OUT, which latches the rsqrt unit's results, is its output cycle, counted in
-#: its latency.)  The tests measure it.
-OWN_CYCLES = {"parallel": 11, "serial": 14}
+#: and B issued), LATCH_NR, AB,] AB_FINE, ROUND; ``o.valid`` rises in OUT.  The shift's coarse
+#: step is taken in RSQRT_OUT (parallel: from the rsqrt unit's products) or AB (serial: from the
+#: multiplier's); RSQRT_OUT is the rsqrt unit's output cycle, counted in its latency.  The tests
+#: measure it.
+OWN_CYCLES = {"parallel": 10, "serial": 14}
 
 #: The A/B shift moves by multiples of this first, then by the rest: two short multiplexer trees,
 #: each selected by a register decoded from the rsqrt unit's ``s`` (see :func:`shift_plan`).
@@ -359,10 +360,7 @@ class VectorScalars(wiring.Component):
         n_times_t = Signal(cfg.d_width + 1)
         d = Signal(cfg.d_width)
         zero = Signal()
-        if fused:
-            n_times_r = Signal.like(rsqrt.o.payload.n_r)
-            s1_times_r = Signal.like(rsqrt.o.payload.s1_r)
-        else:
+        if not fused:
             r = Signal(cfg.r_width)
             n_times_r = Signal(signed(mul_a_width + mul_b_width))
             s1_times_r = product            # the second product of the pair, held until the next start
@@ -438,15 +436,20 @@ class VectorScalars(wiring.Component):
             m.d.sync += zero.eq((d == 0) | overlong)
             with m.If(rsqrt.i.ready):
                 fsm.goto("RSQRT_OUT")
+        def coarse_step(n_times_r, s1_times_r):
+            m.d.sync += [
+                coarse_a.eq(_scaled(n_times_r, bias) >> (coarse_sel << step_bits)),
+                coarse_b.eq(_scaled(s1_times_r, bias) >> (coarse_sel << step_bits)),
+            ]
+            fsm.goto("AB_FINE")
+
         with fsm.state("RSQRT_OUT"):
+            # the shift amounts are set while the unit runs: its s is a register from its third
+            # cycle on, long before its result
+            m.d.sync += [coarse_sel.eq(biased >> step_bits), fine_sel.eq(biased[:step_bits])]
             with m.If(rsqrt.o.valid):
-                m.d.sync += [
-                    coarse_sel.eq(biased >> step_bits),
-                    fine_sel.eq(biased[:step_bits]),
-                ]
-                if fused:
-                    m.d.sync += [n_times_r.eq(rsqrt.o.payload.n_r), s1_times_r.eq(rsqrt.o.payload.s1_r)]
-                    fsm.goto("AB")
+                if fused:                 # the coarse step straight from the unit's products
+                    coarse_step(rsqrt.o.payload.n_r, rsqrt.o.payload.s1_r)
                 else:
                     m.d.sync += r.eq(rsqrt.o.payload.r)
                     fsm.goto("NR")
@@ -454,12 +457,8 @@ class VectorScalars(wiring.Component):
             m.d.comb += [rsqrt.i.payload.n.eq(n), rsqrt.i.payload.s1.eq(mean_term)]
         else:
             product_pair("NR", (n, r), "S1R", (mean_term, r), n_times_r, "AB")
-        with fsm.state("AB"):
-            m.d.sync += [
-                coarse_a.eq(_scaled(n_times_r, bias) >> (coarse_sel << step_bits)),
-                coarse_b.eq(_scaled(s1_times_r, bias) >> (coarse_sel << step_bits)),
-            ]
-            fsm.goto("AB_FINE")
+            with fsm.state("AB"):
+                coarse_step(n_times_r, s1_times_r)
         with fsm.state("AB_FINE"):
             m.d.sync += [half_a.eq(coarse_a >> fine_sel), half_b.eq(coarse_b >> fine_sel)]
             fsm.goto("ROUND")
