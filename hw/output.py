@@ -116,12 +116,21 @@ def datapath_latency(cfg: CoreConfig) -> int:
     return xa_cycles + 3 + g_cycles
 
 
+def credit_lag(cfg: CoreConfig) -> bool:
+    """Whether a beat read from the output FIFO returns its credit to the issue a cycle later
+    (through a register beside the FIFO): from ``SLICE_LANES`` lanes on.  At P = 32 the FIFO's
+    level → ``o.valid`` → the credit count at the issue logic was the critical path (6.5 ns of
+    routing between them); the FIFO is one beat deeper instead."""
+    return cfg.lanes >= SLICE_LANES
+
+
 def output_fifo_depth(cfg: CoreConfig) -> int:
     """The output FIFO holds every beat in flight behind the issue: issue, memory data, its
     register, the datapath, the FIFO's own write; one more keeps the issue going at full rate
     (and one more for the nearest-even decision stage behind the FIFO, one more for the FIFO's
-    read register when it has one)."""
-    return 2 + datapath_latency(cfg) + 2 + fixup_latency(cfg) + int(cfg.fifos_in_block_ram)
+    read register when it has one, one more for the credit's lag)."""
+    return (2 + datapath_latency(cfg) + 2 + fixup_latency(cfg) + int(cfg.fifos_in_block_ram)
+            + int(credit_lag(cfg)))
 
 
 #: Widest part of the output FIFO (bits) from ``SLICE_LANES`` lanes on, see :func:`output_fifo_slices`.
@@ -558,7 +567,12 @@ class OutputStage(wiring.Component):
         else:
             through_fifo(m, datapath.o, out_fifo, wiring.flipped(self.o))
             fixup_busy = C(0)
-        m.d.sync += in_flight.eq(in_flight + issue - (self.o.valid & self.o.ready))
+        returned = Signal()                     # a credit back: a beat left the output FIFO
+        if credit_lag(cfg):
+            m.d.sync += returned.eq(self.o.valid & self.o.ready)
+        else:
+            m.d.comb += returned.eq(self.o.valid & self.o.ready)
+        m.d.sync += in_flight.eq(in_flight + issue - returned)
         held = coefs.valid if coef_slice(cfg) else C(0)       # constants waiting in their FIFO
         m.d.comb += self.busy.eq(active | held | s1_valid | s1b_valid | datapath.busy | (out_fifo.r_level != 0) | fixup_busy)
         return m
