@@ -23,7 +23,7 @@ the caller has open (a stalling pipeline passes its enable that way).
 """
 from amaranth import *
 
-__all__ = ["saturate", "DSP_CHUNK", "NARROW_CHUNK", "split_chunks", "product_blocks", "least_blocks",
+__all__ = ["saturate", "constant_product", "DSP_CHUNK", "NARROW_CHUNK", "split_chunks", "product_blocks", "least_blocks",
            "fabric_bits_for", "product_latency", "product_tree"]
 
 #: Widest unsigned chunk of the partial products: 17-bit unsigned chunks (signed top chunks) fit the
@@ -162,6 +162,29 @@ def product_tree(m: Module, a, b, *, name: str, operand_registers: bool = False,
         level += 1
     (total, shift), = terms
     return (total << shift)[:width].as_signed()
+
+
+def constant_product(value, constant: int):
+    """``value * constant`` (an unsigned value, a constant >= 0) as shifts and adds of its
+    canonical signed digits, so it stays in logic: Yosys would otherwise give a ``*`` a
+    multiplier block, wherever the placer puts it (at P = 32 the scalar stage's e*N block sat
+    7 ns of routing from the statistics FIFO that feeds it).  Digits ±1, no two adjacent: at
+    most ``ceil((bits + 1) / 2)`` terms."""
+    assert constant >= 0
+    value = Value.cast(value)
+    total, bit = None, 0
+    while constant:
+        if constant & 1:
+            digit = 2 - (constant & 3)          # +1 when ...01, -1 when ...11
+            constant -= digit
+            term = value << bit
+            if total is None:
+                total = term if digit > 0 else -term
+            else:
+                total = total + term if digit > 0 else total - term
+        constant >>= 1
+        bit += 1
+    return C(0, 1) if total is None else total
 
 
 def saturate(value, width: int):

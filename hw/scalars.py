@@ -28,7 +28,7 @@ from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from .config import CoreConfig
-from .multiply import product_latency, product_tree
+from .multiply import constant_product, product_latency, product_tree
 from .rsqrt import Rsqrt, rsqrt_latency, rsqrt_shift_range
 from .sequencer import OneHot
 
@@ -420,7 +420,7 @@ class VectorScalars(wiring.Component):
             with m.If(self.i.valid):
                 fsm.goto("EN")
         with fsm.state("EN"):         # e*N from the latched count (a constant multiplication)
-            m.d.sync += e_n.eq(beats * (cfg.eps_int * count_multiplier(cfg)))
+            m.d.sync += e_n.eq(constant_product(beats, cfg.eps_int * count_multiplier(cfg)))
             fsm.goto("T")
         with fsm.state("T"):
             m.d.sync += t.eq(s2 + e_n)

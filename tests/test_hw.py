@@ -663,3 +663,27 @@ def test_sliced_fifo_matches_a_queue(kind):
     model.extend(sent)
     assert len(got) > 1000
     assert got == [model.popleft() for _ in range(len(got))]
+
+
+@pytest.mark.parametrize("constant", [0, 1, 2, 3, 5, 7, 11, 168, 168 * 32, 0b1011011101, (1 << 16) - 1, 168 * 1024])
+def test_constant_product_is_exact_without_a_multiplier(constant):
+    """``constant_product(v, c)`` is ``v*c`` for every 10-bit ``v`` (shifts and adds of ``c``'s
+    signed digits), and its netlist has no multiplication."""
+    from amaranth.back import rtlil
+    from amaranth.hdl import Module, Signal
+    from normgen.hw.multiply import constant_product
+    m = Module()
+    v, p = Signal(10), Signal(10 + constant.bit_length() + 1)
+    m.d.comb += p.eq(constant_product(v, constant))
+    assert "$mul" not in rtlil.convert(m, ports=[v, p])
+    got = []
+
+    async def bench(ctx):
+        for x in range(1 << 10):
+            ctx.set(v, x)
+            got.append(ctx.get(p))
+
+    sim = Simulator(m)
+    sim.add_testbench(bench)
+    sim.run()
+    assert got == [x * constant for x in range(1 << 10)]
