@@ -392,6 +392,7 @@ class VectorScalars(wiring.Component):
             self.o.payload.beats.eq(beats),
             self.o.payload.overlong.eq(overlong),
             (rsqrt.i.payload.d if fused else rsqrt.i.payload).eq(d),
+            *([rsqrt.i.payload.n.eq(n), rsqrt.i.payload.s1.eq(mean_term)] if fused else []),
             biased.eq(rsqrt.o.payload.s - rsqrt_shift_range(cfg)[0]),
         ]
         if cfg.exact_resolution:
@@ -453,9 +454,7 @@ class VectorScalars(wiring.Component):
                 else:
                     m.d.sync += r.eq(rsqrt.o.payload.r)
                     fsm.goto("NR")
-        if fused:
-            m.d.comb += [rsqrt.i.payload.n.eq(n), rsqrt.i.payload.s1.eq(mean_term)]
-        else:
+        if not fused:
             product_pair("NR", (n, r), "S1R", (mean_term, r), n_times_r, "AB")
             with fsm.state("AB"):
                 coarse_step(n_times_r, s1_times_r)
