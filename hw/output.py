@@ -207,19 +207,36 @@ class ElementDatapath(wiring.Component):
         (γ lanes then β lanes, affine cores), ``last``, ``error``.
     o : Out(stream.Signature(output_layout(cfg)))
     busy : Out(1)
+    par : In(P·2·W_p), with ``late_params`` only (then ``i`` has no ``par``)
+        γ/β of the beat that entered ``i`` :meth:`params_delay` cycles before: a caller that reads
+        them from a memory addresses it that much later instead of holding the P lanes' γ/β in
+        a delay line (the stages move every cycle, so the delay is exact).
     """
 
-    def __init__(self, cfg: CoreConfig, *, shared_coefs: bool, stalls: bool = True, copies: int = 1):
+    def __init__(self, cfg: CoreConfig, *, shared_coefs: bool, stalls: bool = True, copies: int = 1,
+                 late_params: bool = False):
+        if late_params and (stalls or not cfg.affine_stage or cfg.exact_resolution):
+            raise ValueError("late_params needs an affine stage, no stalls and no exact resolution")
         self._cfg = cfg
         self._shared = shared_coefs
         self._stalls = stalls
+        self._late = late_params
         self._copies = copies if shared_coefs else cfg.lanes
         out_layout = resolve_layout(cfg, shared_coefs) if cfg.exact_resolution else output_layout(cfg)
-        super().__init__({
-            "i": In(stream.Signature(element_layout(cfg, shared_coefs, copies))),
+        members = {
+            "i": In(stream.Signature(element_layout(cfg, shared_coefs, copies, params=not late_params))),
             "o": Out(stream.Signature(out_layout)),
             "busy": Out(1),
-        })
+        }
+        if late_params:
+            members["par"] = In(unsigned(cfg.lanes * 2 * cfg.param_format.width))
+        super().__init__(members)
+
+    @staticmethod
+    def params_delay(cfg: CoreConfig) -> int:
+        """With ``late_params``: cycles ``par`` comes after its beat's input transfer (it is
+        first used there, by γ·v's partial products)."""
+        return product_cycles(cfg)[0] + 1
 
     @property
     def latency(self) -> int:
@@ -300,7 +317,7 @@ class ElementDatapath(wiring.Component):
             b_half = per_lane(b_half)
             for step in range(xa_cycles):
                 flags = next_flags(f"s2_{step}")
-            if cfg.affine_stage:
+            if cfg.affine_stage and not self._late:
                 par2, = delayed([self.i.payload.par], xa_cycles, "par")
             if cfg.kind.folded and cfg.rounding == "nearest-even":
                 # one rounding, half to even: S3 the difference, S4 floor(d/2**k + 1/2), minus 1
@@ -319,8 +336,11 @@ class ElementDatapath(wiring.Component):
             m.d.sync += [r.eq((p - b) >> k1) for r, p, b in zip(v, xa, b_half)]
             flags = next_flags("s3")
             if cfg.affine_stage:
-                par3 = Signal.like(par2)
-                m.d.sync += par3.eq(par2)
+                if self._late:
+                    par3 = self.par
+                else:
+                    par3 = Signal.like(par2)
+                    m.d.sync += par3.eq(par2)
                 gammas = lane_values(par3, lanes, w_p)
                 betas = lane_values(par3[lanes * w_p:], lanes, w_p)
                 # S4: gamma*v as registered partial products and their sum; beta<<FZ + half alongside
@@ -329,9 +349,10 @@ class ElementDatapath(wiring.Component):
                 g = [product_tree(m, gm, vv, name=f"g{k}", operand_registers=True,
                                   fabric_bits=cfg.g_fabric_bits, product_registers=product_registers(cfg))[:cfg.w_width].as_signed()
                      for k, (gm, vv) in enumerate(zip(gammas, v))]
+                # (β waits as it is, W_p bits, and is widened in the last register)
+                betas = delayed(betas, g_cycles - 1, "beta")
                 beta_half = stage("beta_half", signed(cfg.w_width))
                 m.d.sync += [r.eq((bt << cfg.z_frac) + (1 << (k2 - 1))) for r, bt in zip(beta_half, betas)]
-                beta_half = delayed(beta_half, g_cycles - 1, "beta_half")
                 for step in range(g_cycles):
                     flags = next_flags(f"s4_{step}")
                 # S5
@@ -404,7 +425,7 @@ def coef_shapes(cfg: CoreConfig):
     return cfg.lane_products()["xa"][1], signed(cfg.b_width)
 
 
-def element_layout(cfg: CoreConfig, shared_coefs: bool, copies: int = 1) -> data.StructLayout:
+def element_layout(cfg: CoreConfig, shared_coefs: bool, copies: int = 1, *, params: bool = True) -> data.StructLayout:
     coef_lanes = 1 if shared_coefs else cfg.lanes
     a_lanes = copies if shared_coefs else cfg.lanes
     a_shape, b_shape = coef_shapes(cfg)
@@ -417,7 +438,7 @@ def element_layout(cfg: CoreConfig, shared_coefs: bool, copies: int = 1) -> data
     }
     if cfg.kind.has_batch_end:
         fields["end"] = 1
-    if cfg.affine_stage:
+    if cfg.affine_stage and params:
         fields["par"] = unsigned(cfg.lanes * 2 * cfg.param_format.width)
     if cfg.exact_resolution:
         fields.update(stats_fields(cfg, coef_lanes))
@@ -506,8 +527,17 @@ class OutputStage(wiring.Component):
             self.buffer.addr.eq(self.rd_ptr[:ptr_bits]),
             self.buffer.en.eq(1),
         ]
+        # γ/β are read when the datapath first needs them (``late_params``): the read address
+        # follows ``beat`` through a delay line (a few address bits, not P lanes of γ/β data)
+        late_params = cfg.affine_stage and not cfg.exact_resolution
         if cfg.affine:
-            m.d.comb += [self.params.addr.eq(beat), self.params.en.eq(1)]
+            params_addr = beat
+            if late_params:
+                for step in range(ElementDatapath.params_delay(cfg)):
+                    delayed_addr = Signal.like(beat, name=f"params_addr_d{step}", reset_less=True)
+                    m.d.sync += delayed_addr.eq(params_addr)
+                    params_addr = delayed_addr
+            m.d.comb += [self.params.addr.eq(params_addr), self.params.en.eq(1)]
         with m.If(coefs.valid & coefs.ready):
             m.d.sync += cur.eq(incoming)
         with m.If(issue):
@@ -549,7 +579,8 @@ class OutputStage(wiring.Component):
             s1b_par = Signal.like(self.params.data, reset_less=True)
             m.d.sync += s1b_par.eq(self.params.data)
 
-        m.submodules.datapath = datapath = ElementDatapath(cfg, shared_coefs=True, stalls=False, copies=copies)
+        m.submodules.datapath = datapath = ElementDatapath(cfg, shared_coefs=True, stalls=False, copies=copies,
+                                                           late_params=late_params)
         m.d.comb += [
             datapath.i.valid.eq(s1b_valid),
             datapath.i.payload.x.eq(s1b_x),
@@ -558,7 +589,9 @@ class OutputStage(wiring.Component):
             datapath.i.payload.last.eq(s1b_last),
             datapath.i.payload.error.eq(s1b_err),
         ]
-        if cfg.affine:
+        if late_params:
+            m.d.comb += datapath.par.eq(s1b_par)
+        elif cfg.affine:
             m.d.comb += datapath.i.payload.par.eq(s1b_par)
         if cfg.exact_resolution:
             m.d.comb += Cat(datapath.i.payload.n, datapath.i.payload.s1, datapath.i.payload.d).eq(s1b_stats)

@@ -46,6 +46,9 @@ and returns each one's exact product with ``R`` as well, accumulated beside the 
 (``acc = 2*acc + (take ? f : 0)`` per result bit, most significant first), so a caller that needs
 ``f*R`` has it when ``R`` is ready instead of one multiplication later.
 
+With ``held_input`` the caller keeps ``i.payload`` still from its transfer until ``o``'s (as
+a register of its own does): the unit then reads it there and keeps no copy.
+
 Members
 -------
 i : In(stream.Signature(d_width))
@@ -100,8 +103,9 @@ def rsqrt_result_layout(cfg: CoreConfig, factors=None) -> data.StructLayout:
 
 
 class Rsqrt(wiring.Component):
-    def __init__(self, cfg: CoreConfig, factors: dict | None = None):
+    def __init__(self, cfg: CoreConfig, factors: dict | None = None, *, held_input: bool = False):
         self._cfg = cfg
+        self._held = held_input
         self._factors = dict(factors or {})
         if "d" in self._factors:
             raise ValueError("a factor may not be named 'd' (the radicand's field)")
@@ -146,7 +150,12 @@ class Rsqrt(wiring.Component):
 
         radicand = self.i.payload.d if self._factors else self.i.payload
         factor_in = {name: getattr(self.i.payload, name) for name in self._factors}
-        factor_reg = {name: Signal(shape, name=f"factor_{name}") for name, shape in self._factors.items()}
+        # with ``held_input`` the caller's registers are the radicand's and the factors' (they
+        # hold still from the input transfer until the result is taken); else the unit latches them
+        if self._held:
+            factor_reg = factor_in
+        else:
+            factor_reg = {name: Signal(shape, name=f"factor_{name}") for name, shape in self._factors.items()}
         factor_acc = {name: Signal(_factor_product_shape(cfg, shape), name=f"{name}_r")
                       for name, shape in self._factors.items()}
         padded = Cat(radicand, C(0, 2 * group * groups - d_width))
@@ -155,7 +164,7 @@ class Rsqrt(wiring.Component):
         group_leads = [leading([(padded[2 * (g * group + k):2 * (g * group + k) + 2].any(), None)
                                 for k in range(group)]) for g in range(groups)]
         nonzero, lead_pair = leading([(group_any[g], group_k[g]) for g in range(groups)])
-        d_reg = Signal(d_width)
+        d_reg = radicand if self._held else Signal(d_width)
         k_reg = Signal(levels)
         # The shift in two steps, each a multiplexer of a few levels with a register behind it:
         # SHIFT moves by 8 bits per step of k >> 2 (``coarse``), FINE by the last 0-6 bits (a wide
@@ -203,9 +212,11 @@ class Rsqrt(wiring.Component):
             m.d.comb += self.i.ready.eq(1)
             # the radicand is latched every idle cycle (its enable is this unit's own state,
             # not the producer's valid, which then drives only the state register)
-            m.d.sync += [d_reg.eq(radicand), group_any.eq(Cat(a for a, _ in group_leads))]
+            m.d.sync += group_any.eq(Cat(a for a, _ in group_leads))
             m.d.sync += [r.eq(k) for r, (_, k) in zip(group_k, group_leads)]
-            m.d.sync += [factor_reg[name].eq(value) for name, value in factor_in.items()]
+            if not self._held:
+                m.d.sync += d_reg.eq(radicand)
+                m.d.sync += [factor_reg[name].eq(value) for name, value in factor_in.items()]
             with m.If(self.i.valid):
                 fsm.goto("LEAD")
         with fsm.state("LEAD"):

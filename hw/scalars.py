@@ -137,11 +137,11 @@ class SerialMultiplier(wiring.Component):
     adder of half the product's width: the accumulator adds ``±partial`` (the sign of ``a*b``,
     as ``~x + 1``) in two halves, the high half a cycle after the low half with its carry::
 
-        chunks of |a|, |b| --reg--> * --reg--> << --reg--> acc_lo += --reg--> acc_hi += --> product (reg)
+        chunks of |a|, |b| --reg--> * --reg--> << --reg--> acc_lo += --reg--> acc_hi += --> product
     """
 
     #: Cycles beyond one per chunk pair (the pipeline's registers and the start).
-    OVERHEAD = 6
+    OVERHEAD = 5
 
     def __init__(self, a_width: int, b_width: int):
         self._chunks_a, self._chunks_b = _chunks(a_width), _chunks(b_width)
@@ -184,7 +184,9 @@ class SerialMultiplier(wiring.Component):
         shifted = Signal(width)
         shifted_valid, shifted_last = Signal(), Signal()
 
-        m.d.sync += [sel_valid.eq(0), self.product.eq(Cat(acc_lo, acc_hi)), self.done.eq(finished)]
+        # the accumulator is the product (it holds still once the last term is in)
+        m.d.comb += [self.product.eq(Cat(acc_lo, acc_hi)), self.done.eq(finished)]
+        m.d.sync += sel_valid.eq(0)
         with m.If(self.start):
             m.d.sync += [
                 mag_a.eq(Mux(self.a < 0, -self.a, self.a)),
@@ -192,7 +194,7 @@ class SerialMultiplier(wiring.Component):
                 negative.eq((self.a < 0) ^ (self.b < 0)),
                 count_a.eq(self.a_chunks), count_b.eq(self.b_chunks),
                 i.eq(0), j.eq(0), running.eq(1), acc_lo.eq(0), acc_hi.eq(0), carry.eq(0), hi_part.eq(0),
-                last_lo.eq(0), finished.eq(0), self.done.eq(0),
+                last_lo.eq(0), finished.eq(0),
             ]
         with m.Elif(running):
             last_j = j + 1 == count_b
@@ -299,7 +301,8 @@ class VectorScalars(wiring.Component):
         m = Module()
         fused = products_in_rsqrt(cfg)
         factors = {"n": unsigned(cfg.count_width), "s1": signed(cfg.s1_width)} if fused else None
-        m.submodules.rsqrt = rsqrt = Rsqrt(cfg, factors=factors)
+        # D, N and S1' are registers here that hold still while the unit runs
+        m.submodules.rsqrt = rsqrt = Rsqrt(cfg, factors=factors, held_input=True)
 
         n_width = cfg.count_width
         t_width = max(cfg.s2_width, (cfg.eps_int * cfg.reduction_max).bit_length()) + 1
@@ -336,13 +339,20 @@ class VectorScalars(wiring.Component):
 
         def product_pair(first, first_operands, second, second_operands, latch, after):
             """States ``first`` and ``second`` issue two products back to back; ``latch`` takes
-            the first product, and in state ``after`` ``product`` holds the second."""
+            the first product (a register, or a function that assigns from it), and in state
+            ``after`` ``product`` holds the second."""
+            def take_first(value):
+                if callable(latch):
+                    latch(value)
+                else:
+                    m.d.sync += latch.eq(value)
+
             with fsm.state(first):
                 multiply(first, *first_operands, second)
             with fsm.state(second):
                 if serial:
                     multiply(second, *second_operands, after)
-                    m.d.sync += latch.eq(product)
+                    take_first(product)
                 else:
                     multiply(second, *second_operands, f"PIPE_{first}_0" if pipe_waits else f"LATCH_{first}")
             if serial:
@@ -351,7 +361,7 @@ class VectorScalars(wiring.Component):
                 with fsm.state(f"PIPE_{first}_{k}"):
                     fsm.goto(f"PIPE_{first}_{k + 1}" if k + 1 < pipe_waits else f"LATCH_{first}")
             with fsm.state(f"LATCH_{first}"):
-                m.d.sync += latch.eq(product)
+                take_first(product)
                 fsm.goto(after)
 
         n = Signal(n_width)
@@ -362,7 +372,6 @@ class VectorScalars(wiring.Component):
         zero = Signal()
         if not fused:
             r = Signal(cfg.r_width)
-            n_times_r = Signal(signed(mul_a_width + mul_b_width))
             s1_times_r = product            # the second product of the pair, held until the next start
         overlong = Signal()
         beats = Signal.like(self.i.payload.beats, reset_less=True)
@@ -437,11 +446,11 @@ class VectorScalars(wiring.Component):
             m.d.sync += zero.eq((d == 0) | overlong)
             with m.If(rsqrt.i.ready):
                 fsm.goto("RSQRT_OUT")
-        def coarse_step(n_times_r, s1_times_r):
-            m.d.sync += [
-                coarse_a.eq(_scaled(n_times_r, bias) >> (coarse_sel << step_bits)),
-                coarse_b.eq(_scaled(s1_times_r, bias) >> (coarse_sel << step_bits)),
-            ]
+        def coarse_step_a(n_times_r):
+            m.d.sync += coarse_a.eq(_scaled(n_times_r, bias) >> (coarse_sel << step_bits))
+
+        def coarse_step_b(s1_times_r):
+            m.d.sync += coarse_b.eq(_scaled(s1_times_r, bias) >> (coarse_sel << step_bits))
             fsm.goto("AB_FINE")
 
         with fsm.state("RSQRT_OUT"):
@@ -450,14 +459,16 @@ class VectorScalars(wiring.Component):
             m.d.sync += [coarse_sel.eq(biased >> step_bits), fine_sel.eq(biased[:step_bits])]
             with m.If(rsqrt.o.valid):
                 if fused:                 # the coarse step straight from the unit's products
-                    coarse_step(rsqrt.o.payload.n_r, rsqrt.o.payload.s1_r)
+                    coarse_step_a(rsqrt.o.payload.n_r)
+                    coarse_step_b(rsqrt.o.payload.s1_r)
                 else:
                     m.d.sync += r.eq(rsqrt.o.payload.r)
                     fsm.goto("NR")
         if not fused:
-            product_pair("NR", (n, r), "S1R", (mean_term, r), n_times_r, "AB")
+            # N*R goes through A's coarse step as it leaves the multiplier (no register of its own)
+            product_pair("NR", (n, r), "S1R", (mean_term, r), coarse_step_a, "AB")
             with fsm.state("AB"):
-                coarse_step(n_times_r, s1_times_r)
+                coarse_step_b(s1_times_r)
         with fsm.state("AB_FINE"):
             m.d.sync += [half_a.eq(coarse_a >> fine_sel), half_b.eq(coarse_b >> fine_sel)]
             fsm.goto("ROUND")

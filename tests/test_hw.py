@@ -82,13 +82,15 @@ def test_rsqrt_default_config_random_and_edges(rsqrt_form):
 
 
 @RSQRT_FORMS
-def test_rsqrt_products_with_factors(rsqrt_form):
+@pytest.mark.parametrize("held_input", [False, True])
+def test_rsqrt_products_with_factors(rsqrt_form, held_input):
     """With ``factors`` the unit returns each factor times ``r`` (exact, extremes of both signs
-    included) beside the same ``(r, s)`` as the golden model, at the same latency; 0 for ``D = 0``."""
+    included) beside the same ``(r, s)`` as the golden model, at the same latency; 0 for ``D = 0``.
+    (The bench keeps each input on the port until the next one: ``held_input`` reads it there.)"""
     from amaranth.hdl import signed, unsigned
     cfg = CoreConfig(rsqrt_form=rsqrt_form)
     factors = {"u": unsigned(11), "v": signed(27)}
-    dut = Rsqrt(cfg, factors=factors)
+    dut = Rsqrt(cfg, factors=factors, held_input=held_input)
     rng = np.random.default_rng(11)
     top = (1 << cfg.d_width) - 1
     cases = [(0, 5, -3), (1, 2047, -(1 << 26)), (top, 2047, (1 << 26) - 1), (top, 0, 0), (3, 1, -1)]
