@@ -28,7 +28,7 @@ import sys
 import time
 from pathlib import Path
 
-from normgen.hw.edge import drop_scratch_init
+from normgen.hw.edge import collision_free_reads, drop_scratch_init
 
 from .images import BOARDS, BoardImage, BoardTop
 
@@ -258,7 +258,8 @@ def build_board(board: str, *, toolchain: str = "yowasp", build_dir: Path | None
         plan = platform.prepare(BoardTop(image), name=top_name(image), **overrides)
         # scratch memories without initial contents, as in the core's Verilog (an SPRAM has none)
         il = f"{top_name(image)}.il"
-        plan.files[il] = drop_scratch_init(plan.files[il])
+        # and the memories whose read/write collisions never matter without logic for them
+        plan.files[il] = collision_free_reads(drop_scratch_init(plan.files[il]))
         plan.execute_local(str(build_dir), env=env)
     except subprocess.CalledProcessError as exc:
         tail = ""

@@ -46,8 +46,8 @@ from amaranth.lib import data, fifo, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from normgen.hw.config import CoreConfig
-from normgen.hw.edge import SCRATCH
-from normgen.hw.streams import through_fifo
+from normgen.hw.edge import NO_COLLISION, SCRATCH
+from normgen.hw.streams import BlockFIFO, through_fifo
 from normgen.hw import NormCore
 from normgen.hw.output import pack_params
 
@@ -159,8 +159,12 @@ class ParamStore(wiring.Component):
     def elaborate(self, platform):
         cfg = self._cfg
         m = Module()
+        # A read may meet a write to its word only in a scan that a later one replaces: every
+        # batch of writes is followed by ``rescan`` (the parser's RESCAN state), so no collision
+        # ever reaches ``crc`` and the copy needs no logic for them (NO_COLLISION).
         m.submodules.copy = copy = memory.Memory(
-            shape=2 * cfg.lanes * cfg.param_format.width, depth=cfg.beats_max, init=pack_params(cfg))
+            shape=2 * cfg.lanes * cfg.param_format.width, depth=cfg.beats_max, init=pack_params(cfg),
+            attrs=NO_COLLISION)
         wr = copy.write_port()
         rd = copy.read_port(domain="sync")
         m.d.comb += [
@@ -793,7 +797,7 @@ class NormLink(wiring.Component):
         m = Module()
         m.submodules.uart_rx = uart_rx = UARTRx(clocks_per_bit=link.clocks_per_bit)
         m.submodules.uart_tx = uart_tx = UARTTx(clocks_per_bit=link.clocks_per_bit)
-        m.submodules.rx_fifo = rx_fifo = fifo.SyncFIFOBuffered(width=9, depth=RX_FIFO_DEPTH)
+        m.submodules.rx_fifo = rx_fifo = BlockFIFO(width=9, depth=RX_FIFO_DEPTH)
         m.submodules.engine = engine = LinkEngine(cfg, timeout_cycles=link.timeout_cycles,
                                                   identity=self._identity.pack(),
                                                   staging_ram_style=self._staging_ram_style)

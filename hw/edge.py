@@ -36,6 +36,7 @@ from .interface import param_addr_bits, param_widths
 
 __all__ = ["AxiStreamEdge", "axi_members", "generate_verilog", "verilog_header", "component_verilog",
            "SCRATCH", "NO_COLLISION", "WIDE_WORD", "constant_memory_attrs", "scratch_memory", "drop_scratch_init",
+           "collision_free_reads",
            "split_memory_inits"]
 
 #: Attribute of a scratch memory: one whose words are always written before the value read from
@@ -117,6 +118,51 @@ def drop_scratch_init(text: str) -> str:
         out.append(line)
     if cell is not None:
         raise ValueError("RTLIL text ends inside a $meminit_v2 cell")
+    return "".join(out)
+
+
+def collision_free_reads(text: str) -> str:
+    """RTLIL ``text`` with the synchronous read ports of the memories marked ``no_rw_check``
+    (:data:`NO_COLLISION`) declared collision-free (``COLLISION_X_MASK`` all ones).
+
+    Yosys's Verilog frontend turns the attribute into that mask when it merges a read port's
+    register into the memory; RTLIL read directly (a board build) already has its read ports
+    merged, mask clear, so without this Yosys would build the logic that emulates the old word
+    on a collision (on an iCE40: a register per written bit and a multiplexer per read bit)."""
+    out = []
+    marked = set()           # names of the module's memories marked no_rw_check
+    pending = False          # the attributes read so far include no_rw_check
+    cell = None              # the lines of a $memrd_v2 cell being read
+    for line in text.splitlines(keepends=True):
+        words = line.split()
+        if cell is not None:
+            cell.append(line)
+            if words == ["end"]:
+                params = {w[1]: w[2] for w in map(str.split, cell) if w[:1] == ["parameter"] and len(w) > 2}
+                if params.get("\\MEMID", "")[3:-1] in marked and params.get("\\CLK_ENABLE") == "1":
+                    width, _, _ = params["\\COLLISION_X_MASK"].partition("'")
+                    cell = [f"{l.split('parameter')[0]}parameter \\COLLISION_X_MASK {width}'{'1' * int(width)}\n"
+                            if l.split()[:2] == ["parameter", "\\COLLISION_X_MASK"] else l for l in cell]
+                out.extend(cell)
+                cell = None
+            continue
+        if words[:1] == ["module"]:
+            marked = set()
+        if words[:2] == ["cell", "$memrd_v2"]:
+            cell = [line]
+            pending = False
+            continue
+        if words[:2] == ["attribute", "\\no_rw_check"]:
+            pending = True
+        elif words[:1] == ["memory"]:
+            if pending:
+                marked.add(words[-1][1:])
+            pending = False
+        elif words[:1] != ["attribute"]:
+            pending = False
+        out.append(line)
+    if cell is not None:
+        raise ValueError("RTLIL text ends inside a $memrd_v2 cell")
     return "".join(out)
 
 

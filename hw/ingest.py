@@ -53,7 +53,7 @@ from amaranth.lib.wiring import In, Out
 from .config import SLICE_LANES, CoreConfig
 from .interface import input_layout
 from .scalars import vector_stats_layout
-from .streams import CreditFIFO
+from .streams import BlockFIFO, CreditFIFO
 
 __all__ = ["Ingest", "buffer_depth", "read_delay", "stats_slice", "lane_values", "next_ptr", "STATS_FIFO_DEPTH"]
 
@@ -176,7 +176,7 @@ class Ingest(wiring.Component):
         stats = Signal.like(self.stats.payload)
         # from SLICE_LANES lanes on the FIFO takes writes ungated (CreditFIFO): ``pending`` below
         # keeps room for every vector whose statistics are on their way
-        fifo_class = (fifo.SyncFIFOBuffered if cfg.fifos_in_block_ram
+        fifo_class = (BlockFIFO if cfg.fifos_in_block_ram
                       else CreditFIFO if stats_slice(cfg) else fifo.SyncFIFO)
         m.submodules.stats_fifo = stats_fifo = fifo_class(width=len(stats.as_value()),
                                                           depth=self.stats_depth(cfg))

@@ -33,7 +33,7 @@ from .interface import output_layout
 from .multiply import product_latency, product_tree, saturate
 from .nearest import NearestEvenFixup, resolve_layout, stats_fields
 from .scalars import vector_coefs_layout
-from .streams import CreditFIFO, ReadyRegFIFO, SlicedFIFO, through_fifo
+from .streams import BlockFIFO, CreditFIFO, ReadyRegFIFO, SlicedFIFO, through_fifo
 
 __all__ = ["pack_params", "OutputStage", "ElementDatapath", "output_latency", "datapath_latency", "product_cycles",
            "coef_shapes", "element_layout", "coef_copies", "register_copies"]
@@ -478,7 +478,7 @@ class OutputStage(wiring.Component):
         # behind the issue never stall and ``o.ready`` reaches nothing but the FIFO and the count.
         # from SLICE_LANES lanes on the FIFO takes writes ungated (CreditFIFO): ``in_flight``
         # keeps room for every beat issued
-        fifo_class = (fifo.SyncFIFOBuffered if cfg.fifos_in_block_ram
+        fifo_class = (BlockFIFO if cfg.fifos_in_block_ram
                       else CreditFIFO if lanes >= SLICE_LANES else fifo.SyncFIFO)
         width = (resolve_layout(cfg, True) if cfg.exact_resolution else output_layout(cfg)).size
         slices = output_fifo_slices(cfg, width)
