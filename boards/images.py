@@ -3,9 +3,10 @@
 ==========  ========================  ==============================  ===============================
 board       FPGA, oscillator          USB UART (datasheet limit)      image
 ==========  ========================  ==============================  ===============================
-icebreaker  iCE40UP5K-SG48, 12 MHz    FT2232H channel B (12 Mbaud)    LayerNorm N_max 1024, 8-bit:
-                                                                      in/out s3.5, γ/β s2.6, ε 2**-10;
-                                                                      PLL 18 MHz, 3 Mbaud (6 clk/bit)
+icebreaker  iCE40UP5K-SG48, 12 MHz    FT2232H channel B (12 Mbaud)    LayerNorm N_max 1024, s4.12
+                                                                      (the default formats), serial
+                                                                      scalar stage; PLL 18 MHz,
+                                                                      3 Mbaud (6 clk/bit)
 ulx3s       ECP5 LFE5U-85F, 25 MHz    FT231X (3 Mbaud)                LayerNorm N_max 1024, s4.12
                                                                       (the default configuration);
                                                                       PLL 45 MHz, 3 Mbaud (15 clk/bit)
@@ -14,13 +15,13 @@ ulx3s       ECP5 LFE5U-85F, 25 MHz    FT231X (3 Mbaud)                LayerNorm 
 Why these numbers (measured with ``normgen board build``; docs/boards.md has the table):
 
 * The UP5K has 5280 logic cells, 8 DSPs, 30 block RAMs and 4 single-port RAMs (SPRAM).  The
-  default 16-bit core does not fit with the host link: alone it needs 12 DSPs with the parallel
-  scalar stage; with the serial one it fits alone (reports/bench.md, "Place and route"), but
-  beside the link it does not: γ/β are held three times (core, the link's staging memory, its
-  checksum copy), and with the staging memory in SPRAM (``staging_ram_style="huge"``, Yosys
-  ``-spram``; it has no initial contents) the block RAMs fit (29 of 30) but the logic cells do
-  not (5518 of 5280, nextpnr stops).  The 8-bit formats with the compact reciprocal square root
-  (``rsqrt_form="compact"``) fit with room to route (docs/boards.md).
+  default core needs 12 DSPs with the parallel scalar stage, 6 with the serial one
+  (``scalar_mul="serial"``), which the image uses.  γ/β are held three times (core, the link's
+  staging memory, its checksum copy): the staging memory goes to SPRAM
+  (``staging_ram_style="huge"``, Yosys ``-spram``; it has no initial contents), so the block
+  RAMs fit (29 of 30), and the logic cells fit because no memory carries logic for read/write
+  collisions that cannot matter (:func:`normgen.hw.edge.collision_free_reads`,
+  :class:`normgen.hw.streams.BlockFIFO`).
   The ECP5-85F takes the default configuration as it is.
 * The baud rate must be one the USB bridge makes exactly and an integer divisor of the core
   clock (at least 4 clocks per bit for the receiver).  The FT2232H makes 12 MHz / n (n = 1, 1.5,
@@ -106,9 +107,8 @@ BOARDS = {
         title="1BitSquared iCEBreaker (iCE40UP5K-SG48)",
         family="ice40",
         platform="amaranth_boards.icebreaker:ICEBreakerPlatform",
-        core=dict(norm="layernorm", features=1024, lanes=1, in_format="s3.5", out_format="s3.5",
-                  param_format="s2.6", eps=2.0 ** -10, affine=True, scalar_mul="parallel",
-                  rsqrt_form="compact"),
+        core=dict(norm="layernorm", features=1024, lanes=1, in_format="s4.12", out_format="s4.12",
+                  param_format="s4.12", eps=1e-5, affine=True, scalar_mul="serial"),
         clk_in_hz=12_000_000,
         clock_hz=18_000_000,
         clocks_per_bit=6,
@@ -120,9 +120,9 @@ BOARDS = {
                        "ICEPACK": "yowasp-icepack"},
         synth_opts="-dsp -spram",
         staging_ram_style="huge",
-        description="8-bit formats (in/out s3.5, γ/β s2.6, ε = 2**-10), N_max 1024: the default "
-                    "16-bit core does not fit the UP5K next to the host link (with the serial scalar stage "
-                    "and the staging memory in SPRAM: 5518 of 5280 logic cells)",
+        description="the default formats (s4.12, ε = 1e-5), N_max 1024, with the serial scalar stage "
+                    "(the parallel one needs 12 DSP blocks, the UP5K has 8) and the γ/β staging memory "
+                    "in SPRAM",
     ),
     "ulx3s": BoardImage(
         name="ulx3s",

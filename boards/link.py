@@ -289,13 +289,14 @@ class FrameParser(wiring.Component):
         # inter-byte timeout: counts clocks without a byte while a frame is open
         in_frame = Signal()
         idle = Signal(range(self._timeout + 1))
+        expired = Signal()                # idle == timeout, a register beside the count
         timeout = Signal()
         # (never in a cycle with a byte: a byte that comes just in time is a byte, not a timeout)
-        m.d.comb += timeout.eq((idle == self._timeout) & ~b_valid)
+        m.d.comb += timeout.eq(expired & ~b_valid)
         with m.If(~in_frame | b_valid):
-            m.d.sync += idle.eq(0)
+            m.d.sync += [idle.eq(0), expired.eq(0)]
         with m.Elif(~timeout):
-            m.d.sync += idle.eq(idle + 1)
+            m.d.sync += [idle.eq(idle + 1), expired.eq(idle == self._timeout - 1)]
         m.d.comb += self.busy.eq(in_frame)
 
         crc_next = crc16_update(crc, b_data)
@@ -572,9 +573,17 @@ class Replier(wiring.Component):
         m.d.sync += rom_valid.eq(1)
 
         job = Signal(job_layout(cfg))
-        is_error = job.error != 0
+        # flags decoded from the job and from ``left`` as they are set, so that ``results.ready``
+        # (which reaches the core's credit count) comes from registers through one gate
+        is_error = Signal()                  # job.error != 0
+        is_identify = Signal()               # job.cmd == IDENTIFY
         reply_cmd = Signal(8)
         left = Signal(16)                    # payload bytes still to send (LEN in the header)
+        left_pcrc = Signal()                 # left <= PCRC_BYTES: the PCRC bytes are next
+
+        def set_left(value):
+            m.d.sync += [left.eq(value), left_pcrc.eq(value <= proto.PCRC_BYTES)]
+
         hidx = Signal(3)                     # byte within the header, then within the CRC
         crc = Signal(16, init=0xFFFF)
         byte = Signal(8)
@@ -597,7 +606,8 @@ class Replier(wiring.Component):
                 m.d.sync += [hidx.eq(0), crc.eq(0xFFFF), beat_loaded.eq(0), beat_pos.eq(0), rom_index.eq(0)]
                 with m.If(self.jobs.valid):
                     m.d.comb += self.jobs.ready.eq(1)
-                    m.d.sync += job.eq(self.jobs.payload)
+                    m.d.sync += [job.eq(self.jobs.payload), is_error.eq(self.jobs.payload.error != 0),
+                                 is_identify.eq(self.jobs.payload.cmd == proto.CMD_IDENTIFY)]
                     with m.If(self.jobs.payload.vector & (self.jobs.payload.error != 0)):
                         m.next = "DRAIN"
                     with m.Else():
@@ -608,17 +618,18 @@ class Replier(wiring.Component):
                     m.next = "PREPARE"
             with m.State("PREPARE"):
                 with m.If(is_error):
-                    m.d.sync += [reply_cmd.eq(proto.CMD_ERROR), left.eq(2)]
+                    m.d.sync += reply_cmd.eq(proto.CMD_ERROR)
+                    set_left(2)
                     m.d.comb += self.error.eq(1)
                 with m.Else():
                     m.d.sync += reply_cmd.eq(job.cmd | proto.REPLY_FLAG)
                     with m.Switch(job.cmd):
                         with m.Case(proto.CMD_IDENTIFY):
-                            m.d.sync += left.eq(len(ident) + proto.PCRC_BYTES)
+                            set_left(len(ident) + proto.PCRC_BYTES)
                         with m.Case(proto.CMD_NORMALIZE):
-                            m.d.sync += left.eq(job.beats * beat_bytes + proto.PCRC_BYTES)
+                            set_left(job.beats * beat_bytes + proto.PCRC_BYTES)
                         with m.Default():
-                            m.d.sync += left.eq(proto.PCRC_BYTES)
+                            set_left(proto.PCRC_BYTES)
                 m.next = "HEADER"
             with m.State("HEADER"):
                 header = Array([Const(proto.SYNC[0], 8), Const(proto.SYNC[1], 8), reply_cmd,
@@ -636,9 +647,9 @@ class Replier(wiring.Component):
                 m.d.comb += in_crc.eq(1)
                 with m.If(is_error):                                  # error code, command
                     m.d.comb += [avail.eq(1), byte.eq(Mux(left[0], job.cmd, job.error))]
-                with m.Elif(left <= proto.PCRC_BYTES):                 # PCRC, low byte first
+                with m.Elif(left_pcrc):                                # PCRC, low byte first
                     m.d.comb += [avail.eq(1), byte.eq(Mux(left[0], job.params_crc[8:], job.params_crc[:8]))]
-                with m.Elif(job.cmd == proto.CMD_IDENTIFY):
+                with m.Elif(is_identify):
                     m.d.comb += [avail.eq(rom_valid), byte.eq(rom_rd.data)]
                     with m.If(sent):
                         m.d.sync += [rom_index.eq(rom_index + 1), rom_valid.eq(0)]
@@ -652,7 +663,7 @@ class Replier(wiring.Component):
                         with m.If(beat_pos == beat_bytes - 1):
                             m.d.sync += [beat_loaded.eq(0), beat_pos.eq(0)]
                 with m.If(sent):
-                    m.d.sync += left.eq(left - 1)
+                    set_left(left - 1)
                     with m.If(left == 1):
                         m.next = "CRC"
             with m.State("CRC"):

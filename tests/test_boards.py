@@ -62,8 +62,12 @@ def test_frame_decoder_skips_garbage_and_bad_frames():
 def test_identity_round_trip_and_mismatch():
     ident = ICEBREAKER.identity
     assert proto.Identity.unpack(ident.pack()) == ident
-    assert ident.features == 1024 and ident.in_format == "s3.5" and ident.board == "icebreaker"
-    other = ULX3S.identity
+    assert ident.features == 1024 and ident.in_format == "s4.12" and ident.board == "icebreaker"
+    # both images carry the default formats: the same numbers, whatever their scalar stage
+    assert ULX3S.identity.scalar_mul != ident.scalar_mul
+    assert ULX3S.identity.mismatches(ident) == []
+    other = proto.identity_from_config(
+        CoreConfig(**{**ICEBREAKER.core, "in_format": "s3.5", "eps": 2 ** -10}), ICEBREAKER.link_params())
     problems = other.mismatches(ident)
     assert any(p.startswith("in_format") for p in problems)
     assert any(p.startswith("config_hash") for p in problems)
@@ -376,9 +380,12 @@ def test_host_gives_up_with_a_clear_error():
 
 
 def test_host_refuses_the_wrong_image():
-    port = FakeBoard(ICEBREAKER, identity=ULX3S.identity)
-    with pytest.raises(IdentityMismatch, match=r"another image than expected \(.*in_format: board 's4.12', expected 's3.5'"):
+    eight_bit = CoreConfig(**{**ICEBREAKER.core, "in_format": "s3.5", "eps": 2 ** -10})
+    port = FakeBoard(ICEBREAKER, identity=proto.identity_from_config(eight_bit, ICEBREAKER.link_params()))
+    with pytest.raises(IdentityMismatch, match=r"another image than expected \(.*in_format: board 's3.5', expected 's4.12'"):
         BoardLink(port, expected=ICEBREAKER.identity)
+    # the other board's image computes the same numbers: it is not refused
+    assert BoardLink(FakeBoard(ICEBREAKER, identity=ULX3S.identity), expected=ICEBREAKER.identity)
     # γ/β baked into the image are part of the identity
     cfg = ICEBREAKER.core_config().with_params(np.full(1024, 0.5), None)
     wrong = proto.identity_from_config(cfg, ICEBREAKER.link_params())
@@ -447,8 +454,8 @@ def test_host_checks_vectors_before_sending():
     sent = len(port.requests)
     with pytest.raises(BoardError, match="N = 1025 elements; the board takes 1..1024"):
         link.normalize_int([np.zeros(1025, np.int64)])
-    with pytest.raises(BoardError, match="outside the 8-bit signed range"):
-        link.normalize_int([np.array([0, 200])])
+    with pytest.raises(BoardError, match="outside the 16-bit signed range"):
+        link.normalize_int([np.array([0, 40000])])
     with pytest.raises(BoardError, match="N_max = 1024 values"):
         link.load_params(np.zeros(10), np.zeros(10))
     assert len(port.requests) == sent
