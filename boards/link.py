@@ -321,17 +321,24 @@ class FrameParser(wiring.Component):
         job = self.jobs.payload
         m.d.comb += [job.cmd.eq(cmd), job.seq.eq(seq), job.vector.eq(vector), job.beats.eq(beats),
                      job.params_crc.eq(self.params_crc)]
-        # one error per frame: the first that explains the others
+        # one error per frame: the first that explains the others.  The verdict is a register
+        # (decided from the flags of the cycle before), so FINISH waits one cycle (``settled``)
+        # for the flags its entry set; the job's write then starts at registers.
+        verdict = Signal(ERROR_BITS)
+        settled = Signal()
+        m.d.comb += job.error.eq(verdict)
         with m.If(timed_out):
-            m.d.comb += job.error.eq(proto.ERR_TIMEOUT)
+            m.d.sync += verdict.eq(proto.ERR_TIMEOUT)
         with m.Elif(line_err):
-            m.d.comb += job.error.eq(proto.ERR_LINE)
+            m.d.sync += verdict.eq(proto.ERR_LINE)
         with m.Elif(error != 0):
-            m.d.comb += job.error.eq(error)
+            m.d.sync += verdict.eq(error)
         with m.Elif(crc != 0):
-            m.d.comb += job.error.eq(proto.ERR_BAD_CRC)
+            m.d.sync += verdict.eq(proto.ERR_BAD_CRC)
         with m.Elif(bad_addr):
-            m.d.comb += job.error.eq(proto.ERR_BAD_ADDRESS)
+            m.d.sync += verdict.eq(proto.ERR_BAD_ADDRESS)
+        with m.Else():
+            m.d.sync += verdict.eq(0)
 
         if cfg.affine:
             # LOAD_PARAMS beats wait here until their frame has checked
@@ -348,6 +355,7 @@ class FrameParser(wiring.Component):
             committed = Signal()            # this frame's beats have been written
             commit_index = Signal(range(cfg.beats_max))
             commit_ready = Signal()         # stage_rd.data is the beat at commit_index
+            commit_last = Signal()          # commit_index == beats - 1, kept with the index
 
         def on_timeout():
             m.d.sync += timed_out.eq(1)
@@ -358,9 +366,9 @@ class FrameParser(wiring.Component):
                 m.d.comb += take.eq(1)
                 m.d.sync += [cmd.eq(0), seq.eq(0), remaining.eq(0), crc.eq(0xFFFF), line_err.eq(0),
                              error.eq(0), timed_out.eq(0), bad_addr.eq(0), vector.eq(0),
-                             beats.eq(0), pos.eq(0)]
+                             beats.eq(0), pos.eq(0), settled.eq(0)]
                 if cfg.affine:
-                    m.d.sync += [committed.eq(0), commit_index.eq(0), commit_ready.eq(0)]
+                    m.d.sync += [committed.eq(0), commit_index.eq(0), commit_ready.eq(0), commit_last.eq(0)]
                 with m.If(b_valid & ~b_err & (b_data == proto.SYNC[0])):
                     m.d.sync += in_frame.eq(1)
                     m.next = "SYNC1"
@@ -497,8 +505,9 @@ class FrameParser(wiring.Component):
                         self.params.payload.beta.eq(stage_rd.data[lanes * w_p:]),
                     ]
                     with m.If(self.params.valid & self.params.ready):
-                        m.d.sync += [commit_index.eq(commit_index + 1), commit_ready.eq(0)]
-                        with m.If(commit_index == beats - 1):
+                        m.d.sync += [commit_index.eq(commit_index + 1), commit_ready.eq(0),
+                                     commit_last.eq(commit_index + 2 == beats)]
+                        with m.If(commit_last):
                             m.next = "RESCAN"
                     with m.Else():
                         m.d.sync += commit_ready.eq(1)
@@ -521,14 +530,16 @@ class FrameParser(wiring.Component):
                         m.next = "FINISH"
 
             with m.State("FINISH"):
+                m.d.sync += settled.eq(1)
                 if cfg.affine:
                     commit = (cmd == proto.CMD_LOAD_PARAMS) & (job.error == 0) & ~committed
-                    with m.If(commit):
+                    with m.If(settled & commit):
+                        m.d.sync += commit_last.eq(beats == 1)
                         m.next = "COMMIT"
-                    with m.Elif(~self.params_crc_busy):
+                    with m.Elif(settled & ~self.params_crc_busy):
                         m.d.comb += self.jobs.valid.eq(1)
                 else:
-                    m.d.comb += self.jobs.valid.eq(1)
+                    m.d.comb += self.jobs.valid.eq(settled)
                 with m.If(self.jobs.valid & self.jobs.ready):
                     m.d.sync += in_frame.eq(0)
                     m.next = "HUNT"
