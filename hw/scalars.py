@@ -132,19 +132,16 @@ class SerialMultiplier(wiring.Component):
 
     ``start`` latches ``a``, ``b`` and the chunk counts; ``done`` falls with ``start`` and rises
     ``a_chunks*b_chunks + OVERHEAD`` cycles later, when ``product`` holds the result (until the
-    next ``start``).  The operands are latched as they come (the caller's operand multiplexer
-    in front of a register, nothing more) and made magnitudes in place the cycle after (one
-    negation between registers).  One chunk pair per cycle goes through the registers below, so
-    between two of them sits one chunk multiplexer, the multiplier, a shift by a multiple of
-    ``CHUNK`` or one adder of half the product's width: the accumulator adds ``±partial`` (the
-    sign of ``a*b``, as ``~x + 1``) in two halves, the high half a cycle after the low half with
-    its carry::
+    next ``start``).  One chunk pair per cycle goes through the registers below, so between two
+    of them sits one chunk multiplexer, the multiplier, a shift by a multiple of ``CHUNK`` or one
+    adder of half the product's width: the accumulator adds ``±partial`` (the sign of ``a*b``,
+    as ``~x + 1``) in two halves, the high half a cycle after the low half with its carry::
 
-        a, b --reg--> |a|, |b| --reg--> chunks --reg--> * --reg--> << --reg--> acc_lo += --reg--> acc_hi += --> product
+        chunks of |a|, |b| --reg--> * --reg--> << --reg--> acc_lo += --reg--> acc_hi += --> product
     """
 
-    #: Cycles beyond one per chunk pair (the pipeline's registers, the start and the magnitudes).
-    OVERHEAD = 6
+    #: Cycles beyond one per chunk pair (the pipeline's registers and the start).
+    OVERHEAD = 5
 
     def __init__(self, a_width: int, b_width: int):
         self._chunks_a, self._chunks_b = _chunks(a_width), _chunks(b_width)
@@ -168,7 +165,6 @@ class SerialMultiplier(wiring.Component):
         count_b = Signal.like(self.b_chunks)
         i = Signal(range(ca + 1))
         j = Signal(range(cb + 1))
-        loading = Signal()                      # mag_a, mag_b hold a, b: make them magnitudes
         running = Signal()
         width = self.product.shape().width
         lo_width = width // 2
@@ -193,20 +189,12 @@ class SerialMultiplier(wiring.Component):
         m.d.sync += sel_valid.eq(0)
         with m.If(self.start):
             m.d.sync += [
-                mag_a.eq(self.a), mag_b.eq(self.b),           # (sign-extended)
+                mag_a.eq(Mux(self.a < 0, -self.a, self.a)),
+                mag_b.eq(Mux(self.b < 0, -self.b, self.b)),
+                negative.eq((self.a < 0) ^ (self.b < 0)),
                 count_a.eq(self.a_chunks), count_b.eq(self.b_chunks),
-                i.eq(0), j.eq(0), loading.eq(1), running.eq(0),
-                acc_lo.eq(0), acc_hi.eq(0), carry.eq(0), hi_part.eq(0), last_lo.eq(0), finished.eq(0),
-            ]
-        with m.Elif(loading):
-            # in place: |x| of the latched x (the most negative value's negation, 2**(w-1), is
-            # its magnitude as the unsigned register reads it)
-            held_a, held_b = mag_a.as_signed(), mag_b.as_signed()
-            m.d.sync += [
-                mag_a.eq(Mux(held_a < 0, -held_a, held_a)),
-                mag_b.eq(Mux(held_b < 0, -held_b, held_b)),
-                negative.eq(held_a[-1] ^ held_b[-1]),
-                loading.eq(0), running.eq(1),
+                i.eq(0), j.eq(0), running.eq(1), acc_lo.eq(0), acc_hi.eq(0), carry.eq(0), hi_part.eq(0),
+                last_lo.eq(0), finished.eq(0),
             ]
         with m.Elif(running):
             last_j = j + 1 == count_b
