@@ -210,8 +210,9 @@ class Rsqrt(wiring.Component):
         fsm = OneHot(m, "IDLE", prefix="rsqrt")
         with fsm.state("IDLE"):
             m.d.comb += self.i.ready.eq(1)
-            # the radicand is latched every idle cycle (its enable is this unit's own state,
-            # not the producer's valid, which then drives only the state register)
+            # the radicand's leading groups (and, without ``held_input``, the radicand and the
+            # factors) are latched every idle cycle (their enable is this unit's own state, not
+            # the producer's valid, which then drives only the state register)
             m.d.sync += group_any.eq(Cat(a for a, _ in group_leads))
             m.d.sync += [r.eq(k) for r, (_, k) in zip(group_k, group_leads)]
             if not self._held:
