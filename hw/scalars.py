@@ -132,28 +132,38 @@ class SerialMultiplier(wiring.Component):
 
     ``start`` latches ``a``, ``b`` and the chunk counts; ``done`` falls with ``start`` and rises
     ``a_chunks*b_chunks + OVERHEAD`` cycles later, when ``product`` holds the result (until the
-    next ``start``).  One chunk pair per cycle goes through the registers below, so between two
-    of them sits one chunk multiplexer, the multiplier, a shift by a multiple of ``CHUNK`` or one
-    adder of half the product's width: the accumulator adds ``±partial`` (the sign of ``a*b``,
-    as ``~x + 1``) in two halves, the high half a cycle after the low half with its carry::
+    cycle after the next ``start``).  One chunk pair per cycle goes through the registers below,
+    so between two of them sits one chunk multiplexer, the multiplier, a shift by a multiple of
+    ``CHUNK`` or one adder of half the product's width: the accumulator adds ``±partial`` (the
+    sign of ``a*b``, as ``~x + 1``) in two halves, the high half a cycle after the low half with
+    its carry::
 
         chunks of |a|, |b| --reg--> * --reg--> << --reg--> acc_lo += --reg--> acc_hi += --> product
+
+    With ``sign_magnitude`` the caller gives the magnitudes (``a`` and ``b`` unsigned, of the same
+    widths) and the product's sign (``negative``) instead: no negation lies between the caller's
+    operand multiplexer and the multiplier's operand registers.
     """
 
     #: Cycles beyond one per chunk pair (the pipeline's registers and the start).
     OVERHEAD = 5
 
-    def __init__(self, a_width: int, b_width: int):
+    def __init__(self, a_width: int, b_width: int, *, sign_magnitude: bool = False):
         self._chunks_a, self._chunks_b = _chunks(a_width), _chunks(b_width)
-        super().__init__({
+        self._sign_magnitude = sign_magnitude
+        operand = unsigned if sign_magnitude else signed
+        members = {
             "start": In(1),
-            "a": In(signed(a_width)),
-            "b": In(signed(b_width)),
+            "a": In(operand(a_width)),
+            "b": In(operand(b_width)),
             "a_chunks": In(range(self._chunks_a + 1)),
             "b_chunks": In(range(self._chunks_b + 1)),
             "product": Out(signed(a_width + b_width)),
             "done": Out(1),
-        })
+        }
+        if sign_magnitude:
+            members["negative"] = In(1)
+        super().__init__(members)
 
     def elaborate(self, platform):
         m = Module()
@@ -188,14 +198,12 @@ class SerialMultiplier(wiring.Component):
         m.d.comb += [self.product.eq(Cat(acc_lo, acc_hi)), self.done.eq(finished)]
         m.d.sync += sel_valid.eq(0)
         with m.If(self.start):
-            m.d.sync += [
-                mag_a.eq(Mux(self.a < 0, -self.a, self.a)),
-                mag_b.eq(Mux(self.b < 0, -self.b, self.b)),
-                negative.eq((self.a < 0) ^ (self.b < 0)),
-                count_a.eq(self.a_chunks), count_b.eq(self.b_chunks),
-                i.eq(0), j.eq(0), running.eq(1), acc_lo.eq(0), acc_hi.eq(0), carry.eq(0), hi_part.eq(0),
-                last_lo.eq(0), finished.eq(0),
-            ]
+            if self._sign_magnitude:
+                m.d.sync += [mag_a.eq(self.a), mag_b.eq(self.b), negative.eq(self.negative)]
+            else:
+                m.d.sync += [mag_a.eq(Mux(self.a < 0, -self.a, self.a)), mag_b.eq(Mux(self.b < 0, -self.b, self.b)),
+                             negative.eq((self.a < 0) ^ (self.b < 0))]
+            m.d.sync += [count_a.eq(self.a_chunks), count_b.eq(self.b_chunks), i.eq(0), j.eq(0), running.eq(1)]
         with m.Elif(running):
             last_j = j + 1 == count_b
             m.d.sync += [
@@ -215,7 +223,14 @@ class SerialMultiplier(wiring.Component):
             shifted.eq(partial << (partial_shift * CHUNK)),
             shifted_valid.eq(partial_valid), shifted_last.eq(partial_last),
         ]
-        with m.If(~self.start):
+        # The accumulator clears in the cycle after ``start`` (``fresh``, a register), while the
+        # first term is still two stages away: ``start`` (the caller's state decode) then reaches
+        # only registers' enables, not the accumulator's carry chain.
+        fresh = Signal()
+        m.d.sync += fresh.eq(self.start)
+        with m.If(fresh):
+            m.d.sync += [acc_lo.eq(0), acc_hi.eq(0), carry.eq(0), hi_part.eq(0)]
+        with m.Else():
             term = Signal(width)                # the partial with the product's sign: ~x (+ 1 below)
             low = Signal(lo_width + 1)
             m.d.comb += [term.eq(shifted ^ negative.replicate(width)),
@@ -226,6 +241,8 @@ class SerialMultiplier(wiring.Component):
                              last_lo.eq(shifted_last)]
             with m.Else():
                 m.d.sync += [carry.eq(0), hi_part.eq(0)]
+        with m.If(self.start):                  # (after the accumulator's updates: these win)
+            m.d.sync += [last_lo.eq(0), finished.eq(0)]
         return m
 
 
@@ -307,13 +324,16 @@ class VectorScalars(wiring.Component):
         n_width = cfg.count_width
         t_width = max(cfg.s2_width, (cfg.eps_int * cfg.reduction_max).bit_length()) + 1
         mul_a_width, mul_b_width = multiplier_widths(cfg)
-        mul_a = Signal(signed(mul_a_width))
-        mul_b = Signal(signed(mul_b_width))
         serial = cfg.scalar_mul == "serial"
+        # serial: the operands' magnitudes and the product's sign (the magnitudes of the signed
+        # operands are registers of their own, so no negation follows the operand multiplexer)
+        mul_a = Signal((unsigned if serial else signed)(mul_a_width))
+        mul_b = Signal((unsigned if serial else signed)(mul_b_width))
         if serial:
-            m.submodules.multiplier = multiplier = SerialMultiplier(mul_a_width, mul_b_width)
+            mul_negative = Signal()
+            m.submodules.multiplier = multiplier = SerialMultiplier(mul_a_width, mul_b_width, sign_magnitude=True)
             product = multiplier.product
-            m.d.comb += [multiplier.a.eq(mul_a), multiplier.b.eq(mul_b)]
+            m.d.comb += [multiplier.a.eq(mul_a), multiplier.b.eq(mul_b), multiplier.negative.eq(mul_negative)]
         else:
             m.submodules.multiplier = multiplier = PipelinedMultiplier(mul_a_width, mul_b_width)
             product = multiplier.p
@@ -327,6 +347,9 @@ class VectorScalars(wiring.Component):
         def multiply(state, a_value, b_value, next_state):
             """In ``state``: start ``a*b``.  Serial: ``product`` holds it in ``next_state``.
             Parallel: ``product`` holds it ``multiplier.latency`` states later."""
+            if serial:
+                (a_value, a_sign), (b_value, b_sign) = sign_magnitude(a_value), sign_magnitude(b_value)
+                m.d.comb += mul_negative.eq(a_sign ^ b_sign)
             m.d.comb += [mul_a.eq(a_value), mul_b.eq(b_value)]
             if serial:
                 a_bits, b_bits = operand_bits[state]
@@ -379,6 +402,16 @@ class VectorScalars(wiring.Component):
         b = Signal(signed(cfg.b_width))
 
         s2 = Signal(cfg.s2_width)
+        if serial:
+            abs_s1 = Signal(cfg.s1_width, reset_less=True)       # |S1|, set in EN
+
+        def sign_magnitude(value):
+            """(magnitude, sign) of a serial multiplier operand: registers only (S1' is S1 or 0)."""
+            if value is mean_term and not cfg.subtracts_mean:
+                return C(0), C(0)
+            if value is s1 or value is mean_term:
+                return abs_s1, s1[-1]
+            return value, C(0)
         e_n = Signal((cfg.eps_int * cfg.reduction_max).bit_length(), reset_less=True)      # e*N
         t = Signal(t_width)
         # A and B: the variable shift in two steps (AB, AB_FINE), the rounding add in ROUND.  The
@@ -431,6 +464,8 @@ class VectorScalars(wiring.Component):
                 fsm.goto("EN")
         with fsm.state("EN"):         # e*N from the latched count (a constant multiplication)
             m.d.sync += e_n.eq(constant_product(beats, cfg.eps_int * count_multiplier(cfg)))
+            if serial:
+                m.d.sync += abs_s1.eq(Mux(s1 < 0, -s1, s1))
             fsm.goto("T")
         with fsm.state("T"):
             m.d.sync += t.eq(s2 + e_n)

@@ -487,12 +487,14 @@ def test_rsqrt_recurrence_on_a_million_mantissas():
     assert not bad, bad[:3]
 
 
+@pytest.mark.parametrize("sign_magnitude", [False, True])
 @pytest.mark.parametrize("a_width, b_width", [(12, 20), (17, 33), (30, 49)])
-def test_serial_multiplier_is_exact_at_its_latency(a_width, b_width):
+def test_serial_multiplier_is_exact_at_its_latency(a_width, b_width, sign_magnitude):
     """Each product exactly a*b (signs and extremes included), ``done`` rising
-    ``a_chunks*b_chunks + OVERHEAD`` cycles after ``start`` and the product held until the next."""
+    ``a_chunks*b_chunks + OVERHEAD`` cycles after ``start`` and the product held until the next;
+    with ``sign_magnitude`` from the operands' magnitudes and the product's sign."""
     from normgen.hw.scalars import CHUNK, SerialMultiplier
-    dut = SerialMultiplier(a_width, b_width)
+    dut = SerialMultiplier(a_width, b_width, sign_magnitude=sign_magnitude)
     rng = np.random.default_rng(a_width + b_width)
     lo_a, lo_b = -(1 << (a_width - 1)), -(1 << (b_width - 1))
     pairs = [(lo_a, lo_b), (-lo_a - 1, lo_b), (lo_a, -lo_b - 1), (0, lo_b), (-1, -1), (-lo_a - 1, -lo_b - 1)]
@@ -502,8 +504,13 @@ def test_serial_multiplier_is_exact_at_its_latency(a_width, b_width):
 
     async def bench(ctx):
         for a, b in pairs:
-            ctx.set(dut.a, a)
-            ctx.set(dut.b, b)
+            if sign_magnitude:
+                ctx.set(dut.a, abs(a))
+                ctx.set(dut.b, abs(b))
+                ctx.set(dut.negative, (a < 0) != (b < 0))
+            else:
+                ctx.set(dut.a, a)
+                ctx.set(dut.b, b)
             ctx.set(dut.a_chunks, chunks_a)
             ctx.set(dut.b_chunks, chunks_b)
             ctx.set(dut.start, 1)
