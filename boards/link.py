@@ -50,6 +50,7 @@ from normgen.hw.edge import NO_COLLISION, SCRATCH
 from normgen.hw.streams import BlockFIFO, through_fifo
 from normgen.hw import NormCore
 from normgen.hw.output import pack_params
+from normgen.hw.sequencer import OneHot
 
 from . import protocol as proto
 from .uart import UARTRx, UARTTx, rx_byte_layout
@@ -59,6 +60,7 @@ __all__ = ["crc16_update", "params_layout", "ParamStore", "FrameParser", "Replie
 #: bytes the receiver can get ahead of the parser (the parser waits only for the core)
 RX_FIFO_DEPTH = 16
 JOB_FIFO_DEPTH = 1          # the replier holds the job it works on: two frames in flight
+BEAT_FIFO_DEPTH = 2         # vector beats between the frame parser and the core
 ERROR_BITS = max(proto.ERROR_NAMES).bit_length()
 #: Values of the γ/β staging memory's ``ram_style`` (Yosys): "" lets synthesis choose; "huge" is
 #: an iCE40UP's SPRAM (with ``synth_ice40 -spram``).
@@ -357,192 +359,202 @@ class FrameParser(wiring.Component):
             commit_ready = Signal()         # stage_rd.data is the beat at commit_index
             commit_last = Signal()          # commit_index == beats - 1, kept with the index
 
+        # one flip-flop per state: the state register's enables were the image's critical path
+        # (nine LUT levels decoding a binary state through the handshakes)
+        fsm = OneHot(m, "HUNT", prefix="parser")
+
         def on_timeout():
             m.d.sync += timed_out.eq(1)
-            m.next = "FINISH"
+            fsm.goto("FINISH")
 
-        with m.FSM():
-            with m.State("HUNT"):
-                m.d.comb += take.eq(1)
-                m.d.sync += [cmd.eq(0), seq.eq(0), remaining.eq(0), crc.eq(0xFFFF), line_err.eq(0),
-                             error.eq(0), timed_out.eq(0), bad_addr.eq(0), vector.eq(0),
-                             beats.eq(0), pos.eq(0), settled.eq(0)]
-                if cfg.affine:
-                    m.d.sync += [committed.eq(0), commit_index.eq(0), commit_ready.eq(0), commit_last.eq(0)]
-                with m.If(b_valid & ~b_err & (b_data == proto.SYNC[0])):
-                    m.d.sync += in_frame.eq(1)
-                    m.next = "SYNC1"
+        with fsm.state("HUNT"):
+            m.d.comb += take.eq(1)
+            m.d.sync += [cmd.eq(0), seq.eq(0), remaining.eq(0), crc.eq(0xFFFF), line_err.eq(0),
+                         error.eq(0), timed_out.eq(0), bad_addr.eq(0), vector.eq(0),
+                         beats.eq(0), pos.eq(0), settled.eq(0)]
+            if cfg.affine:
+                m.d.sync += [committed.eq(0), commit_index.eq(0), commit_ready.eq(0), commit_last.eq(0)]
+            with m.If(b_valid & ~b_err & (b_data == proto.SYNC[0])):
+                m.d.sync += in_frame.eq(1)
+                fsm.goto("SYNC1")
 
-            with m.State("SYNC1"):
+        with fsm.state("SYNC1"):
+            m.d.comb += take.eq(1)
+            with m.If(timeout):
+                m.d.sync += in_frame.eq(0)
+                fsm.goto("HUNT")
+            with m.Elif(b_valid):
+                with m.If(~b_err & (b_data == proto.SYNC[1])):
+                    fsm.goto("CMD")
+                with m.Elif(b_err | (b_data != proto.SYNC[0])):
+                    m.d.sync += in_frame.eq(0)
+                    fsm.goto("HUNT")
+
+        for state, target, nxt in (("CMD", cmd, "SEQ"), ("SEQ", seq, "LEN0"),
+                                   ("LEN0", remaining[:8], "LEN1"), ("LEN1", remaining[8:16], "DISPATCH")):
+            with fsm.state(state):
                 m.d.comb += take.eq(1)
                 with m.If(timeout):
-                    m.d.sync += in_frame.eq(0)
-                    m.next = "HUNT"
+                    on_timeout()
                 with m.Elif(b_valid):
-                    with m.If(~b_err & (b_data == proto.SYNC[1])):
-                        m.next = "CMD"
-                    with m.Elif(b_err | (b_data != proto.SYNC[0])):
-                        m.d.sync += in_frame.eq(0)
-                        m.next = "HUNT"
+                    m.d.sync += [target.eq(b_data), crc.eq(crc_next)]
+                    fsm.goto(nxt)
 
-            for state, target, nxt in (("CMD", cmd, "SEQ"), ("SEQ", seq, "LEN0"),
-                                       ("LEN0", remaining[:8], "LEN1"), ("LEN1", remaining[8:16], "DISPATCH")):
-                with m.State(state):
+        with fsm.state("DISPATCH"):
+            length = remaining[:16]
+            m.d.sync += remaining.eq(length + 2)
+            to_vector, to_params = Signal(), Signal()     # else TAIL: no payload
+            with m.Switch(cmd):
+                with m.Case(proto.CMD_IDENTIFY):
+                    with m.If(length != 0):
+                        m.d.sync += error.eq(proto.ERR_BAD_LENGTH)
+                with m.Case(proto.CMD_NORMALIZE):
+                    ok = (length != 0) & (length <= max_len)
+                    if beat_bytes & (beat_bytes - 1) == 0:
+                        ok &= (length & (beat_bytes - 1)) == 0
+                    else:
+                        ok &= (length % beat_bytes) == 0
+                    with m.If(ok):
+                        m.d.sync += vector.eq(1)
+                        m.d.comb += to_vector.eq(1)
+                    with m.Else():
+                        m.d.sync += error.eq(proto.ERR_BAD_LENGTH)
+                if cfg.affine:
+                    with m.Case(proto.CMD_LOAD_PARAMS):
+                        plen = (length - 2)[:16]
+                        ok = (length > 2) & (length <= max_plen)
+                        if pbeat_bytes & (pbeat_bytes - 1) == 0:
+                            ok &= (plen & (pbeat_bytes - 1)) == 0
+                        else:
+                            ok &= (plen % pbeat_bytes) == 0
+                        with m.If(ok):
+                            m.d.comb += to_params.eq(1)
+                        with m.Else():
+                            m.d.sync += error.eq(proto.ERR_BAD_LENGTH)
+                with m.Default():
+                    m.d.sync += error.eq(proto.ERR_UNKNOWN_COMMAND)
+            with m.If(to_vector):
+                fsm.goto("VECTOR")
+            with m.Elif(to_params):
+                fsm.goto("ADDR0")
+            with m.Else():
+                fsm.goto("TAIL")
+
+        # NORMALIZE payload: every beat_bytes bytes make a beat for the core
+        with fsm.state("VECTOR"):
+            last_byte_of_beat = pos == beat_bytes - 1
+            last_byte = remaining == 3
+            with m.If(~padding & timeout):
+                m.d.sync += [timed_out.eq(1), padding.eq(1)]
+            with m.Else():
+                m.d.comb += [
+                    self.beats.valid.eq(b_valid & last_byte_of_beat),
+                    self.beats.payload.data.eq(elements(beat_word(beat_bytes), lanes,
+                                                        cfg.in_format.width, b_in)),
+                    self.beats.payload.last.eq(last_byte),
+                    take.eq(~last_byte_of_beat | self.beats.ready),
+                ]
+                with m.If(b_valid & take):
+                    shift_in()
+                    m.d.sync += remaining.eq(remaining - 1)
+                    with m.If(~padding):
+                        m.d.sync += crc.eq(crc_next)
+                    with m.If(last_byte_of_beat):
+                        m.d.sync += [pos.eq(0), beats.eq(beats + 1)]
+                    with m.Else():
+                        m.d.sync += pos.eq(pos + 1)
+                    with m.If(last_byte):
+                        with m.If(padding):
+                            m.d.sync += padding.eq(0)
+                            fsm.goto("FINISH")
+                        with m.Else():
+                            fsm.goto("TAIL")
+
+        if cfg.affine:
+            for state, nxt, field in (("ADDR0", "ADDR1", addr[:8]), ("ADDR1", "PARAMS", addr[8:])):
+                with fsm.state(state):
                     m.d.comb += take.eq(1)
                     with m.If(timeout):
                         on_timeout()
                     with m.Elif(b_valid):
-                        m.d.sync += [target.eq(b_data), crc.eq(crc_next)]
-                        m.next = nxt
+                        m.d.sync += [crc.eq(crc_next), remaining.eq(remaining - 1), field.eq(b_data)]
+                        fsm.goto(nxt)
 
-            with m.State("DISPATCH"):
-                length = remaining[:16]
-                m.d.sync += remaining.eq(length + 2)
-                m.next = "TAIL"                      # unless the command takes a payload
-                with m.Switch(cmd):
-                    with m.Case(proto.CMD_IDENTIFY):
-                        with m.If(length != 0):
-                            m.d.sync += error.eq(proto.ERR_BAD_LENGTH)
-                    with m.Case(proto.CMD_NORMALIZE):
-                        ok = (length != 0) & (length <= max_len)
-                        if beat_bytes & (beat_bytes - 1) == 0:
-                            ok &= (length & (beat_bytes - 1)) == 0
-                        else:
-                            ok &= (length % beat_bytes) == 0
-                        with m.If(ok):
-                            m.d.sync += vector.eq(1)
-                            m.next = "VECTOR"
-                        with m.Else():
-                            m.d.sync += error.eq(proto.ERR_BAD_LENGTH)
-                    if cfg.affine:
-                        with m.Case(proto.CMD_LOAD_PARAMS):
-                            plen = (length - 2)[:16]
-                            ok = (length > 2) & (length <= max_plen)
-                            if pbeat_bytes & (pbeat_bytes - 1) == 0:
-                                ok &= (plen & (pbeat_bytes - 1)) == 0
-                            else:
-                                ok &= (plen % pbeat_bytes) == 0
-                            with m.If(ok):
-                                m.next = "ADDR0"
-                            with m.Else():
-                                m.d.sync += error.eq(proto.ERR_BAD_LENGTH)
-                    with m.Default():
-                        m.d.sync += error.eq(proto.ERR_UNKNOWN_COMMAND)
-
-            # NORMALIZE payload: every beat_bytes bytes make a beat for the core
-            with m.State("VECTOR"):
-                last_byte_of_beat = pos == beat_bytes - 1
-                last_byte = remaining == 3
-                with m.If(~padding & timeout):
-                    m.d.sync += [timed_out.eq(1), padding.eq(1)]
-                with m.Else():
-                    m.d.comb += [
-                        self.beats.valid.eq(b_valid & last_byte_of_beat),
-                        self.beats.payload.data.eq(elements(beat_word(beat_bytes), lanes,
-                                                            cfg.in_format.width, b_in)),
-                        self.beats.payload.last.eq(last_byte),
-                        take.eq(~last_byte_of_beat | self.beats.ready),
-                    ]
-                    with m.If(b_valid & take):
-                        shift_in()
-                        m.d.sync += remaining.eq(remaining - 1)
-                        with m.If(~padding):
-                            m.d.sync += crc.eq(crc_next)
-                        with m.If(last_byte_of_beat):
-                            m.d.sync += [pos.eq(0), beats.eq(beats + 1)]
-                        with m.Else():
-                            m.d.sync += pos.eq(pos + 1)
-                        with m.If(last_byte):
-                            with m.If(padding):
-                                m.d.sync += padding.eq(0)
-                                m.next = "FINISH"
-                            with m.Else():
-                                m.next = "TAIL"
-
-            if cfg.affine:
-                for state, nxt, field in (("ADDR0", "ADDR1", addr[:8]), ("ADDR1", "PARAMS", addr[8:])):
-                    with m.State(state):
-                        m.d.comb += take.eq(1)
-                        with m.If(timeout):
-                            on_timeout()
-                        with m.Elif(b_valid):
-                            m.d.sync += [crc.eq(crc_next), remaining.eq(remaining - 1), field.eq(b_data)]
-                            m.next = nxt
-
-                with m.State("PARAMS"):
-                    last_byte_of_beat = pos == pbeat_bytes - 1
-                    word = beat_word(pbeat_bytes)
-                    # the beat goes to the staging memory; an address past the last beat marks
-                    # the frame ERR_BAD_ADDRESS (and then nothing of it is written)
-                    m.d.comb += [
-                        take.eq(1),
-                        stage_addr.eq(beats),
-                        stage_wr.data.eq(Cat(elements(word, lanes, w_p, b_p),
-                                             elements(word[8 * b_p * lanes:], lanes, w_p, b_p))),
-                    ]
-                    with m.If(timeout):
-                        on_timeout()
-                    with m.Elif(b_valid):
-                        shift_in()
-                        m.d.sync += [crc.eq(crc_next), remaining.eq(remaining - 1)]
-                        with m.If(last_byte_of_beat):
-                            m.d.comb += stage_wr.en.eq(1)
-                            m.d.sync += [pos.eq(0), beats.eq(beats + 1)]
-                            with m.If(addr + beats >= cfg.beats_max):
-                                m.d.sync += bad_addr.eq(1)
-                        with m.Else():
-                            m.d.sync += pos.eq(pos + 1)
-                        with m.If(remaining == 3):
-                            m.next = "TAIL"
-
-                # the frame has checked: its staged beats go to the core, then PCRC is redone
-                with m.State("COMMIT"):
-                    m.d.comb += [
-                        stage_addr.eq(commit_index),
-                        self.params.valid.eq(commit_ready),
-                        self.params.payload.addr.eq(addr + commit_index),
-                        self.params.payload.gamma.eq(stage_rd.data[:lanes * w_p]),
-                        self.params.payload.beta.eq(stage_rd.data[lanes * w_p:]),
-                    ]
-                    with m.If(self.params.valid & self.params.ready):
-                        m.d.sync += [commit_index.eq(commit_index + 1), commit_ready.eq(0),
-                                     commit_last.eq(commit_index + 2 == beats)]
-                        with m.If(commit_last):
-                            m.next = "RESCAN"
-                    with m.Else():
-                        m.d.sync += commit_ready.eq(1)
-
-                with m.State("RESCAN"):
-                    m.d.comb += self.rescan.eq(1)
-                    m.d.sync += committed.eq(1)
-                    m.next = "FINISH"
-
-            # the CRC bytes; or, after a bad length or command, the rest of the frame as LEN said
-            with m.State("TAIL"):
-                m.d.comb += take.eq(1)
+            with fsm.state("PARAMS"):
+                last_byte_of_beat = pos == pbeat_bytes - 1
+                word = beat_word(pbeat_bytes)
+                # the beat goes to the staging memory; an address past the last beat marks
+                # the frame ERR_BAD_ADDRESS (and then nothing of it is written)
+                m.d.comb += [
+                    take.eq(1),
+                    stage_addr.eq(beats),
+                    stage_wr.data.eq(Cat(elements(word, lanes, w_p, b_p),
+                                         elements(word[8 * b_p * lanes:], lanes, w_p, b_p))),
+                ]
                 with m.If(timeout):
-                    with m.If(error == 0):
-                        m.d.sync += timed_out.eq(1)
-                    m.next = "FINISH"
+                    on_timeout()
                 with m.Elif(b_valid):
+                    shift_in()
                     m.d.sync += [crc.eq(crc_next), remaining.eq(remaining - 1)]
-                    with m.If(remaining == 1):
-                        m.next = "FINISH"
+                    with m.If(last_byte_of_beat):
+                        m.d.comb += stage_wr.en.eq(1)
+                        m.d.sync += [pos.eq(0), beats.eq(beats + 1)]
+                        with m.If(addr + beats >= cfg.beats_max):
+                            m.d.sync += bad_addr.eq(1)
+                    with m.Else():
+                        m.d.sync += pos.eq(pos + 1)
+                    with m.If(remaining == 3):
+                        fsm.goto("TAIL")
 
-            with m.State("FINISH"):
-                m.d.sync += settled.eq(1)
-                if cfg.affine:
-                    commit = (cmd == proto.CMD_LOAD_PARAMS) & (job.error == 0) & ~committed
-                    with m.If(settled & commit):
-                        m.d.sync += commit_last.eq(beats == 1)
-                        m.next = "COMMIT"
-                    with m.Elif(settled & ~self.params_crc_busy):
-                        m.d.comb += self.jobs.valid.eq(1)
-                else:
-                    m.d.comb += self.jobs.valid.eq(settled)
-                with m.If(self.jobs.valid & self.jobs.ready):
-                    m.d.sync += in_frame.eq(0)
-                    m.next = "HUNT"
+            # the frame has checked: its staged beats go to the core, then PCRC is redone
+            with fsm.state("COMMIT"):
+                m.d.comb += [
+                    stage_addr.eq(commit_index),
+                    self.params.valid.eq(commit_ready),
+                    self.params.payload.addr.eq(addr + commit_index),
+                    self.params.payload.gamma.eq(stage_rd.data[:lanes * w_p]),
+                    self.params.payload.beta.eq(stage_rd.data[lanes * w_p:]),
+                ]
+                with m.If(self.params.valid & self.params.ready):
+                    m.d.sync += [commit_index.eq(commit_index + 1), commit_ready.eq(0),
+                                 commit_last.eq(commit_index + 2 == beats)]
+                    with m.If(commit_last):
+                        fsm.goto("RESCAN")
+                with m.Else():
+                    m.d.sync += commit_ready.eq(1)
+
+            with fsm.state("RESCAN"):
+                m.d.comb += self.rescan.eq(1)
+                m.d.sync += committed.eq(1)
+                fsm.goto("FINISH")
+
+        # the CRC bytes; or, after a bad length or command, the rest of the frame as LEN said
+        with fsm.state("TAIL"):
+            m.d.comb += take.eq(1)
+            with m.If(timeout):
+                with m.If(error == 0):
+                    m.d.sync += timed_out.eq(1)
+                fsm.goto("FINISH")
+            with m.Elif(b_valid):
+                m.d.sync += [crc.eq(crc_next), remaining.eq(remaining - 1)]
+                with m.If(remaining == 1):
+                    fsm.goto("FINISH")
+
+        with fsm.state("FINISH"):
+            m.d.sync += settled.eq(1)
+            if cfg.affine:
+                commit = (cmd == proto.CMD_LOAD_PARAMS) & (job.error == 0) & ~committed
+                with m.If(settled & commit):
+                    m.d.sync += commit_last.eq(beats == 1)
+                    fsm.goto("COMMIT")
+                with m.Elif(settled & ~self.params_crc_busy):
+                    m.d.comb += self.jobs.valid.eq(1)
+            else:
+                m.d.comb += self.jobs.valid.eq(settled)
+            with m.If(self.jobs.valid & self.jobs.ready):
+                m.d.sync += in_frame.eq(0)
+                fsm.goto("HUNT")
+        fsm.close()
         return m
 
 
@@ -747,7 +759,14 @@ class LinkEngine(wiring.Component):
         else:
             m.d.comb += parser.params_crc.eq(proto.config_params_crc(cfg))
             params = None
-        _connect_core(m, core, cfg, beats=parser.beats, results=replier.results, params=params)
+        # the beats reach the core through two registers' worth of FIFO: the parser's byte
+        # handshake then ends at the FIFO's level, not at the core's ready (receive FIFO → parser
+        # → core ready → parser state was the image's critical path)
+        m.submodules.beat_fifo = beat_fifo = fifo.SyncFIFO(width=parser.beats.payload.shape().size,
+                                                            depth=BEAT_FIFO_DEPTH)
+        beats = stream.Signature(parser.beats.payload.shape()).create()
+        through_fifo(m, parser.beats, beat_fifo, beats)
+        _connect_core(m, core, cfg, beats=beats, results=replier.results, params=params)
         return m
 
 
