@@ -68,7 +68,8 @@ def stats_slice(cfg: CoreConfig) -> bool:
     FIFO (beside the scalar stage that reads it) sit far apart on the die, and the FIFO's level
     logic, which takes the write enable, was the longest path (at P = 32: level → write enable's
     LUT beside the accumulators → level, 6.3 ns of routing).  The register puts the write enable
-    next to the FIFO, for one cycle of latency."""
+    next to the FIFO, for one cycle of latency.  The lanes' products pass a second register too
+    (one more cycle), between the multiplier blocks and the lane-sum tree."""
     return cfg.lanes >= SLICE_LANES
 
 
@@ -144,9 +145,10 @@ class Ingest(wiring.Component):
     @classmethod
     def latency_of(cls, cfg: CoreConfig) -> int:
         """Cycles from the transfer of a vector's last beat to ``stats.valid``: the beat register
-        B, the product register R, the tree's registers, the stats register[, its copy beside the
-        FIFO (:func:`stats_slice`)], the FIFO[, its read register (:attr:`~CoreConfig.fifos_in_block_ram`)]."""
-        return (1 + 1 + cls.tree_stages(cfg.lanes) + 1 + int(stats_slice(cfg)) + 1
+        B, the product register R[, its copy (:func:`stats_slice`)], the tree's registers, the
+        stats register[, its copy beside the FIFO (:func:`stats_slice`)], the FIFO[, its read
+        register (:attr:`~CoreConfig.fifos_in_block_ram`)]."""
+        return (1 + 1 + int(stats_slice(cfg)) + cls.tree_stages(cfg.lanes) + 1 + int(stats_slice(cfg)) + 1
                 + int(cfg.fifos_in_block_ram))
 
     @classmethod
@@ -246,6 +248,17 @@ class Ingest(wiring.Component):
         m.d.sync += [r.eq(x) for r, x in zip(r_x, xs)]
         m.d.sync += [r.eq(x * x) for r, x in zip(r_sq, xs)]
         m.d.sync += r_token.eq(token)
+        if stats_slice(cfg):
+            # from SLICE_LANES lanes on, a second register behind each lane's square (the first
+            # is the multiplier block's own): the blocks sit in rows apart from the adder tree
+            # (at P = 32 the square's block → the tree's first register was the critical path,
+            # 5.0 ns of routing)
+            r_x2 = [Signal.like(v, name=f"r2_x{k}") for k, v in enumerate(r_x)]
+            r_sq2 = [Signal.like(v, name=f"r2_sq{k}") for k, v in enumerate(r_sq)]
+            r_token2 = Signal(token_layout)
+            m.d.sync += [a.eq(b) for a, b in zip(r_x2 + r_sq2, r_x + r_sq)]
+            m.d.sync += r_token2.eq(r_token)
+            r_x, r_sq, r_token = r_x2, r_sq2, r_token2
 
         # T stages: the lane sums, one adder level per register.
         sums, squares, tree_token = r_x, r_sq, r_token

@@ -42,6 +42,9 @@ __all__ = ["pack_params", "OutputStage", "ElementDatapath", "output_latency", "d
 #: the two register stages that wait for the vector buffer's read data make up to four copies.
 LANES_PER_COPY = 2
 
+#: Words of the FIFO the vector constants enter a wide output stage through (:func:`coef_slice`).
+COEF_FIFO_DEPTH = 2
+
 
 def coef_copies(cfg: CoreConfig) -> int:
     """Copies of the vector constants A and B that reach the element datapath: one per
@@ -162,7 +165,13 @@ def coef_slice(cfg: CoreConfig) -> bool:
     distance, for one cycle of latency; it takes a word every cycle, so the rate is unchanged.
     Its ``w_rdy`` is a register (:class:`~normgen.hw.streams.ReadyRegFIFO`): with a ``w_rdy``
     decoded from the level, level → the scalar stage's handshake → write enable → level crossed
-    that distance twice in one cycle (the P = 32 critical path, 7.3 ns of routing)."""
+    that distance twice in one cycle (the P = 32 critical path, 7.3 ns of routing).
+
+    It holds only what the issue logic needs (the beat count, with the comparisons the issue
+    makes decoded before the write); A and B (and the statistics of exact decisions) go through
+    a FIFO of their own, read when the vector's first beat reaches S1, so each FIFO sits by its
+    consumer (with one FIFO, its read pointer → the issue logic's ``cur_last`` crossed the die:
+    6.1 ns of routing)."""
     return cfg.lanes >= SLICE_LANES
 
 
@@ -498,10 +507,41 @@ class OutputStage(wiring.Component):
         # vector is its last is kept in a register (``cur_last``), so the handshake with the
         # scalar stage and the enables of the constant registers need no comparison.
         active = Signal()
-        if coef_slice(cfg):
-            m.submodules.coef_fifo = coef_fifo = ReadyRegFIFO(width=self.coefs.payload.shape().size, depth=2)
-            coefs = stream.Signature(self.coefs.payload.shape()).create()
-            through_fifo(m, self.coefs, coef_fifo, coefs)
+        sliced = coef_slice(cfg)
+        if sliced:
+            # Wide cores: the issue logic's constants FIFO holds what the issue needs (the beat
+            # count, decoded ahead), a FIFO of its own the vector's constants, read when the
+            # vector's first beat reaches S1 (``s1_first``), so that each sits by its consumer.
+            beats_shape = self.coefs.payload.beats.shape()
+            ctrl_layout = data.StructLayout({"beats": beats_shape, "beats_m1": beats_shape, "overlong": 1,
+                                             "single": 1, "two": 1, "three": 1})
+            const_fields = {name: field.shape for name, field in self.coefs.payload.shape()
+                            if name not in ("beats", "overlong")}
+            const_layout = data.StructLayout(const_fields)
+            m.submodules.coef_fifo = coef_fifo = ReadyRegFIFO(width=ctrl_layout.size, depth=COEF_FIFO_DEPTH)
+            # A vector's constants leave up to two cycles after its count (its first beat issues
+            # the cycle after, reaches S1 the cycle after that): two words more than the count's
+            # FIFO, and one for the read register.  SyncFIFOBuffered: the read data is a register
+            # (a word is readable two cycles after its write, and a vector's first beat reaches S1
+            # two cycles after its count's write at the earliest), so no memory read lies between
+            # the FIFO and the lanes' constant registers.
+            m.submodules.const_fifo = const_fifo = fifo.SyncFIFOBuffered(width=const_layout.size,
+                                                                          depth=COEF_FIFO_DEPTH + 3)
+            written = self.coefs.payload
+            ctrl_word = Signal(ctrl_layout)
+            m.d.comb += [
+                ctrl_word.beats.eq(written.beats), ctrl_word.beats_m1.eq(written.beats - 1),
+                ctrl_word.overlong.eq(written.overlong),
+                ctrl_word.single.eq(written.overlong | (written.beats == 1)),
+                ctrl_word.two.eq(written.beats == 2), ctrl_word.three.eq(written.beats == 3),
+                const_fifo.w_data.eq(Cat(*(getattr(written, name) for name in const_fields))),
+                const_fifo.w_en.eq(self.coefs.valid & coef_fifo.w_rdy),
+            ]
+            ctrl_in = stream.Signature(ctrl_layout).create()
+            coefs = stream.Signature(ctrl_layout).create()
+            m.d.comb += [ctrl_in.payload.eq(ctrl_word), ctrl_in.valid.eq(self.coefs.valid),
+                         self.coefs.ready.eq(ctrl_in.ready)]
+            through_fifo(m, ctrl_in, coef_fifo, coefs)
         else:
             coefs = self.coefs
         # The γ/β memory's read address (the beat of the vector at the head, 0 before its first
@@ -516,7 +556,14 @@ class OutputStage(wiring.Component):
         issue = Signal()
         issue_last = Signal()
         incoming = coefs.payload
-        incoming_last = incoming.overlong | (incoming.beats == 1)
+        if sliced:
+            incoming_last, incoming_two, incoming_three = incoming.single, incoming.two, incoming.three
+            incoming_left = incoming.beats_m1
+        else:
+            incoming_last = incoming.overlong | (incoming.beats == 1)
+            incoming_two, incoming_three = incoming.beats == 2, incoming.beats == 3
+            incoming_left = incoming.beats - 1
+        cur_first = Signal()                    # cur's first beat is yet to issue
         with m.If(active):
             m.d.comb += [head.eq(cur), issue_last.eq(cur_last)]
         with m.Else():
@@ -541,17 +588,18 @@ class OutputStage(wiring.Component):
         with m.If(coefs.valid & coefs.ready):
             m.d.sync += cur.eq(incoming)
         with m.If(issue):
+            m.d.sync += cur_first.eq(0)
             with m.If(~head.overlong):
                 m.d.sync += self.rd_ptr.eq(next_ptr(self.rd_ptr, buffer_depth(cfg)))
             with m.If(~active):                  # the first beat of ``incoming`` issues now
-                m.d.sync += [active.eq(~incoming_last), beat.eq(~incoming_last), left.eq(incoming.beats - 1),
-                             cur_last.eq(incoming.beats == 2), left_two.eq(incoming.beats == 3)]
+                m.d.sync += [active.eq(~incoming_last), beat.eq(~incoming_last), left.eq(incoming_left),
+                             cur_last.eq(incoming_two), left_two.eq(incoming_three)]
             with m.Elif(~cur_last):
                 m.d.sync += [beat.eq(beat + 1), left.eq(left - 1), cur_last.eq(left_two),
                              left_two.eq(left == 3)]
             with m.Elif(coefs.valid):        # taken with the last beat: issues from next cycle
-                m.d.sync += [active.eq(1), beat.eq(0), left.eq(incoming.beats),
-                             cur_last.eq(incoming_last), left_two.eq(incoming.beats == 2)]
+                m.d.sync += [active.eq(1), beat.eq(0), left.eq(incoming.beats), cur_first.eq(1),
+                             cur_last.eq(incoming_last), left_two.eq(incoming_two)]
             with m.Else():
                 m.d.sync += [active.eq(0), beat.eq(0)]
 
@@ -567,14 +615,39 @@ class OutputStage(wiring.Component):
                      s1b_x.eq(self.buffer.data)]
         copies = coef_copies(cfg)
         s1_copies = (copies + 1) // 2
-        s1_a = register_copies(m, [head.a], s1_copies, "s1_a")
-        s1_b = register_copies(m, [head.b], s1_copies, "s1_b")
+        if sliced:
+            # the constants of the beat at S1: the FIFO's head at a vector's first beat (then
+            # taken from it), else the vector's, held in ``s1_copies`` registers
+            s1_first = Signal()
+            m.d.sync += s1_first.eq(issue & (~active | cur_first))
+            m.d.comb += const_fifo.r_en.eq(s1_first)
+            arriving = Signal(const_layout)
+            m.d.comb += arriving.eq(const_fifo.r_data)
+            s1_consts = []
+            for k in range(s1_copies):
+                # (copies with different initial values: Yosys keeps them apart)
+                kept = Signal(const_layout.size, name=f"s1_kept_{k}", reset_less=True,
+                              init=(1 << const_layout.size) - 1 if k else 0)
+                with m.If(s1_first):
+                    m.d.sync += kept.eq(arriving)
+                now = Signal(const_layout, name=f"s1_consts_{k}")
+                m.d.comb += now.eq(Mux(s1_first, arriving.as_value(), kept))
+                s1_consts.append(now)
+            s1_a = [c.a for c in s1_consts]
+            s1_b = [c.b for c in s1_consts]
+        else:
+            s1_a = register_copies(m, [head.a], s1_copies, "s1_a")
+            s1_b = register_copies(m, [head.b], s1_copies, "s1_b")
         s1b_a = register_copies(m, s1_a, copies, "s1b_a")
         s1b_b = register_copies(m, s1_b, copies, "s1b_b")
         if cfg.exact_resolution:            # the vector's N, S1', D ride along for exact decisions
-            s1_stats = Signal(len(head.n) + len(head.s1) + len(head.d))
-            s1b_stats = Signal.like(s1_stats)
-            m.d.sync += [s1_stats.eq(Cat(head.n, head.s1, head.d)), s1b_stats.eq(s1_stats)]
+            if sliced:
+                s1_stats = Cat(s1_consts[0].n, s1_consts[0].s1, s1_consts[0].d)
+            else:
+                s1_stats = Signal(len(head.n) + len(head.s1) + len(head.d))
+                m.d.sync += s1_stats.eq(Cat(head.n, head.s1, head.d))
+            s1b_stats = Signal(len(s1_stats))
+            m.d.sync += s1b_stats.eq(s1_stats)
         if cfg.affine:
             s1b_par = Signal.like(self.params.data, reset_less=True)
             m.d.sync += s1b_par.eq(self.params.data)
@@ -608,8 +681,18 @@ class OutputStage(wiring.Component):
         else:
             m.d.comb += returned.eq(self.o.valid & self.o.ready)
         in_flight_next = Signal.like(in_flight)
-        m.d.comb += in_flight_next.eq(in_flight + issue - returned)
-        m.d.sync += [in_flight.eq(in_flight_next), advance.eq(in_flight_next < out_fifo.depth)]
+        if credit_lag(cfg):
+            # the count takes each issue a cycle late (``issue_d``), and ``advance`` counts this
+            # cycle's issue as if it happened: no loop issue → count → advance (at P = 32 it was
+            # the critical path once the constants' FIFO was split, 5.8 ns of routing); the
+            # FIFO's depth still keeps the issue at full rate (the tests measure it)
+            issue_d = Signal()
+            m.d.sync += issue_d.eq(issue)
+            m.d.comb += in_flight_next.eq(in_flight + issue_d - returned)
+            m.d.sync += [in_flight.eq(in_flight_next), advance.eq(in_flight_next < out_fifo.depth - 1)]
+        else:
+            m.d.comb += in_flight_next.eq(in_flight + issue - returned)
+            m.d.sync += [in_flight.eq(in_flight_next), advance.eq(in_flight_next < out_fifo.depth)]
         held = coefs.valid if coef_slice(cfg) else C(0)       # constants waiting in their FIFO
         m.d.comb += self.busy.eq(active | held | s1_valid | s1b_valid | datapath.busy | (out_fifo.r_level != 0) | fixup_busy)
         return m
