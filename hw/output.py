@@ -521,12 +521,9 @@ class OutputStage(wiring.Component):
             m.submodules.coef_fifo = coef_fifo = ReadyRegFIFO(width=ctrl_layout.size, depth=COEF_FIFO_DEPTH)
             # A vector's constants leave up to two cycles after its count (its first beat issues
             # the cycle after, reaches S1 the cycle after that): two words more than the count's
-            # FIFO, and one for the read register.  SyncFIFOBuffered: the read data is a register
-            # (a word is readable two cycles after its write, and a vector's first beat reaches S1
-            # two cycles after its count's write at the earliest), so no memory read lies between
-            # the FIFO and the lanes' constant registers.
-            m.submodules.const_fifo = const_fifo = fifo.SyncFIFOBuffered(width=const_layout.size,
-                                                                          depth=COEF_FIFO_DEPTH + 3)
+            # FIFO.  (A registered read, SyncFIFOBuffered, placed worse at P = 32: 121.4 MHz.)
+            m.submodules.const_fifo = const_fifo = CreditFIFO(width=const_layout.size,
+                                                              depth=COEF_FIFO_DEPTH + 2)
             written = self.coefs.payload
             ctrl_word = Signal(ctrl_layout)
             m.d.comb += [
