@@ -28,7 +28,7 @@ import sys
 import time
 from pathlib import Path
 
-from normgen.hw.edge import collision_free_reads, drop_scratch_init
+from normgen.hw.edge import collision_free_reads, drop_scratch_init, unbracketed_field_names
 
 from .images import BOARDS, BoardImage, BoardTop
 
@@ -258,8 +258,9 @@ def build_board(board: str, *, toolchain: str = "yowasp", build_dir: Path | None
         plan = platform.prepare(BoardTop(image), name=top_name(image), **overrides)
         # scratch memories without initial contents, as in the core's Verilog (an SPRAM has none)
         il = f"{top_name(image)}.il"
-        # and the memories whose read/write collisions never matter without logic for them
-        plan.files[il] = collision_free_reads(drop_scratch_init(plan.files[il]))
+        # and the memories whose read/write collisions never matter without logic for them, and
+        # no wire named like another wire's bit (unbracketed_field_names)
+        plan.files[il] = unbracketed_field_names(collision_free_reads(drop_scratch_init(plan.files[il])))
         plan.execute_local(str(build_dir), env=env)
     except subprocess.CalledProcessError as exc:
         tail = ""

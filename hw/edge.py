@@ -36,7 +36,7 @@ from .interface import param_addr_bits, param_widths
 
 __all__ = ["AxiStreamEdge", "axi_members", "generate_verilog", "verilog_header", "component_verilog",
            "SCRATCH", "NO_COLLISION", "WIDE_WORD", "constant_memory_attrs", "scratch_memory", "drop_scratch_init",
-           "collision_free_reads",
+           "collision_free_reads", "unbracketed_field_names",
            "split_memory_inits"]
 
 #: Attribute of a scratch memory: one whose words are always written before the value read from
@@ -122,6 +122,24 @@ def _rewrite_memory_cells(text: str, attribute: str, cell_type: str, rewrite) ->
 def drop_scratch_init(text: str) -> str:
     """RTLIL ``text`` without the ``$meminit_v2`` cells of the memories marked :data:`SCRATCH`."""
     return _rewrite_memory_cells(text, SCRATCH, "$meminit_v2", lambda cell, marked: [] if marked else cell)
+
+
+_FIELD_INDEX = re.compile(r"(\\[^\s\"\[]+)((?:\[\d+\][^\s\"\[]*)+)")
+
+
+def unbracketed_field_names(text: str) -> str:
+    """RTLIL ``text`` with the names Amaranth gives array elements of a signal's fields
+    (``payload.data[3]``) written ``payload.data.3``.
+
+    Yosys names the bits of a wire ``name[3]`` when ABC's mapped netlist is read back (every
+    ``synth_*`` script); a wire of that very name (lane 3 of ``payload.data``) then collides with
+    bit 3 of ``payload.data``, and YoWASP Yosys 0.69 / 0.70 abort (``count_id(wire->name) == 0``,
+    ``GetSize(conn.first) == GetSize(conn.second)``).  Whether it happens depends on which bits
+    reach ABC, so a small change of a core could make its Verilog unsynthesizable.  The field wires
+    are aliases for reading waveforms; ``.`` cannot occur in an Amaranth signal's own name."""
+    def rename(match):
+        return match.group(1) + re.sub(r"\[(\d+)\]", r".\1", match.group(2))
+    return _FIELD_INDEX.sub(rename, text)
 
 
 def collision_free_reads(text: str) -> str:
@@ -255,7 +273,7 @@ def component_verilog(component, module_name: str) -> str:
     Memories marked :data:`SCRATCH` (:func:`scratch_memory`) are declared without an initializer
     (:func:`drop_scratch_init`): their contents are undefined until written, as in the hardware;
     every other memory keeps its initial value."""
-    text = drop_scratch_init(rtlil.convert(component, name=module_name, emit_src=False))
+    text = unbracketed_field_names(drop_scratch_init(rtlil.convert(component, name=module_name, emit_src=False)))
     script = "\n".join([f"read_rtlil <<rtlil\n{text}\nrtlil", "proc -norom", "memory_collect",
                         f"attrmap -remove generator -remove top -remove amaranth.hierarchy -remove {SCRATCH}",
                         "write_verilog"])

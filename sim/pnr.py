@@ -37,7 +37,7 @@ from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
 from normgen.hw import CoreConfig, build_core
-from normgen.hw.edge import drop_scratch_init, split_memory_inits
+from normgen.hw.edge import drop_scratch_init, split_memory_inits, unbracketed_field_names
 from normgen.sim.regpack import pack_registers
 
 __all__ = ["RegisteredHarness", "harness", "harness_rtlil", "place_and_route", "PNR_FAMILIES", "XOR_FAN_IN"]
@@ -168,7 +168,7 @@ def harness(cfg: CoreConfig) -> RegisteredHarness:
 def harness_rtlil(cfg: CoreConfig) -> str:
     """RTLIL text of :func:`harness` with top module ``harness`` (ports ``clk``, ``din``,
     ``reset``, ``dout``)."""
-    return rtlil.convert(harness(cfg), name="harness", emit_src=False)
+    return unbracketed_field_names(rtlil.convert(harness(cfg), name="harness", emit_src=False))
 
 
 def _tool(name: str) -> str | None:
@@ -267,7 +267,8 @@ def place_and_route(cfg: CoreConfig, family: str, *, seed: int = 1, workdir, fre
                                                        "(pip install 'normgen[fpga]')"}
     top = harness(cfg)
     result.update(input_bits=top.input_width, output_bits=top.output_width)
-    (workdir / "h.il").write_text(drop_scratch_init(rtlil.convert(top, name="harness", emit_src=False)))
+    (workdir / "h.il").write_text(unbracketed_field_names(drop_scratch_init(
+        rtlil.convert(top, name="harness", emit_src=False))))
     for stale in ("h.v", "h.json", "report.json", "nextpnr.log"):
         (workdir / stale).unlink(missing_ok=True)
 

@@ -54,3 +54,32 @@ def test_lint_catches_an_undeclared_net(tmp_path):
     result = subprocess.run(["verilator", "--lint-only", str(source), "--top-module", "normgen_core"],
                             capture_output=True, text=True, env=_verilator_env(), timeout=300)
     assert result.returncode != 0 and "undeclared_net" in result.stderr
+
+
+@pytest.mark.parametrize("name", ["layernorm", "batchnorm-batch-p4", "layernorm-nearest-even"])
+def test_no_wire_is_named_like_a_bit_of_another(name):
+    """Yosys names the bits of a wire ``name[k]`` when it reads ABC's netlist back; a wire of that
+    very name (Amaranth's ``payload.data[k]`` for lane k of a payload) makes ``synth_ecp5`` abort.
+    The emitted Verilog declares no identifier with an index in its name, and the lanes' field
+    wires are there under their dotted names."""
+    import re
+    text = generate_verilog(CoreConfig(**CONFIGS[name]))
+    declared = re.findall(r"^\s*(?:wire|reg|input|output)\b[^;]*?(\\\S+|\w+)\s*(?:=[^;]*)?;", text, re.M)
+    assert declared
+    assert [n for n in declared if re.search(r"\[\d+\]", n)] == []
+    assert any(re.fullmatch(r"\\\S*\.data\.1", n) for n in declared), "the lanes' field wires"
+
+
+def test_field_indices_become_dotted_and_nothing_else_changes():
+    from normgen.hw.edge import unbracketed_field_names
+    text = ("  wire width 16 signed \\i__payload$1.data[0]\n"
+            "  connect \\i__payload$1.data[10] \\i__payload$1.data [175:160]\n"
+            "  wire \\a.b[2].c[3].d\n"
+            "  attribute \\src \"x.py:3 [1]\"\n"
+            "  connect \\x [3] \\y [4:0]\n")
+    assert unbracketed_field_names(text) == (
+        "  wire width 16 signed \\i__payload$1.data.0\n"
+        "  connect \\i__payload$1.data.10 \\i__payload$1.data [175:160]\n"
+        "  wire \\a.b.2.c.3.d\n"
+        "  attribute \\src \"x.py:3 [1]\"\n"
+        "  connect \\x [3] \\y [4:0]\n")
