@@ -83,7 +83,9 @@ def read_delay(cfg: CoreConfig) -> int:
 
 
 def buffer_depth(cfg: CoreConfig) -> int:
-    """Vector buffer depth in beats: ``beats_max + read_delay(cfg) + 2``.
+    """Vector buffer depth in beats: ``beats_max + read_delay(cfg) + 2`` (+ 1 from ``SLICE_LANES``
+    lanes on, where the input stage sees the read pointer through the read address register,
+    :func:`~normgen.hw.output.read_address_register`: a cycle later).
 
     A beat stays in the buffer from its write until the output stage reads it.  With vectors of
     N_max back to back at one beat per cycle, a vector's first beat is read ``read_delay`` cycles
@@ -96,7 +98,8 @@ def buffer_depth(cfg: CoreConfig) -> int:
     ``read_delay``), it sets the rate, and the depth still holds the two vectors it overlaps.  The depth need not be a power of two:
     the pointers wrap explicitly (:func:`next_ptr`), so N_max = 65536 costs 65536 + a few dozen
     words, not 131072."""
-    return cfg.beats_max + read_delay(cfg) + 2
+    from .output import read_address_register
+    return cfg.beats_max + read_delay(cfg) + 2 + int(read_address_register(cfg))
 
 
 def next_ptr(ptr, depth: int):

@@ -36,7 +36,7 @@ from .scalars import vector_coefs_layout
 from .streams import BlockFIFO, CreditFIFO, ReadyRegFIFO, SlicedFIFO, through_fifo
 
 __all__ = ["pack_params", "OutputStage", "ElementDatapath", "output_latency", "datapath_latency", "product_cycles",
-           "coef_shapes", "element_layout", "coef_copies", "register_copies"]
+           "coef_shapes", "element_layout", "coef_copies", "register_copies", "read_address_register"]
 
 #: Lanes that one copy of a vector constant (A, B) drives at most, where the copies are free:
 #: the two register stages that wait for the vector buffer's read data make up to four copies.
@@ -132,8 +132,8 @@ def output_fifo_depth(cfg: CoreConfig) -> int:
     register, the datapath, the FIFO's own write; one more keeps the issue going at full rate
     (and one more for the nearest-even decision stage behind the FIFO, one more for the FIFO's
     read register when it has one, one more for the credit's lag)."""
-    return (2 + datapath_latency(cfg) + 2 + fixup_latency(cfg) + int(cfg.fifos_in_block_ram)
-            + int(credit_lag(cfg)))
+    return (2 + int(read_address_register(cfg)) + datapath_latency(cfg) + 2 + fixup_latency(cfg)
+            + int(cfg.fifos_in_block_ram) + int(credit_lag(cfg)))
 
 
 #: Widest part of the output FIFO (bits) from ``SLICE_LANES`` lanes on, see :func:`output_fifo_slices`.
@@ -169,9 +169,22 @@ def coef_slice(cfg: CoreConfig) -> bool:
 
     It holds only what the issue logic needs (the beat count, with the comparisons the issue
     makes decoded before the write); A and B (and the statistics of exact decisions) go through
-    a FIFO of their own, read when the vector's first beat reaches S1, so each FIFO sits by its
-    consumer (with one FIFO, its read pointer → the issue logic's ``cur_last`` crossed the die:
-    6.1 ns of routing)."""
+    FIFOs of their own, one beside each group of lanes, whose head is the constants of the beat
+    at S1 (taken when the vector's last beat passes), so each FIFO sits by its consumer (with one
+    FIFO for both, its read pointer → the issue logic's ``cur_last`` crossed the die: 6.1 ns of
+    routing)."""
+    return cfg.lanes >= SLICE_LANES
+
+
+def read_address_register(cfg: CoreConfig) -> bool:
+    """Whether the vector buffer's (and γ/β's) read address passes a register after the read
+    pointer: from ``SLICE_LANES`` lanes on.  The issue logic moves the read pointer; the block RAMs
+    it addresses, and the input stage that compares its write pointer with it, lie across the die.
+    At P = 32 the pointer's enable (issue logic → read pointer) was the critical path with 6 ns of
+    routing (``python -m normgen.sim.pnr 2``: the pointer sat between the issue logic and its
+    loads).  With the register (``rd_ptr``, the address and the input stage's view) the pointer
+    sits by the issue logic, for one cycle of latency and one more word of vector buffer
+    (:func:`~normgen.hw.ingest.buffer_depth`: the input stage sees the pointer a cycle later)."""
     return cfg.lanes >= SLICE_LANES
 
 
@@ -185,7 +198,8 @@ def output_latency(cfg: CoreConfig) -> int:
 def read_to_output(cfg: CoreConfig) -> int:
     """Cycles from the issue of a vector's first beat (its vector-buffer read) to ``o.valid``
     [+ 1: the output FIFO's read register, :attr:`~CoreConfig.fifos_in_block_ram`]."""
-    return 2 + datapath_latency(cfg) + 1 + int(cfg.fifos_in_block_ram) + fixup_latency(cfg)
+    return (2 + int(read_address_register(cfg)) + datapath_latency(cfg) + 1 + int(cfg.fifos_in_block_ram)
+            + fixup_latency(cfg))
 
 
 class ElementDatapath(wiring.Component):
@@ -511,7 +525,7 @@ class OutputStage(wiring.Component):
         if sliced:
             # Wide cores: the issue logic's constants FIFO holds what the issue needs (the beat
             # count, decoded ahead), a FIFO of its own the vector's constants, read when the
-            # vector's first beat reaches S1 (``s1_first``), so that each sits by its consumer.
+            # vector's last beat leaves S1 (``s1_pop``), so that each sits by its consumer.
             beats_shape = self.coefs.payload.beats.shape()
             ctrl_layout = data.StructLayout({"beats": beats_shape, "beats_m1": beats_shape, "overlong": 1,
                                              "single": 1, "two": 1, "three": 1})
@@ -519,11 +533,18 @@ class OutputStage(wiring.Component):
                             if name not in ("beats", "overlong")}
             const_layout = data.StructLayout(const_fields)
             m.submodules.coef_fifo = coef_fifo = ReadyRegFIFO(width=ctrl_layout.size, depth=COEF_FIFO_DEPTH)
-            # A vector's constants leave up to two cycles after its count (its first beat issues
-            # the cycle after, reaches S1 the cycle after that): two words more than the count's
-            # FIFO.  (A registered read, SyncFIFOBuffered, placed worse at P = 32: 121.4 MHz.)
-            m.submodules.const_fifo = const_fifo = CreditFIFO(width=const_layout.size,
-                                                              depth=COEF_FIFO_DEPTH + 2)
+            # A vector's constants stay in their FIFO until its last beat reaches S1 (they are
+            # that FIFO's head while its beats pass S1: no register holds them there).  Besides
+            # the counts in theirs (at most COEF_FIFO_DEPTH) a FIFO then holds the vector that is
+            # issuing and the one whose last beat issued in the cycle before: two words more.
+            # One FIFO per copy of the constants, each beside the lanes it feeds (with one, its
+            # read pointer → its storage → the lanes crossed the die twice: 6.2 ns of routing at
+            # P = 32); they move in lockstep.
+            const_fifos = []
+            for k in range(coef_copies(cfg)):
+                const_fifo = CreditFIFO(width=const_layout.size, depth=COEF_FIFO_DEPTH + 2, in_registers=True)
+                m.submodules[f"const_fifo{k}"] = const_fifo
+                const_fifos.append(const_fifo)
             written = self.coefs.payload
             ctrl_word = Signal(ctrl_layout)
             m.d.comb += [
@@ -531,9 +552,16 @@ class OutputStage(wiring.Component):
                 ctrl_word.overlong.eq(written.overlong),
                 ctrl_word.single.eq(written.overlong | (written.beats == 1)),
                 ctrl_word.two.eq(written.beats == 2), ctrl_word.three.eq(written.beats == 3),
-                const_fifo.w_data.eq(Cat(*(getattr(written, name) for name in const_fields))),
-                const_fifo.w_en.eq(self.coefs.valid & coef_fifo.w_rdy),
             ]
+            # written a cycle after the count (from registers: the FIFOs lie across the die from
+            # the handshake, whose logic in front of their write enables was the P = 32 critical
+            # path, 7.2 ns of routing); still a cycle before the vector's first beat reaches S1
+            const_w_en = Signal()
+            const_w_data = Signal(const_layout.size, reset_less=True)
+            m.d.sync += [const_w_en.eq(self.coefs.valid & coef_fifo.w_rdy),
+                         const_w_data.eq(Cat(*(getattr(written, name) for name in const_fields)))]
+            for const_fifo in const_fifos:
+                m.d.comb += [const_fifo.w_data.eq(const_w_data), const_fifo.w_en.eq(const_w_en)]
             ctrl_in = stream.Signature(ctrl_layout).create()
             coefs = stream.Signature(ctrl_layout).create()
             m.d.comb += [ctrl_in.payload.eq(ctrl_word), ctrl_in.valid.eq(self.coefs.valid),
@@ -560,7 +588,6 @@ class OutputStage(wiring.Component):
             incoming_last = incoming.overlong | (incoming.beats == 1)
             incoming_two, incoming_three = incoming.beats == 2, incoming.beats == 3
             incoming_left = incoming.beats - 1
-        cur_first = Signal()                    # cur's first beat is yet to issue
         with m.If(active):
             m.d.comb += [head.eq(cur), issue_last.eq(cur_last)]
         with m.Else():
@@ -568,14 +595,32 @@ class OutputStage(wiring.Component):
         m.d.comb += [
             issue.eq(advance & (active | coefs.valid)),
             coefs.ready.eq(advance & (~active | cur_last)),
-            self.buffer.addr.eq(self.rd_ptr[:ptr_bits]),
             self.buffer.en.eq(1),
         ]
+        # (wide cores: the read address a cycle after the pointer, and what the issue sends to S1
+        # with it, :func:`read_address_register`)
+        addr_reg = read_address_register(cfg)
+
+        def at_read(value, name):
+            """``value`` as it is when the memories read the issued beat's address."""
+            if not addr_reg:
+                return value
+            reg = Signal.like(value, name=f"{name}_r0")
+            m.d.sync += reg.eq(value)
+            return reg
+
+        # the issue's read pointer; wide cores: ``rd_ptr`` (the buffer's read address, and the
+        # pointer the input stage compares its write pointer with) is its register copy, so the
+        # issue's pointer has no loads across the die
+        ptr = Signal.like(self.rd_ptr, name="issue_ptr") if addr_reg else self.rd_ptr
+        if addr_reg:
+            m.d.sync += self.rd_ptr.eq(ptr)
+        m.d.comb += self.buffer.addr.eq(self.rd_ptr[:ptr_bits])
         # γ/β are read when the datapath first needs them (``late_params``): the read address
         # follows ``beat`` through a delay line (a few address bits, not P lanes of γ/β data)
         late_params = cfg.affine_stage and not cfg.exact_resolution
         if cfg.affine:
-            params_addr = beat
+            params_addr = at_read(beat, "params_addr")
             if late_params:
                 for step in range(ElementDatapath.params_delay(cfg)):
                     delayed_addr = Signal.like(beat, name=f"params_addr_d{step}", reset_less=True)
@@ -585,9 +630,8 @@ class OutputStage(wiring.Component):
         with m.If(coefs.valid & coefs.ready):
             m.d.sync += cur.eq(incoming)
         with m.If(issue):
-            m.d.sync += cur_first.eq(0)
             with m.If(~head.overlong):
-                m.d.sync += self.rd_ptr.eq(next_ptr(self.rd_ptr, buffer_depth(cfg)))
+                m.d.sync += ptr.eq(next_ptr(ptr, buffer_depth(cfg)))
             with m.If(~active):                  # the first beat of ``incoming`` issues now
                 m.d.sync += [active.eq(~incoming_last), beat.eq(~incoming_last), left.eq(incoming_left),
                              cur_last.eq(incoming_two), left_two.eq(incoming_three)]
@@ -595,7 +639,7 @@ class OutputStage(wiring.Component):
                 m.d.sync += [beat.eq(beat + 1), left.eq(left - 1), cur_last.eq(left_two),
                              left_two.eq(left == 3)]
             with m.Elif(coefs.valid):        # taken with the last beat: issues from next cycle
-                m.d.sync += [active.eq(1), beat.eq(0), left.eq(incoming.beats), cur_first.eq(1),
+                m.d.sync += [active.eq(1), beat.eq(0), left.eq(incoming.beats),
                              cur_last.eq(incoming_last), left_two.eq(incoming_two)]
             with m.Else():
                 m.d.sync += [active.eq(0), beat.eq(0)]
@@ -607,29 +651,24 @@ class OutputStage(wiring.Component):
         s1_valid, s1_last, s1_err = Signal(), Signal(), Signal()
         s1b_valid, s1b_last, s1b_err = Signal(), Signal(), Signal()
         s1b_x = Signal.like(self.buffer.data, reset_less=True)
-        m.d.sync += [s1_valid.eq(issue), s1_last.eq(issue_last), s1_err.eq(head.overlong),
+        read = at_read(issue, "issue")
+        read_last = at_read(issue_last, "issue_last")
+        m.d.sync += [s1_valid.eq(read), s1_last.eq(read_last), s1_err.eq(at_read(head.overlong, "issue_err")),
                      s1b_valid.eq(s1_valid), s1b_last.eq(s1_last), s1b_err.eq(s1_err),
                      s1b_x.eq(self.buffer.data)]
         copies = coef_copies(cfg)
         s1_copies = (copies + 1) // 2
         if sliced:
-            # the constants of the beat at S1: the FIFO's head at a vector's first beat (then
-            # taken from it), else the vector's, held in ``s1_copies`` registers
-            s1_first = Signal()
-            m.d.sync += s1_first.eq(issue & (~active | cur_first))
-            m.d.comb += const_fifo.r_en.eq(s1_first)
-            arriving = Signal(const_layout)
-            m.d.comb += arriving.eq(const_fifo.r_data)
+            # the constants of the beat at S1: the head of each constants' FIFO, taken from it
+            # when the vector's last beat is at S1
+            s1_pop = Signal()
+            m.d.sync += s1_pop.eq(read & read_last)
             s1_consts = []
-            for k in range(s1_copies):
-                # (copies with different initial values: Yosys keeps them apart)
-                kept = Signal(const_layout.size, name=f"s1_kept_{k}", reset_less=True,
-                              init=(1 << const_layout.size) - 1 if k else 0)
-                with m.If(s1_first):
-                    m.d.sync += kept.eq(arriving)
-                now = Signal(const_layout, name=f"s1_consts_{k}")
-                m.d.comb += now.eq(Mux(s1_first, arriving.as_value(), kept))
-                s1_consts.append(now)
+            for k, const_fifo in enumerate(const_fifos):
+                m.d.comb += const_fifo.r_en.eq(s1_pop)
+                head_k = Signal(const_layout, name=f"s1_consts_{k}")
+                m.d.comb += head_k.eq(const_fifo.r_data)
+                s1_consts.append(head_k)
             s1_a = [c.a for c in s1_consts]
             s1_b = [c.b for c in s1_consts]
         else:
@@ -686,10 +725,20 @@ class OutputStage(wiring.Component):
             issue_d = Signal()
             m.d.sync += issue_d.eq(issue)
             m.d.comb += in_flight_next.eq(in_flight + issue_d - returned)
-            m.d.sync += [in_flight.eq(in_flight_next), advance.eq(in_flight_next < out_fifo.depth - 1)]
+            # advance = in_flight_next < depth - 1, as the count's three comparisons with
+            # constants chosen by the count's change: no carry chain after the count's adder (at
+            # P = 32 adder → comparison was the critical path, 2.8 ns of logic)
+            limit = out_fifo.depth - 1
+            m.d.sync += [
+                in_flight.eq(in_flight_next),
+                advance.eq(Mux(issue_d & ~returned, in_flight < limit - 1,
+                               Mux(returned & ~issue_d, in_flight < limit + 1, in_flight < limit))),
+            ]
         else:
             m.d.comb += in_flight_next.eq(in_flight + issue - returned)
             m.d.sync += [in_flight.eq(in_flight_next), advance.eq(in_flight_next < out_fifo.depth)]
         held = coefs.valid if coef_slice(cfg) else C(0)       # constants waiting in their FIFO
-        m.d.comb += self.busy.eq(active | held | s1_valid | s1b_valid | datapath.busy | (out_fifo.r_level != 0) | fixup_busy)
+        reading = read if addr_reg else C(0)                   # an issued beat before S1
+        m.d.comb += self.busy.eq(active | held | reading | s1_valid | s1b_valid | datapath.busy
+                                 | (out_fifo.r_level != 0) | fixup_busy)
         return m

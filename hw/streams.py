@@ -1,5 +1,5 @@
 """Small stream plumbing shared by the gateware."""
-from amaranth.hdl import Elaboratable, Module, Mux, Signal, Value
+from amaranth.hdl import Array, Elaboratable, Module, Mux, Signal, Value
 from amaranth.lib import fifo, memory
 
 from .edge import NO_COLLISION
@@ -93,13 +93,19 @@ class CreditFIFO(_QueueFIFO):
     the write enable, which reaches every memory cell; in a wide FIFO that enable's logic sits
     among the memory, far from the level register.  Here the level only counts.  ``w_rdy`` (level
     below the depth) is for the producer's own checks: a write while full overwrites the oldest
-    entry, so the producer's credits must never allow one."""
+    entry, so the producer's credits must never allow one.
+
+    With ``in_registers`` the words are flip-flops (written at ``produce``, read through a
+    multiplexer at ``consume``) rather than a memory that synthesis maps to distributed RAM: for
+    a few words the read is the same multiplexer, and flip-flops may sit in any slice, beside
+    whatever the FIFO feeds."""
+
+    def __init__(self, *, width: int, depth: int, in_registers: bool = False):
+        super().__init__(width=width, depth=depth)
+        self._in_registers = in_registers
 
     def elaborate(self, platform):
         m = Module()
-        m.submodules.storage = storage = memory.Memory(shape=self.width, depth=self.depth, init=[])
-        w_port = storage.write_port()
-        r_port = storage.read_port(domain="comb")
         produce = Signal(range(self.depth))
         consume = Signal(range(self.depth))
         level = Signal(range(self.depth + 1))
@@ -108,9 +114,20 @@ class CreditFIFO(_QueueFIFO):
         def successor(ptr):
             return Mux(ptr == self.depth - 1, 0, ptr + 1)
 
+        if self._in_registers:
+            words = Array(Signal(self.width, name=f"word{k}", reset_less=True) for k in range(self.depth))
+            with m.If(self.w_en):
+                m.d.sync += words[produce].eq(self.w_data)
+            m.d.comb += self.r_data.eq(words[consume])
+        else:
+            m.submodules.storage = storage = memory.Memory(shape=self.width, depth=self.depth, init=[])
+            w_port = storage.write_port()
+            r_port = storage.read_port(domain="comb")
+            m.d.comb += [
+                w_port.addr.eq(produce), w_port.data.eq(self.w_data), w_port.en.eq(self.w_en),
+                r_port.addr.eq(consume), self.r_data.eq(r_port.data),
+            ]
         m.d.comb += [
-            w_port.addr.eq(produce), w_port.data.eq(self.w_data), w_port.en.eq(self.w_en),
-            r_port.addr.eq(consume), self.r_data.eq(r_port.data),
             self.r_rdy.eq(level != 0), self.w_rdy.eq(level != self.depth), self.w_level.eq(level), self.r_level.eq(level),
             do_read.eq(self.r_en & self.r_rdy),
         ]

@@ -15,7 +15,7 @@ from __future__ import annotations
 from amaranth import *
 from amaranth.lib import memory, wiring
 
-from .config import CoreConfig
+from .config import SLICE_LANES, CoreConfig
 from .edge import constant_memory_attrs, scratch_memory
 from .ingest import Ingest, buffer_depth
 from .interface import Core
@@ -93,12 +93,28 @@ class NormCore(Core):
             m.d.comb += [
                 ingest.hold.eq(self.params.valid),
                 self.params.ready.eq(idle),
-                par_wr.addr.eq(write.addr),
-                par_wr.data.eq(Cat(write.gamma, write.beta)),
-                # An address past the last beat is taken and ignored.
-                par_wr.en.eq(self.params.valid & idle & (write.addr < cfg.beats_max)),
             ]
+            # An address past the last beat is taken and ignored.
+            word = {"addr": write.addr, "data": Cat(write.gamma, write.beta),
+                    "en": self.params.valid & idle & (write.addr < cfg.beats_max)}
+            if cfg.lanes >= SLICE_LANES:
+                # wide cores write a cycle after the transfer, from registers: the memory's
+                # blocks spread across the die, and the write enable's logic (from ``idle``)
+                # in front of every block's enables was the P = 32 critical path (python -m
+                # normgen.sim.pnr 2: idle → write enable → byte enables, 7.5 ns of routing).  No
+                # vector reads γ/β before then: the core is idle and holds new vectors back.
+                registered = {name: Signal(len(value), name=f"params_w_{name}", reset_less=name != "en")
+                              for name, value in word.items()}
+                m.d.sync += [registered[name].eq(value) for name, value in word.items()]
+                word = registered
+            m.d.comb += [par_wr.addr.eq(word["addr"]), par_wr.data.eq(word["data"]), par_wr.en.eq(word["en"])]
         return m
+
+
+def _registered(m: Module, value, name: str):
+    reg = Signal(len(value), name=name, reset_less=name != "params_w_en")
+    m.d.sync += reg.eq(value)
+    return reg
 
 
 register_core(NormCore, "layernorm", "rmsnorm")

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from amaranth.sim import Simulator
 
-from normgen.hw.config import CoreConfig
+from normgen.hw.config import SLICE_LANES, CoreConfig
 from normgen.hw.ingest import buffer_depth, read_delay
 from normgen.hw.output import read_to_output
 from normgen.hw.rsqrt import Rsqrt, rsqrt_latency, rsqrt_shift_range
@@ -276,14 +276,31 @@ def test_vector_interval_gives_full_rate(n, lanes, interval):
     assert run_core(single, packets).sustained_rate < 0.6 * lanes
 
 
+@pytest.mark.parametrize("traffic", [(0.0, 0.0), (0.0, 0.7)], ids=["full-rate", "backpressure"])
+def test_wide_core_short_vectors_back_to_back(traffic):
+    """From SLICE_LANES lanes on the vector constants wait in FIFOs beside the lanes until their
+    vector's last beat has passed: vectors of one to three beats, a new one every cycle from the
+    scalar stage, with and without backpressure, keep every constant in order (bit-exact)."""
+    rng = np.random.default_rng(16)
+    cfg = _random_affine(CoreConfig(features=64, lanes=16, vector_interval=1), rng)
+    packets = [Packet(cfg.in_format.quantize(rng.normal(0, 1, 16 * int(rng.integers(1, 4))))[0])
+               for _ in range(60)]
+    idle, stall = traffic
+    run = run_core(cfg, packets, idle=idle, stall=stall, seed=2)
+    _check(cfg, packets, run)
+    if traffic == (0.0, 0.0):
+        assert run.sustained_rate >= 0.95 * cfg.lanes
+
+
 @pytest.mark.parametrize("n, lanes", [(88, 8), (96, 8), (768, 32)])
 def test_vector_buffer_covers_the_latency(n, lanes):
     """Back-to-back vectors of N_max with several scalar units keep the input at full rate: the
     vector buffer holds a vector plus the beats that arrive until its first beat is read (and two
-    for the registered free-space flag)."""
+    for the registered free-space flag, one more where the input stage sees the read pointer
+    through the read address register)."""
     rng = np.random.default_rng(n + lanes)
     cfg = CoreConfig(features=n, lanes=lanes, vector_interval=4)
-    assert buffer_depth(cfg) == cfg.beats_max + read_delay(cfg) + 2
+    assert buffer_depth(cfg) == cfg.beats_max + read_delay(cfg) + 2 + int(cfg.lanes >= SLICE_LANES)
     packets = [Packet(cfg.in_format.quantize(rng.normal(0, 1, n))[0]) for _ in range(24)]
     run = run_core(cfg, packets)
     _check(cfg, packets, run)
@@ -295,25 +312,27 @@ def test_vector_buffer_covers_the_latency(n, lanes):
                                     dict(features=64, lanes=4, scalar_mul="serial"),
                                     dict(features=768, lanes=32, vector_interval=4)])
 def test_vector_buffer_depth(kwargs):
-    """N_max/P beats plus the read delay plus two, a power of two or not (N_max = 65536: not
-    twice that)."""
+    """N_max/P beats plus the read delay plus two (three from SLICE_LANES lanes on), a power of
+    two or not (N_max = 65536: not twice that)."""
     cfg = CoreConfig(**kwargs)
     depth = buffer_depth(cfg)
-    assert depth == cfg.beats_max + read_delay(cfg) + 2
+    assert depth == cfg.beats_max + read_delay(cfg) + 2 + int(cfg.lanes >= SLICE_LANES)
     assert read_delay(cfg) == core_latency(cfg) - read_to_output(cfg)
     if cfg.beats_max >= read_delay(cfg) + 2:      # then no power-of-two doubling
         assert depth <= 2 * cfg.beats_max
     assert NormCore(cfg).buffer_depth == depth
 
 
-def test_parameter_port_applies_to_later_vectors():
+@pytest.mark.parametrize("lanes", [2, 16])           # 16: the write port's registers (wide cores)
+def test_parameter_port_applies_to_later_vectors(lanes):
     rng = np.random.default_rng(11)
-    cfg = CoreConfig(features=16, lanes=2)
-    items = [Packet(vectors.make_vector(cfg, "uniform", 16, rng)) for _ in range(3)]
+    cfg = CoreConfig(features=8 * lanes, lanes=lanes)
+    n_max = cfg.features
+    items = [Packet(vectors.make_vector(cfg, "uniform", n_max, rng)) for _ in range(3)]
     items.append(ParamWrite(*vectors.random_params(cfg, rng)))
-    items += [Packet(vectors.make_vector(cfg, "normal_wide", int(n), rng)) for n in (2, 16, 8)]
+    items += [Packet(vectors.make_vector(cfg, "normal_wide", int(n), rng)) for n in (lanes, n_max, n_max // 2)]
     items.append(ParamWrite(*vectors.random_params(cfg, rng)))
-    items += [Packet(vectors.make_vector(cfg, "uniform", 16, rng))]
+    items += [Packet(vectors.make_vector(cfg, "uniform", n_max, rng))]
     for idle, stall in [(0, 0), (0.2, 0.5)]:
         _check(cfg, items, run_core(cfg, items, idle=idle, stall=stall, seed=2))
 
@@ -627,18 +646,22 @@ def test_saturate_clamps_every_value(value_width, width):
     assert got == [(value, min(max(value, low), high)) for value, _ in got]
 
 
-@pytest.mark.parametrize("kind", ["SyncFIFO", "SyncFIFOBuffered", "CreditFIFO", "ReadyRegFIFO"])
+@pytest.mark.parametrize("kind", ["SyncFIFO", "SyncFIFOBuffered", "CreditFIFO", "CreditFIFO-registers", "ReadyRegFIFO"])
 def test_sliced_fifo_matches_a_queue(kind):
     """A SlicedFIFO under random writes and reads behaves as one queue (checked against a Python
     deque): every word comes out once, whole and in order, and it is full at its depth.  A
     CreditFIFO's producer writes only while ``w_rdy`` (as credits would let it); a ReadyRegFIFO's
     registered ``w_rdy`` is the level below the depth, every cycle."""
+    import functools
     from collections import deque
     from amaranth.lib import fifo
     from normgen.hw import streams
     from normgen.hw.streams import CreditFIFO, SlicedFIFO
 
-    fifo_class = getattr(streams, kind, None) or getattr(fifo, kind)
+    if kind == "CreditFIFO-registers":          # the words in flip-flops
+        kind, fifo_class = "CreditFIFO", functools.partial(CreditFIFO, in_registers=True)
+    else:
+        fifo_class = getattr(streams, kind, None) or getattr(fifo, kind)
     dut = SlicedFIFO(width=37, depth=5, slices=3, fifo_class=fifo_class)
     assert [hi - lo for lo, hi in dut.bounds()] == [12, 12, 13]
     rng = np.random.default_rng(7)
