@@ -7,7 +7,7 @@ beside the recurrence, :func:`products_in_rsqrt`), so the multiplier serves the 
 ``D`` only; the serial multiplier (the small-FPGA choice) serves all four, which costs cycles
 and no logic::
 
-    t = S2 + e*N                (e is a constant; e*N is latched with N)
+    t = S2 + e*N                (e is a constant; e*N is latched a cycle after N)
     D = N*t - S1**2             LayerNorm   (= N*S2 - S1**2 + e*N**2)
     D = N*t                     RMSNorm
     (R, s) = Rsqrt(D)                          [with N*R and S1'*R: parallel]
@@ -37,13 +37,15 @@ __all__ = ["VectorScalars", "products_in_rsqrt", "ScalarBank", "scalar_units", "
 
 
 #: Cycles the scalar stage spends outside the rsqrt unit and the multiplier's pipeline, from the
-#: input transfer to ``o.valid``: IDLE (statistics latched), EN (e*N), T (t = S2 + e*N), NT and
-#: S1SQ (the products of D issued), LATCH_NT, D, RSQRT_IN, [serial: NR and S1R (the products of A
-#: and B issued), LATCH_NR, AB,] AB_FINE, ROUND; ``o.valid`` rises in OUT.  The shift's coarse
+#: input transfer to ``o.valid``: IDLE (statistics latched), [parallel: S1SQ (S1*S1 issued, e*N),
+#: NT (N*(S2 + e*N) issued: the add is in front of the operand register), LATCH_S1SQ;] [serial:
+#: EN (e*N), T (t = S2 + e*N), NT and S1SQ (the products of D issued), LATCH_NT,] D, RSQRT_IN,
+#: [serial: NR and S1R (the products of A and B issued), LATCH_NR, AB,] AB_FINE, ROUND;
+#: ``o.valid`` rises in OUT.  The shift's coarse
 #: step is taken in RSQRT_OUT (parallel: from the rsqrt unit's products) or AB (serial: from the
 #: multiplier's); RSQRT_OUT is the rsqrt unit's output cycle, counted in its latency.  The tests
 #: measure it.
-OWN_CYCLES = {"parallel": 10, "serial": 14}
+OWN_CYCLES = {"parallel": 8, "serial": 14}
 
 #: The A/B shift moves by multiples of this first, then by the rest: two short multiplexer trees,
 #: each selected by a register decoded from the rsqrt unit's ``s`` (see :func:`shift_plan`).
@@ -360,10 +362,10 @@ class VectorScalars(wiring.Component):
             else:
                 fsm.goto(next_state)
 
-        def product_pair(first, first_operands, second, second_operands, latch, after):
+        def product_pair(first, first_operands, second, second_operands, latch, after, also_first=None):
             """States ``first`` and ``second`` issue two products back to back; ``latch`` takes
             the first product (a register, or a function that assigns from it), and in state
-            ``after`` ``product`` holds the second."""
+            ``after`` ``product`` holds the second.  ``also_first`` adds to state ``first``."""
             def take_first(value):
                 if callable(latch):
                     latch(value)
@@ -372,6 +374,8 @@ class VectorScalars(wiring.Component):
 
             with fsm.state(first):
                 multiply(first, *first_operands, second)
+                if also_first is not None:
+                    also_first()
             with fsm.state(second):
                 if serial:
                     multiply(second, *second_operands, after)
@@ -461,21 +465,30 @@ class VectorScalars(wiring.Component):
                 overlong.eq(stats.overlong),
             ]
             with m.If(self.i.valid):
-                fsm.goto("EN")
-        with fsm.state("EN"):         # e*N from the latched count (a constant multiplication)
+                fsm.goto("EN" if serial else "S1SQ")
+        def latch_e_n():              # e*N from the latched count (a constant multiplication)
             m.d.sync += e_n.eq(constant_product(beats, cfg.eps_int * count_multiplier(cfg)))
-            if serial:
+
+        if serial:
+            with fsm.state("EN"):
+                latch_e_n()
                 m.d.sync += abs_s1.eq(Mux(s1 < 0, -s1, s1))
-            fsm.goto("T")
-        with fsm.state("T"):
-            m.d.sync += t.eq(s2 + e_n)
-            fsm.goto("NT")
-        product_pair("NT", (n, t), "S1SQ", (s1, s1), n_times_t, "D")
+                fsm.goto("T")
+            with fsm.state("T"):
+                m.d.sync += t.eq(s2 + e_n)
+                fsm.goto("NT")
+            product_pair("NT", (n, t), "S1SQ", (s1, s1), n_times_t, "D")
+        else:
+            # S1*S1 first (its operands are registers from IDLE on), e*N beside it; then N*t with
+            # t = S2 + e*N added in front of the multiplier's operand register
+            s1_sq = Signal(2 * cfg.s1_width - 1)
+            product_pair("S1SQ", (s1, s1), "NT", (n, s2 + e_n), s1_sq, "D", also_first=latch_e_n)
         with fsm.state("D"):
+            n_t, s1_s1 = (n_times_t, product) if serial else (product, s1_sq)
             if cfg.subtracts_mean:
-                m.d.sync += d.eq(n_times_t - product)
+                m.d.sync += d.eq(n_t - s1_s1)
             else:
-                m.d.sync += d.eq(n_times_t)
+                m.d.sync += d.eq(n_t)
             fsm.goto("RSQRT_IN")
         with fsm.state("RSQRT_IN"):
             m.d.sync += zero.eq((d == 0) | overlong)
