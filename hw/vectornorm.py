@@ -111,10 +111,4 @@ class NormCore(Core):
         return m
 
 
-def _registered(m: Module, value, name: str):
-    reg = Signal(len(value), name=name, reset_less=name != "params_w_en")
-    m.d.sync += reg.eq(value)
-    return reg
-
-
 register_core(NormCore, "layernorm", "rmsnorm")
