@@ -55,7 +55,7 @@ from .interface import input_layout
 from .scalars import vector_stats_layout
 from .streams import BlockFIFO, CreditFIFO
 
-__all__ = ["Ingest", "buffer_depth", "read_delay", "stats_slice", "lane_values", "next_ptr", "STATS_FIFO_DEPTH"]
+__all__ = ["Ingest", "buffer_depth", "read_delay", "stats_slice", "stats_bypass", "lane_values", "next_ptr", "STATS_FIFO_DEPTH"]
 
 #: Vectors whose statistics can wait for the scalar stage, beyond those still in the pipeline.
 STATS_FIFO_DEPTH = 4
@@ -71,6 +71,13 @@ def stats_slice(cfg: CoreConfig) -> bool:
     next to the FIFO, for one cycle of latency.  The lanes' products pass a second register too
     (one more cycle), between the multiplier blocks and the lane-sum tree."""
     return cfg.lanes >= SLICE_LANES
+
+
+def stats_bypass(cfg: CoreConfig) -> bool:
+    """Whether the statistics pass the statistics FIFO when it is empty and the scalar stage takes
+    them at once (one cycle less latency): with the FIFO read asynchronously and beside the
+    accumulators, that is below ``SLICE_LANES`` lanes and without block-RAM FIFOs."""
+    return not stats_slice(cfg) and not cfg.fifos_in_block_ram
 
 
 def read_delay(cfg: CoreConfig) -> int:
@@ -150,7 +157,13 @@ class Ingest(wiring.Component):
         """Cycles from the transfer of a vector's last beat to ``stats.valid``: the beat register
         B, the product register R[, its copy (:func:`stats_slice`)], the tree's registers, the
         stats register[, its copy beside the FIFO (:func:`stats_slice`)], the FIFO[, its read
-        register (:attr:`~CoreConfig.fifos_in_block_ram`)]."""
+        register (:attr:`~CoreConfig.fifos_in_block_ram`)] (none when the FIFO is empty and the
+        scalar stage takes them at once, :func:`stats_bypass`)."""
+        return cls._stages(cfg) - int(stats_bypass(cfg))
+
+    @classmethod
+    def _stages(cls, cfg: CoreConfig) -> int:
+        """The statistics' registers from the beat register to the FIFO's output, FIFO included."""
         return (1 + 1 + int(stats_slice(cfg)) + cls.tree_stages(cfg.lanes) + 1 + int(stats_slice(cfg)) + 1
                 + int(cfg.fifos_in_block_ram))
 
@@ -158,8 +171,9 @@ class Ingest(wiring.Component):
     def stats_depth(cls, cfg: CoreConfig) -> int:
         """Depth of the statistics FIFO: ``STATS_FIFO_DEPTH`` vectors, plus one per register
         stage a vector's statistics pass before the FIFO (they hold a credit meanwhile), plus the
-        ones the credit check's two cycles of delay keep free."""
-        return STATS_FIFO_DEPTH + cls.latency_of(cfg) + 1
+        ones the credit check's two cycles of delay keep free[, plus the one whose credit is on
+        its way back (:func:`stats_slice`)]."""
+        return STATS_FIFO_DEPTH + cls._stages(cfg) + 1 + int(stats_slice(cfg))
 
     def elaborate(self, platform):
         cfg = self._cfg
@@ -191,13 +205,22 @@ class Ingest(wiring.Component):
             m.d.sync += [fifo_valid.eq(stats_valid), fifo_stats.eq(stats)]
         else:
             fifo_valid, fifo_stats = stats_valid, stats
-        m.d.comb += [
-            stats_fifo.w_data.eq(fifo_stats),
-            stats_fifo.w_en.eq(fifo_valid),
-            self.stats.payload.eq(stats_fifo.r_data),
-            self.stats.valid.eq(stats_fifo.r_rdy),
-            stats_fifo.r_en.eq(self.stats.ready),
-        ]
+        m.d.comb += [stats_fifo.w_data.eq(fifo_stats), stats_fifo.r_en.eq(self.stats.ready)]
+        if stats_bypass(cfg):
+            # an empty FIFO passes the statistics by when the scalar stage takes them at once;
+            # else (or behind older ones) they are written, so the order holds
+            passing = ~stats_fifo.r_rdy & fifo_valid
+            m.d.comb += [
+                stats_fifo.w_en.eq(fifo_valid & ~(passing & self.stats.ready)),
+                self.stats.payload.eq(Mux(stats_fifo.r_rdy, stats_fifo.r_data, fifo_stats)),
+                self.stats.valid.eq(stats_fifo.r_rdy | fifo_valid),
+            ]
+        else:
+            m.d.comb += [
+                stats_fifo.w_en.eq(fifo_valid),
+                self.stats.payload.eq(stats_fifo.r_data),
+                self.stats.valid.eq(stats_fifo.r_rdy),
+            ]
 
         overlong_now = Signal()
         at_max = Signal()                   # count == beats_max, kept with the count
@@ -301,10 +324,20 @@ class Ingest(wiring.Component):
         # handshake, whose ``ready`` fans out to the beat register), and ``stats_room`` comes from
         # the count one cycle earlier, so it asks for room for three: the vector being taken and the
         # two taken in the two cycles before, which that count does not hold yet.
+        # From SLICE_LANES lanes on a vector read from the FIFO returns its credit through a
+        # register (one cycle late, so the count only ever overstates): the FIFO's level → the
+        # scalar stage's handshake then ends at a register, not at the count's adder beside the
+        # input stage.
         pending = Signal(range(stats_fifo.depth + 1))
         stats_room = Signal(init=1)
+        stats_read = self.stats.valid & self.stats.ready
+        if stats_slice(cfg):
+            credit = Signal()
+            m.d.sync += credit.eq(stats_read)
+        else:
+            credit = stats_read
         m.d.sync += [
-            pending.eq(pending + (b_valid & b_last) - (self.stats.valid & self.stats.ready)),
+            pending.eq(pending + (b_valid & b_last) - credit),
             stats_room.eq(pending <= stats_fifo.depth - 3),
         ]
 
