@@ -46,6 +46,13 @@ and returns each one's exact product with ``R`` as well, accumulated beside the 
 (``acc = 2*acc + (take ? f : 0)`` per result bit, most significant first), so a caller that needs
 ``f*R`` has it when ``R`` is ready instead of one multiplication later.
 
+With ``scaled_bits`` (name → bits, every factor) each factor is first multiplied by
+``2**(s_max - s)`` (``s_max``, the greatest ``s``, :func:`rsqrt_shift_range`): two registered right
+shifts of ``f << (s_max + m - 1)`` by ``k``, in the cycles that shift ``M``; the unit then returns
+the low ``scaled_bits[name]`` bits of ``f * R * 2**(s_max - s)``.  A caller that scales ``f*R`` by
+``2**-s`` (A and B of the scalar stage) takes fixed bits of that instead of shifting the product
+by a variable amount after the result.
+
 With ``held_input`` the caller keeps ``i.payload`` still from its transfer until ``o``'s (as
 a register of its own does): the unit then reads it there and keeps no copy.
 
@@ -83,9 +90,9 @@ def rsqrt_shift_range(cfg: CoreConfig) -> tuple[int, int]:
     return (0 - lead) >> 1, (cfg.d_width - lead) >> 1
 
 
-def _factor_product_shape(cfg: CoreConfig, shape) -> Shape:
+def _factor_product_shape(cfg: CoreConfig, shape, scaled_bits: int | None = None) -> Shape:
     shape = Shape.cast(shape)
-    return Shape(shape.width + cfg.r_width, shape.signed)
+    return Shape(shape.width + cfg.r_width if scaled_bits is None else scaled_bits, shape.signed)
 
 
 def rsqrt_input_layout(cfg: CoreConfig, factors=None):
@@ -95,23 +102,28 @@ def rsqrt_input_layout(cfg: CoreConfig, factors=None):
     return data.StructLayout({"d": unsigned(cfg.d_width), **factors})
 
 
-def rsqrt_result_layout(cfg: CoreConfig, factors=None) -> data.StructLayout:
+def rsqrt_result_layout(cfg: CoreConfig, factors=None, scaled_bits=None) -> data.StructLayout:
     shift_bits = max(abs(cfg.shift_min), abs(cfg.shift_max)).bit_length() + 1
     fields = {"r": unsigned(cfg.r_width), "s": signed(shift_bits)}
-    fields.update({f"{name}_r": _factor_product_shape(cfg, shape) for name, shape in (factors or {}).items()})
+    fields.update({f"{name}_r": _factor_product_shape(cfg, shape, (scaled_bits or {}).get(name))
+                   for name, shape in (factors or {}).items()})
     return data.StructLayout(fields)
 
 
 class Rsqrt(wiring.Component):
-    def __init__(self, cfg: CoreConfig, factors: dict | None = None, *, held_input: bool = False):
+    def __init__(self, cfg: CoreConfig, factors: dict | None = None, *, held_input: bool = False,
+                 scaled_bits: dict | None = None):
         self._cfg = cfg
         self._held = held_input
         self._factors = dict(factors or {})
+        self._scaled = None if scaled_bits is None else dict(scaled_bits)
         if "d" in self._factors:
             raise ValueError("a factor may not be named 'd' (the radicand's field)")
+        if self._scaled is not None and set(self._scaled) != set(self._factors):
+            raise ValueError(f"scaled_bits names {sorted(self._scaled)}, the factors are {sorted(self._factors)}")
         super().__init__({
             "i": In(stream.Signature(rsqrt_input_layout(cfg, self._factors))),
-            "o": Out(stream.Signature(rsqrt_result_layout(cfg, self._factors))),
+            "o": Out(stream.Signature(rsqrt_result_layout(cfg, self._factors, self._scaled))),
         })
 
     @property
@@ -156,7 +168,9 @@ class Rsqrt(wiring.Component):
             factor_reg = factor_in
         else:
             factor_reg = {name: Signal(shape, name=f"factor_{name}") for name, shape in self._factors.items()}
-        factor_acc = {name: Signal(_factor_product_shape(cfg, shape), name=f"{name}_r")
+        scaled = self._scaled
+        fine_shifts = {}                            # scaled factors: name -> (coarse, scaled) registers
+        factor_acc = {name: Signal(_factor_product_shape(cfg, shape, scaled and scaled[name]), name=f"{name}_r")
                       for name, shape in self._factors.items()}
         padded = Cat(radicand, C(0, 2 * group * groups - d_width))
         group_any = Signal(groups)
@@ -176,6 +190,21 @@ class Rsqrt(wiring.Component):
         m.d.comb += wide.eq((d_reg << 2 * (mm - 1)) >> (k_reg[fine_bits:] << (fine_bits + 1)))
         fine = Signal(mant_width)
         m.d.comb += fine.eq(coarse >> (k_reg[:fine_bits] << 1))
+
+        # scaled factors: f * 2**(s_max - s) = (f << top) >> k with k = s + m - 1 <= top, as
+        # M's shift: by 4(k >> 2) (SHIFT), then by k & 3 (FINE); only the low bits are kept
+        # (the accumulator's sum modulo its width has the same low bits)
+        added = dict(factor_reg)                    # what RUN adds to each accumulator
+        if scaled:
+            top = rsqrt_shift_range(cfg)[1] + mm - 1
+            for name, shape in self._factors.items():
+                bits = scaled[name]
+                spill = (1 << fine_bits) - 1
+                is_signed = Shape.cast(shape).signed
+                f_coarse = Signal(Shape(bits + spill, is_signed), name=f"{name}_coarse")
+                f_scaled = Signal(Shape(bits, is_signed), name=f"{name}_scaled")
+                fine_shifts[name] = (f_coarse, f_scaled)
+                added[name] = f_scaled
 
         mant = Signal(mant_width)
         zero = Signal()
@@ -224,6 +253,8 @@ class Rsqrt(wiring.Component):
             m.d.sync += [k_reg.eq(lead_pair), zero.eq(~nonzero)]
             fsm.goto("SHIFT")
         with fsm.state("SHIFT"):
+            m.d.sync += [f_coarse.eq((factor_reg[name] << top) >> (k_reg[fine_bits:] << fine_bits))
+                         for name, (f_coarse, _) in fine_shifts.items()]
             m.d.sync += [
                 coarse.eq(wide[:len(coarse)]),
                 s_out.eq(Mux(zero, rsqrt_shift_range(cfg)[0], k_reg - (mm - 1))),
@@ -240,6 +271,7 @@ class Rsqrt(wiring.Component):
                 m.d.sync += [rem.eq(1 << (2 * mm - 2)), step.eq(T + 1)]
             fsm.goto("FINE")
         with fsm.state("FINE"):
+            m.d.sync += [f_scaled.eq(f_coarse >> k_reg[:fine_bits]) for f_coarse, f_scaled in fine_shifts.values()]
             m.d.sync += [mant.eq(fine), three_m.eq((fine << 1) + fine)]
             if lookahead:
                 m.d.sync += t_b.eq(fine)
@@ -257,7 +289,7 @@ class Rsqrt(wiring.Component):
         with fsm.state("RUN"):
             with m.If(take):
                 m.d.sync += root.eq((root << 1) | 1)
-                m.d.sync += [acc.eq((acc << 1) + factor_reg[name]) for name, acc in factor_acc.items()]
+                m.d.sync += [acc.eq((acc << 1) + added[name]) for name, acc in factor_acc.items()]
                 if lookahead:
                     m.d.sync += [
                         rem.eq(rem_take),

@@ -40,12 +40,12 @@ __all__ = ["VectorScalars", "products_in_rsqrt", "ScalarBank", "scalar_units", "
 #: input transfer to ``o.valid``: IDLE (statistics latched), [parallel: S1SQ (S1*S1 issued, e*N),
 #: NT (N*(S2 + e*N) issued: the add is in front of the operand register), LATCH_S1SQ;] [serial:
 #: EN (e*N), T (t = S2 + e*N), NT and S1SQ (the products of D issued), LATCH_NT,] D, RSQRT_IN,
-#: [serial: NR and S1R (the products of A and B issued), LATCH_NR, AB,] AB_FINE, ROUND;
-#: ``o.valid`` rises in OUT.  The shift's coarse
-#: step is taken in RSQRT_OUT (parallel: from the rsqrt unit's products) or AB (serial: from the
-#: multiplier's); RSQRT_OUT is the rsqrt unit's output cycle, counted in its latency.  The tests
-#: measure it.
-OWN_CYCLES = {"parallel": 8, "serial": 14}
+#: [serial: NR and S1R (the products of A and B issued), LATCH_NR, AB, AB_FINE, ROUND;]
+#: ``o.valid`` rises in OUT.  Parallel: A and B are rounded in RSQRT_OUT from fixed bits of the
+#: rsqrt unit's scaled products; serial: the shift's coarse step is taken in AB (from the
+#: multiplier's products), the fine step in AB_FINE, the rounding in ROUND.  RSQRT_OUT is the
+#: rsqrt unit's output cycle, counted in its latency.  The tests measure it.
+OWN_CYCLES = {"parallel": 6, "serial": 14}
 
 #: The A/B shift moves by multiples of this first, then by the rest: two short multiplexer trees,
 #: each selected by a register decoded from the rsqrt unit's ``s`` (see :func:`shift_plan`).
@@ -296,6 +296,14 @@ def shift_plan(cfg: CoreConfig, step: int = SHIFT_STEP) -> tuple[int, int]:
     return bias, (s_hi - s_lo) // step + 1
 
 
+def scaled_half_position(cfg: CoreConfig) -> int:
+    """With the rsqrt unit's scaled factors (:func:`products_in_rsqrt`), ``half`` of A and B (see
+    :func:`shift_plan`) is ``floor(f*R*2**(s_max - s) * 2**-q)`` for every ``s``: this ``q``, the
+    same for all (``sh - 1 = offset + s``, so ``q = offset + s_max``)."""
+    offset = cfg.rsqrt_bits + cfg.rsqrt_m - 2 - cfg.a_frac
+    return offset + rsqrt_shift_range(cfg)[1]
+
+
 def _scaled(value, bias: int):
     """``floor(value * 2**bias)``."""
     return value << bias if bias >= 0 else value >> -bias
@@ -320,8 +328,12 @@ class VectorScalars(wiring.Component):
         m = Module()
         fused = products_in_rsqrt(cfg)
         factors = {"n": unsigned(cfg.count_width), "s1": signed(cfg.s1_width)} if fused else None
-        # D, N and S1' are registers here that hold still while the unit runs
-        m.submodules.rsqrt = rsqrt = Rsqrt(cfg, factors=factors, held_input=True)
+        # D, N and S1' are registers here that hold still while the unit runs; N*R and S1'*R come
+        # scaled by 2**(s_max - s), so A and B are fixed bits of them (no shift after the result):
+        # the bits of half (A's and B's width and one more) above q
+        q = scaled_half_position(cfg)
+        scaled_bits = {"n": max(q, 0) + cfg.a_width + 1, "s1": max(q, 0) + cfg.b_width + 1} if fused else None
+        m.submodules.rsqrt = rsqrt = Rsqrt(cfg, factors=factors, held_input=True, scaled_bits=scaled_bits)
 
         n_width = cfg.count_width
         t_width = max(cfg.s2_width, (cfg.eps_int * cfg.reduction_max).bit_length()) + 1
@@ -418,7 +430,7 @@ class VectorScalars(wiring.Component):
             return value, C(0)
         e_n = Signal((cfg.eps_int * cfg.reduction_max).bit_length(), reset_less=True)      # e*N
         t = Signal(t_width)
-        # A and B: the variable shift in two steps (AB, AB_FINE), the rounding add in ROUND.  The
+        # Serial: A and B's variable shift in two steps (AB, AB_FINE), the rounding add in ROUND.  The
         # shift amounts are registers set with R (RSQRT_OUT), so each step is one multiplexer tree
         # of binary-coded select bits.  Only the low bits matter: A and B are the low bits of
         # (half + 1) >> 1, and a right shift by less than SHIFT_STEP needs SHIFT_STEP - 1 more.
@@ -494,6 +506,13 @@ class VectorScalars(wiring.Component):
             m.d.sync += zero.eq((d == 0) | overlong)
             with m.If(rsqrt.i.ready):
                 fsm.goto("RSQRT_OUT")
+        def round_ab(half_a_value, half_b_value):
+            m.d.sync += [
+                a.eq(Mux(zero, 0, (half_a_value + 1) >> 1)),
+                b.eq(Mux(zero, 0, (half_b_value + 1) >> 1)),
+            ]
+            fsm.goto("OUT")
+
         def coarse_step_a(n_times_r):
             m.d.sync += coarse_a.eq(_scaled(n_times_r, bias) >> (coarse_sel << step_bits))
 
@@ -502,13 +521,14 @@ class VectorScalars(wiring.Component):
             fsm.goto("AB_FINE")
 
         with fsm.state("RSQRT_OUT"):
-            # the shift amounts are set while the unit runs: its s is a register from its third
-            # cycle on, long before its result
-            m.d.sync += [coarse_sel.eq(biased >> step_bits), fine_sel.eq(biased[:step_bits])]
+            if not fused:
+                # the shift amounts are set while the unit runs: its s is a register from its
+                # third cycle on, long before its result
+                m.d.sync += [coarse_sel.eq(biased >> step_bits), fine_sel.eq(biased[:step_bits])]
             with m.If(rsqrt.o.valid):
-                if fused:                 # the coarse step straight from the unit's products
-                    coarse_step_a(rsqrt.o.payload.n_r)
-                    coarse_step_b(rsqrt.o.payload.s1_r)
+                if fused:                 # A and B rounded straight from the unit's scaled products
+                    round_ab(_scaled(rsqrt.o.payload.n_r, -q)[:cfg.a_width + 1],
+                             _scaled(rsqrt.o.payload.s1_r, -q)[:cfg.b_width + 1].as_signed())
                 else:
                     m.d.sync += r.eq(rsqrt.o.payload.r)
                     fsm.goto("NR")
@@ -517,15 +537,12 @@ class VectorScalars(wiring.Component):
             product_pair("NR", (n, r), "S1R", (mean_term, r), coarse_step_a, "AB")
             with fsm.state("AB"):
                 coarse_step_b(s1_times_r)
-        with fsm.state("AB_FINE"):
-            m.d.sync += [half_a.eq(coarse_a >> fine_sel), half_b.eq(coarse_b >> fine_sel)]
-            fsm.goto("ROUND")
-        with fsm.state("ROUND"):
-            m.d.sync += [
-                a.eq(Mux(zero, 0, (half_a + 1) >> 1)),
-                b.eq(Mux(zero, 0, (half_b + 1) >> 1)),
-            ]
-            fsm.goto("OUT")
+        if not fused:
+            with fsm.state("AB_FINE"):
+                m.d.sync += [half_a.eq(coarse_a >> fine_sel), half_b.eq(coarse_b >> fine_sel)]
+                fsm.goto("ROUND")
+            with fsm.state("ROUND"):
+                round_ab(half_a, half_b)
         with fsm.state("OUT"):
             with m.If(self.o.ready):
                 fsm.goto("IDLE")

@@ -83,14 +83,18 @@ def test_rsqrt_default_config_random_and_edges(rsqrt_form):
 
 @RSQRT_FORMS
 @pytest.mark.parametrize("held_input", [False, True])
-def test_rsqrt_products_with_factors(rsqrt_form, held_input):
+@pytest.mark.parametrize("scaled", [False, True])
+def test_rsqrt_products_with_factors(rsqrt_form, held_input, scaled):
     """With ``factors`` the unit returns each factor times ``r`` (exact, extremes of both signs
     included) beside the same ``(r, s)`` as the golden model, at the same latency; 0 for ``D = 0``.
+    With ``scaled_bits`` the low bits of each factor times ``r * 2**(s_max - s)``.
     (The bench keeps each input on the port until the next one: ``held_input`` reads it there.)"""
     from amaranth.hdl import signed, unsigned
+    from normgen.hw.rsqrt import rsqrt_shift_range
     cfg = CoreConfig(rsqrt_form=rsqrt_form)
     factors = {"u": unsigned(11), "v": signed(27)}
-    dut = Rsqrt(cfg, factors=factors, held_input=held_input)
+    scaled_bits = {"u": 45, "v": 61} if scaled else None
+    dut = Rsqrt(cfg, factors=factors, held_input=held_input, scaled_bits=scaled_bits)
     rng = np.random.default_rng(11)
     top = (1 << cfg.d_width) - 1
     cases = [(0, 5, -3), (1, 2047, -(1 << 26)), (top, 2047, (1 << 26) - 1), (top, 0, 0), (3, 1, -1)]
@@ -117,7 +121,14 @@ def test_rsqrt_products_with_factors(rsqrt_form, held_input):
             assert (r, u_r, v_r) == (0, 0, 0)
             continue
         assert (r, s) == golden.rsqrt(cfg, d), d
-        assert (u_r, v_r) == (u * r, v * r), (d, u, v)
+        if scaled:
+            scale = 1 << (rsqrt_shift_range(cfg)[1] - s)
+            u_bits, v_bits = scaled_bits["u"], scaled_bits["v"]
+            v_low = (v * r * scale) % (1 << v_bits)
+            assert u_r == (u * r * scale) % (1 << u_bits), (d, u, v)
+            assert v_r == v_low - ((v_low >> (v_bits - 1)) << v_bits), (d, u, v)
+        else:
+            assert (u_r, v_r) == (u * r, v * r), (d, u, v)
         assert cycles == rsqrt_latency(cfg)
     assert len(got) == len(cases)
 
