@@ -71,6 +71,10 @@ def test_rsqrt_default_config_random_and_edges(rsqrt_form):
     top = (1 << cfg.d_width) - 1
     cases = [1, 2, 3, 4, cfg.eps_int, top, top - 1, 1 << (cfg.d_width - 1)]
     cases += [1 << k for k in range(cfg.d_width)]
+    # radicands whose mantissa (their top 2m bits) is a power of two: with low bits the
+    # mantissa drops (the first step's decision is M <= E on the mantissa alone) and without
+    cases += [(1 << k) + low for k in range(2 * cfg.rsqrt_m, cfg.d_width)
+              for low in (1, (1 << (k - 2 * cfg.rsqrt_m + 1)) - 1, 1 << (k - 2 * cfg.rsqrt_m + 1))]
     cases += [int(rng.integers(1, 1 << 62)) >> int(rng.integers(0, 62)) & top for _ in range(400)]
     cases = [c for c in cases if c > 0]
     results, _ = run_rsqrt(cfg, cases)
