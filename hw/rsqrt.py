@@ -4,9 +4,9 @@ Why a digit recurrence: the specification ``R = max{R : R*R*M <= 2**(2T+2m-2)}``
 golden model is one ``math.isqrt`` and the accuracy proof is two lines (see
 :mod:`normgen.hw.config`).  The recurrence needs no multiplier and no table: one subtraction of
 ``T + 2m + 4`` bits per result bit.  A table + Newton unit would save cycles but cost multipliers
-(scarce on iCE40) and a harder error analysis.  Latency ``T + 5`` cycles: leading pair (two
-cycles), shift (two cycles; the second sets up the trial registers from ``M`` as it is shifted),
-``T + 1`` steps (compact form: ``2T + 7``, a preparation cycle and two cycles a step).
+(scarce on iCE40) and a harder error analysis.  Latency ``T + 6`` cycles: leading pair (two
+cycles), shift (two cycles), ``T + 2`` steps, the first of which sets up the trial registers
+(compact form: ``2T + 7``, a preparation cycle and two cycles a step).
 
 Datapath::
 
@@ -76,11 +76,11 @@ __all__ = ["Rsqrt", "rsqrt_input_layout", "rsqrt_result_layout", "rsqrt_latency"
 
 
 def rsqrt_latency(cfg: CoreConfig) -> int:
-    """Find the leading pair (two registered halves), shift (two steps; lookahead: the trial
-    registers' first values with the second; compact: a cycle of their own), one cycle per
-    result bit (T + 1; two in the compact form), then the output."""
+    """Find the leading pair (two registered halves), shift (two steps), the trial registers'
+    first values (lookahead: one more step of the recurrence; compact: a cycle of their own),
+    one cycle per result bit (T + 1; two in the compact form), then the output."""
     steps = cfg.rsqrt_bits + 1
-    return 4 + steps if cfg.rsqrt_form == "lookahead" else 5 + 2 * steps
+    return 5 + (steps if cfg.rsqrt_form == "lookahead" else 2 * steps)
 
 
 def rsqrt_shift_range(cfg: CoreConfig) -> tuple[int, int]:
@@ -262,7 +262,11 @@ class Rsqrt(wiring.Component):
             ]
             m.d.sync += [acc.eq(0) for acc in factor_acc.values()]
             if lookahead:
-                m.d.sync += [rem.eq(1 << (2 * mm - 2)), step.eq(T + 1)]
+                # The trial registers' first values come from one more step of the recurrence
+                # (no state of their own, so no third input on the step's multiplexers): a
+                # step that does not take, from E/4, tB = M and a negative diff, leaves
+                # E, diff = E - M, tA = 5M, tB = M and p = 0.
+                m.d.sync += [rem.eq(1 << (2 * mm - 4)), diff[-1].eq(1), step.eq(T + 2)]
             else:
                 m.d.sync += [rem.eq(1 << (2 * mm - 2)), step.eq(T + 1)]
             fsm.goto("FINE")
@@ -270,17 +274,7 @@ class Rsqrt(wiring.Component):
             m.d.sync += [f_scaled.eq(f_coarse >> k_reg[:fine_bits]) for f_coarse, f_scaled in fine_shifts.values()]
             m.d.sync += [mant.eq(fine), three_m.eq((fine << 1) + fine)]
             if lookahead:
-                # The trial registers' first values as M is shifted into place, with no carry
-                # chain: the state is E, diff = E - M, tA = 5M, tB = M, but since M >= E the first
-                # step takes only when M = E, and only then are diff's value and tA read (a step
-                # that does not take reads diff's sign, and tB): diff's sign bit is M != E, its
-                # other bits 0, and tA = 5E (a constant).  M = E is compared on the register in
-                # front of the fine shift, for each of its four amounts, then chosen (not after
-                # the shift's multiplexer).
-                is_e = Signal()
-                m.d.comb += is_e.eq(Array(coarse[2 * j:2 * j + mant_width] == (1 << (2 * mm - 2))
-                                          for j in range(1 << fine_bits))[k_reg[:fine_bits]])
-                m.d.sync += [diff.eq(Cat(C(0, len(diff) - 1), ~is_e)), t_a.eq(5 << (2 * mm - 2)), t_b.eq(fine)]
+                m.d.sync += t_b.eq(fine)
                 fsm.goto("RUN")
             else:
                 fsm.goto("PREP")
