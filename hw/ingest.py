@@ -53,7 +53,7 @@ from amaranth.lib.wiring import In, Out
 from .config import SLICE_LANES, CoreConfig
 from .interface import input_layout
 from .scalars import vector_stats_layout
-from .streams import BlockFIFO, CreditFIFO
+from .streams import BlockFIFO, CreditFIFO, through_fifo
 
 __all__ = ["Ingest", "buffer_depth", "read_delay", "stats_slice", "stats_bypass", "lane_values", "next_ptr", "STATS_FIFO_DEPTH"]
 
@@ -205,22 +205,10 @@ class Ingest(wiring.Component):
             m.d.sync += [fifo_valid.eq(stats_valid), fifo_stats.eq(stats)]
         else:
             fifo_valid, fifo_stats = stats_valid, stats
-        m.d.comb += [stats_fifo.w_data.eq(fifo_stats), stats_fifo.r_en.eq(self.stats.ready)]
-        if stats_bypass(cfg):
-            # an empty FIFO passes the statistics by when the scalar stage takes them at once;
-            # else (or behind older ones) they are written, so the order holds
-            passing = ~stats_fifo.r_rdy & fifo_valid
-            m.d.comb += [
-                stats_fifo.w_en.eq(fifo_valid & ~(passing & self.stats.ready)),
-                self.stats.payload.eq(Mux(stats_fifo.r_rdy, stats_fifo.r_data, fifo_stats)),
-                self.stats.valid.eq(stats_fifo.r_rdy | fifo_valid),
-            ]
-        else:
-            m.d.comb += [
-                stats_fifo.w_en.eq(fifo_valid),
-                self.stats.payload.eq(stats_fifo.r_data),
-                self.stats.valid.eq(stats_fifo.r_rdy),
-            ]
+        # (the producer is never held: ``pending`` below keeps room for its statistics)
+        produced = stream.Signature(vector_stats_layout(cfg)).create()
+        m.d.comb += [produced.valid.eq(fifo_valid), produced.payload.eq(fifo_stats)]
+        through_fifo(m, produced, stats_fifo, wiring.flipped(self.stats), bypass=stats_bypass(cfg))
 
         overlong_now = Signal()
         at_max = Signal()                   # count == beats_max, kept with the count

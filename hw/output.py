@@ -36,6 +36,7 @@ from .scalars import vector_coefs_layout
 from .streams import BlockFIFO, CreditFIFO, ReadyRegFIFO, SlicedFIFO, through_fifo
 
 __all__ = ["pack_params", "OutputStage", "ElementDatapath", "output_latency", "datapath_latency", "product_cycles",
+           "output_bypass",
            "coef_shapes", "element_layout", "coef_copies", "register_copies", "read_address_register"]
 
 #: Lanes that one copy of a vector constant (A, B) drives at most, where the copies are free:
@@ -190,16 +191,24 @@ def read_address_register(cfg: CoreConfig) -> bool:
 
 def output_latency(cfg: CoreConfig) -> int:
     """[The constants' FIFO,] issue (with the constants' transfer), memory data, memory data
-    register, the element datapath, then the output FIFO (readable the cycle after its write)
-    [and the nearest-even decision stage]."""
+    register, the element datapath, then the output FIFO (readable the cycle after its write;
+    passed by when empty, :func:`output_bypass`) [and the nearest-even decision stage]."""
     return int(coef_slice(cfg)) + read_to_output(cfg)
+
+
+def output_bypass(cfg: CoreConfig) -> bool:
+    """Whether a beat passes the output FIFO when the FIFO is empty and the consumer takes it at
+    once (:func:`~normgen.hw.streams.through_fifo`, one cycle less latency): below
+    ``SLICE_LANES`` lanes, with the FIFO read asynchronously (not in block RAM)."""
+    return cfg.lanes < SLICE_LANES and not cfg.fifos_in_block_ram
 
 
 def read_to_output(cfg: CoreConfig) -> int:
     """Cycles from the issue of a vector's first beat (its vector-buffer read) to ``o.valid``
-    [+ 1: the output FIFO's read register, :attr:`~CoreConfig.fifos_in_block_ram`]."""
-    return (2 + int(read_address_register(cfg)) + datapath_latency(cfg) + 1 + int(cfg.fifos_in_block_ram)
-            + fixup_latency(cfg))
+    [+ 1: the output FIFO's write, unless it is passed by (:func:`output_bypass`)] [+ 1: the
+    output FIFO's read register, :attr:`~CoreConfig.fifos_in_block_ram`]."""
+    return (2 + int(read_address_register(cfg)) + datapath_latency(cfg) + int(not output_bypass(cfg))
+            + int(cfg.fifos_in_block_ram) + fixup_latency(cfg))
 
 
 class ElementDatapath(wiring.Component):
@@ -705,11 +714,11 @@ class OutputStage(wiring.Component):
         if cfg.exact_resolution:
             m.d.comb += Cat(datapath.i.payload.n, datapath.i.payload.s1, datapath.i.payload.d).eq(s1b_stats)
             m.submodules.fixup = fixup = NearestEvenFixup(cfg, shared_stats=True)
-            through_fifo(m, datapath.o, out_fifo, fixup.i)
+            through_fifo(m, datapath.o, out_fifo, fixup.i, bypass=output_bypass(cfg))
             wiring.connect(m, fixup.o, wiring.flipped(self.o))
             fixup_busy = fixup.busy
         else:
-            through_fifo(m, datapath.o, out_fifo, wiring.flipped(self.o))
+            through_fifo(m, datapath.o, out_fifo, wiring.flipped(self.o), bypass=output_bypass(cfg))
             fixup_busy = C(0)
         returned = Signal()                     # a credit back: a beat left the output FIFO
         if credit_lag(cfg):

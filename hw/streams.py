@@ -7,16 +7,28 @@ from .edge import NO_COLLISION
 __all__ = ["through_fifo", "SlicedFIFO", "CreditFIFO", "ReadyRegFIFO", "BlockFIFO"]
 
 
-def through_fifo(m, producer, fifo, consumer):
+def through_fifo(m, producer, fifo, consumer, *, bypass: bool = False):
     """Connect ``producer`` (a stream interface) to ``consumer`` through an Amaranth FIFO whose
-    width is the payload's: structured payloads travel as their bits."""
+    width is the payload's: structured payloads travel as their bits.
+
+    With ``bypass`` a payload passes the FIFO when the FIFO is empty and the consumer takes it at
+    once (the FIFO's latency is then none); otherwise, or behind older payloads, it is written, so
+    the order holds.  For FIFOs whose ``r_rdy`` is their level (not a read register's)."""
+    m.d.comb += [fifo.w_data.eq(Value.cast(producer.payload)), fifo.r_en.eq(consumer.ready)]
+    if not bypass:
+        m.d.comb += [
+            fifo.w_en.eq(producer.valid),
+            producer.ready.eq(fifo.w_rdy),
+            consumer.payload.eq(fifo.r_data),
+            consumer.valid.eq(fifo.r_rdy),
+        ]
+        return
+    passing = ~fifo.r_rdy & consumer.ready          # an empty FIFO, and the consumer takes
     m.d.comb += [
-        fifo.w_data.eq(Value.cast(producer.payload)),
-        fifo.w_en.eq(producer.valid),
-        producer.ready.eq(fifo.w_rdy),
-        consumer.payload.eq(fifo.r_data),
-        consumer.valid.eq(fifo.r_rdy),
-        fifo.r_en.eq(consumer.ready),
+        fifo.w_en.eq(producer.valid & ~passing),
+        producer.ready.eq(fifo.w_rdy | passing),
+        consumer.payload.eq(Mux(fifo.r_rdy, fifo.r_data, Value.cast(producer.payload))),
+        consumer.valid.eq(fifo.r_rdy | producer.valid),
     ]
 
 
