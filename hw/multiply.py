@@ -80,17 +80,22 @@ def _rows(fabric_bits: int) -> int:
 
 
 def product_latency(a_shape, b_shape, *, operand_registers: bool = False, fabric_bits: int = 0,
-                    product_registers: int = 1) -> int:
+                    product_registers: int = 1, addend: bool = False) -> int:
     """Cycles from the operands to the product of :func:`product_tree`: [the operands'
-    register,] the partial products' register(s), then one register per adder level."""
+    register,] the partial products' register(s), then one register per adder level (with an
+    ``addend``, at least one: the addend joins the last level)."""
     terms = product_blocks(a_shape, b_shape, fabric_bits) + _rows(fabric_bits)
-    return int(operand_registers) + product_registers + (terms - 1).bit_length()
+    levels = (terms - 1).bit_length()
+    return int(operand_registers) + product_registers + (max(levels, 1) if addend else levels)
 
 
 def product_tree(m: Module, a, b, *, name: str, operand_registers: bool = False, fabric_bits: int = 0,
-                 product_registers: int = 1):
+                 product_registers: int = 1, addend=None):
     """The exact product ``a*b`` of two values (signed or unsigned), ``product_latency`` cycles
-    after them; returns the (signed) product value.  Its registers have no reset (data only: a
+    after them; returns the (signed) product value.  With ``addend`` (a value the caller sets in
+    the cycle before the product's, i.e. ``product_latency - 1`` cycles after the operands) it
+    returns ``a*b + addend``: the last adder level takes three values, reduced to two by a
+    carry-save layer (one LUT per bit) in front of its one carry chain.  Its registers have no reset (data only: a
     reset would put logic in front of every one, and block registers take none).  With
     ``operand_registers`` the operands are registered first, where the placer can put them next to
     the multipliers (the DSP blocks' own input registers).  With ``fabric_bits`` (which needs
@@ -146,7 +151,13 @@ def product_tree(m: Module, a, b, *, name: str, operand_registers: bool = False,
             held.append((reg, sx))
         terms = held
     level = 0
-    while len(terms) > 1:
+    if addend is not None:
+        addend = Value.cast(addend)
+        width = max(width, len(addend) if addend.shape().signed else len(addend) + 1) + 1
+        if len(terms) == 1:                 # a product of one block: the addend is its level
+            terms.append((addend.as_signed() if addend.shape().signed else Cat(addend, C(0, 1)).as_signed(), 0))
+            addend = None
+    while len(terms) > (1 if addend is None else 2):
         summed = []
         for (x, sx), (y, sy) in zip(terms[0::2], terms[1::2]):
             low = min(sx, sy)
@@ -160,6 +171,17 @@ def product_tree(m: Module, a, b, *, name: str, operand_registers: bool = False,
             summed.append((delayed, sx))
         terms = summed
         level += 1
+    if addend is not None:                  # the last level: x + y + addend
+        (x, sx), (y, sy) = terms
+        wide = [Signal(signed(width), name=f"{name}_csa_{what}") for what in ("x", "y", "z")]
+        m.d.comb += [wide[0].eq(x << sx), wide[1].eq(y << sy), wide[2].eq(addend)]
+        x, y, z = wide
+        save = Signal(width, name=f"{name}_csa_sum")
+        carry = Signal(width, name=f"{name}_csa_carry")
+        m.d.comb += [save.eq(x ^ y ^ z), carry.eq(((x & y) | (x & z) | (y & z)) << 1)]
+        total = Signal(signed(width), name=f"{name}_sum{level}_0", reset_less=True)
+        m.d.sync += total.eq(save + carry)
+        return total
     (total, shift), = terms
     return (total << shift)[:width].as_signed()
 

@@ -107,17 +107,28 @@ def product_cycles(cfg: CoreConfig) -> tuple[int, int]:
     stage) (:func:`~normgen.hw.multiply.product_latency`)."""
     products = cfg.lane_products()
     fabric_bits = {"xa": cfg.xa_fabric_bits, "g": cfg.g_fabric_bits}
+    addend = {"xa": adds_in_product(cfg), "g": True}
     cycles = {name: product_latency(a, b, operand_registers=True, fabric_bits=fabric_bits[name],
-                                    product_registers=product_registers(cfg))
+                                    product_registers=product_registers(cfg), addend=addend[name])
               for name, (a, b) in products.items()}
     return cycles["xa"], cycles.get("g", 0)
 
 
+def adds_in_product(cfg: CoreConfig) -> bool:
+    """Whether x*A's last adder level also subtracts B (and gamma*v's adds beta), so that v (and
+    the rounded w) need no register of their own (:func:`~normgen.hw.multiply.product_tree`'s
+    ``addend``): all but the folded nearest-even BatchNorm, which rounds x*A - B itself."""
+    return not (cfg.kind.folded and cfg.rounding == "nearest-even")
+
+
 def datapath_latency(cfg: CoreConfig) -> int:
-    """:class:`ElementDatapath`: x*A, v (folded nearest-even: x*A - B), [gamma*v,] rounded w,
-    saturated output register."""
+    """:class:`ElementDatapath`: x*A - B (its last level subtracts B; folded nearest-even: x*A,
+    then the difference), [gamma*v + beta (its last level adds beta),] the rounded w [without the
+    affine stage, and folded nearest-even], the saturated output register."""
     xa_cycles, g_cycles = product_cycles(cfg)
-    return xa_cycles + 3 + g_cycles
+    if not adds_in_product(cfg):
+        return xa_cycles + 3
+    return xa_cycles + g_cycles + (1 if cfg.affine_stage else 2)
 
 
 def credit_lag(cfg: CoreConfig) -> bool:
@@ -214,17 +225,19 @@ def read_to_output(cfg: CoreConfig) -> int:
 class ElementDatapath(wiring.Component):
     """The per-element arithmetic of every core, ``P`` lanes, fully pipelined.
 
-    Between registers sits one DSP-sized partial product, one adder or the output's saturation:
-    each product is :func:`~normgen.hw.multiply.product_tree` (partial products, then their
-    sum, :func:`product_cycles`), and each rounding is folded into the adder before it
-    (``rnd(xa - b, k) = (xa - (b - 2**(k-1))) >> k``)::
+    Between registers sits one DSP-sized partial product, one adder (the last level of a product
+    with its addend: a carry-save layer and one carry chain) or the output's saturation: each
+    product is :func:`~normgen.hw.multiply.product_tree` (partial products, then their sum,
+    :func:`product_cycles`), each sum after a product is that product's last level, and each
+    rounding is folded into the adder before it (``rnd(xa - b, k) = (xa + (half - b)) >> k``)::
 
-        S2  xa = x*A                       (xa_width)      b' = B - half    [xa cycles]
-        S3  v  = (xa - b') >> (FA - FZ)    (v_width)
-        S4  g  = gamma*v                   (w_width)       beta' = beta<<FZ + half   [affine, g cycles]
-        S5  r  = (g + beta') >> (w_frac - F_out)                                     [affine]
-        S4  r  = (v + half) >> (FZ - F_out)                                          [no affine]
+        S2  v  = (x*A + b') >> (FA - FZ)   (v_width)    b' = half - B          [xa cycles]
+        S3  r  = (gamma*v + beta') >> (w_frac - F_out)  beta' = beta<<FZ + half [affine, g cycles]
+        S3  r  = (v + half) >> (FZ - F_out)                                     [no affine]
         o   y  = saturate(r) or 0 on an error beat
+
+    (The folded nearest-even BatchNorm keeps x*A, then ``x*A - B``, then its rounding,
+    :func:`adds_in_product`.)
 
     With ``stalls`` (the default) all stages stall together: ``i.ready`` is high when the output
     register is free or taken.  Without, the stages move on every cycle (no enable fans out to
@@ -267,8 +280,8 @@ class ElementDatapath(wiring.Component):
     @staticmethod
     def params_delay(cfg: CoreConfig) -> int:
         """With ``late_params``: cycles ``par`` comes after its beat's input transfer (it is
-        first used there, by γ·v's partial products)."""
-        return product_cycles(cfg)[0] + 1
+        first used there, by γ·v's operand registers, as x*A - B leaves its product tree)."""
+        return product_cycles(cfg)[0]
 
     @property
     def latency(self) -> int:
@@ -335,18 +348,19 @@ class ElementDatapath(wiring.Component):
             return values
 
         xa_cycles, g_cycles = product_cycles(cfg)
+        merged = adds_in_product(cfg)
         with m.If(advance):
-            # S2: x*A as registered partial products and their sum; B - half alongside
-            xa = [product_tree(m, x, a, name=f"xa{k}", operand_registers=True, fabric_bits=cfg.xa_fabric_bits,
-                               product_registers=product_registers(cfg))
-                  for k, (x, a) in enumerate(zip(xs, a_in))]
-            # (B registered as it comes first: only registers behind a block RAM's read data)
+            # S2: x*A as registered partial products and their sum (with half - B in its last
+            # level, merged); B registered as it comes first (only registers behind a block
+            # RAM's read data), then B - half (half - B), ready for the level that takes it
             b_reg = stage("b_reg", b_shape, coef_lanes)
             m.d.sync += [r.eq(b) for r, b in zip(b_reg, b_in)]
             b_half = stage("b_half", signed(Shape.cast(b_shape).width + 1), coef_lanes)
-            m.d.sync += [r.eq(b - (1 << (k1 - 1))) for r, b in zip(b_half, b_reg)]
-            b_half = delayed(b_half, xa_cycles - 2, "b_half")
-            b_half = per_lane(b_half)
+            m.d.sync += [r.eq((1 << (k1 - 1)) - b if merged else b - (1 << (k1 - 1))) for r, b in zip(b_half, b_reg)]
+            b_half = per_lane(delayed(b_half, xa_cycles - (3 if merged else 2), "b_half"))
+            xa = [product_tree(m, x, a, name=f"xa{k}", operand_registers=True, fabric_bits=cfg.xa_fabric_bits,
+                               product_registers=product_registers(cfg), addend=bh if merged else None)
+                  for k, (x, a, bh) in enumerate(zip(xs, a_in, b_half))]
             for step in range(xa_cycles):
                 flags = next_flags(f"s2_{step}")
             if cfg.affine_stage and not self._late:
@@ -363,45 +377,37 @@ class ElementDatapath(wiring.Component):
                 flags = next_flags("s4")
                 self._output(m, cfg, rounded, flags, None)
                 return self._finish(m, stage_valids)
-            # S3
-            v = stage("v", signed(cfg.v_width))
-            m.d.sync += [r.eq((p - b) >> k1) for r, p, b in zip(v, xa, b_half)]
-            flags = next_flags("s3")
+            # v: the product tree's sum, shifted (wiring)
+            v = [(p >> k1)[:cfg.v_width].as_signed() for p in xa]
             if cfg.affine_stage:
-                if self._late:
-                    par3 = self.par
-                else:
-                    par3 = Signal.like(par2)
-                    m.d.sync += par3.eq(par2)
+                par3 = self.par if self._late else par2
                 gammas = lane_values(par3, lanes, w_p)
                 betas = lane_values(par3[lanes * w_p:], lanes, w_p)
-                # S4: gamma*v as registered partial products and their sum; beta<<FZ + half alongside
-                # (v registered again in front of the partial products: the subtraction's
-                # register stays beside its carry chain, its copy goes into the multipliers)
-                g = [product_tree(m, gm, vv, name=f"g{k}", operand_registers=True,
-                                  fabric_bits=cfg.g_fabric_bits, product_registers=product_registers(cfg))[:cfg.w_width].as_signed()
-                     for k, (gm, vv) in enumerate(zip(gammas, v))]
-                # (β waits as it is, W_p bits, and is widened in the last register)
-                betas = delayed(betas, g_cycles - 1, "beta")
+                # S3: gamma*v as registered partial products and their sum, with beta<<FZ + half
+                # in its last level (v registered again in front of the partial products: the
+                # sum's register stays beside its carry chain, its copy goes into the multipliers);
+                # β waits as it is, W_p bits, and is widened in the register the level takes
+                betas = delayed(betas, g_cycles - 2, "beta")
                 beta_half = stage("beta_half", signed(cfg.w_width))
                 m.d.sync += [r.eq((bt << cfg.z_frac) + (1 << (k2 - 1))) for r, bt in zip(beta_half, betas)]
+                summed = [product_tree(m, gm, vv, name=f"g{k}", operand_registers=True, fabric_bits=cfg.g_fabric_bits,
+                                       product_registers=product_registers(cfg), addend=bh)
+                          for k, (gm, vv, bh) in enumerate(zip(gammas, v, beta_half))]
                 for step in range(g_cycles):
-                    flags = next_flags(f"s4_{step}")
-                # S5
-                summed = [gg + bh for gg, bh in zip(g, beta_half)]
-                rounded = stage("rounded", signed(cfg.w_width + 1 - k2))
-                m.d.sync += [r.eq(sm >> k2) for r, sm in zip(rounded, summed)]
+                    flags = next_flags(f"s3_{step}")
+                rounded = [(sm >> k2)[:cfg.w_width + 1 - k2].as_signed() for sm in summed]
+                # the bits below the output LSB of w + 1/2 LSB (nearest-even cores: where w
+                # lies relative to the rounding boundary)
+                below = [sm[:k2] for sm in summed] if exact else None
             else:
                 summed = [vv + (1 << (k2 - 1)) for vv in v]
                 rounded = stage("rounded", signed(cfg.v_width + 1 - k2))
                 m.d.sync += [r.eq(sm >> k2) for r, sm in zip(rounded, summed)]
-            # the bits below the output LSB of w + 1/2 LSB (nearest-even cores: where w lies
-            # relative to the rounding boundary)
-            below = None
-            if exact:
-                below = stage("below", unsigned(k2))
-                m.d.sync += [r.eq(sm[:k2]) for r, sm in zip(below, summed)]
-            flags = next_flags("s5" if cfg.affine_stage else "s4")
+                below = None
+                if exact:
+                    below = stage("below", unsigned(k2))
+                    m.d.sync += [r.eq(sm[:k2]) for r, sm in zip(below, summed)]
+                flags = next_flags("s3")
             self._output(m, cfg, rounded, flags, below, ride[0] if exact else None)
         return self._finish(m, stage_valids)
 

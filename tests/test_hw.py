@@ -638,6 +638,52 @@ def test_product_tree_rows_in_logic_are_exact_at_their_latency(a_shape, b_shape,
     assert got[:len(pairs)] == [x * y for x, y in pairs]
 
 
+@pytest.mark.parametrize("a_shape, b_shape, c_shape, fabric_bits, product_registers",
+                         [("s16", "u31", "s47", 0, 1), ("s16", "s24", "s24", 0, 1), ("s16", "s24", "s24", 7, 2),
+                          ("u5", "s9", "u20", 0, 1), ("s18", "u40", "s30", 1, 1), ("s18", "u52", "u3", 0, 1)])
+def test_product_tree_with_addend_is_exact_at_its_latency(a_shape, b_shape, c_shape, fabric_bits, product_registers):
+    """``a*b + c`` with ``c`` set in the cycle before the product's: one per cycle, each exact
+    (extremes of all three included) at ``product_latency(addend=True)``, which is the product's
+    own latency when it has an adder level (one partial product: one level more)."""
+    from amaranth.hdl import Module, Signal, signed, unsigned
+    from normgen.hw.multiply import product_blocks, product_latency, product_tree
+    shape = lambda text: (signed if text[0] == "s" else unsigned)(int(text[1:]))  # noqa: E731
+    a_sh, b_sh, c_sh = shape(a_shape), shape(b_shape), shape(c_shape)
+    m = Module()
+    a, b, c = Signal(a_sh), Signal(b_sh), Signal(c_sh)
+    p = product_tree(m, a, b, name="p", operand_registers=True, fabric_bits=fabric_bits,
+                     product_registers=product_registers, addend=c)
+    kwargs = dict(operand_registers=True, fabric_bits=fabric_bits, product_registers=product_registers)
+    latency = product_latency(a_sh, b_sh, addend=True, **kwargs)
+    alone = product_latency(a_sh, b_sh, **kwargs)
+    one_block = product_blocks(a_sh, b_sh, fabric_bits) == 1 and not fabric_bits
+    assert latency == alone + int(one_block)
+    rng = np.random.default_rng(a_sh.width * 4096 + b_sh.width * 64 + c_sh.width)
+    bounds = [(-(1 << (s.width - 1)), 1 << (s.width - 1)) if s.signed else (0, 1 << s.width) for s in (a_sh, b_sh, c_sh)]
+    (lo_a, hi_a), (lo_b, hi_b), (lo_c, hi_c) = bounds
+    cases = [(x, y, z) for x in (lo_a, hi_a - 1) for y in (lo_b, hi_b - 1) for z in (lo_c, hi_c - 1)]
+    cases += [(int(rng.integers(lo_a, hi_a)), int(rng.integers(lo_b, hi_b)), int(rng.integers(lo_c, hi_c)))
+              for _ in range(200)]
+    got = []
+
+    async def bench(ctx):
+        for cycle in range(len(cases) + latency):
+            if cycle < len(cases):
+                ctx.set(a, cases[cycle][0])
+                ctx.set(b, cases[cycle][1])
+            if 0 <= cycle - (latency - 1) < len(cases):
+                ctx.set(c, cases[cycle - (latency - 1)][2])
+            await ctx.tick()
+            if cycle + 1 >= latency:
+                got.append(ctx.get(p))
+
+    sim = Simulator(m)
+    sim.add_clock(1e-8)
+    sim.add_testbench(bench)
+    sim.run()
+    assert got[:len(cases)] == [x * y + z for x, y, z in cases]
+
+
 @pytest.mark.parametrize("value_width, width", [(9, 4), (6, 5), (4, 4), (3, 5)])
 def test_saturate_clamps_every_value(value_width, width):
     """saturate(v, w) is v clamped to the signed w-bit range, for every v of its width."""
