@@ -271,7 +271,9 @@ class Rsqrt(wiring.Component):
                 m.d.sync += [rem.eq(1 << (2 * mm - 2)), step.eq(T + 1)]
             fsm.goto("FINE")
         with fsm.state("FINE"):
-            m.d.sync += [f_scaled.eq(f_coarse >> k_reg[:fine_bits]) for f_coarse, f_scaled in fine_shifts.values()]
+            # (a scaled factor is 0 for D = 0, so its product needs no multiplexer at the output)
+            m.d.sync += [f_scaled.eq(Mux(zero, 0, f_coarse >> k_reg[:fine_bits]))
+                         for f_coarse, f_scaled in fine_shifts.values()]
             m.d.sync += [mant.eq(fine), three_m.eq((fine << 1) + fine)]
             if lookahead:
                 m.d.sync += t_b.eq(fine)
@@ -317,13 +319,13 @@ class Rsqrt(wiring.Component):
             if not lookahead:
                 with m.Else():
                     fsm.goto("SUB")
+        # the result's fields are driven in every state (meaningful with ``o.valid``); they hold
+        # from DONE until the next input's SHIFT
+        m.d.comb += self.o.payload.r.eq(Mux(zero, 0, root))
+        m.d.comb += [getattr(self.o.payload, f"{name}_r").eq(acc if name in fine_shifts else Mux(zero, 0, acc))
+                     for name, acc in factor_acc.items()]
         with fsm.state("DONE"):
-            m.d.comb += [
-                self.o.valid.eq(1),
-                self.o.payload.r.eq(Mux(zero, 0, root)),
-            ]
-            m.d.comb += [getattr(self.o.payload, f"{name}_r").eq(Mux(zero, 0, acc))
-                         for name, acc in factor_acc.items()]
+            m.d.comb += self.o.valid.eq(1)
             with m.If(self.o.ready):
                 fsm.goto("IDLE")
         fsm.close()

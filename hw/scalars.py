@@ -526,12 +526,19 @@ class VectorScalars(wiring.Component):
                 # third cycle on, long before its result
                 m.d.sync += [coarse_sel.eq(biased >> step_bits), fine_sel.eq(biased[:step_bits])]
             with m.If(rsqrt.o.valid):
-                if fused:                 # A and B rounded straight from the unit's scaled products
-                    round_ab(_scaled(rsqrt.o.payload.n_r, -q)[:cfg.a_width + 1],
-                             _scaled(rsqrt.o.payload.s1_r, -q)[:cfg.b_width + 1].as_signed())
+                if fused:                 # A and B are rounded from the unit's products (below)
+                    fsm.goto("OUT")
                 else:
                     m.d.sync += r.eq(rsqrt.o.payload.r)
                     fsm.goto("NR")
+        if fused:
+            # A and B rounded straight from the unit's scaled products, every cycle: its products
+            # hold from its result until its next input's SHIFT, which follows OUT, and so does
+            # ``zero`` (no enable: the result's valid reaches no carry chain)
+            m.d.sync += [
+                a.eq(Mux(zero, 0, (_scaled(rsqrt.o.payload.n_r, -q)[:cfg.a_width + 1] + 1) >> 1)),
+                b.eq(Mux(zero, 0, (_scaled(rsqrt.o.payload.s1_r, -q)[:cfg.b_width + 1].as_signed() + 1) >> 1)),
+            ]
         if not fused:
             # N*R goes through A's coarse step as it leaves the multiplier (no register of its own)
             product_pair("NR", (n, r), "S1R", (mean_term, r), coarse_step_a, "AB")
