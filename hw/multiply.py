@@ -80,22 +80,29 @@ def _rows(fabric_bits: int) -> int:
 
 
 def product_latency(a_shape, b_shape, *, operand_registers: bool = False, fabric_bits: int = 0,
-                    product_registers: int = 1, addend: bool = False) -> int:
+                    product_registers: int = 1, addend: bool = False, arity: int = 2) -> int:
     """Cycles from the operands to the product of :func:`product_tree`: [the operands'
-    register,] the partial products' register(s), then one register per adder level (with an
-    ``addend``, at least one: the addend joins the last level)."""
+    register,] the partial products' register(s), then one register per adder level (``arity``
+    values each; with an ``addend``, at least one: the addend joins the last level)."""
     terms = product_blocks(a_shape, b_shape, fabric_bits) + _rows(fabric_bits)
-    levels = (terms - 1).bit_length()
-    return int(operand_registers) + product_registers + (max(levels, 1) if addend else levels)
+    levels = 0
+    while terms > (2 if addend else 1):
+        terms, levels = -(-terms // arity), levels + 1
+    return int(operand_registers) + product_registers + levels + int(addend)
 
 
 def product_tree(m: Module, a, b, *, name: str, operand_registers: bool = False, fabric_bits: int = 0,
-                 product_registers: int = 1, addend=None):
+                 product_registers: int = 1, addend=None, carry_in=None, arity: int = 2,
+                 result_bits: int | None = None):
     """The exact product ``a*b`` of two values (signed or unsigned), ``product_latency`` cycles
     after them; returns the (signed) product value.  With ``addend`` (a value the caller sets in
     the cycle before the product's, i.e. ``product_latency - 1`` cycles after the operands) it
     returns ``a*b + addend``: the last adder level takes three values, reduced to two by a
-    carry-save layer (one LUT per bit) in front of its one carry chain.  Its registers have no reset (data only: a
+    carry-save layer (one LUT per bit) in front of its one carry chain; ``carry_in`` (1 bit,
+    with ``addend``) is added too (``addend = ~v`` and ``carry_in = 1`` subtract ``v``).  With
+    ``arity = 3`` every adder level sums three values that way, not two (fewer levels).  With
+    ``result_bits`` only the result's low bits are formed (every level modulo ``2**result_bits``,
+    shorter carry chains), for a caller whose result fits that width as a signed value.  Its registers have no reset (data only: a
     reset would put logic in front of every one, and block registers take none).  With
     ``operand_registers`` the operands are registered first, where the placer can put them next to
     the multipliers (the DSP blocks' own input registers).  With ``fabric_bits`` (which needs
@@ -154,36 +161,47 @@ def product_tree(m: Module, a, b, *, name: str, operand_registers: bool = False,
     if addend is not None:
         addend = Value.cast(addend)
         width = max(width, len(addend) if addend.shape().signed else len(addend) + 1) + 1
-        if len(terms) == 1:                 # a product of one block: the addend is its level
-            terms.append((addend.as_signed() if addend.shape().signed else Cat(addend, C(0, 1)).as_signed(), 0))
-            addend = None
-    while len(terms) > (1 if addend is None else 2):
+        addend = addend.as_signed() if addend.shape().signed else Cat(addend, C(0, 1)).as_signed()
+    if result_bits is not None:
+        width = min(width, result_bits)
+    carry_in = C(0, 1) if carry_in is None else carry_in
+    final = 1 if addend is None else 2        # terms the last level takes besides the addend
+    while len(terms) > final:
         summed = []
-        for (x, sx), (y, sy) in zip(terms[0::2], terms[1::2]):
-            low = min(sx, sy)
-            bits = min(width - low, max(len(x) + sx, len(y) + sy) - low) + 1
+        for start in range(0, len(terms), arity):
+            group = terms[start:start + arity]
+            low = min(sx for _, sx in group)
+            # (every sum modulo 2**(width - low): the product's bits above ``width`` never matter)
+            bits = min(width - low, max(len(x) + sx for x, sx in group) - low + len(group) - 1)
             total = Signal(signed(bits), name=f"{name}_sum{level}_{low}", reset_less=True)
-            m.d.sync += total.eq((x << (sx - low)) + (y << (sy - low)))
+            m.d.sync += total.eq(_sum(m, [(x, sx - low) for x, sx in group], bits, f"{name}_l{level}_{low}"))
             summed.append((total, low))
-        for x, sx in terms[len(terms) & ~1:]:       # an odd term waits a cycle with the others
-            delayed = Signal.like(x, name=f"{name}_sum{level}_{sx}", reset_less=True)
-            m.d.sync += delayed.eq(x)
-            summed.append((delayed, sx))
         terms = summed
         level += 1
-    if addend is not None:                  # the last level: x + y + addend
-        (x, sx), (y, sy) = terms
-        wide = [Signal(signed(width), name=f"{name}_csa_{what}") for what in ("x", "y", "z")]
-        m.d.comb += [wide[0].eq(x << sx), wide[1].eq(y << sy), wide[2].eq(addend)]
-        x, y, z = wide
-        save = Signal(width, name=f"{name}_csa_sum")
-        carry = Signal(width, name=f"{name}_csa_carry")
-        m.d.comb += [save.eq(x ^ y ^ z), carry.eq(((x & y) | (x & z) | (y & z)) << 1)]
+    if addend is not None:                  # the last level: the terms, the addend, the carry in
         total = Signal(signed(width), name=f"{name}_sum{level}_0", reset_less=True)
-        m.d.sync += total.eq(save + carry)
+        m.d.sync += total.eq(_sum(m, terms + [(addend, 0)], width, f"{name}_last", carry_in))
         return total
     (total, shift), = terms
     return (total << shift)[:width].as_signed()
+
+
+def _sum(m: Module, values, width: int, name: str, carry_in=C(0, 1)):
+    """The sum of one to three ``(value, shift)`` [and a 1-bit ``carry_in``], ``width`` bits: one
+    value as it is (a delay), two through one carry chain, three through a carry-save layer (one
+    LUT per bit, the carry in taking the free low bit of its carry word) and one carry chain."""
+    if len(values) == 1 and isinstance(carry_in, Const) and carry_in.value == 0:
+        x, sx = values[0]
+        return x << sx
+    if len(values) < 3:
+        return sum((x << sx for x, sx in values), start=C(0, 1)) + carry_in
+    wide = [Signal(signed(width), name=f"{name}_csa_{k}") for k in range(3)]
+    m.d.comb += [w.eq(x << sx) for w, (x, sx) in zip(wide, values)]
+    x, y, z = wide
+    save = Signal(width, name=f"{name}_csa_sum")
+    carry = Signal(width, name=f"{name}_csa_carry")
+    m.d.comb += [save.eq(x ^ y ^ z), carry.eq(Cat(carry_in, ((x & y) | (x & z) | (y & z))[:width - 1]))]
+    return save + carry
 
 
 def constant_product(value, constant: int):

@@ -38,14 +38,15 @@ __all__ = ["VectorScalars", "products_in_rsqrt", "ScalarBank", "scalar_units", "
 
 #: Cycles the scalar stage spends outside the rsqrt unit and the multiplier's pipeline, from the
 #: input transfer to ``o.valid``: IDLE (statistics latched), [parallel: S1SQ (S1*S1 issued, e*N),
-#: NT (N*(S2 + e*N) issued: the add is in front of the operand register), LATCH_S1SQ;] [serial:
-#: EN (e*N), T (t = S2 + e*N), NT and S1SQ (the products of D issued), LATCH_NT,] D, RSQRT_IN,
-#: [serial: NR and S1R (the products of A and B issued), LATCH_NR, AB, AB_FINE, ROUND;]
+#: NT (N*(S2 + e*N) issued: the add is in front of the operand register), LATCH_S1SQ (N*t's last
+#: level subtracts S1*S1), D (the product is D: the rsqrt unit starts);] [serial: EN (e*N), T
+#: (t = S2 + e*N), NT and S1SQ (the products of D issued), LATCH_NT, D, RSQRT_IN,
+#: NR and S1R (the products of A and B issued), LATCH_NR, AB, AB_FINE, ROUND;]
 #: ``o.valid`` rises in OUT.  Parallel: A and B are rounded in RSQRT_OUT from fixed bits of the
 #: rsqrt unit's scaled products; serial: the shift's coarse step is taken in AB (from the
 #: multiplier's products), the fine step in AB_FINE, the rounding in ROUND.  RSQRT_OUT is the
 #: rsqrt unit's output cycle, counted in its latency.  The tests measure it.
-OWN_CYCLES = {"parallel": 6, "serial": 14}
+OWN_CYCLES = {"parallel": 5, "serial": 14}
 
 #: The A/B shift moves by multiples of this first, then by the rest: two short multiplexer trees,
 #: each selected by a register decoded from the rsqrt unit's ``s`` (see :func:`shift_plan`).
@@ -98,19 +99,25 @@ class PipelinedMultiplier(wiring.Component):
     """Signed ``a*b``, one product per cycle, ``latency`` cycles after ``a`` and ``b`` are set.
 
     The operands are registered (twice), then multiplied by :func:`normgen.hw.multiply.product_tree`
-    (at most one DSP-sized partial product or one adder between registers)."""
+    (at most one DSP-sized partial product or one level of three-value adds between registers).
+    Its last level also adds ``c`` and ``c_in`` (1 bit), set ``latency - 1`` cycles after the
+    operands (``c = ~p``, ``c_in = 1`` there subtract the product that ``p`` holds then).  With
+    ``p_width`` only so many low bits of the result are formed (for results that fit them)."""
 
-    def __init__(self, a_width: int, b_width: int):
+    def __init__(self, a_width: int, b_width: int, p_width: int | None = None):
         self._widths = (a_width, b_width)
+        self._p_width = a_width + b_width if p_width is None else p_width
         super().__init__({
             "a": In(signed(a_width)),
             "b": In(signed(b_width)),
-            "p": Out(signed(a_width + b_width)),
+            "c": In(signed(self._p_width)),
+            "c_in": In(1),
+            "p": Out(signed(self._p_width)),
         })
 
     @classmethod
     def latency_of(cls, a_width: int, b_width: int) -> int:
-        return 1 + product_latency(signed(a_width), signed(b_width), operand_registers=True)
+        return 1 + product_latency(signed(a_width), signed(b_width), operand_registers=True, addend=True, arity=3)
 
     @property
     def latency(self) -> int:
@@ -125,7 +132,8 @@ class PipelinedMultiplier(wiring.Component):
         a_in = Signal.like(self.a, name="a_in", reset_less=True)
         b_in = Signal.like(self.b, name="b_in", reset_less=True)
         m.d.sync += [a_in.eq(self.a), b_in.eq(self.b)]
-        m.d.comb += self.p.eq(product_tree(m, a_in, b_in, name="p", operand_registers=True))
+        m.d.comb += self.p.eq(product_tree(m, a_in, b_in, name="p", operand_registers=True, addend=self.c,
+                                           carry_in=self.c_in, arity=3, result_bits=self._p_width))
         return m
 
 
@@ -333,7 +341,8 @@ class VectorScalars(wiring.Component):
         # the bits of half (A's and B's width and one more) above q
         q = scaled_half_position(cfg)
         scaled_bits = {"n": max(q, 0) + cfg.a_width + 1, "s1": max(q, 0) + cfg.b_width + 1} if fused else None
-        m.submodules.rsqrt = rsqrt = Rsqrt(cfg, factors=factors, held_input=True, scaled_bits=scaled_bits)
+        # (parallel: the unit latches D from the multiplier's output as it starts, and N, S1')
+        m.submodules.rsqrt = rsqrt = Rsqrt(cfg, factors=factors, held_input=not fused, scaled_bits=scaled_bits)
 
         n_width = cfg.count_width
         t_width = max(cfg.s2_width, (cfg.eps_int * cfg.reduction_max).bit_length()) + 1
@@ -349,7 +358,8 @@ class VectorScalars(wiring.Component):
             product = multiplier.product
             m.d.comb += [multiplier.a.eq(mul_a), multiplier.b.eq(mul_b), multiplier.negative.eq(mul_negative)]
         else:
-            m.submodules.multiplier = multiplier = PipelinedMultiplier(mul_a_width, mul_b_width)
+            # (only D's bits: N*t - S1*S1 and N*t fit them as signed values)
+            m.submodules.multiplier = multiplier = PipelinedMultiplier(mul_a_width, mul_b_width, cfg.d_width + 1)
             product = multiplier.p
             m.d.comb += [multiplier.a.eq(mul_a), multiplier.b.eq(mul_b)]
             pipe_waits = multiplier.latency - 2      # extra states before the first product lands
@@ -449,7 +459,7 @@ class VectorScalars(wiring.Component):
             self.o.payload.b.eq(b),
             self.o.payload.beats.eq(beats),
             self.o.payload.overlong.eq(overlong),
-            (rsqrt.i.payload.d if fused else rsqrt.i.payload).eq(d),
+            (rsqrt.i.payload.d if fused else rsqrt.i.payload).eq(product if fused else d),
             *([rsqrt.i.payload.n.eq(n), rsqrt.i.payload.s1.eq(mean_term)] if fused else []),
             biased.eq(rsqrt.o.payload.s - rsqrt_shift_range(cfg)[0]),
         ]
@@ -464,7 +474,7 @@ class VectorScalars(wiring.Component):
         m.d.comb += [
             self.i.ready.eq(idle), self.busy.eq(~idle),
             self.o.valid.eq(fsm.flag("OUT")),
-            rsqrt.i.valid.eq(fsm.flag("RSQRT_IN")), rsqrt.o.ready.eq(fsm.flag("RSQRT_OUT")),
+            rsqrt.i.valid.eq(fsm.flag("D" if fused else "RSQRT_IN")), rsqrt.o.ready.eq(fsm.flag("RSQRT_OUT")),
         ]
         with fsm.state("IDLE"):
             stats = self.i.payload
@@ -492,20 +502,28 @@ class VectorScalars(wiring.Component):
             product_pair("NT", (n, t), "S1SQ", (s1, s1), n_times_t, "D")
         else:
             # S1*S1 first (its operands are registers from IDLE on), e*N beside it; then N*t with
-            # t = S2 + e*N added in front of the multiplier's operand register
-            s1_sq = Signal(2 * cfg.s1_width - 1)
-            product_pair("S1SQ", (s1, s1), "NT", (n, s2 + e_n), s1_sq, "D", also_first=latch_e_n)
+            # t = S2 + e*N added in front of the multiplier's operand register, and S1*S1
+            # subtracted in N*t's last level (the cycle S1*S1 is the multiplier's output)
+            def subtract_first(s1_s1):
+                if cfg.subtracts_mean:
+                    m.d.comb += [multiplier.c.eq(~s1_s1), multiplier.c_in.eq(1)]
+            product_pair("S1SQ", (s1, s1), "NT", (n, s2 + e_n), subtract_first, "D", also_first=latch_e_n)
         with fsm.state("D"):
-            n_t, s1_s1 = (n_times_t, product) if serial else (product, s1_sq)
-            if cfg.subtracts_mean:
-                m.d.sync += d.eq(n_t - s1_s1)
-            else:
-                m.d.sync += d.eq(n_t)
-            fsm.goto("RSQRT_IN")
-        with fsm.state("RSQRT_IN"):
-            m.d.sync += zero.eq((d == 0) | overlong)
-            with m.If(rsqrt.i.ready):
-                fsm.goto("RSQRT_OUT")
+            if serial:
+                if cfg.subtracts_mean:
+                    m.d.sync += d.eq(n_times_t - product)
+                else:
+                    m.d.sync += d.eq(n_times_t)
+                fsm.goto("RSQRT_IN")
+            else:                   # the product is D: the rsqrt unit starts from it
+                m.d.sync += [d.eq(product), zero.eq((product == 0) | overlong)]
+                with m.If(rsqrt.i.ready):
+                    fsm.goto("RSQRT_OUT")
+        if serial:
+            with fsm.state("RSQRT_IN"):
+                m.d.sync += zero.eq((d == 0) | overlong)
+                with m.If(rsqrt.i.ready):
+                    fsm.goto("RSQRT_OUT")
         def round_ab(half_a_value, half_b_value):
             m.d.sync += [
                 a.eq(Mux(zero, 0, (half_a_value + 1) >> 1)),

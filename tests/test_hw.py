@@ -568,31 +568,44 @@ def test_serial_multiplier_is_exact_at_its_latency(a_width, b_width, sign_magnit
 
 
 @pytest.mark.parametrize("a_width, b_width", [(5, 7), (18, 18), (19, 35), (28, 43)])
-def test_pipelined_multiplier_is_exact_at_its_latency(a_width, b_width):
+@pytest.mark.parametrize("subtract, cut", [(False, 0), (True, 0), (True, 9)])
+def test_pipelined_multiplier_is_exact_at_its_latency(a_width, b_width, subtract, cut):
     """One product per cycle, each exactly a*b, ``latency`` cycles after its operands (extremes
-    included)."""
+    included); with ``subtract``, every odd product has the one before it subtracted in its last
+    level (``c = ~p``, ``c_in = 1`` in the cycle ``p`` holds that one), as the scalar stage forms
+    N*t - S1*S1 [with ``cut`` fewer bits of the result formed: it is right modulo their width]."""
     from normgen.hw.scalars import PipelinedMultiplier
-    dut = PipelinedMultiplier(a_width, b_width)
+    width = a_width + b_width - cut
+    dut = PipelinedMultiplier(a_width, b_width, width)
     rng = np.random.default_rng(a_width * b_width)
     lo_a, lo_b = -(1 << (a_width - 1)), -(1 << (b_width - 1))
-    pairs = [(lo_a, lo_b), (-lo_a - 1, lo_b), (lo_a, -lo_b - 1), (0, lo_b), (-1, -1)]
+    pairs = [(lo_a, lo_b), (-lo_a - 1, lo_b), (lo_a, -lo_b - 1), (0, lo_b), (-1, -1), (lo_a, lo_b)]
     pairs += [(int(rng.integers(lo_a, -lo_a)), int(rng.integers(lo_b, -lo_b))) for _ in range(60)]
+    latency = dut.latency
     got = []
 
     async def bench(ctx):
-        for cycle in range(len(pairs) + dut.latency):
+        for cycle in range(len(pairs) + latency):
             if cycle < len(pairs):
                 ctx.set(dut.a, pairs[cycle][0])
                 ctx.set(dut.b, pairs[cycle][1])
+            # the last level of product k runs in cycle k + latency - 1, when p holds product k - 1
+            k = cycle - (latency - 1)
+            last_of_odd = subtract and 0 <= k < len(pairs) and k % 2 == 1
+            ctx.set(dut.c, ~ctx.get(dut.p) if last_of_odd else 0)
+            ctx.set(dut.c_in, int(last_of_odd))
             await ctx.tick()
-            if cycle + 1 >= dut.latency:
+            if cycle + 1 >= latency:
                 got.append(ctx.get(dut.p))
 
     sim = Simulator(dut)
     sim.add_clock(1e-8)
     sim.add_testbench(bench)
     sim.run()
-    assert got[:len(pairs)] == [a * b for a, b in pairs]
+    products = [a * b for a, b in pairs]
+    want = [p - products[k - 1] if subtract and k % 2 == 1 else p for k, p in enumerate(products)]
+    want = [(w + (1 << (width - 1))) % (1 << width) - (1 << (width - 1)) for w in want]   # p's width
+    assert got[:len(pairs)] == want
 
 
 @pytest.mark.parametrize("a_shape, b_shape, fabric_bits, product_registers",
