@@ -37,16 +37,16 @@ __all__ = ["VectorScalars", "products_in_rsqrt", "ScalarBank", "scalar_units", "
 
 
 #: Cycles the scalar stage spends outside the rsqrt unit and the multiplier's pipeline, from the
-#: input transfer to ``o.valid``: IDLE (statistics latched), [parallel: S1SQ (S1*S1 issued, e*N),
-#: NT (N*(S2 + e*N) issued: the add is in front of the operand register), LATCH_S1SQ (N*t's last
-#: level subtracts S1*S1), D (the product is D: the rsqrt unit starts);] [serial: EN (e*N), T
-#: (t = S2 + e*N), NT and S1SQ (the products of D issued), LATCH_NT, D, RSQRT_IN,
-#: NR and S1R (the products of A and B issued), LATCH_NR, AB, AB_FINE, ROUND;]
+#: input transfer to ``o.valid``: IDLE (statistics latched; parallel: S1*S1 issued from them, e*N),
+#: [parallel: NT (N*(S2 + e*N) issued: the add is in front of the operand register), LATCH_S1SQ
+#: (N*t's last level subtracts S1*S1), D (the product is D: the rsqrt unit starts);] [serial: EN
+#: (e*N), T (t = S2 + e*N), NT and S1SQ (the products of D issued), LATCH_NT, D, RSQRT_IN, NR and
+#: S1R (the products of A and B issued), LATCH_NR, AB, AB_FINE, ROUND;]
 #: ``o.valid`` rises in OUT.  Parallel: A and B are rounded in RSQRT_OUT from fixed bits of the
 #: rsqrt unit's scaled products; serial: the shift's coarse step is taken in AB (from the
 #: multiplier's products), the fine step in AB_FINE, the rounding in ROUND.  RSQRT_OUT is the
 #: rsqrt unit's output cycle, counted in its latency.  The tests measure it.
-OWN_CYCLES = {"parallel": 5, "serial": 14}
+OWN_CYCLES = {"parallel": 4, "serial": 14}
 
 #: The A/B shift moves by multiples of this first, then by the rest: two short multiplexer trees,
 #: each selected by a register decoded from the rsqrt unit's ``s`` (see :func:`shift_plan`).
@@ -387,17 +387,20 @@ class VectorScalars(wiring.Component):
         def product_pair(first, first_operands, second, second_operands, latch, after, also_first=None):
             """States ``first`` and ``second`` issue two products back to back; ``latch`` takes
             the first product (a register, or a function that assigns from it), and in state
-            ``after`` ``product`` holds the second.  ``also_first`` adds to state ``first``."""
+            ``after`` ``product`` holds the second.  ``also_first`` adds to state ``first``;
+            without ``first_operands`` another state issues the first product and goes to
+            ``second`` (``first`` then only names the states that follow)."""
             def take_first(value):
                 if callable(latch):
                     latch(value)
                 else:
                     m.d.sync += latch.eq(value)
 
-            with fsm.state(first):
-                multiply(first, *first_operands, second)
-                if also_first is not None:
-                    also_first()
+            if first_operands is not None:      # (None: issued in another state, which goes to ``second``)
+                with fsm.state(first):
+                    multiply(first, *first_operands, second)
+                    if also_first is not None:
+                        also_first()
             with fsm.state(second):
                 if serial:
                     multiply(second, *second_operands, after)
@@ -486,8 +489,13 @@ class VectorScalars(wiring.Component):
                 beats.eq(stats.beats),
                 overlong.eq(stats.overlong),
             ]
+            if not serial:
+                # S1*S1 issues as the statistics are taken (the multiplier's operand register
+                # takes them from the input), e*N beside it
+                m.d.comb += [mul_a.eq(stats.s1), mul_b.eq(stats.s1)]
+                m.d.sync += e_n.eq(constant_product(stats.beats, cfg.eps_int * count_multiplier(cfg)))
             with m.If(self.i.valid):
-                fsm.goto("EN" if serial else "S1SQ")
+                fsm.goto("EN" if serial else "NT")
         def latch_e_n():              # e*N from the latched count (a constant multiplication)
             m.d.sync += e_n.eq(constant_product(beats, cfg.eps_int * count_multiplier(cfg)))
 
@@ -501,13 +509,13 @@ class VectorScalars(wiring.Component):
                 fsm.goto("NT")
             product_pair("NT", (n, t), "S1SQ", (s1, s1), n_times_t, "D")
         else:
-            # S1*S1 first (its operands are registers from IDLE on), e*N beside it; then N*t with
-            # t = S2 + e*N added in front of the multiplier's operand register, and S1*S1
-            # subtracted in N*t's last level (the cycle S1*S1 is the multiplier's output)
+            # S1*S1 issued in IDLE, e*N beside it; then N*t with t = S2 + e*N added in front of
+            # the multiplier's operand register, and S1*S1 subtracted in N*t's last level (the
+            # cycle S1*S1 is the multiplier's output)
             def subtract_first(s1_s1):
                 if cfg.subtracts_mean:
                     m.d.comb += [multiplier.c.eq(~s1_s1), multiplier.c_in.eq(1)]
-            product_pair("S1SQ", (s1, s1), "NT", (n, s2 + e_n), subtract_first, "D", also_first=latch_e_n)
+            product_pair("S1SQ", None, "NT", (n, s2 + e_n), subtract_first, "D")
         with fsm.state("D"):
             if serial:
                 if cfg.subtracts_mean:
