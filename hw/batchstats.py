@@ -30,7 +30,7 @@ from .interface import Core
 from .kinds import register_core
 from .nearest import NearestEvenFixup
 from .output import ElementDatapath, datapath_latency, fixup_latency, pack_params
-from .scalars import VectorScalars, scalars_latency
+from .scalars import VectorScalars, scalars_latency, stats_e_n, vector_stats_layout
 
 __all__ = ["BatchStatsCore", "batch_stats_latency"]
 
@@ -213,6 +213,8 @@ class BatchStatsCore(Core):
                     scalars.i.payload.s2.eq(Array(s2s)[lane]),
                     scalars.i.payload.overlong.eq(0),
                 ]
+                if "e_n" in vector_stats_layout(cfg).members:
+                    m.d.comb += scalars.i.payload.e_n.eq(stats_e_n(cfg, batch_size))
                 with m.If(scalars.i.ready):
                     m.next = "ST_WAIT"
             with m.State("ST_WAIT"):

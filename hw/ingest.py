@@ -52,7 +52,7 @@ from amaranth.lib.wiring import In, Out
 
 from .config import SLICE_LANES, CoreConfig
 from .interface import input_layout
-from .scalars import vector_stats_layout
+from .scalars import stats_e_n, vector_stats_layout
 from .streams import BlockFIFO, CreditFIFO, through_fifo
 
 __all__ = ["Ingest", "buffer_depth", "read_delay", "stats_slice", "stats_bypass", "lane_values", "next_ptr", "STATS_FIFO_DEPTH"]
@@ -314,6 +314,8 @@ class Ingest(wiring.Component):
                 stats.overlong.eq(tree_token.overlong),
                 acc_s1.eq(0), acc_s2.eq(0),
             ]
+            if "e_n" in vector_stats_layout(cfg).members:
+                m.d.sync += stats.e_n.eq(stats_e_n(cfg, tree_token.beats))
         with m.Elif(tree_token.add):
             m.d.sync += [acc_s1.eq(acc_s1 + beat_sum), acc_s2.eq(acc_s2 + beat_sq)]
 

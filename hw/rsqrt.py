@@ -51,7 +51,9 @@ With ``scaled_bits`` (name → bits, every factor) each factor is first multipli
 shifts of ``f << (s_max + m - 1)`` by ``k``, in the cycles that shift ``M``; the unit then returns
 the low ``scaled_bits[name]`` bits of ``f * R * 2**(s_max - s)``.  A caller that scales ``f*R`` by
 ``2**-s`` (A and B of the scalar stage) takes fixed bits of that instead of shifting the product
-by a variable amount after the result.
+by a variable amount after the result.  With ``scaled_round = q`` the scaled products have
+``2**q`` added (a caller that rounds at bit ``q + 1`` then takes bits from there on): a 1 in the
+accumulator's free low bit at the step after which ``q`` doublings remain.
 
 With ``held_input`` the caller keeps ``i.payload`` still from its transfer until ``o``'s (as
 a register of its own does): the unit then reads it there and keeps no copy.
@@ -112,8 +114,11 @@ def rsqrt_result_layout(cfg: CoreConfig, factors=None, scaled_bits=None) -> data
 
 class Rsqrt(wiring.Component):
     def __init__(self, cfg: CoreConfig, factors: dict | None = None, *, held_input: bool = False,
-                 scaled_bits: dict | None = None):
+                 scaled_bits: dict | None = None, scaled_round: int | None = None):
         self._cfg = cfg
+        if scaled_round is not None and (scaled_bits is None or scaled_round < 0):
+            raise ValueError("scaled_round (>= 0) needs scaled_bits")
+        self._round = scaled_round
         self._held = held_input
         self._factors = dict(factors or {})
         self._scaled = None if scaled_bits is None else dict(scaled_bits)
@@ -252,6 +257,7 @@ class Rsqrt(wiring.Component):
         with fsm.state("LEAD"):
             m.d.sync += [k_reg.eq(lead_pair), zero.eq(~nonzero)]
             fsm.goto("SHIFT")
+        steps = T + 2 if lookahead else T + 1          # RUN cycles (result bits, lookahead: + 1)
         with fsm.state("SHIFT"):
             m.d.sync += [f_coarse.eq((factor_reg[name] << top) >> (k_reg[fine_bits:] << fine_bits))
                          for name, (f_coarse, _) in fine_shifts.items()]
@@ -260,7 +266,9 @@ class Rsqrt(wiring.Component):
                 s_out.eq(Mux(zero, rsqrt_shift_range(cfg)[0], k_reg - (mm - 1))),
                 root.eq(0),
             ]
-            m.d.sync += [acc.eq(0) for acc in factor_acc.values()]
+            # (the rounding term, when more doublings remain than the steps: from the start)
+            first = 1 << (self._round - steps) if self._round is not None and self._round >= steps else 0
+            m.d.sync += [acc.eq(Mux(zero, 0, first)) for acc in factor_acc.values()]
             if lookahead:
                 # The trial registers' first values come from one more step of the recurrence
                 # (no state of their own, so no third input on the step's multiplexers): a
@@ -288,10 +296,20 @@ class Rsqrt(wiring.Component):
             with fsm.state("SUB"):
                 m.d.sync += diff.eq(rem - trial)
                 fsm.goto("RUN")
+        # the step after which ``scaled_round`` doublings remain adds its rounding term: a
+        # register set a step ahead (a decode of the step count in front of the accumulators'
+        # carry chains was the critical path); D = 0: none
+        inject = Signal()
+        injects = self._round is not None and self._round < steps
+        if injects:
+            with m.If(fsm.flag("FINE")):
+                m.d.sync += inject.eq(int(steps == self._round + 1) & ~zero)
+            with m.If(fsm.flag("RUN")):
+                m.d.sync += inject.eq((step == self._round + 2) & ~zero)
         with fsm.state("RUN"):
             with m.If(take):
                 m.d.sync += root.eq((root << 1) | 1)
-                m.d.sync += [acc.eq((acc << 1) + added[name]) for name, acc in factor_acc.items()]
+                m.d.sync += [acc.eq(((acc << 1) | inject) + added[name]) for name, acc in factor_acc.items()]
                 if lookahead:
                     m.d.sync += [
                         rem.eq(rem_take),
@@ -303,7 +321,7 @@ class Rsqrt(wiring.Component):
                     m.d.sync += [rem.eq(diff[:e_width] << 2), trial.eq((trial << 1) + three_m)]
             with m.Else():
                 m.d.sync += root.eq(root << 1)
-                m.d.sync += [acc.eq(acc << 1) for acc in factor_acc.values()]
+                m.d.sync += [acc.eq((acc << 1) | inject) for acc in factor_acc.values()]
                 if lookahead:
                     m.d.sync += [
                         rem.eq(rem_keep),

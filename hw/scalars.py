@@ -32,12 +32,12 @@ from .multiply import constant_product, product_latency, product_tree
 from .rsqrt import Rsqrt, rsqrt_latency, rsqrt_shift_range
 from .sequencer import OneHot
 
-__all__ = ["VectorScalars", "products_in_rsqrt", "ScalarBank", "scalar_units", "unit_interval", "SerialMultiplier", "scalars_latency", "vector_stats_layout", "vector_coefs_layout", "shift_plan",
+__all__ = ["VectorScalars", "products_in_rsqrt", "ScalarBank", "scalar_units", "unit_interval", "SerialMultiplier", "scalars_latency", "vector_stats_layout", "stats_e_n", "vector_coefs_layout", "shift_plan",
            "PipelinedMultiplier", "multiplier_widths"]
 
 
 #: Cycles the scalar stage spends outside the rsqrt unit and the multiplier's pipeline, from the
-#: input transfer to ``o.valid``: IDLE (statistics latched; parallel: S1*S1 issued from them, e*N),
+#: input transfer to ``o.valid``: IDLE (statistics latched; parallel: S1*S1 issued from them),
 #: [parallel: NT (N*(S2 + e*N) issued: the add is in front of the operand register), LATCH_S1SQ
 #: (N*t's last level subtracts S1*S1), D (the product is D: the rsqrt unit starts);] [serial: EN
 #: (e*N), T (t = S2 + e*N), NT and S1SQ (the products of D issued), LATCH_NT, D, RSQRT_IN, NR and
@@ -46,7 +46,7 @@ __all__ = ["VectorScalars", "products_in_rsqrt", "ScalarBank", "scalar_units", "
 #: rsqrt unit's scaled products; serial: the shift's coarse step is taken in AB (from the
 #: multiplier's products), the fine step in AB_FINE, the rounding in ROUND.  RSQRT_OUT is the
 #: rsqrt unit's output cycle, counted in its latency.  The tests measure it.
-OWN_CYCLES = {"parallel": 4, "serial": 14}
+OWN_CYCLES = {"parallel": 3, "serial": 14}
 
 #: The A/B shift moves by multiples of this first, then by the rest: two short multiplexer trees,
 #: each selected by a register decoded from the rsqrt unit's ``s`` (see :func:`shift_plan`).
@@ -267,12 +267,23 @@ def count_multiplier(cfg: CoreConfig) -> int:
 
 
 def vector_stats_layout(cfg: CoreConfig) -> data.StructLayout:
-    return data.StructLayout({
+    """A vector's statistics: its beats, S1, S2, whether it was overlong [and, for the parallel
+    scalar stage, ``e_n = e*N`` (:func:`stats_e_n`), formed beside S1 and S2 where the count is a
+    register, so the stage takes it as it takes the others]."""
+    fields = {
         "beats": beats_shape(cfg),
         "s1": signed(cfg.s1_width),
         "s2": unsigned(cfg.s2_width),
         "overlong": 1,
-    })
+    }
+    if products_in_rsqrt(cfg):
+        fields["e_n"] = unsigned((cfg.eps_int * cfg.reduction_max).bit_length())
+    return data.StructLayout(fields)
+
+
+def stats_e_n(cfg: CoreConfig, beats):
+    """``e*N`` for a vector of ``beats`` beats (a constant multiplication: shifts and adds)."""
+    return constant_product(beats, cfg.eps_int * count_multiplier(cfg))
 
 
 def vector_coefs_layout(cfg: CoreConfig) -> data.StructLayout:
@@ -342,7 +353,10 @@ class VectorScalars(wiring.Component):
         q = scaled_half_position(cfg)
         scaled_bits = {"n": max(q, 0) + cfg.a_width + 1, "s1": max(q, 0) + cfg.b_width + 1} if fused else None
         # (parallel: the unit latches D from the multiplier's output as it starts, and N, S1')
-        m.submodules.rsqrt = rsqrt = Rsqrt(cfg, factors=factors, held_input=not fused, scaled_bits=scaled_bits)
+        # With q >= 0 the unit adds 2**q to them, so A and B are their bits from q + 1 on (the
+        # rounding add in the accumulation): the unit's result is the stage's, with no register
+        m.submodules.rsqrt = rsqrt = Rsqrt(cfg, factors=factors, held_input=not fused, scaled_bits=scaled_bits,
+                                           scaled_round=q if fused and q >= 0 else None)
 
         n_width = cfg.count_width
         t_width = max(cfg.s2_width, (cfg.eps_int * cfg.reduction_max).bit_length()) + 1
@@ -457,6 +471,13 @@ class VectorScalars(wiring.Component):
         half_a = Signal(cfg.a_width + 1)
         half_b = Signal(signed(cfg.b_width + 1))
 
+        if fused:
+            # A = (half + 1) >> 1 with half = floor(N*R*2**(s_max - s) / 2**q): bits q + 1 on of
+            # the unit's product with 2**q added (q < 0: half is exact and even, A = its half)
+            def fixed_bits(value, width):
+                return (value[q + 1:] if q >= 0 else value << (-q - 1))[:width]
+            a = Mux(zero, 0, fixed_bits(rsqrt.o.payload.n_r, cfg.a_width))
+            b = Mux(zero, 0, fixed_bits(rsqrt.o.payload.s1_r, cfg.b_width))
         m.d.comb += [
             self.o.payload.a.eq(a),
             self.o.payload.b.eq(b),
@@ -476,8 +497,10 @@ class VectorScalars(wiring.Component):
         idle = fsm.flag("IDLE")
         m.d.comb += [
             self.i.ready.eq(idle), self.busy.eq(~idle),
-            self.o.valid.eq(fsm.flag("OUT")),
-            rsqrt.i.valid.eq(fsm.flag("D" if fused else "RSQRT_IN")), rsqrt.o.ready.eq(fsm.flag("RSQRT_OUT")),
+            # (parallel: the unit's result is the stage's output, its valid a state flag of its own)
+            self.o.valid.eq(rsqrt.o.valid if fused else fsm.flag("OUT")),
+            rsqrt.i.valid.eq(fsm.flag("D" if fused else "RSQRT_IN")),
+            rsqrt.o.ready.eq(self.o.ready if fused else fsm.flag("RSQRT_OUT")),
         ]
         with fsm.state("IDLE"):
             stats = self.i.payload
@@ -493,11 +516,11 @@ class VectorScalars(wiring.Component):
                 # S1*S1 issues as the statistics are taken (the multiplier's operand register
                 # takes them from the input), e*N beside it
                 m.d.comb += [mul_a.eq(stats.s1), mul_b.eq(stats.s1)]
-                m.d.sync += e_n.eq(constant_product(stats.beats, cfg.eps_int * count_multiplier(cfg)))
+                m.d.sync += e_n.eq(stats.e_n)
             with m.If(self.i.valid):
                 fsm.goto("EN" if serial else "NT")
         def latch_e_n():              # e*N from the latched count (a constant multiplication)
-            m.d.sync += e_n.eq(constant_product(beats, cfg.eps_int * count_multiplier(cfg)))
+            m.d.sync += e_n.eq(stats_e_n(cfg, beats))
 
         if serial:
             with fsm.state("EN"):
@@ -551,20 +574,13 @@ class VectorScalars(wiring.Component):
                 # the shift amounts are set while the unit runs: its s is a register from its
                 # third cycle on, long before its result
                 m.d.sync += [coarse_sel.eq(biased >> step_bits), fine_sel.eq(biased[:step_bits])]
-            with m.If(rsqrt.o.valid):
-                if fused:                 # A and B are rounded from the unit's products (below)
-                    fsm.goto("OUT")
-                else:
+            if fused:                     # the unit's result is taken as the stage's
+                with m.If(rsqrt.o.valid & self.o.ready):
+                    fsm.goto("IDLE")
+            else:
+                with m.If(rsqrt.o.valid):
                     m.d.sync += r.eq(rsqrt.o.payload.r)
                     fsm.goto("NR")
-        if fused:
-            # A and B rounded straight from the unit's scaled products, every cycle: its products
-            # hold from its result until its next input's SHIFT, which follows OUT, and so does
-            # ``zero`` (no enable: the result's valid reaches no carry chain)
-            m.d.sync += [
-                a.eq(Mux(zero, 0, (_scaled(rsqrt.o.payload.n_r, -q)[:cfg.a_width + 1] + 1) >> 1)),
-                b.eq(Mux(zero, 0, (_scaled(rsqrt.o.payload.s1_r, -q)[:cfg.b_width + 1].as_signed() + 1) >> 1)),
-            ]
         if not fused:
             # N*R goes through A's coarse step as it leaves the multiplier (no register of its own)
             product_pair("NR", (n, r), "S1R", (mean_term, r), coarse_step_a, "AB")
@@ -576,9 +592,10 @@ class VectorScalars(wiring.Component):
                 fsm.goto("ROUND")
             with fsm.state("ROUND"):
                 round_ab(half_a, half_b)
-        with fsm.state("OUT"):
-            with m.If(self.o.ready):
-                fsm.goto("IDLE")
+        if not fused:
+            with fsm.state("OUT"):
+                with m.If(self.o.ready):
+                    fsm.goto("IDLE")
         for wait_state, next_state in wait_states:
             with fsm.state(wait_state):
                 with m.If(multiplier.done):

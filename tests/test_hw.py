@@ -10,7 +10,7 @@ from normgen.hw.config import SLICE_LANES, CoreConfig
 from normgen.hw.ingest import buffer_depth, read_delay
 from normgen.hw.output import read_to_output
 from normgen.hw.rsqrt import Rsqrt, rsqrt_latency, rsqrt_shift_range
-from normgen.hw.scalars import SHIFT_STEP, VectorScalars, scalars_latency, shift_plan
+from normgen.hw.scalars import SHIFT_STEP, VectorScalars, scalars_latency, shift_plan, vector_stats_layout
 from normgen.hw import NormCore, core_latency
 from normgen.sim import golden, reference, vectors
 from normgen.sim.amaranth_bench import (Packet, ParamWrite, Reset, expected_batches, expected_outputs, run_batches,
@@ -87,18 +87,20 @@ def test_rsqrt_default_config_random_and_edges(rsqrt_form):
 
 @RSQRT_FORMS
 @pytest.mark.parametrize("held_input", [False, True])
-@pytest.mark.parametrize("scaled", [False, True])
-def test_rsqrt_products_with_factors(rsqrt_form, held_input, scaled):
+@pytest.mark.parametrize("scaled, rounding", [(False, None), (True, None), (True, 5), (True, 30)])
+def test_rsqrt_products_with_factors(rsqrt_form, held_input, scaled, rounding):
     """With ``factors`` the unit returns each factor times ``r`` (exact, extremes of both signs
     included) beside the same ``(r, s)`` as the golden model, at the same latency; 0 for ``D = 0``.
-    With ``scaled_bits`` the low bits of each factor times ``r * 2**(s_max - s)``.
+    With ``scaled_bits`` the low bits of each factor times ``r * 2**(s_max - s)`` [plus
+    ``2**scaled_round``: added within the recurrence, or from its start when more doublings remain
+    than it has steps].
     (The bench keeps each input on the port until the next one: ``held_input`` reads it there.)"""
     from amaranth.hdl import signed, unsigned
     from normgen.hw.rsqrt import rsqrt_shift_range
     cfg = CoreConfig(rsqrt_form=rsqrt_form)
     factors = {"u": unsigned(11), "v": signed(27)}
     scaled_bits = {"u": 45, "v": 61} if scaled else None
-    dut = Rsqrt(cfg, factors=factors, held_input=held_input, scaled_bits=scaled_bits)
+    dut = Rsqrt(cfg, factors=factors, held_input=held_input, scaled_bits=scaled_bits, scaled_round=rounding)
     rng = np.random.default_rng(11)
     top = (1 << cfg.d_width) - 1
     cases = [(0, 5, -3), (1, 2047, -(1 << 26)), (top, 2047, (1 << 26) - 1), (top, 0, 0), (3, 1, -1)]
@@ -128,8 +130,9 @@ def test_rsqrt_products_with_factors(rsqrt_form, held_input, scaled):
         if scaled:
             scale = 1 << (rsqrt_shift_range(cfg)[1] - s)
             u_bits, v_bits = scaled_bits["u"], scaled_bits["v"]
-            v_low = (v * r * scale) % (1 << v_bits)
-            assert u_r == (u * r * scale) % (1 << u_bits), (d, u, v)
+            extra = 0 if rounding is None else 1 << rounding
+            v_low = (v * r * scale + extra) % (1 << v_bits)
+            assert u_r == (u * r * scale + extra) % (1 << u_bits), (d, u, v)
             assert v_r == v_low - ((v_low >> (v_bits - 1)) << v_bits), (d, u, v)
         else:
             assert (u_r, v_r) == (u * r, v * r), (d, u, v)
@@ -162,7 +165,10 @@ def run_scalars(cfg, cases):
 
     async def bench(ctx):
         for beats, s1, s2 in cases:
-            await stream_put(ctx, dut.i, {"beats": beats, "s1": s1, "s2": s2, "overlong": 0})
+            stats = {"beats": beats, "s1": s1, "s2": s2, "overlong": 0}
+            if "e_n" in vector_stats_layout(cfg).members:      # e*N, formed by the input stage
+                stats["e_n"] = cfg.eps_int * beats * cfg.lanes
+            await stream_put(ctx, dut.i, stats)
             cycles = 1
             while not ctx.get(dut.o.valid):
                 await ctx.tick()
