@@ -107,7 +107,7 @@ def product_cycles(cfg: CoreConfig) -> tuple[int, int]:
     stage) (:func:`~normgen.hw.multiply.product_latency`)."""
     products = cfg.lane_products()
     fabric_bits = {"xa": cfg.xa_fabric_bits, "g": cfg.g_fabric_bits}
-    addend = {"xa": adds_in_product(cfg), "g": True}
+    addend = {"xa": adds_in_product(cfg), "g": adds_in_product(cfg)}
     cycles = {name: product_latency(a, b, operand_registers=True, fabric_bits=fabric_bits[name],
                                     product_registers=product_registers(cfg), addend=addend[name])
               for name, (a, b) in products.items()}
@@ -117,8 +117,11 @@ def product_cycles(cfg: CoreConfig) -> tuple[int, int]:
 def adds_in_product(cfg: CoreConfig) -> bool:
     """Whether x*A's last adder level also subtracts B (and gamma*v's adds beta), so that v (and
     the rounded w) need no register of their own (:func:`~normgen.hw.multiply.product_tree`'s
-    ``addend``): all but the folded nearest-even BatchNorm, which rounds x*A - B itself."""
-    return not (cfg.kind.folded and cfg.rounding == "nearest-even")
+    ``addend``): all but the folded nearest-even BatchNorm, which rounds x*A - B itself, and the
+    small-FPGA choice (``scalar_mul="serial"``): on an iCE40 the carry-save layer in front of a
+    carry chain cost the iCEBreaker image 32.8 -> 29.1 MHz (``normgen board build``), for two
+    cycles of a latency of 120."""
+    return not (cfg.kind.folded and cfg.rounding == "nearest-even") and cfg.scalar_mul != "serial"
 
 
 def datapath_latency(cfg: CoreConfig) -> int:
@@ -127,7 +130,7 @@ def datapath_latency(cfg: CoreConfig) -> int:
     affine stage, and folded nearest-even], the saturated output register."""
     xa_cycles, g_cycles = product_cycles(cfg)
     if not adds_in_product(cfg):
-        return xa_cycles + 3
+        return xa_cycles + 3 + g_cycles
     return xa_cycles + g_cycles + (1 if cfg.affine_stage else 2)
 
 
@@ -280,8 +283,9 @@ class ElementDatapath(wiring.Component):
     @staticmethod
     def params_delay(cfg: CoreConfig) -> int:
         """With ``late_params``: cycles ``par`` comes after its beat's input transfer (it is
-        first used there, by γ·v's operand registers, as x*A - B leaves its product tree)."""
-        return product_cycles(cfg)[0]
+        first used there, by γ·v's operand registers, as x*A - B leaves its product tree [or
+        its register of its own, :func:`adds_in_product`])."""
+        return product_cycles(cfg)[0] + int(not adds_in_product(cfg))
 
     @property
     def latency(self) -> int:
@@ -377,37 +381,58 @@ class ElementDatapath(wiring.Component):
                 flags = next_flags("s4")
                 self._output(m, cfg, rounded, flags, None)
                 return self._finish(m, stage_valids)
-            # v: the product tree's sum, shifted (wiring)
-            v = [(p >> k1)[:cfg.v_width].as_signed() for p in xa]
+            if merged:                          # v: the product tree's sum, shifted (wiring)
+                v = [(p >> k1)[:cfg.v_width].as_signed() for p in xa]
+            else:                               # S3: v = (x*A - (B - half)) >> (FA - FZ)
+                v = stage("v", signed(cfg.v_width))
+                m.d.sync += [r.eq((p - b) >> k1) for r, p, b in zip(v, xa, b_half)]
+                flags = next_flags("s3")
+            below = None
             if cfg.affine_stage:
-                par3 = self.par if self._late else par2
+                if self._late:
+                    par3 = self.par
+                elif merged:
+                    par3 = par2
+                else:
+                    par3 = Signal.like(par2)
+                    m.d.sync += par3.eq(par2)
                 gammas = lane_values(par3, lanes, w_p)
                 betas = lane_values(par3[lanes * w_p:], lanes, w_p)
-                # S3: gamma*v as registered partial products and their sum, with beta<<FZ + half
-                # in its last level (v registered again in front of the partial products: the
-                # sum's register stays beside its carry chain, its copy goes into the multipliers);
-                # β waits as it is, W_p bits, and is widened in the register the level takes
-                betas = delayed(betas, g_cycles - 2, "beta")
+                # gamma*v as registered partial products and their sum (v registered again in
+                # front of the partial products: the sum's register stays beside its carry chain,
+                # its copy goes into the multipliers), with beta<<FZ + half in its last level
+                # (merged) or added after it; β waits as it is, W_p bits, and is widened in the
+                # register the addition takes
+                betas = delayed(betas, g_cycles - (2 if merged else 1), "beta")
                 beta_half = stage("beta_half", signed(cfg.w_width))
                 m.d.sync += [r.eq((bt << cfg.z_frac) + (1 << (k2 - 1))) for r, bt in zip(beta_half, betas)]
-                summed = [product_tree(m, gm, vv, name=f"g{k}", operand_registers=True, fabric_bits=cfg.g_fabric_bits,
-                                       product_registers=product_registers(cfg), addend=bh)
-                          for k, (gm, vv, bh) in enumerate(zip(gammas, v, beta_half))]
+                g = [product_tree(m, gm, vv, name=f"g{k}", operand_registers=True, fabric_bits=cfg.g_fabric_bits,
+                                  product_registers=product_registers(cfg), addend=bh if merged else None)
+                     for k, (gm, vv, bh) in enumerate(zip(gammas, v, beta_half))]
                 for step in range(g_cycles):
-                    flags = next_flags(f"s3_{step}")
-                rounded = [(sm >> k2)[:cfg.w_width + 1 - k2].as_signed() for sm in summed]
-                # the bits below the output LSB of w + 1/2 LSB (nearest-even cores: where w
-                # lies relative to the rounding boundary)
-                below = [sm[:k2] for sm in summed] if exact else None
+                    flags = next_flags(f"s4_{step}")
+                if merged:
+                    summed = g
+                    rounded = [(sm >> k2)[:cfg.w_width + 1 - k2].as_signed() for sm in summed]
+                else:                           # S5: the rounded sum
+                    summed = [gg[:cfg.w_width].as_signed() + bh for gg, bh in zip(g, beta_half)]
+                    rounded = stage("rounded", signed(cfg.w_width + 1 - k2))
+                    m.d.sync += [r.eq(sm >> k2) for r, sm in zip(rounded, summed)]
             else:
                 summed = [vv + (1 << (k2 - 1)) for vv in v]
                 rounded = stage("rounded", signed(cfg.v_width + 1 - k2))
                 m.d.sync += [r.eq(sm >> k2) for r, sm in zip(rounded, summed)]
-                below = None
-                if exact:
+            # the bits below the output LSB of w + 1/2 LSB (nearest-even cores: where w lies
+            # relative to the rounding boundary): wiring from the product tree's sum, or a register
+            # beside the rounded sum's
+            if exact:
+                if cfg.affine_stage and merged:
+                    below = [sm[:k2] for sm in summed]
+                else:
                     below = stage("below", unsigned(k2))
                     m.d.sync += [r.eq(sm[:k2]) for r, sm in zip(below, summed)]
-                flags = next_flags("s3")
+            if not (cfg.affine_stage and merged):
+                flags = next_flags("s5" if cfg.affine_stage else "s4")
             self._output(m, cfg, rounded, flags, below, ride[0] if exact else None)
         return self._finish(m, stage_valids)
 
