@@ -639,22 +639,8 @@ def test_product_tree_rows_in_logic_are_exact_at_their_latency(a_shape, b_shape,
     (lo_a, hi_a), (lo_b, hi_b) = bounds
     pairs = [(lo_a, lo_b), (hi_a - 1, lo_b), (lo_a, hi_b - 1), (hi_a - 1, hi_b - 1), (0, hi_b - 1), (lo_a, 0)]
     pairs += [(int(rng.integers(lo_a, hi_a)), int(rng.integers(lo_b, hi_b))) for _ in range(200)]
-    got = []
-
-    async def bench(ctx):
-        for cycle in range(len(pairs) + latency):
-            if cycle < len(pairs):
-                ctx.set(a, pairs[cycle][0])
-                ctx.set(b, pairs[cycle][1])
-            await ctx.tick()
-            if cycle + 1 >= latency:
-                got.append(ctx.get(p))
-
-    sim = Simulator(m)
-    sim.add_clock(1e-8)
-    sim.add_testbench(bench)
-    sim.run()
-    assert got[:len(pairs)] == [x * y for x, y in pairs]
+    got = _pipeline_outputs(m, (a, b), pairs, p, latency)
+    assert got == [x * y for x, y in pairs]
 
 
 @pytest.mark.parametrize("a_shape, b_shape, c_shape, fabric_bits, product_registers",
@@ -683,24 +669,33 @@ def test_product_tree_with_addend_is_exact_at_its_latency(a_shape, b_shape, c_sh
     cases = [(x, y, z) for x in (lo_a, hi_a - 1) for y in (lo_b, hi_b - 1) for z in (lo_c, hi_c - 1)]
     cases += [(int(rng.integers(lo_a, hi_a)), int(rng.integers(lo_b, hi_b)), int(rng.integers(lo_c, hi_c)))
               for _ in range(200)]
+    got = _pipeline_outputs(m, (a, b), [case[:2] for case in cases], p, latency,
+                            late=(c, [case[2] for case in cases]))
+    assert got == [x * y + z for x, y, z in cases]
+
+
+def _pipeline_outputs(m, inputs, values, output, latency, late=None):
+    """Simulate ``m``: one tuple of ``values`` on ``inputs`` per cycle [and, with ``late`` =
+    (port, values), that port's value ``latency - 1`` cycles after its tuple]; ``output``
+    ``latency`` cycles after each tuple."""
     got = []
 
     async def bench(ctx):
-        for cycle in range(len(cases) + latency):
-            if cycle < len(cases):
-                ctx.set(a, cases[cycle][0])
-                ctx.set(b, cases[cycle][1])
-            if 0 <= cycle - (latency - 1) < len(cases):
-                ctx.set(c, cases[cycle - (latency - 1)][2])
+        for cycle in range(len(values) + latency):
+            if cycle < len(values):
+                for port, value in zip(inputs, values[cycle]):
+                    ctx.set(port, value)
+            if late is not None and 0 <= cycle - (latency - 1) < len(values):
+                ctx.set(late[0], late[1][cycle - (latency - 1)])
             await ctx.tick()
             if cycle + 1 >= latency:
-                got.append(ctx.get(p))
+                got.append(ctx.get(output))
 
     sim = Simulator(m)
     sim.add_clock(1e-8)
     sim.add_testbench(bench)
     sim.run()
-    assert got[:len(cases)] == [x * y + z for x, y, z in cases]
+    return got[:len(values)]
 
 
 @pytest.mark.parametrize("value_width, width", [(9, 4), (6, 5), (4, 4), (3, 5)])
