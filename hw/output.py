@@ -120,8 +120,11 @@ def adds_in_product(cfg: CoreConfig) -> bool:
     ``addend``): all but the folded nearest-even BatchNorm, which rounds x*A - B itself, and the
     small-FPGA choice (``scalar_mul="serial"``): on an iCE40 the carry-save layer in front of a
     carry chain cost the iCEBreaker image 32.8 -> 29.1 MHz (``normgen board build``), for two
-    cycles of a latency of 120."""
-    return not (cfg.kind.folded and cfg.rounding == "nearest-even") and cfg.scalar_mul != "serial"
+    cycles of a latency of 120; and cores of more than one lane, whose multiplier blocks sit
+    farther from their adders: at P = 8 a block's output → the carry-save layer → the carry chain
+    was the critical path (``make bench``: 126.1 MHz, 3.3 ns of routing from the block)."""
+    return (not (cfg.kind.folded and cfg.rounding == "nearest-even") and cfg.scalar_mul != "serial"
+            and cfg.lanes == 1)
 
 
 def datapath_latency(cfg: CoreConfig) -> int:
