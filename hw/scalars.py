@@ -441,8 +441,9 @@ class VectorScalars(wiring.Component):
             s1_times_r = product            # the second product of the pair, held until the next start
         overlong = Signal()
         beats = Signal.like(self.i.payload.beats, reset_less=True)
-        a = Signal(cfg.a_width)
-        b = Signal(signed(cfg.b_width))
+        if not fused:               # (parallel: A and B are bits of the rsqrt unit's products)
+            a = Signal(cfg.a_width)
+            b = Signal(signed(cfg.b_width))
 
         s2 = Signal(cfg.s2_width)
         if serial:
@@ -485,8 +486,9 @@ class VectorScalars(wiring.Component):
             self.o.payload.overlong.eq(overlong),
             (rsqrt.i.payload.d if fused else rsqrt.i.payload).eq(product if fused else d),
             *([rsqrt.i.payload.n.eq(n), rsqrt.i.payload.s1.eq(mean_term)] if fused else []),
-            biased.eq(rsqrt.o.payload.s - rsqrt_shift_range(cfg)[0]),
         ]
+        if not fused:
+            m.d.comb += biased.eq(rsqrt.o.payload.s - rsqrt_shift_range(cfg)[0])
         if cfg.exact_resolution:
             m.d.comb += [self.o.payload.n.eq(n), self.o.payload.s1.eq(mean_term), self.o.payload.d.eq(d)]
 
