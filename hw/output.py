@@ -117,14 +117,15 @@ def product_cycles(cfg: CoreConfig) -> tuple[int, int]:
 def adds_in_product(cfg: CoreConfig) -> bool:
     """Whether x*A's last adder level also subtracts B (and gamma*v's adds beta), so that v (and
     the rounded w) need no register of their own (:func:`~normgen.hw.multiply.product_tree`'s
-    ``addend``): all but the folded nearest-even BatchNorm, which rounds x*A - B itself, and the
-    small-FPGA choice (``scalar_mul="serial"``): on an iCE40 the carry-save layer in front of a
-    carry chain cost the iCEBreaker image 32.8 -> 29.1 MHz (``normgen board build``), for two
-    cycles of a latency of 120; and cores of more than one lane, whose multiplier blocks sit
-    farther from their adders: at P = 8 a block's output → the carry-save layer → the carry chain
-    was the critical path (``make bench``: 126.1 MHz, 3.3 ns of routing from the block)."""
-    return (not (cfg.kind.folded and cfg.rounding == "nearest-even") and cfg.scalar_mul != "serial"
-            and cfg.lanes == 1)
+    ``addend``): single-lane vector cores with the pipelined scalar multiplier.  Not the folded
+    BatchNorm: its datapath stalls, and the stall's enable → the carry-save layer → the carry
+    chain was its critical path (``make bench``: 222.6 -> 157.7 MHz); nor the small-FPGA choice
+    (``scalar_mul="serial"``): on an iCE40 the carry-save layer in front of a carry chain cost the
+    iCEBreaker image 32.8 -> 29.1 MHz (``normgen board build``), for two cycles of a latency of
+    120; nor cores of more than one lane, whose multiplier blocks sit farther from their adders:
+    at P = 8 a block's output → the carry-save layer → the carry chain was the critical path
+    (``make bench``: 126.1 MHz, 3.3 ns of routing from the block)."""
+    return not cfg.kind.folded and cfg.scalar_mul != "serial" and cfg.lanes == 1
 
 
 def datapath_latency(cfg: CoreConfig) -> int:

@@ -27,13 +27,13 @@ from amaranth import *
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from .config import CoreConfig
+from .config import SLICE_LANES, CoreConfig
 from .multiply import constant_product, product_latency, product_tree
 from .rsqrt import Rsqrt, rsqrt_latency, rsqrt_shift_range
 from .sequencer import OneHot
 
 __all__ = ["VectorScalars", "products_in_rsqrt", "ScalarBank", "scalar_units", "unit_interval", "SerialMultiplier", "scalars_latency", "vector_stats_layout", "stats_e_n", "vector_coefs_layout", "shift_plan",
-           "PipelinedMultiplier", "multiplier_widths"]
+           "PipelinedMultiplier", "multiplier_widths", "scalar_product_registers"]
 
 
 #: Cycles the scalar stage spends outside the rsqrt unit and the multiplier's pipeline, from the
@@ -84,6 +84,14 @@ def multiplier_widths(cfg: CoreConfig) -> tuple[int, int]:
     return max(cfg.count_width, cfg.s1_width) + 1, max(t_width, cfg.s1_width, r_width) + 1
 
 
+def scalar_product_registers(cfg: CoreConfig) -> int:
+    """Registers behind each partial product of the pipelined multiplier: from ``SLICE_LANES``
+    lanes on, two (the block's output register and one in the fabric).  At P = 32 a block's
+    output → the multiplier's first adder level was the critical path (``make bench``: 113.1 MHz,
+    6.3 ns of routing): the lanes' blocks fill the DSP rows around the scalar stage's."""
+    return 2 if cfg.lanes >= SLICE_LANES else 1
+
+
 def scalars_latency(cfg: CoreConfig) -> int:
     own = OWN_CYCLES[cfg.scalar_mul]
     pairs = len(_operand_bits(cfg)) // 2
@@ -91,7 +99,7 @@ def scalars_latency(cfg: CoreConfig) -> int:
         # (one cycle a pair overlaps: its second issue state latches the first product)
         own += sum(_chunks(a) * _chunks(b) + SerialMultiplier.OVERHEAD for a, b in _operand_bits(cfg).values()) - pairs
     else:                               # each product pair waits out the multiplier's pipeline
-        own += pairs * (PipelinedMultiplier.latency_of(*multiplier_widths(cfg)) - 2)
+        own += pairs * (PipelinedMultiplier.latency_of(*multiplier_widths(cfg), scalar_product_registers(cfg)) - 2)
     return rsqrt_latency(cfg) + own
 
 
@@ -104,8 +112,9 @@ class PipelinedMultiplier(wiring.Component):
     operands (``c = ~p``, ``c_in = 1`` there subtract the product that ``p`` holds then).  With
     ``p_width`` only so many low bits of the result are formed (for results that fit them)."""
 
-    def __init__(self, a_width: int, b_width: int, p_width: int | None = None):
+    def __init__(self, a_width: int, b_width: int, p_width: int | None = None, *, product_registers: int = 1):
         self._widths = (a_width, b_width)
+        self._product_registers = product_registers
         self._p_width = a_width + b_width if p_width is None else p_width
         super().__init__({
             "a": In(signed(a_width)),
@@ -116,12 +125,13 @@ class PipelinedMultiplier(wiring.Component):
         })
 
     @classmethod
-    def latency_of(cls, a_width: int, b_width: int) -> int:
-        return 1 + product_latency(signed(a_width), signed(b_width), operand_registers=True, addend=True, arity=3)
+    def latency_of(cls, a_width: int, b_width: int, product_registers: int = 1) -> int:
+        return 1 + product_latency(signed(a_width), signed(b_width), operand_registers=True, addend=True, arity=3,
+                                   product_registers=product_registers)
 
     @property
     def latency(self) -> int:
-        return self.latency_of(*self._widths)
+        return self.latency_of(*self._widths, self._product_registers)
 
     def elaborate(self, platform):
         m = Module()
@@ -133,7 +143,8 @@ class PipelinedMultiplier(wiring.Component):
         b_in = Signal.like(self.b, name="b_in", reset_less=True)
         m.d.sync += [a_in.eq(self.a), b_in.eq(self.b)]
         m.d.comb += self.p.eq(product_tree(m, a_in, b_in, name="p", operand_registers=True, addend=self.c,
-                                           carry_in=self.c_in, arity=3, result_bits=self._p_width))
+                                           carry_in=self.c_in, arity=3, result_bits=self._p_width,
+                                           product_registers=self._product_registers))
         return m
 
 
@@ -373,7 +384,8 @@ class VectorScalars(wiring.Component):
             m.d.comb += [multiplier.a.eq(mul_a), multiplier.b.eq(mul_b), multiplier.negative.eq(mul_negative)]
         else:
             # (only D's bits: N*t - S1*S1 and N*t fit them as signed values)
-            m.submodules.multiplier = multiplier = PipelinedMultiplier(mul_a_width, mul_b_width, cfg.d_width + 1)
+            m.submodules.multiplier = multiplier = PipelinedMultiplier(mul_a_width, mul_b_width, cfg.d_width + 1,
+                                                                        product_registers=scalar_product_registers(cfg))
             product = multiplier.p
             m.d.comb += [multiplier.a.eq(mul_a), multiplier.b.eq(mul_b)]
             pipe_waits = multiplier.latency - 2      # extra states before the first product lands

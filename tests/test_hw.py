@@ -574,15 +574,16 @@ def test_serial_multiplier_is_exact_at_its_latency(a_width, b_width, sign_magnit
 
 
 @pytest.mark.parametrize("a_width, b_width", [(5, 7), (18, 18), (19, 35), (28, 43)])
-@pytest.mark.parametrize("subtract, cut", [(False, 0), (True, 0), (True, 9)])
-def test_pipelined_multiplier_is_exact_at_its_latency(a_width, b_width, subtract, cut):
+@pytest.mark.parametrize("subtract, cut, registers", [(False, 0, 1), (True, 0, 1), (True, 9, 1), (True, 9, 2)])
+def test_pipelined_multiplier_is_exact_at_its_latency(a_width, b_width, subtract, cut, registers):
     """One product per cycle, each exactly a*b, ``latency`` cycles after its operands (extremes
     included); with ``subtract``, every odd product has the one before it subtracted in its last
     level (``c = ~p``, ``c_in = 1`` in the cycle ``p`` holds that one), as the scalar stage forms
-    N*t - S1*S1 [with ``cut`` fewer bits of the result formed: it is right modulo their width]."""
+    N*t - S1*S1 [with ``cut`` fewer bits of the result formed: it is right modulo their width]
+    [with each partial product registered twice, as in wide cores]."""
     from normgen.hw.scalars import PipelinedMultiplier
     width = a_width + b_width - cut
-    dut = PipelinedMultiplier(a_width, b_width, width)
+    dut = PipelinedMultiplier(a_width, b_width, width, product_registers=registers)
     rng = np.random.default_rng(a_width * b_width)
     lo_a, lo_b = -(1 << (a_width - 1)), -(1 << (b_width - 1))
     pairs = [(lo_a, lo_b), (-lo_a - 1, lo_b), (lo_a, -lo_b - 1), (0, lo_b), (-1, -1), (lo_a, lo_b)]
