@@ -27,7 +27,7 @@ from amaranth import *
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from .config import SLICE_LANES, CoreConfig
+from .config import CoreConfig
 from .multiply import constant_product, product_latency, product_tree
 from .rsqrt import Rsqrt, rsqrt_latency, rsqrt_shift_range
 from .sequencer import OneHot
@@ -85,11 +85,12 @@ def multiplier_widths(cfg: CoreConfig) -> tuple[int, int]:
 
 
 def scalar_product_registers(cfg: CoreConfig) -> int:
-    """Registers behind each partial product of the pipelined multiplier: from ``SLICE_LANES``
-    lanes on, two (the block's output register and one in the fabric).  At P = 32 a block's
-    output → the multiplier's first adder level was the critical path (``make bench``: 113.1 MHz,
-    6.3 ns of routing): the lanes' blocks fill the DSP rows around the scalar stage's."""
-    return 2 if cfg.lanes >= SLICE_LANES else 1
+    """Registers behind each partial product of the pipelined multiplier: in cores of more than
+    one lane, two (the block's output register and one in the fabric).  There the lanes' blocks
+    fill the DSP rows around the scalar stage's, and a block's output → the multiplier's first
+    adder level was the critical path (``make bench``: P = 32 113.1 MHz with 6.3 ns of routing;
+    at P = 8 once the output credit was registered, :func:`~normgen.hw.output.credit_lag`)."""
+    return 2 if cfg.lanes > 1 else 1
 
 
 def scalars_latency(cfg: CoreConfig) -> int:
