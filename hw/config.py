@@ -81,7 +81,7 @@ SCALAR_MULS = ("parallel", "serial")
 #: bit per cycle, each step's decision a register's sign bit, six carry chains) or ``"compact"``
 #: (three carry chains, two cycles per result bit: the subtraction, then the decision; ~500 fewer
 #: iCE40 logic cells).  The default follows ``scalar_mul``: compact with the serial stage.
-RSQRT_FORMS = ("lookahead", "compact")
+RSQRT_FORMS = ("lookahead", "compact", "radix4")
 
 #: Output rounding (``rounding``): ``"faithful"`` (one of the two neighbours of the exact result,
 #: error < 1 LSB) or ``"nearest-even"`` (the exact result rounded half to even: correctly rounded).

@@ -41,6 +41,21 @@ chains instead of six, and two cycles per result bit: ``diff = E - trial`` is re
 then its sign bit selects the next ``E`` and ``trial`` (RUN), so no carry chain follows another
 between registers (on an iCE40 a carry chain of ~60 bits is most of a clock period).
 
+In the radix-4 form (``rsqrt_form="radix4"``) each step chooses two result bits, a digit
+``q`` of 0..3, again from registers' sign bits only.  With ``F = 4E`` and ``P = 8pM`` the digit
+is the greatest ``q`` with ``F >= t_q = q*P + q*q*M``, and ``F' = 16(F - t_q)``,
+``P' = 4P + 8qM``, ``p' = 4p + q``.  The registers hold ``F - t_q`` for q = 0..3 (``t_0 = 0``),
+so ``q`` counts the non-negative ones among the last three, ``P`` and ``3P``, and the multiples
+``(8jq + j*j)*M`` of ``M`` (one adder each from ``M``, ``3M``, ``9M``), and a step forms each
+of the twelve candidates ``16(F - t_q) - 4jP - (8jq + j*j)M`` (j = 1..3) by a carry-save layer
+and one carry chain, then chooses four of them by ``q``::
+
+    diff_j' = [16*diff_q - 4jP - (8jq + j*j)M  for q = 0..3][q]      (diff_0' = 16*diff_q)
+    P' = [4P + 8qM][q],   3P' = [4*3P + 24qM][q],   acc' = 4*acc + [0, f, 2f, 3f][q]
+
+Half the steps of the lookahead form for some three times its logic.  With ``T + 1`` odd the
+result gets a leading 0 bit (as the lookahead form's first step): ``ceil((T + 1) / 2)`` digits.
+
 Products with ``R``: given ``factors`` (name → shape), the unit takes those values with ``D``
 and returns each one's exact product with ``R`` as well, accumulated beside the recurrence
 (``acc = 2*acc + (take ? f : 0)`` per result bit, most significant first), so a caller that needs
@@ -74,15 +89,21 @@ from amaranth.lib.wiring import In, Out
 from .config import CoreConfig
 from .sequencer import OneHot
 
-__all__ = ["Rsqrt", "rsqrt_input_layout", "rsqrt_result_layout", "rsqrt_latency", "rsqrt_shift_range"]
+__all__ = ["Rsqrt", "radix4_digits", "rsqrt_input_layout", "rsqrt_result_layout", "rsqrt_latency", "rsqrt_shift_range"]
 
 
 def rsqrt_latency(cfg: CoreConfig) -> int:
     """Find the leading pair (two registered halves), shift (two steps), the trial registers'
-    first values (lookahead: one more step of the recurrence; compact: a cycle of their own),
-    one cycle per result bit (T + 1; two in the compact form), then the output."""
+    first values (lookahead and radix-4: one more step of the recurrence; compact: a cycle of
+    their own), one cycle per result bit (T + 1; two in the compact form; radix-4: one per two),
+    then the output."""
     steps = cfg.rsqrt_bits + 1
-    return 5 + (steps if cfg.rsqrt_form == "lookahead" else 2 * steps)
+    return 5 + {"lookahead": steps, "compact": 2 * steps, "radix4": radix4_digits(cfg)}[cfg.rsqrt_form]
+
+
+def radix4_digits(cfg: CoreConfig) -> int:
+    """Digits (two result bits each) of the radix-4 recurrence."""
+    return -(-(cfg.rsqrt_bits + 1) // 2)
 
 
 def rsqrt_shift_range(cfg: CoreConfig) -> tuple[int, int]:
@@ -110,6 +131,19 @@ def rsqrt_result_layout(cfg: CoreConfig, factors=None, scaled_bits=None) -> data
     fields.update({f"{name}_r": _factor_product_shape(cfg, shape, (scaled_bits or {}).get(name))
                    for name, shape in (factors or {}).items()})
     return data.StructLayout(fields)
+
+
+def _difference(m: Module, a, b, c, width: int, name: str):
+    """``a - b - c`` modulo ``2**width``: a carry-save layer (one LUT per bit) of ``a``, ``~b``
+    and ``~c``, then one carry chain; the two 1s the negations need are the carry word's free low
+    bit and the chain's carry in."""
+    x, b_, c_ = (Signal(width, name=f"{name}_{k}") for k in "abc")
+    m.d.comb += [x.eq(a), b_.eq(b), c_.eq(c)]
+    y, z = ~b_, ~c_
+    save = Signal(width, name=f"{name}_sum")
+    carry = Signal(width, name=f"{name}_carry")
+    m.d.comb += [save.eq(x ^ y ^ z), carry.eq(Cat(C(1, 1), ((x & y) | (x & z) | (y & z))[:width - 1]))]
+    return (save + carry + 1)[:width].as_signed()
 
 
 class Rsqrt(wiring.Component):
@@ -216,7 +250,7 @@ class Rsqrt(wiring.Component):
         s_out = Signal.like(self.o.payload.s)        # the result's shift, set in SHIFT
         rem = Signal(e_width)
         root = Signal(cfg.r_width)
-        step = Signal(range(T + 2))
+        step = Signal(range(T + 3))
 
         # Two forms of the recurrence (cfg.rsqrt_form).  Lookahead (one result bit per cycle):
         # diff = E - trial is a register, so the decision is its sign bit, and the
@@ -225,9 +259,31 @@ class Rsqrt(wiring.Component):
         # Compact (for small FPGAs, two cycles per result bit): E and trial are the registers,
         # the subtraction is registered (SUB), then its sign decides (three carry chains, not six).
         lookahead = cfg.rsqrt_form == "lookahead"
+        radix4 = cfg.rsqrt_form == "radix4"
         three_m = Signal(mant_width + 2)
         diff = Signal(signed(e_width + 2))
         take = ~diff[-1]
+        if radix4:
+            # the differences F - t_q (q = 0..3), P = 8pM and 3P, all modulo 2**width (the chosen
+            # values fit it: |F - t_q| < 2**(T + 2m + 6)), and the multiples of M
+            assert mm >= 3, mm
+            width = e_width + 3
+            diffs = [Signal(signed(width), name=f"diff{q}") for q in range(4)]
+            p8, p24 = Signal(width, name="p8"), Signal(width, name="p24")
+            nine_m = Signal(mant_width + 4)
+            multiples = {(1, 0): mant, (1, 1): nine_m, (2, 0): mant << 2, (2, 2): nine_m << 2, (3, 0): nine_m}
+            for (j, q), value in {(1, 2): (mant << 4) + mant, (1, 3): (three_m << 3) + mant,
+                                  (2, 1): (mant << 4) + (mant << 2), (2, 3): (nine_m << 2) + (mant << 4),
+                                  (3, 1): (mant << 5) + mant, (3, 2): (three_m << 4) + nine_m,
+                                  (3, 3): (nine_m << 3) + nine_m}.items():
+                multiples[j, q] = Signal(mant_width + 7, name=f"m{8 * j * q + j * j}")
+                m.d.sync += multiples[j, q].eq(value)      # (mant is still from FINE on)
+            # the digit from the differences' signs (non-negative ones counted: they decrease in q)
+            neg = [None] + [d[-1] for d in diffs[1:]]
+            high, low = ~neg[2], (~neg[1] & neg[2]) | ~neg[3]
+
+            def by_digit(values):
+                return Mux(high, Mux(low, values[3], values[2]), Mux(low, values[1], values[0]))
         if lookahead:
             t_a = Signal(e_width + 1)
             t_b = Signal(e_width + 1)
@@ -257,7 +313,8 @@ class Rsqrt(wiring.Component):
         with fsm.state("LEAD"):
             m.d.sync += [k_reg.eq(lead_pair), zero.eq(~nonzero)]
             fsm.goto("SHIFT")
-        steps = T + 2 if lookahead else T + 1          # RUN cycles (result bits, lookahead: + 1)
+        # RUN cycles (result bits, lookahead: + 1; radix-4: digits + 1)
+        steps = radix4_digits(cfg) + 1 if radix4 else T + 2 if lookahead else T + 1
         with fsm.state("SHIFT"):
             m.d.sync += [f_coarse.eq((factor_reg[name] << top) >> (k_reg[fine_bits:] << fine_bits))
                          for name, (f_coarse, _) in fine_shifts.items()]
@@ -267,9 +324,18 @@ class Rsqrt(wiring.Component):
                 root.eq(0),
             ]
             # (the rounding term, when more doublings remain than the steps: from the start)
-            first = 1 << (self._round - steps) if self._round is not None and self._round >= steps else 0
+            per_step = 2 if radix4 else 1
+            first = (1 << (self._round - per_step * steps)
+                     if self._round is not None and self._round >= per_step * steps else 0)
             m.d.sync += [acc.eq(Mux(zero, 0, first)) for acc in factor_acc.values()]
-            if lookahead:
+            if radix4:
+                # As the lookahead form: a step with the digit 0 from F/16 (the differences of
+                # the other digits negative), P = 3P = 0, sets diff_j = F - j*j*M with
+                # F = 4E = 2**(2m - 2) (2**(2m - 4) with a leading 0 bit)
+                lead = 2 * radix4_digits(cfg) - (T + 1)
+                m.d.sync += [diffs[0].eq(1 << (2 * mm - 4 - 2 * lead)), p8.eq(0), p24.eq(0), step.eq(steps)]
+                m.d.sync += [d[-1].eq(1) for d in diffs[1:]]
+            elif lookahead:
                 # The trial registers' first values come from one more step of the recurrence
                 # (no state of their own, so no third input on the step's multiplexers): a
                 # step that does not take, from E/4, tB = M and a negative diff, leaves
@@ -283,16 +349,19 @@ class Rsqrt(wiring.Component):
             m.d.sync += [f_scaled.eq(Mux(zero, 0, f_coarse >> k_reg[:fine_bits]))
                          for f_coarse, f_scaled in fine_shifts.values()]
             m.d.sync += [mant.eq(fine), three_m.eq((fine << 1) + fine)]
+            if radix4:
+                m.d.sync += nine_m.eq((fine << 3) + fine)
             if lookahead:
                 m.d.sync += t_b.eq(fine)
+            if lookahead or radix4:
                 fsm.goto("RUN")
             else:
                 fsm.goto("PREP")
-        if not lookahead:
+        if not (lookahead or radix4):
             with fsm.state("PREP"):               # trial = M
                 m.d.sync += trial.eq(mant)
                 fsm.goto("SUB")
-        if not lookahead:
+        if not (lookahead or radix4):
             with fsm.state("SUB"):
                 m.d.sync += diff.eq(rem - trial)
                 fsm.goto("RUN")
@@ -300,41 +369,69 @@ class Rsqrt(wiring.Component):
         # register set a step ahead (a decode of the step count in front of the accumulators'
         # carry chains was the critical path); D = 0: none
         inject = Signal()
-        injects = self._round is not None and self._round < steps
+        # (radix-4: the step after which round // 2 steps remain, at bit round % 2)
+        injects = self._round is not None and self._round < per_step * steps
         if injects:
+            remain, inject_bit = divmod(self._round, per_step)
             with m.If(fsm.flag("FINE")):
-                m.d.sync += inject.eq(int(steps == self._round + 1) & ~zero)
+                m.d.sync += inject.eq(int(steps == remain + 1) & ~zero)
             with m.If(fsm.flag("RUN")):
-                m.d.sync += inject.eq((step == self._round + 2) & ~zero)
+                m.d.sync += inject.eq((step == remain + 2) & ~zero)
+        if radix4:
+            # 3f for each factor (the step's multiple of it is chosen, then added)
+            tripled = {}
+            for name, value in added.items():
+                shape = Shape.cast(value.shape())
+                tripled[name] = Signal(Shape(shape.width + 2, shape.signed), name=f"{name}_x3")
+                m.d.sync += tripled[name].eq((value << 1) + value)   # (still from FINE on)
+
         with fsm.state("RUN"):
-            with m.If(take):
-                m.d.sync += root.eq((root << 1) | 1)
-                m.d.sync += [acc.eq(((acc << 1) | inject) + added[name]) for name, acc in factor_acc.items()]
-                if lookahead:
-                    m.d.sync += [
-                        rem.eq(rem_take),
-                        diff.eq(rem_take - t_a),
-                        t_a.eq((t_a << 1) + three_m),
-                        t_b.eq((t_a << 1) - mant),
-                    ]
-                else:
-                    m.d.sync += [rem.eq(diff[:e_width] << 2), trial.eq((trial << 1) + three_m)]
-            with m.Else():
-                m.d.sync += root.eq(root << 1)
-                m.d.sync += [acc.eq((acc << 1) | inject) for acc in factor_acc.values()]
-                if lookahead:
-                    m.d.sync += [
-                        rem.eq(rem_keep),
-                        diff.eq(rem_keep - t_b),
-                        t_a.eq((t_b << 1) + three_m),
-                        t_b.eq((t_b << 1) - mant),
-                    ]
-                else:
-                    m.d.sync += [rem.eq(rem << 2), trial.eq((trial << 1) - mant)]
+            if radix4:
+                m.d.sync += root.eq(Cat(low, high, root))
+                for name, acc in factor_acc.items():
+                    value = added[name]
+                    m.d.sync += acc.eq(((acc << 2) | (inject << inject_bit if injects else 0))
+                                       + by_digit([C(0, 1), value, value << 1, tripled[name]]))
+                terms = {1: p8 << 2, 2: p8 << 3, 3: p24 << 2}
+                for j in (1, 2, 3):
+                    m.d.sync += diffs[j].eq(by_digit([_difference(m, diffs[q] << 4, terms[j], multiples[j, q], width,
+                                                                  f"cand{j}{q}") for q in range(4)]))
+                m.d.sync += [
+                    diffs[0].eq(by_digit([d << 4 for d in diffs])),
+                    p8.eq(by_digit([p8 << 2, (p8 << 2) + (mant << 3), (p8 << 2) + (mant << 4),
+                                    (p8 << 2) + (three_m << 3)])),
+                    p24.eq(by_digit([p24 << 2, (p24 << 2) + (three_m << 3), (p24 << 2) + (three_m << 4),
+                                     (p24 << 2) + (nine_m << 3)])),
+                ]
+            else:
+                with m.If(take):
+                    m.d.sync += root.eq((root << 1) | 1)
+                    m.d.sync += [acc.eq(((acc << 1) | inject) + added[name]) for name, acc in factor_acc.items()]
+                    if lookahead:
+                        m.d.sync += [
+                            rem.eq(rem_take),
+                            diff.eq(rem_take - t_a),
+                            t_a.eq((t_a << 1) + three_m),
+                            t_b.eq((t_a << 1) - mant),
+                        ]
+                    else:
+                        m.d.sync += [rem.eq(diff[:e_width] << 2), trial.eq((trial << 1) + three_m)]
+                with m.Else():
+                    m.d.sync += root.eq(root << 1)
+                    m.d.sync += [acc.eq((acc << 1) | inject) for acc in factor_acc.values()]
+                    if lookahead:
+                        m.d.sync += [
+                            rem.eq(rem_keep),
+                            diff.eq(rem_keep - t_b),
+                            t_a.eq((t_b << 1) + three_m),
+                            t_b.eq((t_b << 1) - mant),
+                        ]
+                    else:
+                        m.d.sync += [rem.eq(rem << 2), trial.eq((trial << 1) - mant)]
             m.d.sync += step.eq(step - 1)
             with m.If(step == 1):
                 fsm.goto("DONE")
-            if not lookahead:
+            if not (lookahead or radix4):
                 with m.Else():
                     fsm.goto("SUB")
         # the result's fields are driven in every state (meaningful with ``o.valid``); they hold

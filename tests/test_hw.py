@@ -45,13 +45,15 @@ def run_rsqrt(cfg, cases):
     return results, latencies
 
 
-# the two forms of the recurrence: lookahead and compact
-RSQRT_FORMS = pytest.mark.parametrize("rsqrt_form", ["lookahead", "compact"])
+# the three forms of the recurrence: lookahead, compact and radix-4
+RSQRT_FORMS = pytest.mark.parametrize("rsqrt_form", ["lookahead", "compact", "radix4"])
 
 
 @RSQRT_FORMS
-def test_rsqrt_exhaustive_small_domain(rsqrt_form):
-    cfg = CoreConfig(**SMALL, rsqrt_form=rsqrt_form)
+@pytest.mark.parametrize("features", [4, 5])      # T = 9 and 10: an even and an odd number of result bits
+def test_rsqrt_exhaustive_small_domain(rsqrt_form, features):
+    cfg = CoreConfig(**{**SMALL, "features": features}, rsqrt_form=rsqrt_form)
+    assert cfg.rsqrt_bits == 5 + features
     cases = list(range(1, 1 << cfg.d_width))
     results, latencies = run_rsqrt(cfg, cases)
     T, m = cfg.rsqrt_bits, cfg.rsqrt_m
@@ -87,7 +89,7 @@ def test_rsqrt_default_config_random_and_edges(rsqrt_form):
 
 @RSQRT_FORMS
 @pytest.mark.parametrize("held_input", [False, True])
-@pytest.mark.parametrize("scaled, rounding", [(False, None), (True, None), (True, 5), (True, 30)])
+@pytest.mark.parametrize("scaled, rounding", [(False, None), (True, None), (True, 5), (True, 6), (True, 30)])
 def test_rsqrt_products_with_factors(rsqrt_form, held_input, scaled, rounding):
     """With ``factors`` the unit returns each factor times ``r`` (exact, extremes of both signs
     included) beside the same ``(r, s)`` as the golden model, at the same latency; 0 for ``D = 0``.
@@ -233,6 +235,8 @@ CORE_CASES = {
     "interval-3-serial": dict(features=12, lanes=2, vector_interval=3, scalar_mul="serial", norm="rmsnorm"),
     "lane-dsp-3-p4": dict(features=64, lanes=4, lane_dsp=3),
     "compact-rsqrt-p2": dict(features=32, lanes=2, rsqrt_form="compact"),
+    "radix4-rsqrt": dict(features=24, rsqrt_form="radix4"),
+    "radix4-rsqrt-odd-bits-p2": dict(features=16, lanes=2, rsqrt_form="radix4"),
     "lane-dsp-4-nearest": dict(features=32, lanes=2, lane_dsp=4, rounding="nearest-even"),
 }
 
