@@ -134,16 +134,16 @@ def rsqrt_result_layout(cfg: CoreConfig, factors=None, scaled_bits=None) -> data
 
 
 def _difference(m: Module, a, b, c, width: int, name: str):
-    """``a - b - c`` modulo ``2**width``: a carry-save layer (one LUT per bit) of ``a``, ``~b``
-    and ``~c``, then one carry chain; the two 1s the negations need are the carry word's free low
-    bit and the chain's carry in."""
+    """``a - b - c`` modulo ``2**width`` for an ``a`` whose low bit is 0: a carry-save layer (one
+    LUT per bit) of ``a + 1``, ``~b`` and ``~c``, then one carry chain (the other 1 that the
+    negations need is the carry word's free low bit)."""
     x, b_, c_ = (Signal(width, name=f"{name}_{k}") for k in "abc")
-    m.d.comb += [x.eq(a), b_.eq(b), c_.eq(c)]
+    m.d.comb += [x.eq(a | 1), b_.eq(b), c_.eq(c)]
     y, z = ~b_, ~c_
     save = Signal(width, name=f"{name}_sum")
     carry = Signal(width, name=f"{name}_carry")
     m.d.comb += [save.eq(x ^ y ^ z), carry.eq(Cat(C(1, 1), ((x & y) | (x & z) | (y & z))[:width - 1]))]
-    return (save + carry + 1)[:width].as_signed()
+    return (save + carry)[:width].as_signed()
 
 
 class Rsqrt(wiring.Component):
