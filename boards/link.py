@@ -292,12 +292,11 @@ class FrameParser(wiring.Component):
         in_frame = Signal()
         idle = Signal(range(self._timeout + 1))
         expired = Signal()                # idle == timeout, a register beside the count
-        timeout = Signal()
-        # (never in a cycle with a byte: a byte that comes just in time is a byte, not a timeout)
-        m.d.comb += timeout.eq(expired & ~b_valid)
+        # A timeout is ``expired`` in a cycle without a byte (a byte that comes just in time is a
+        # byte, not a timeout): every state below tests for a byte first, then for ``expired``.
         with m.If(~in_frame | b_valid):
             m.d.sync += [idle.eq(0), expired.eq(0)]
-        with m.Elif(~timeout):
+        with m.Elif(~expired):
             m.d.sync += [idle.eq(idle + 1), expired.eq(idle == self._timeout - 1)]
         m.d.comb += self.busy.eq(in_frame)
 
@@ -380,25 +379,25 @@ class FrameParser(wiring.Component):
 
         with fsm.state("SYNC1"):
             m.d.comb += take.eq(1)
-            with m.If(timeout):
-                m.d.sync += in_frame.eq(0)
-                fsm.goto("HUNT")
-            with m.Elif(b_valid):
+            with m.If(b_valid):
                 with m.If(~b_err & (b_data == proto.SYNC[1])):
                     fsm.goto("CMD")
                 with m.Elif(b_err | (b_data != proto.SYNC[0])):
                     m.d.sync += in_frame.eq(0)
                     fsm.goto("HUNT")
+            with m.Elif(expired):
+                m.d.sync += in_frame.eq(0)
+                fsm.goto("HUNT")
 
         for state, target, nxt in (("CMD", cmd, "SEQ"), ("SEQ", seq, "LEN0"),
                                    ("LEN0", remaining[:8], "LEN1"), ("LEN1", remaining[8:16], "DISPATCH")):
             with fsm.state(state):
                 m.d.comb += take.eq(1)
-                with m.If(timeout):
-                    on_timeout()
-                with m.Elif(b_valid):
+                with m.If(b_valid):
                     m.d.sync += [target.eq(b_data), crc.eq(crc_next)]
                     fsm.goto(nxt)
+                with m.Elif(expired):
+                    on_timeout()
 
         with fsm.state("DISPATCH"):
             length = remaining[:16]
@@ -444,17 +443,16 @@ class FrameParser(wiring.Component):
         with fsm.state("VECTOR"):
             last_byte_of_beat = pos == beat_bytes - 1
             last_byte = remaining == 3
-            with m.If(~padding & timeout):
-                m.d.sync += [timed_out.eq(1), padding.eq(1)]
-            with m.Else():
-                m.d.comb += [
-                    self.beats.valid.eq(b_valid & last_byte_of_beat),
-                    self.beats.payload.data.eq(elements(beat_word(beat_bytes), lanes,
-                                                        cfg.in_format.width, b_in)),
-                    self.beats.payload.last.eq(last_byte),
-                    take.eq(~last_byte_of_beat | self.beats.ready),
-                ]
-                with m.If(b_valid & take):
+            # (no byte while timing out: the beat's valid and the byte's ready need no exception)
+            m.d.comb += [
+                self.beats.valid.eq(b_valid & last_byte_of_beat),
+                self.beats.payload.data.eq(elements(beat_word(beat_bytes), lanes,
+                                                    cfg.in_format.width, b_in)),
+                self.beats.payload.last.eq(last_byte),
+                take.eq(~last_byte_of_beat | self.beats.ready),
+            ]
+            with m.If(b_valid):
+                with m.If(take):
                     shift_in()
                     m.d.sync += remaining.eq(remaining - 1)
                     with m.If(~padding):
@@ -469,16 +467,18 @@ class FrameParser(wiring.Component):
                             fsm.goto("FINISH")
                         with m.Else():
                             fsm.goto("TAIL")
+            with m.Elif(~padding & expired):
+                m.d.sync += [timed_out.eq(1), padding.eq(1)]
 
         if cfg.affine:
             for state, nxt, field in (("ADDR0", "ADDR1", addr[:8]), ("ADDR1", "PARAMS", addr[8:])):
                 with fsm.state(state):
                     m.d.comb += take.eq(1)
-                    with m.If(timeout):
-                        on_timeout()
-                    with m.Elif(b_valid):
+                    with m.If(b_valid):
                         m.d.sync += [crc.eq(crc_next), remaining.eq(remaining - 1), field.eq(b_data)]
                         fsm.goto(nxt)
+                    with m.Elif(expired):
+                        on_timeout()
 
             with fsm.state("PARAMS"):
                 last_byte_of_beat = pos == pbeat_bytes - 1
@@ -491,9 +491,7 @@ class FrameParser(wiring.Component):
                     stage_wr.data.eq(Cat(elements(word, lanes, w_p, b_p),
                                          elements(word[8 * b_p * lanes:], lanes, w_p, b_p))),
                 ]
-                with m.If(timeout):
-                    on_timeout()
-                with m.Elif(b_valid):
+                with m.If(b_valid):
                     shift_in()
                     m.d.sync += [crc.eq(crc_next), remaining.eq(remaining - 1)]
                     with m.If(last_byte_of_beat):
@@ -505,6 +503,8 @@ class FrameParser(wiring.Component):
                         m.d.sync += pos.eq(pos + 1)
                     with m.If(remaining == 3):
                         fsm.goto("TAIL")
+                with m.Elif(expired):
+                    on_timeout()
 
             # the frame has checked: its staged beats go to the core, then PCRC is redone
             with fsm.state("COMMIT"):
@@ -531,14 +531,14 @@ class FrameParser(wiring.Component):
         # the CRC bytes; or, after a bad length or command, the rest of the frame as LEN said
         with fsm.state("TAIL"):
             m.d.comb += take.eq(1)
-            with m.If(timeout):
-                with m.If(error == 0):
-                    m.d.sync += timed_out.eq(1)
-                fsm.goto("FINISH")
-            with m.Elif(b_valid):
+            with m.If(b_valid):
                 m.d.sync += [crc.eq(crc_next), remaining.eq(remaining - 1)]
                 with m.If(remaining == 1):
                     fsm.goto("FINISH")
+            with m.Elif(expired):
+                with m.If(error == 0):
+                    m.d.sync += timed_out.eq(1)
+                fsm.goto("FINISH")
 
         with fsm.state("FINISH"):
             m.d.sync += settled.eq(1)
