@@ -223,7 +223,8 @@ def add_core_options(parser: argparse.ArgumentParser, *, norms=NORMS):
                        help="per-vector multiplier: parallel (fast) or serial (few DSP blocks) "
                             "(default: %(default)s)")
     group.add_argument("--rsqrt-form", choices=RSQRT_FORMS, default=None,
-                       help="reciprocal square root: lookahead (fast) or compact (fewer logic cells) "
+                       help="reciprocal square root: lookahead (fast clock), compact (fewer logic cells) "
+                            "or radix4 (fewest cycles, more logic, slower clock) "
                             "(default: compact with --scalar-mul serial, else lookahead)")
     group.add_argument("--lane-dsp", type=int, default=None, metavar="N",
                        help="at most N 18x18 multiplier blocks per lane: the low bits of gamma*v, then "
