@@ -393,9 +393,22 @@ def case_config(kwargs, seed: int) -> CoreConfig:
 
 def run_case(name: str, family: str, kwargs, *, seed: int, root, timeout: float) -> dict:
     """One :data:`PNR_CASES` entry, in its own directory under ``root``."""
+    from normgen.hw import core_latency
     slug = re.sub(r"[^a-z0-9]+", "-", f"{name} {family}".lower()).strip("-")
-    return {"name": name, **place_and_route(case_config(kwargs, seed), family, seed=seed,
-                                            workdir=Path(root) / slug, timeout=timeout)}
+    cfg = case_config(kwargs, seed)
+    return {"name": name, "latency_cycles": core_latency(cfg),
+            **place_and_route(cfg, family, seed=seed, workdir=Path(root) / slug, timeout=timeout)}
+
+
+def _latency(row: dict) -> str:
+    """The core's latency (last input → first output; BatchNorm inference: beat in → beat out) in
+    cycles, and in ns at the fmax achieved."""
+    cycles = row.get("latency_cycles")
+    if cycles is None:
+        return "—"
+    if row.get("status") == "routed" and row.get("fmax_mhz"):
+        return f"{cycles} ({1000 * cycles / row['fmax_mhz']:.0f} ns)"
+    return str(cycles)
 
 
 def _used(row: dict, group: str) -> str:
@@ -418,8 +431,8 @@ def render_markdown(rows: list[dict]) -> list[str]:
            "`normgen.sim.regpack` moves the flip-flops behind block RAM read data and around multipliers into the "
            "blocks' own registers between Yosys and nextpnr (as vendor tools do; counts below).  LUT counts "
            "TRELLIS_COMB (ECP5) or ICESTORM_LC (iCE40, one LUT and one flip-flop each); used/available.", "",
-           "| core | device | fmax MHz (constraint) | LUT | FF | DSP | BRAM | fits | critical path start → end | "
-           "logic / routing ns |", "|---|---|---|---|---|---|---|---|---|---|"]
+           "| core | device | fmax MHz (constraint) | latency cycles (ns at fmax) | LUT | FF | DSP | BRAM | fits | "
+           "critical path start → end | logic / routing ns |", "|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         cp = r.get("critical_path")
         if r.get("status") == "routed":
@@ -429,7 +442,7 @@ def render_markdown(rows: list[dict]) -> list[str]:
             fmax = f"{r.get('status')}: {r.get('error', '')}".replace("|", "/")
         path = f"`{cp['start_cell']}` → `{cp['end_cell']}`" if cp else "—"
         split = f"{cp['logic_ns']:.2f} / {cp['routing_ns']:.2f}" if cp else "—"
-        out.append(f"| {r['name']} | {r.get('device', r.get('family'))} | {fmax} | {_used(r, 'LUT')} | "
+        out.append(f"| {r['name']} | {r.get('device', r.get('family'))} | {fmax} | {_latency(r)} | {_used(r, 'LUT')} | "
                    f"{_used(r, 'FF')} | {_used(r, 'DSP')} | {_used(r, 'BRAM')} | {_fits(r)} | {path} | {split} |")
     out.append("")
     packed = [r for r in rows if r.get("packed")]
@@ -450,11 +463,11 @@ def render_markdown(rows: list[dict]) -> list[str]:
 
 def render_summary(rows: list[dict]) -> list[str]:
     """The README's lines for place and route."""
-    out = ["| core (registered harness, placed and routed) | device | fmax MHz | LUT | FF | DSP | BRAM | fits |",
-           "|---|---|---|---|---|---|---|---|"]
+    out = ["| core (registered harness, placed and routed) | device | fmax MHz | latency cycles (ns at fmax) | LUT | FF | "
+           "DSP | BRAM | fits |", "|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         fmax = f"{r['fmax_mhz']:.1f}" if r.get("status") == "routed" and r.get("fmax_mhz") else r.get("status", "?")
-        out.append(f"| {r['name']} | {r.get('device', r.get('family'))} | {fmax} | {_used(r, 'LUT')} | "
+        out.append(f"| {r['name']} | {r.get('device', r.get('family'))} | {fmax} | {_latency(r)} | {_used(r, 'LUT')} | "
                    f"{_used(r, 'FF')} | {_used(r, 'DSP')} | {_used(r, 'BRAM')} | {_fits(r)} |")
     out.append("")
     return out
