@@ -230,26 +230,27 @@ class RsqrtHarness(Elaboratable):
 
 
 def rsqrt_induction_depth(cfg: CoreConfig) -> int:
-    """k for the rsqrt proof.  Its result-bit counter (``range(T + 2)``) has unreachable values
-    (0 and above ``T + 1``) from which a run lasts up to ``2**bits`` cycles; a window longer than
-    that always starts in a reachable state of the counter or sees a failure it assumes away."""
-    counter_bits = (cfg.rsqrt_bits + 1).bit_length()
+    """k for the rsqrt proof.  Its step counter (``range(T + 3)``) has unreachable values (0 and
+    above the steps of the form) from which a run lasts up to ``2**bits`` cycles; a window longer
+    than that always starts in a reachable state of the counter or sees a failure it assumes away."""
+    counter_bits = (cfg.rsqrt_bits + 2).bit_length()
     return max(rsqrt_latency(cfg), 1 << counter_bits) + 3
 
 
-def rsqrt_proof(kind: str = "layernorm", *, mutate: bool = False) -> Proof:
+def rsqrt_proof(kind: str = "layernorm", *, mutate: bool = False, rsqrt_form: str | None = None) -> Proof:
     """R and s of the rsqrt unit equal :func:`rsqrt_spec` for every ``d_width``-bit radicand of
-    ``kind``'s configuration; k-induction (:func:`rsqrt_induction_depth`)."""
-    cfg = config(kind)
+    ``kind``'s configuration [with another form of the recurrence]; k-induction
+    (:func:`rsqrt_induction_depth`)."""
+    cfg = config(kind) if rsqrt_form is None else CoreConfig(**CONFIGS[kind], rsqrt_form=rsqrt_form)
     wrong = (1 << cfg.d_width) - 1 if mutate else None
 
     def build():
         harness = RsqrtHarness(cfg, wrong_entry=wrong)
         return harness, [harness.dut.i.valid, harness.dut.i.payload, harness.dut.o.ready]
     return Proof(
-        name=f"rsqrt-{kind}" + ("-mutated" if mutate else ""), build=build,
-        mode="prove", depth=rsqrt_induction_depth(cfg), expect="FAIL" if mutate else "PASS",
-        about=f"rsqrt of every {cfg.d_width}-bit radicand (T={cfg.rsqrt_bits}, m={cfg.rsqrt_m})"
+        name=f"rsqrt-{kind}" + (f"-{rsqrt_form}" if rsqrt_form else "") + ("-mutated" if mutate else ""),
+        build=build, mode="prove", depth=rsqrt_induction_depth(cfg), expect="FAIL" if mutate else "PASS",
+        about=f"rsqrt of every {cfg.d_width}-bit radicand (T={cfg.rsqrt_bits}, m={cfg.rsqrt_m}, {cfg.rsqrt_form})"
               + (": the table wrong at D = 2**d_width - 1" if mutate else ""))
 
 
@@ -577,7 +578,7 @@ KINDS = tuple(CONFIGS)
 def all_proofs() -> list:
     """Every proof of ``make formal``: the rsqrt unit, then per core kind its stream rules and its
     framing."""
-    proofs = [rsqrt_proof("rmsnorm"), datapath_proof("layernorm")]
+    proofs = [rsqrt_proof("rmsnorm"), rsqrt_proof("rmsnorm", rsqrt_form="radix4"), datapath_proof("layernorm")]
     proofs += [stream_proof(kind) for kind in KINDS]
     proofs += [framing_proof(kind) for kind in KINDS]
     return proofs
