@@ -183,7 +183,8 @@ def resource_jobs(executor, seed: int):
     root = build_root() / "bench"
     for name, kwargs in RESOURCE_CASES:
         cfg = CoreConfig(**kwargs)
-        workdir = root / f"synth-p{cfg.lanes}-{cfg.scalar_mul}"
+        # (a directory per case: cases that differ in other choices must not share one Verilog file)
+        workdir = root / ("synth-" + "-".join("".join(c if c.isalnum() else " " for c in name.lower()).split()))
         workdir.mkdir(parents=True, exist_ok=True)
         verilog = workdir / "normgen_core.v"
         verilog.write_text(generate_verilog(cfg, module_name="normgen_core"))
