@@ -184,7 +184,7 @@ def resource_jobs(executor, seed: int):
     for name, kwargs in RESOURCE_CASES:
         cfg = CoreConfig(**kwargs)
         # (a directory per case: cases that differ in other choices must not share one Verilog file)
-        workdir = root / ("synth-" + "-".join("".join(c if c.isalnum() else " " for c in name.lower()).split()))
+        workdir = root / f"synth-{pnr.slug(name)}"
         workdir.mkdir(parents=True, exist_ok=True)
         verilog = workdir / "normgen_core.v"
         verilog.write_text(generate_verilog(cfg, module_name="normgen_core"))

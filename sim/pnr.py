@@ -391,13 +391,17 @@ def case_config(kwargs, seed: int) -> CoreConfig:
     return CoreConfig(**kwargs)
 
 
+def slug(text: str) -> str:
+    """A directory name for a case: its name's letters and digits, runs of others as one ``-``."""
+    return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")
+
+
 def run_case(name: str, family: str, kwargs, *, seed: int, root, timeout: float) -> dict:
     """One :data:`PNR_CASES` entry, in its own directory under ``root``."""
     from normgen.hw import core_latency
-    slug = re.sub(r"[^a-z0-9]+", "-", f"{name} {family}".lower()).strip("-")
     cfg = case_config(kwargs, seed)
     return {"name": name, "latency_cycles": core_latency(cfg),
-            **place_and_route(cfg, family, seed=seed, workdir=Path(root) / slug, timeout=timeout)}
+            **place_and_route(cfg, family, seed=seed, workdir=Path(root) / slug(f"{name} {family}"), timeout=timeout)}
 
 
 def _latency(row: dict) -> str:
