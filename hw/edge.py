@@ -27,7 +27,7 @@ import subprocess
 import sys
 
 from amaranth.back import rtlil
-from amaranth.hdl import Cat, Module
+from amaranth.hdl import Array, Cat, Module, Signal
 from amaranth.lib import memory, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -36,7 +36,7 @@ from .interface import param_addr_bits, param_widths
 
 __all__ = ["AxiStreamEdge", "axi_members", "generate_verilog", "verilog_header", "component_verilog",
            "SCRATCH", "NO_COLLISION", "WIDE_WORD", "constant_memory_attrs", "scratch_memory", "drop_scratch_init",
-           "collision_free_reads", "unbracketed_field_names",
+           "collision_free_reads", "unbracketed_field_names", "BANK_DEPTH", "banked", "BankedMemory",
            "split_memory_inits"]
 
 #: Attribute of a scratch memory: one whose words are always written before the value read from
@@ -77,6 +77,80 @@ def scratch_memory(*, shape, depth, collision_free: bool = False) -> memory.Memo
     :data:`NO_COLLISION`."""
     return memory.Memory(shape=shape, depth=depth, init=[],
                          attrs={SCRATCH: 1, **(NO_COLLISION if collision_free else {})})
+
+
+#: Words per bank of a :class:`BankedMemory`: the depth of an ECP5 block RAM as 1024 x 18 (DP16KD), so a
+#: bank is one block per 18 bits of the word and its read data come straight from its blocks.
+BANK_DEPTH = 1024
+
+
+def banked(depth: int) -> bool:
+    """Whether a memory of ``depth`` words is built as a :class:`BankedMemory`: from more than
+    two banks' worth (up to 2048 words synthesis finds a block RAM shape without a multiplexer
+    behind it, 2048 x 9)."""
+    return depth > 2 * BANK_DEPTH
+
+
+class BankedMemory(wiring.Component):
+    """A deep memory as banks of :data:`BANK_DEPTH` words, each bank's read data registered, then
+    the addressed bank's register chosen: read data two cycles after the address (one after the
+    register of a :class:`~amaranth.lib.memory.Memory`'s synchronous port), from a register and a
+    multiplexer.
+
+    Synthesis builds a deep memory from rows of block RAMs and chooses among the rows' read data
+    by multiplexers in the fabric, so no register follows a block RAM directly and each keeps its
+    slow unregistered output (ECP5: 5.8 ns from the clock), in front of a multiplexer that gathers
+    the rows from across the die (at N_max = 65536, 65 rows: 7.1 ns of block RAM output and LUTs
+    and 8.5 ns of routing to the register behind it, 64 MHz in the benchmark's harness).  Here each bank's
+    register can become its blocks' own output register (:mod:`normgen.sim.regpack`), and the
+    caller takes ``read.data`` where it had that register: the same cycle, the register moved in
+    front of the multiplexer.  What is left is the gather itself (the report's critical path).
+
+    Members
+    -------
+    write : Out(memory.WritePort.Signature(...))
+        ``addr``, ``data``, ``en``: a word written at the clock edge (one enable for the word).
+    read : Out(memory.ReadPort.Signature(...))
+        ``addr`` and ``en`` in one cycle, ``data`` two cycles later.
+
+    ``init`` (a list of words, or None: zeros) and ``attrs`` go to every bank; ``scratch`` marks
+    the banks :data:`SCRATCH` (no initializer in the Verilog)."""
+
+    def __init__(self, *, shape, depth: int, init=None, attrs=None, scratch: bool = False):
+        self._shape, self._depth = shape, depth
+        self._init = None if init is None else list(init)
+        self._attrs = {**(attrs or {}), **({SCRATCH: 1} if scratch else {})}
+        addr_width = max(1, (depth - 1).bit_length())
+        super().__init__({
+            "write": Out(memory.WritePort.Signature(addr_width=addr_width, shape=shape)),
+            "read": Out(memory.ReadPort.Signature(addr_width=addr_width, shape=shape)),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        bank_bits = (BANK_DEPTH - 1).bit_length()
+        banks = -(-self._depth // BANK_DEPTH)
+        # the bank of the word read: at the read (the address's cycle), then with the banks'
+        # registers
+        chosen = [Signal(range(banks), name=f"read_bank{k}") for k in range(2)]
+        m.d.sync += [chosen[0].eq(self.read.addr[bank_bits:]), chosen[1].eq(chosen[0])]
+        held = []
+        for k in range(banks):
+            words = min(BANK_DEPTH, self._depth - k * BANK_DEPTH)
+            init = [] if self._init is None else self._init[k * BANK_DEPTH:k * BANK_DEPTH + words]
+            m.submodules[f"bank{k}"] = bank = memory.Memory(shape=self._shape, depth=words, init=init,
+                                                             attrs=self._attrs)
+            w, r = bank.write_port(), bank.read_port(domain="sync")
+            m.d.comb += [
+                w.addr.eq(self.write.addr[:bank_bits]), w.data.eq(self.write.data),
+                w.en.eq(self.write.en & (self.write.addr[bank_bits:] == k)),
+                r.addr.eq(self.read.addr[:bank_bits]), r.en.eq(self.read.en),
+            ]
+            reg = Signal.like(r.data, name=f"bank{k}_data", reset_less=True)
+            m.d.sync += reg.eq(r.data)
+            held.append(reg)
+        m.d.comb += self.read.data.eq(Array(held)[chosen[1]])
+        return m
 
 
 def _rewrite_memory_cells(text: str, attribute: str, cell_type: str, rewrite) -> str:

@@ -28,6 +28,7 @@ from amaranth.lib import data, fifo, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from .config import SLICE_LANES, CoreConfig
+from .edge import banked
 from .ingest import buffer_depth, lane_values, next_ptr
 from .interface import output_layout
 from .multiply import product_latency, product_tree, saturate
@@ -699,8 +700,13 @@ class OutputStage(wiring.Component):
         read = at_read(issue, "issue")
         read_last = at_read(issue_last, "issue_last")
         m.d.sync += [s1_valid.eq(read), s1_last.eq(read_last), s1_err.eq(at_read(head.overlong, "issue_err")),
-                     s1b_valid.eq(s1_valid), s1b_last.eq(s1_last), s1b_err.eq(s1_err),
-                     s1b_x.eq(self.buffer.data)]
+                     s1b_valid.eq(s1_valid), s1b_last.eq(s1_last), s1b_err.eq(s1_err)]
+        # (a deep buffer, :class:`~normgen.hw.edge.BankedMemory`, has that register in front of
+        # its banks' multiplexer: its data are S1b's)
+        if banked(buffer_depth(cfg)):
+            m.d.comb += s1b_x.eq(self.buffer.data)
+        else:
+            m.d.sync += s1b_x.eq(self.buffer.data)
         copies = coef_copies(cfg)
         s1_copies = (copies + 1) // 2
         if sliced:
@@ -731,7 +737,10 @@ class OutputStage(wiring.Component):
             m.d.sync += s1b_stats.eq(s1_stats)
         if cfg.affine:
             s1b_par = Signal.like(self.params.data, reset_less=True)
-            m.d.sync += s1b_par.eq(self.params.data)
+            if banked(cfg.beats_max):        # (as the buffer's: the register is the banks')
+                m.d.comb += s1b_par.eq(self.params.data)
+            else:
+                m.d.sync += s1b_par.eq(self.params.data)
 
         m.submodules.datapath = datapath = ElementDatapath(cfg, shared_coefs=True, stalls=False, copies=copies,
                                                            late_params=late_params)

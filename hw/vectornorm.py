@@ -16,7 +16,7 @@ from amaranth import *
 from amaranth.lib import memory, wiring
 
 from .config import SLICE_LANES, CoreConfig
-from .edge import constant_memory_attrs, scratch_memory
+from .edge import NO_COLLISION, BankedMemory, banked, constant_memory_attrs, scratch_memory
 from .ingest import Ingest, buffer_depth
 from .interface import Core
 from .kinds import register_core
@@ -65,11 +65,20 @@ class NormCore(Core):
         m.submodules.scalars = scalars = VectorScalars(cfg) if units == 1 else ScalarBank(cfg, units)
         m.submodules.output = output = OutputStage(cfg)
 
-        m.submodules.buffer = buffer = scratch_memory(
-            shape=unsigned(cfg.lanes * cfg.in_format.width), depth=ingest.depth, collision_free=True)
+        buffer_shape = unsigned(cfg.lanes * cfg.in_format.width)
+        if banked(ingest.depth):
+            # (the output stage takes its data a cycle after a memory port's: BankedMemory)
+            m.submodules.buffer = buffer = BankedMemory(shape=buffer_shape, depth=ingest.depth,
+                                                        attrs=NO_COLLISION, scratch=True)
+            buffer_ports = lambda: (buffer.write, buffer.read)
+        else:
+            m.submodules.buffer = buffer = scratch_memory(shape=buffer_shape, depth=ingest.depth,
+                                                          collision_free=True)
+            buffer_ports = lambda: (buffer.write_port(), buffer.read_port(domain="sync"))
         wiring.connect(m, wiring.flipped(self.i), ingest.i)
-        wiring.connect(m, ingest.buffer, buffer.write_port())
-        wiring.connect(m, output.buffer, buffer.read_port(domain="sync"))
+        buffer_write, buffer_read = buffer_ports()
+        wiring.connect(m, ingest.buffer, buffer_write)
+        wiring.connect(m, output.buffer, buffer_read)
         m.d.comb += [
             ingest.rd_ptr.eq(output.rd_ptr),
             self.overlong.eq(ingest.overlong),
@@ -79,11 +88,17 @@ class NormCore(Core):
         wiring.connect(m, output.o, wiring.flipped(self.o))
 
         if cfg.affine:
-            m.submodules.params = params = memory.Memory(
-                shape=unsigned(cfg.lanes * 2 * cfg.param_format.width), depth=cfg.beats_max,
-                init=pack_params(cfg), attrs=constant_memory_attrs(cfg.lanes * 2 * cfg.param_format.width))
-            par_wr = params.write_port()
-            wiring.connect(m, output.params, params.read_port(domain="sync"))
+            params_width = cfg.lanes * 2 * cfg.param_format.width
+            params_memory = BankedMemory if banked(cfg.beats_max) else memory.Memory
+            m.submodules.params = params = params_memory(
+                shape=unsigned(params_width), depth=cfg.beats_max,
+                init=pack_params(cfg), attrs=constant_memory_attrs(params_width))
+            if banked(cfg.beats_max):
+                par_wr = params.write
+                wiring.connect(m, output.params, params.read)
+            else:
+                par_wr = params.write_port()
+                wiring.connect(m, output.params, params.read_port(domain="sync"))
             # A write waits for a cycle in which the core was idle and already holding new vectors
             # back (so it is still idle now); the register keeps the OR of every stage's busy flag
             # away from the memory's write port.

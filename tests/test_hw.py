@@ -7,6 +7,7 @@ import pytest
 from amaranth.sim import Simulator
 
 from normgen.hw.config import SLICE_LANES, CoreConfig
+from normgen.hw.edge import BANK_DEPTH, banked
 from normgen.hw.ingest import buffer_depth, read_delay
 from normgen.hw.output import read_to_output
 from normgen.hw.rsqrt import Rsqrt, rsqrt_latency, rsqrt_shift_range
@@ -346,6 +347,26 @@ def test_vector_buffer_depth(kwargs):
     if cfg.beats_max >= read_delay(cfg) + 2:      # then no power-of-two doubling
         assert depth <= 2 * cfg.beats_max
     assert NormCore(cfg).buffer_depth == depth
+
+
+def test_deep_memories_in_banks():
+    """A vector buffer and a γ/β memory deeper than two banks (:class:`BankedMemory`: each bank's
+    read data registered, the register the output stage had behind the memory): bit-exact with
+    the golden model, vectors and γ/β across every bank, a parameter write in between, the
+    declared latency, at full rate and under backpressure."""
+    rng = np.random.default_rng(21)
+    cfg = _random_affine(CoreConfig(features=2 * BANK_DEPTH + 200), rng)     # three banks each
+    assert banked(buffer_depth(cfg)) and banked(cfg.beats_max)
+    n = cfg.features
+    items = [Packet(vectors.make_vector(cfg, "uniform", n, rng)),
+             Packet(vectors.make_vector(cfg, "normal_wide", n - 3, rng)),
+             ParamWrite(*vectors.random_params(cfg, rng)),
+             Packet(vectors.make_vector(cfg, "normal_wide", n, rng)),
+             Packet(vectors.make_vector(cfg, "uniform", 5, rng))]
+    run = run_core(cfg, items)
+    _check(cfg, items, run)
+    assert run.latencies[0] == core_latency(cfg)
+    _check(cfg, items, run_core(cfg, items, idle=0.1, stall=0.3, seed=3))
 
 
 @pytest.mark.parametrize("lanes", [2, 16])           # 16: the write port's registers (wide cores)

@@ -12,7 +12,7 @@ import pytest
 from normgen.hw import generate_verilog
 from normgen.hw.batchnorm import _pack_coefs
 from normgen.hw.config import CoreConfig
-from normgen.hw.edge import INIT_BLOCK_WORDS, drop_scratch_init, split_memory_inits
+from normgen.hw.edge import BANK_DEPTH, INIT_BLOCK_WORDS, drop_scratch_init, split_memory_inits
 from normgen.hw.ingest import buffer_depth
 from normgen.hw.output import pack_params
 from normgen.sim import vectors
@@ -38,17 +38,39 @@ def initial_blocks(text: str) -> list[int]:
     return [len(block.strip().splitlines()) for block in re.findall(r"initial begin\n(.*?)\n\s*end\n", text, re.S)]
 
 
+def module_text(text: str, suffix: str) -> str:
+    """The Verilog of the one module whose name ends in ``suffix``."""
+    found = [body for name, body in re.findall(r"^module \\?(\S+?)\(?\s.*?\n(.*?)^endmodule", text, re.M | re.S)
+             if name.endswith(suffix)]
+    assert len(found) == 1, (suffix, len(found))
+    return found[0]
+
+
+def banks(text: str) -> list[tuple[int, int]]:
+    """(width, depth) of the banks ``bank0``, ``bank1``, ... of a BankedMemory's module."""
+    mems = memories(text)
+    count = len([name for name in mems if re.fullmatch(r"bank\d+", name)])
+    assert count == len(mems)
+    return [mems[f"bank{k}"] for k in range(count)]
+
+
 def test_n_max_65536_is_compact():
-    """Only the γ/β memory has an initializer: the vector buffer (2 * 65536 words) has none."""
+    """Only the γ/β memory has an initializer: the vector buffer (65536 words and a few, in banks
+    of BANK_DEPTH) has none."""
     cfg = CoreConfig(features=65536)
     text = generate_verilog(cfg)
-    mems = memories(text)
-    assert mems["buffer"] == (16, buffer_depth(cfg)) and mems["params"] == (32, 65536)
-    assert not re.search(r"^\s*buffer\[\d+\] =", text, re.M)
-    assert init_words(text, "params") == dict(enumerate(pack_params(cfg)))
+    buffer, params = module_text(text, "core.buffer"), module_text(text, "core.params")
+    buffer_banks, params_banks = banks(buffer), banks(params)
+    assert {width for width, _ in buffer_banks} == {16} and sum(d for _, d in buffer_banks) == buffer_depth(cfg)
+    assert params_banks == [(32, BANK_DEPTH)] * (65536 // BANK_DEPTH)
+    assert not re.search(r"^\s*bank\d+\[\d+\] =", buffer, re.M)
+    words = {}
+    for k in range(len(params_banks)):
+        words.update({k * BANK_DEPTH + i: value for i, value in init_words(params, f"bank{k}").items()})
+    assert words == dict(enumerate(pack_params(cfg)))
     assert max(initial_blocks(text)) <= INIT_BLOCK_WORDS
     # everything but the γ/β initializer is the size of a small core's file
-    rest = [line for line in text.splitlines() if not re.match(r"\s*params\[\d+\] =", line)]
+    rest = [line for line in text.splitlines() if not re.match(r"\s*bank\d+\[\d+\] =", line)]
     assert len("\n".join(rest)) < 400_000
     assert len(text) < 2_500_000
 
