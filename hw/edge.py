@@ -101,10 +101,11 @@ class BankedMemory(wiring.Component):
     by multiplexers in the fabric, so no register follows a block RAM directly and each keeps its
     slow unregistered output (ECP5: 5.8 ns from the clock), in front of a multiplexer that gathers
     the rows from across the die (at N_max = 65536, 65 rows: 7.1 ns of block RAM output and LUTs
-    and 8.5 ns of routing to the register behind it, 64 MHz in the benchmark's harness).  Here each bank's
-    register can become its blocks' own output register (:mod:`normgen.sim.regpack`), and the
-    caller takes ``read.data`` where it had that register: the same cycle, the register moved in
-    front of the multiplexer.  What is left is the gather itself (the report's critical path).
+    and 8.5 ns of routing to the register behind it, 64 MHz in the benchmark's harness).  Here
+    each bank's register can become its blocks' own output register (:mod:`normgen.sim.regpack`),
+    and the caller takes ``read.data`` where it had that register: the same cycle, the register
+    moved in front of the multiplexer.  What is left is the gather itself (the report's critical
+    path).
 
     Members
     -------
@@ -125,6 +126,17 @@ class BankedMemory(wiring.Component):
             "write": Out(memory.WritePort.Signature(addr_width=addr_width, shape=shape)),
             "read": Out(memory.ReadPort.Signature(addr_width=addr_width, shape=shape)),
         })
+
+    def write_port(self):
+        """``write``, named as a :class:`~amaranth.lib.memory.Memory` names its port, so that a
+        caller connects either kind of memory the same way."""
+        return self.write
+
+    def read_port(self, *, domain: str = "sync"):
+        """``read`` (data two cycles after the address), as :meth:`write_port`."""
+        if domain != "sync":
+            raise ValueError(f"BankedMemory reads in the sync domain, not {domain!r}")
+        return self.read
 
     def elaborate(self, platform):
         m = Module()

@@ -68,17 +68,13 @@ class NormCore(Core):
         buffer_shape = unsigned(cfg.lanes * cfg.in_format.width)
         if banked(ingest.depth):
             # (the output stage takes its data a cycle after a memory port's: BankedMemory)
-            m.submodules.buffer = buffer = BankedMemory(shape=buffer_shape, depth=ingest.depth,
-                                                        attrs=NO_COLLISION, scratch=True)
-            buffer_ports = lambda: (buffer.write, buffer.read)
+            buffer = BankedMemory(shape=buffer_shape, depth=ingest.depth, attrs=NO_COLLISION, scratch=True)
         else:
-            m.submodules.buffer = buffer = scratch_memory(shape=buffer_shape, depth=ingest.depth,
-                                                          collision_free=True)
-            buffer_ports = lambda: (buffer.write_port(), buffer.read_port(domain="sync"))
+            buffer = scratch_memory(shape=buffer_shape, depth=ingest.depth, collision_free=True)
+        m.submodules.buffer = buffer
         wiring.connect(m, wiring.flipped(self.i), ingest.i)
-        buffer_write, buffer_read = buffer_ports()
-        wiring.connect(m, ingest.buffer, buffer_write)
-        wiring.connect(m, output.buffer, buffer_read)
+        wiring.connect(m, ingest.buffer, buffer.write_port())
+        wiring.connect(m, output.buffer, buffer.read_port(domain="sync"))
         m.d.comb += [
             ingest.rd_ptr.eq(output.rd_ptr),
             self.overlong.eq(ingest.overlong),
@@ -93,12 +89,8 @@ class NormCore(Core):
             m.submodules.params = params = params_memory(
                 shape=unsigned(params_width), depth=cfg.beats_max,
                 init=pack_params(cfg), attrs=constant_memory_attrs(params_width))
-            if banked(cfg.beats_max):
-                par_wr = params.write
-                wiring.connect(m, output.params, params.read)
-            else:
-                par_wr = params.write_port()
-                wiring.connect(m, output.params, params.read_port(domain="sync"))
+            par_wr = params.write_port()
+            wiring.connect(m, output.params, params.read_port(domain="sync"))
             # A write waits for a cycle in which the core was idle and already holding new vectors
             # back (so it is still idle now); the register keeps the OR of every stage's busy flag
             # away from the memory's write port.

@@ -5,9 +5,10 @@ import zlib
 import numpy as np
 import pytest
 from amaranth.sim import Simulator
+from amaranth.hdl import unsigned
 
 from normgen.hw.config import SLICE_LANES, CoreConfig
-from normgen.hw.edge import BANK_DEPTH, banked
+from normgen.hw.edge import BANK_DEPTH, BankedMemory, banked
 from normgen.hw.ingest import buffer_depth, read_delay
 from normgen.hw.output import read_to_output
 from normgen.hw.rsqrt import Rsqrt, rsqrt_latency, rsqrt_shift_range
@@ -367,6 +368,14 @@ def test_deep_memories_in_banks():
     _check(cfg, items, run)
     assert run.latencies[0] == core_latency(cfg)
     _check(cfg, items, run_core(cfg, items, idle=0.1, stall=0.3, seed=3))
+
+
+def test_banked_memory_reads_in_sync_only():
+    """Its read data come from registers in the sync domain: another domain is refused."""
+    mem = BankedMemory(shape=unsigned(8), depth=3 * BANK_DEPTH)
+    assert mem.read_port(domain="sync") is mem.read and mem.write_port() is mem.write
+    with pytest.raises(ValueError, match="sync domain, not 'comb'"):
+        mem.read_port(domain="comb")
 
 
 @pytest.mark.parametrize("lanes", [2, 16])           # 16: the write port's registers (wide cores)
