@@ -272,6 +272,7 @@ class Ingest(wiring.Component):
         m.d.sync += [r.eq(x) for r, x in zip(r_x, xs)]
         m.d.sync += [r.eq(x * x) for r, x in zip(r_sq, xs)]
         m.d.sync += r_token.eq(token)
+        tokens = [r_token]                  # every token register counts for ``busy``
         if stats_slice(cfg):
             # from SLICE_LANES lanes on, a second register behind each lane's square (the first
             # is the multiplier block's own): the blocks sit in rows apart from the adder tree
@@ -283,10 +284,10 @@ class Ingest(wiring.Component):
             m.d.sync += [a.eq(b) for a, b in zip(r_x2 + r_sq2, r_x + r_sq)]
             m.d.sync += r_token2.eq(r_token)
             r_x, r_sq, r_token = r_x2, r_sq2, r_token2
+            tokens.append(r_token2)
 
         # T stages: the lane sums, one adder level per register.
         sums, squares, tree_token = r_x, r_sq, r_token
-        tokens = [r_token]
         for stage in range(self.tree_stages(lanes)):
             for _ in range(self.TREE_LEVELS_PER_STAGE):
                 sums = [a + b for a, b in zip(sums[0::2], sums[1::2])] + sums[len(sums) & ~1:]

@@ -380,10 +380,15 @@ def test_banked_memory_reads_in_sync_only():
 
 @pytest.mark.parametrize("lanes", [2, 16])           # 16: the write port's registers (wide cores)
 def test_parameter_port_applies_to_later_vectors(lanes):
+    """γ/β written through the parameter port apply to the vectors sent after the write and to
+    no vector before it, also when a one-beat vector is taken in the cycle before the write
+    is offered (its stages are not busy yet in that cycle)."""
     rng = np.random.default_rng(11)
     cfg = CoreConfig(features=8 * lanes, lanes=lanes)
     n_max = cfg.features
-    items = [Packet(vectors.make_vector(cfg, "uniform", n_max, rng)) for _ in range(3)]
+    # (first: a one-beat vector into the idle core, the write offered in the next cycle)
+    items = [Packet(vectors.make_vector(cfg, "uniform", lanes, rng)), ParamWrite(*vectors.random_params(cfg, rng))]
+    items += [Packet(vectors.make_vector(cfg, "uniform", n_max, rng)) for _ in range(3)]
     items.append(ParamWrite(*vectors.random_params(cfg, rng)))
     items += [Packet(vectors.make_vector(cfg, "normal_wide", int(n), rng)) for n in (lanes, n_max, n_max // 2)]
     items.append(ParamWrite(*vectors.random_params(cfg, rng)))
