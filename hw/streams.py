@@ -153,24 +153,38 @@ class CreditFIFO(_QueueFIFO):
 
 class ReadyRegFIFO(_QueueFIFO):
     """:class:`~amaranth.lib.fifo.SyncFIFO`'s interface and behaviour, cycle for cycle, with
-    ``w_rdy`` a register of its own (computed from the level the cycle ahead).
+    ``w_rdy`` a register of its own (computed from the level the cycle ahead) and ``r_data`` a
+    register too: the words are flip-flops that shift towards the head on every read, so the
+    head is always ``word0`` (a write lands at the first free place after the read's shift).
 
     When producer and FIFO sit far apart on the die, a ``w_rdy`` decoded from the level makes a
     round trip in one cycle: level → the producer's handshake logic → back as the write enable →
     level.  Here the producer sees a flip-flop, and the FIFO its ``valid``: one crossing each way,
-    in separate cycles."""
+    in separate cycles.  The consumer sees flip-flops as well, not a read pointer → storage →
+    multiplexer (at P = 32 the constants FIFO's read pointer → its storage → the issue logic's
+    read-pointer enable was the critical path, 5.7 ns of routing).  For a few words: each word
+    has a multiplexer in front of it."""
 
     def elaborate(self, platform):
         m = Module()
-        m.submodules.inner = inner = CreditFIFO(width=self.width, depth=self.depth)
+        words = [Signal(self.width, name=f"word{k}", reset_less=True) for k in range(self.depth)]
+        level = Signal(range(self.depth + 1))
         ready = Signal(init=1)                  # the level is below the depth
         do_write, do_read = Signal(), Signal()
+        kept = Signal.like(level)               # words left after this cycle's read
         m.d.comb += [
             do_write.eq(self.w_en & ready),
-            do_read.eq(self.r_en & inner.r_rdy),
-            inner.w_data.eq(self.w_data), inner.w_en.eq(do_write), inner.r_en.eq(self.r_en),
-            self.r_data.eq(inner.r_data), self.r_rdy.eq(inner.r_rdy), self.w_rdy.eq(ready),
-            self.w_level.eq(inner.w_level), self.r_level.eq(inner.r_level),
+            do_read.eq(self.r_en & (level != 0)),
+            kept.eq(level - do_read),
+            self.r_data.eq(words[0]), self.r_rdy.eq(level != 0), self.w_rdy.eq(ready),
+            self.w_level.eq(level), self.r_level.eq(level),
         ]
-        m.d.sync += ready.eq(inner.r_level + do_write - do_read < self.depth)
+        for k, word in enumerate(words):
+            shifted = words[k + 1] if k + 1 < self.depth else word
+            with m.If(do_write & (kept == k)):
+                m.d.sync += word.eq(self.w_data)
+            with m.Elif(do_read):
+                m.d.sync += word.eq(shifted)
+        m.d.sync += [level.eq(level + do_write - do_read),
+                     ready.eq(level + do_write - do_read < self.depth)]
         return m
