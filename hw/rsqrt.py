@@ -86,7 +86,7 @@ from amaranth import *
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from .config import CoreConfig
+from .config import SLICE_LANES, CoreConfig
 from .sequencer import OneHot
 
 __all__ = ["Rsqrt", "radix4_digits", "rsqrt_input_layout", "rsqrt_result_layout", "rsqrt_latency", "rsqrt_shift_range"]
@@ -368,15 +368,21 @@ class Rsqrt(wiring.Component):
         # the step after which ``scaled_round`` doublings remain adds its rounding term: a
         # register set a step ahead (a decode of the step count in front of the accumulators'
         # carry chains was the critical path); D = 0: none
-        inject = Signal()
+        # (wide cores: a copy for each of two accumulators, told apart by their initial values
+        # so that synthesis keeps both (the value before the first FINE is never used); the
+        # accumulators feed constants that fan out to lanes across the die, and at P = 32 one
+        # register → the far accumulator's carry chain was the critical path, 3.2 ns of routing)
+        copies = 2 if cfg.lanes >= SLICE_LANES and len(factor_acc) > 1 else 1
+        inject_regs = [Signal(name="inject" if c == 0 else f"inject{c}", init=c) for c in range(copies)]
+        inject = {name: inject_regs[k % copies] for k, name in enumerate(factor_acc)}
         # (radix-4: the step after which round // 2 steps remain, at bit round % 2)
         injects = self._round is not None and self._round < per_step * steps
         if injects:
             remain, inject_bit = divmod(self._round, per_step)
             with m.If(fsm.flag("FINE")):
-                m.d.sync += inject.eq(int(steps == remain + 1) & ~zero)
+                m.d.sync += [reg.eq(int(steps == remain + 1) & ~zero) for reg in inject_regs]
             with m.If(fsm.flag("RUN")):
-                m.d.sync += inject.eq((step == remain + 2) & ~zero)
+                m.d.sync += [reg.eq((step == remain + 2) & ~zero) for reg in inject_regs]
         if radix4:
             # 3f for each factor (the step's multiple of it is chosen, then added)
             tripled = {}
@@ -390,7 +396,7 @@ class Rsqrt(wiring.Component):
                 m.d.sync += root.eq(Cat(low, high, root))
                 for name, acc in factor_acc.items():
                     value = added[name]
-                    m.d.sync += acc.eq(((acc << 2) | (inject << inject_bit if injects else 0))
+                    m.d.sync += acc.eq(((acc << 2) | (inject[name] << inject_bit if injects else 0))
                                        + by_digit([C(0, 1), value, value << 1, tripled[name]]))
                 terms = {1: p8 << 2, 2: p8 << 3, 3: p24 << 2}
                 for j in (1, 2, 3):
@@ -406,7 +412,7 @@ class Rsqrt(wiring.Component):
             else:
                 with m.If(take):
                     m.d.sync += root.eq((root << 1) | 1)
-                    m.d.sync += [acc.eq(((acc << 1) | inject) + added[name]) for name, acc in factor_acc.items()]
+                    m.d.sync += [acc.eq(((acc << 1) | inject[name]) + added[name]) for name, acc in factor_acc.items()]
                     if lookahead:
                         m.d.sync += [
                             rem.eq(rem_take),
@@ -418,7 +424,7 @@ class Rsqrt(wiring.Component):
                         m.d.sync += [rem.eq(diff[:e_width] << 2), trial.eq((trial << 1) + three_m)]
                 with m.Else():
                     m.d.sync += root.eq(root << 1)
-                    m.d.sync += [acc.eq((acc << 1) | inject) for acc in factor_acc.values()]
+                    m.d.sync += [acc.eq((acc << 1) | inject[name]) for name, acc in factor_acc.items()]
                     if lookahead:
                         m.d.sync += [
                             rem.eq(rem_keep),
