@@ -27,7 +27,7 @@ from amaranth import *
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from .config import CoreConfig
+from .config import SLICE_LANES, CoreConfig
 from .multiply import constant_product, product_latency, product_tree
 from .rsqrt import Rsqrt, rsqrt_latency, rsqrt_shift_range
 from .sequencer import OneHot
@@ -111,17 +111,26 @@ class PipelinedMultiplier(wiring.Component):
     (at most one DSP-sized partial product or one level of three-value adds between registers).
     Its last level also adds ``c`` and ``c_in`` (1 bit), set ``latency - 1`` cycles after the
     operands (``c = ~p``, ``c_in = 1`` there subtract the product that ``p`` holds then).  With
-    ``p_width`` only so many low bits of the result are formed (for results that fit them)."""
+    ``p_width`` only so many low bits of the result are formed (for results that fit them).
 
-    def __init__(self, a_width: int, b_width: int, p_width: int | None = None, *, product_registers: int = 1):
+    With ``subtract_ahead`` the last level instead subtracts ``p`` in the cycle after ``sub`` is
+    set (``latency - 2`` cycles after the operands): ``sub`` passes a register of the unit's own,
+    which gates ``~p`` and the carry beside the adder (``c`` and ``c_in`` are unused).  In wide
+    cores the scalar stage's state flags lie far from this adder (at P = 32 the state flag that
+    gated ``c_in`` → the adder's carry chain was the critical path, 3.3 ns of routing)."""
+
+    def __init__(self, a_width: int, b_width: int, p_width: int | None = None, *, product_registers: int = 1,
+                 subtract_ahead: bool = False):
         self._widths = (a_width, b_width)
         self._product_registers = product_registers
         self._p_width = a_width + b_width if p_width is None else p_width
+        self._ahead = subtract_ahead
         super().__init__({
             "a": In(signed(a_width)),
             "b": In(signed(b_width)),
             "c": In(signed(self._p_width)),
             "c_in": In(1),
+            "sub": In(1),
             "p": Out(signed(self._p_width)),
         })
 
@@ -143,8 +152,15 @@ class PipelinedMultiplier(wiring.Component):
         a_in = Signal.like(self.a, name="a_in", reset_less=True)
         b_in = Signal.like(self.b, name="b_in", reset_less=True)
         m.d.sync += [a_in.eq(self.a), b_in.eq(self.b)]
-        m.d.comb += self.p.eq(product_tree(m, a_in, b_in, name="p", operand_registers=True, addend=self.c,
-                                           carry_in=self.c_in, arity=3, result_bits=self._p_width,
+        addend, carry_in = self.c, self.c_in
+        if self._ahead:
+            sub_r = Signal(name="sub_r")
+            m.d.sync += sub_r.eq(self.sub)
+            addend = Signal.like(self.c, name="sub_p")
+            m.d.comb += addend.eq(Mux(sub_r, ~self.p, 0))
+            carry_in = sub_r
+        m.d.comb += self.p.eq(product_tree(m, a_in, b_in, name="p", operand_registers=True, addend=addend,
+                                           carry_in=carry_in, arity=3, result_bits=self._p_width,
                                            product_registers=self._product_registers))
         return m
 
@@ -385,8 +401,10 @@ class VectorScalars(wiring.Component):
             m.d.comb += [multiplier.a.eq(mul_a), multiplier.b.eq(mul_b), multiplier.negative.eq(mul_negative)]
         else:
             # (only D's bits: N*t - S1*S1 and N*t fit them as signed values)
+            ahead = cfg.lanes >= SLICE_LANES
             m.submodules.multiplier = multiplier = PipelinedMultiplier(mul_a_width, mul_b_width, cfg.d_width + 1,
-                                                                        product_registers=scalar_product_registers(cfg))
+                                                                        product_registers=scalar_product_registers(cfg),
+                                                                        subtract_ahead=ahead)
             product = multiplier.p
             m.d.comb += [multiplier.a.eq(mul_a), multiplier.b.eq(mul_b)]
             pipe_waits = multiplier.latency - 2      # extra states before the first product lands
@@ -411,10 +429,12 @@ class VectorScalars(wiring.Component):
             else:
                 fsm.goto(next_state)
 
-        def product_pair(first, first_operands, second, second_operands, latch, after, also_first=None):
+        def product_pair(first, first_operands, second, second_operands, latch, after, also_first=None,
+                         before_latch=None):
             """States ``first`` and ``second`` issue two products back to back; ``latch`` takes
             the first product (a register, or a function that assigns from it), and in state
-            ``after`` ``product`` holds the second.  ``also_first`` adds to state ``first``;
+            ``after`` ``product`` holds the second.  ``also_first`` adds to state ``first``,
+            ``before_latch`` (parallel) to the state before the latch;
             without ``first_operands`` another state issues the first product and goes to
             ``second`` (``first`` then only names the states that follow)."""
             def take_first(value):
@@ -436,9 +456,12 @@ class VectorScalars(wiring.Component):
                     multiply(second, *second_operands, f"PIPE_{first}_0" if pipe_waits else f"LATCH_{first}")
             if serial:
                 return
+            assert pipe_waits >= 1 or before_latch is None
             for k in range(pipe_waits):
                 with fsm.state(f"PIPE_{first}_{k}"):
                     fsm.goto(f"PIPE_{first}_{k + 1}" if k + 1 < pipe_waits else f"LATCH_{first}")
+                    if k + 1 == pipe_waits and before_latch is not None:
+                        before_latch()
             with fsm.state(f"LATCH_{first}"):
                 take_first(product)
                 fsm.goto(after)
@@ -550,10 +573,15 @@ class VectorScalars(wiring.Component):
             # S1*S1 issued in IDLE, e*N beside it; then N*t with t = S2 + e*N added in front of
             # the multiplier's operand register, and S1*S1 subtracted in N*t's last level (the
             # cycle S1*S1 is the multiplier's output)
+            # (wide cores: the multiplier's own register gates the subtraction, set a state ahead)
             def subtract_first(s1_s1):
-                if cfg.subtracts_mean:
+                if cfg.subtracts_mean and not ahead:
                     m.d.comb += [multiplier.c.eq(~s1_s1), multiplier.c_in.eq(1)]
-            product_pair("S1SQ", None, "NT", (n, s2 + e_n), subtract_first, "D")
+
+            def subtract_ahead():
+                if cfg.subtracts_mean and ahead:
+                    m.d.comb += multiplier.sub.eq(1)
+            product_pair("S1SQ", None, "NT", (n, s2 + e_n), subtract_first, "D", before_latch=subtract_ahead)
         with fsm.state("D"):
             if serial:
                 if cfg.subtracts_mean:
