@@ -665,10 +665,15 @@ class OutputStage(wiring.Component):
         # γ/β are read when the datapath first needs them (``late_params``): the read address
         # follows ``beat`` through a delay line (a few address bits, not P lanes of γ/β data)
         late_params = cfg.affine_stage and not cfg.exact_resolution
+        # (wide cores: read a cycle earlier, and the data registered once more in the fabric: the
+        # γ/β block RAMs lie across the die from some of the lanes they feed; at P = 32 a block's
+        # output register → a lane's γ partial-product adder was the critical path, 5.6 ns of
+        # routing)
+        params_reg = late_params and cfg.lanes >= SLICE_LANES
         if cfg.affine:
             params_addr = at_read(beat, "params_addr")
             if late_params:
-                for step in range(ElementDatapath.params_delay(cfg)):
+                for step in range(ElementDatapath.params_delay(cfg) - int(params_reg)):
                     delayed_addr = Signal.like(beat, name=f"params_addr_d{step}", reset_less=True)
                     m.d.sync += delayed_addr.eq(params_addr)
                     params_addr = delayed_addr
@@ -752,7 +757,11 @@ class OutputStage(wiring.Component):
             datapath.i.payload.last.eq(s1b_last),
             datapath.i.payload.error.eq(s1b_err),
         ]
-        if late_params:
+        if params_reg:
+            par_r = Signal.like(s1b_par, name="par_r", reset_less=True)
+            m.d.sync += par_r.eq(s1b_par)
+            m.d.comb += datapath.par.eq(par_r)
+        elif late_params:
             m.d.comb += datapath.par.eq(s1b_par)
         elif cfg.affine:
             m.d.comb += datapath.i.payload.par.eq(s1b_par)
