@@ -95,7 +95,18 @@ class NormCore(Core):
             # back (so it is still idle now); the register keeps the OR of every stage's busy flag
             # away from the memory's write port.
             idle = Signal()
-            m.d.sync += idle.eq(~ingest.busy & ~scalars.busy & ~output.busy & self.params.valid)
+            none_busy = ~ingest.busy & ~scalars.busy & ~output.busy
+            if cfg.lanes >= SLICE_LANES:
+                # wide cores: the busy flags' OR is a register of its own, and the write waits a
+                # cycle more: ``valid`` held for two cycles (no vector taken in either), and no
+                # stage busy in the first (a vector taken before then shows busy there).  The
+                # stages' flags lie across the die (at P = 32 the output FIFO's level → the OR →
+                # ``idle`` was the critical path, 4.2 ns of routing).
+                none_busy_r, valid_r = Signal(), Signal()
+                m.d.sync += [none_busy_r.eq(none_busy), valid_r.eq(self.params.valid)]
+                m.d.sync += idle.eq(none_busy_r & valid_r & self.params.valid)
+            else:
+                m.d.sync += idle.eq(none_busy & self.params.valid)
             write = self.params.payload
             m.d.comb += [
                 ingest.hold.eq(self.params.valid),
