@@ -110,7 +110,12 @@ class CreditFIFO(_QueueFIFO):
     With ``in_registers`` the words are flip-flops (written at ``produce``, read through a
     multiplexer at ``consume``) rather than a memory that synthesis maps to distributed RAM: for
     a few words the read is the same multiplexer, and flip-flops may sit in any slice, beside
-    whatever the FIFO feeds."""
+    whatever the FIFO feeds.
+
+    ``r_rdy`` is a register of its own (set by a write, cleared by the read of the last word), so
+    the consumer's handshake → the read → ``r_rdy`` loop holds no comparison of the level: at
+    P = 32 the statistics FIFO's level → ``level != 0`` → the scalar stage's ``ready`` → the level's
+    adder was the critical path."""
 
     def __init__(self, *, width: int, depth: int, in_registers: bool = False):
         super().__init__(width=width, depth=depth)
@@ -139,15 +144,17 @@ class CreditFIFO(_QueueFIFO):
                 w_port.addr.eq(produce), w_port.data.eq(self.w_data), w_port.en.eq(self.w_en),
                 r_port.addr.eq(consume), self.r_data.eq(r_port.data),
             ]
+        nonempty = Signal()                     # level != 0, a register of its own
         m.d.comb += [
-            self.r_rdy.eq(level != 0), self.w_rdy.eq(level != self.depth), self.w_level.eq(level), self.r_level.eq(level),
-            do_read.eq(self.r_en & self.r_rdy),
+            self.r_rdy.eq(nonempty), self.w_rdy.eq(level != self.depth), self.w_level.eq(level), self.r_level.eq(level),
+            do_read.eq(self.r_en & nonempty),
         ]
         with m.If(self.w_en):
             m.d.sync += produce.eq(successor(produce))
         with m.If(do_read):
             m.d.sync += consume.eq(successor(consume))
-        m.d.sync += level.eq(level + self.w_en - do_read)
+        m.d.sync += [level.eq(level + self.w_en - do_read),
+                     nonempty.eq(self.w_en | Mux(do_read, level >= 2, nonempty))]
         return m
 
 
