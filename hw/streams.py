@@ -160,8 +160,8 @@ class CreditFIFO(_QueueFIFO):
 
 class ReadyRegFIFO(_QueueFIFO):
     """:class:`~amaranth.lib.fifo.SyncFIFO`'s interface and behaviour, cycle for cycle, with
-    ``w_rdy`` a register of its own (computed from the level the cycle ahead) and ``r_data`` a
-    register too: the words are flip-flops that shift towards the head on every read, so the
+    ``w_rdy`` a register of its own (computed from the level the cycle ahead), ``r_rdy`` one too
+    (set by a write, cleared by the read of the last word) and ``r_data`` a register too: the words are flip-flops that shift towards the head on every read, so the
     head is always ``word0`` (a write lands at the first free place after the read's shift).
 
     When producer and FIFO sit far apart on the die, a ``w_rdy`` decoded from the level makes a
@@ -177,13 +177,14 @@ class ReadyRegFIFO(_QueueFIFO):
         words = [Signal(self.width, name=f"word{k}", reset_less=True) for k in range(self.depth)]
         level = Signal(range(self.depth + 1))
         ready = Signal(init=1)                  # the level is below the depth
+        nonempty = Signal()                     # the level is not 0
         do_write, do_read = Signal(), Signal()
         kept = Signal.like(level)               # words left after this cycle's read
         m.d.comb += [
             do_write.eq(self.w_en & ready),
-            do_read.eq(self.r_en & (level != 0)),
+            do_read.eq(self.r_en & nonempty),
             kept.eq(level - do_read),
-            self.r_data.eq(words[0]), self.r_rdy.eq(level != 0), self.w_rdy.eq(ready),
+            self.r_data.eq(words[0]), self.r_rdy.eq(nonempty), self.w_rdy.eq(ready),
             self.w_level.eq(level), self.r_level.eq(level),
         ]
         for k, word in enumerate(words):
@@ -193,5 +194,6 @@ class ReadyRegFIFO(_QueueFIFO):
             with m.Elif(do_read):
                 m.d.sync += word.eq(shifted)
         m.d.sync += [level.eq(level + do_write - do_read),
-                     ready.eq(level + do_write - do_read < self.depth)]
+                     ready.eq(level + do_write - do_read < self.depth),
+                     nonempty.eq(do_write | Mux(do_read, level >= 2, nonempty))]
         return m
