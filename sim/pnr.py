@@ -473,7 +473,7 @@ def render_markdown(rows: list[dict]) -> list[str]:
         out.append(f"| {r['name']} | {r.get('device', r.get('family'))} | {fmax} | {_latency(r)} | {_used(r, 'LUT')} | "
                    f"{_used(r, 'FF')} | {_used(r, 'DSP')} | {_used(r, 'BRAM')} | {_fits(r)} | {path} | {split} |")
     out.append("")
-    placed = [r for r in rows if r.get("placer_options")]
+    placed = [r for r in rows if r.get("status") == "routed" and r.get("placer_options")]
     if placed:
         out += ["‡ placed with `" + " ".join(placed[0]["placer_options"]) + "` (`normgen.sim.pnr.placer_options`: "
                 f"ECP5 cores of {WIDE_CORE_LANES} lanes or more, whose long paths are single nets between a register "
@@ -500,9 +500,14 @@ def render_summary(rows: list[dict]) -> list[str]:
            "DSP | BRAM | fits |", "|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         fmax = f"{r['fmax_mhz']:.1f}" if r.get("status") == "routed" and r.get("fmax_mhz") else r.get("status", "?")
+        fmax += " ‡" if r.get("status") == "routed" and r.get("placer_options") else ""
         out.append(f"| {r['name']} | {r.get('device', r.get('family'))} | {fmax} | {_latency(r)} | {_used(r, 'LUT')} | "
                    f"{_used(r, 'FF')} | {_used(r, 'DSP')} | {_used(r, 'BRAM')} | {_fits(r)} |")
     out.append("")
+    placed = [r for r in rows if r.get("status") == "routed" and r.get("placer_options")]
+    if placed:
+        out += ["‡ placed with nextpnr `" + " ".join(placed[0]["placer_options"]) + "` (cores of "
+                f"{WIDE_CORE_LANES} lanes or more; see the report).", ""]
     return out
 
 
