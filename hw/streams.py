@@ -161,8 +161,9 @@ class CreditFIFO(_QueueFIFO):
 class ReadyRegFIFO(_QueueFIFO):
     """:class:`~amaranth.lib.fifo.SyncFIFO`'s interface and behaviour, cycle for cycle, with
     ``w_rdy`` a register of its own (computed from the level the cycle ahead), ``r_rdy`` one too
-    (set by a write, cleared by the read of the last word) and ``r_data`` a register too: the words are flip-flops that shift towards the head on every read, so the
-    head is always ``word0`` (a write lands at the first free place after the read's shift).
+    (set by a write, cleared by the read of the last word) and ``r_data`` a register too: the
+    words are flip-flops that shift towards the head on every read, so the head is always
+    ``word0`` (a write lands at the first free place after the read's shift).
 
     When producer and FIFO sit far apart on the die, a ``w_rdy`` decoded from the level makes a
     round trip in one cycle: level → the producer's handshake logic → back as the write enable →
