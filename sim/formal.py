@@ -29,6 +29,11 @@ Property sets (one function each, returning a :class:`Proof`):
     any point must leave the core as a fresh one.  Bounded (the cores hold several vectors in
     flight; the counters that relate input to output are not inductive without the cores'
     internals), to the depths of :func:`framing_depth`.
+:func:`fifo_proof`
+    Each FIFO of :mod:`normgen.hw.streams` (level counted, ``r_rdy`` and ``w_rdy`` registers of
+    their own) behaves as Amaranth's ``SyncFIFO`` of the same depth, cycle for cycle: the same
+    ``w_rdy``, ``r_rdy``, level and head word under any writes, reads and resets.  Bounded (the
+    words are memory, free in an induction step).
 
 Every property set has a *mutation*: the same harness with one expectation deliberately wrong
 (:func:`negative_proofs`); its proof must fail, which shows that the property can fail at all.
@@ -323,6 +328,76 @@ def datapath_proof(kind: str = "layernorm", *, mutate: bool = False) -> Proof:
                  about=f"ElementDatapath of {cfg.describe()}" + ("; the harness expects last inverted" if mutate else ""))
 
 
+# ---- FIFOs --------------------------------------------------------------------------------------
+class FifoHarness(Elaboratable):
+    """One of :mod:`normgen.hw.streams`' FIFOs and Amaranth's :class:`~amaranth.lib.fifo.SyncFIFO`
+    of the same depth, driven alike by any writes, reads and resets: their ``w_rdy``, ``r_rdy``
+    and levels must be equal in every cycle, and their ``r_data`` whenever a word is there.  A
+    :class:`~normgen.hw.streams.CreditFIFO`'s producer writes only while there is room (as its
+    credits let it: such a FIFO does not gate its writes).  The mutation compares ``r_rdy`` with
+    the SyncFIFO's ``r_rdy`` of the cycle before."""
+
+    def __init__(self, fifo_class, *, depth: int, width: int = 2, credits: bool = False, late_ready: bool = False):
+        from amaranth.lib import fifo
+        self.dut = fifo_class(width=width, depth=depth)
+        self.ref = fifo.SyncFIFO(width=width, depth=depth)
+        self.credits = credits
+        self.late_ready = late_ready
+        self.w_en, self.r_en = Signal(), Signal()
+        self.w_data = Signal(width)
+
+    @property
+    def ports(self):
+        return [self.w_en, self.r_en, self.w_data]
+
+    def elaborate(self, platform):
+        dut, ref = self.dut, self.ref
+        m = Module()
+        m.submodules.dut, m.submodules.ref = dut, ref
+        for f in (dut, ref):
+            m.d.comb += [f.w_en.eq(self.w_en), f.w_data.eq(self.w_data), f.r_en.eq(self.r_en)]
+        if self.credits:
+            m.d.comb += Assume(~self.w_en | ref.w_rdy)
+        want_r_rdy = ref.r_rdy
+        if self.late_ready:
+            want_r_rdy = Signal()
+            m.d.sync += want_r_rdy.eq(ref.r_rdy)
+        m.d.comb += [
+            Assert(dut.r_rdy == want_r_rdy, "r_rdy differs from SyncFIFO's"),
+            Assert(dut.w_rdy == ref.w_rdy, "w_rdy differs from SyncFIFO's"),
+            Assert(dut.r_level == ref.r_level, "level differs from SyncFIFO's"),
+            Assert(~ref.r_rdy | (dut.r_data == ref.r_data), "r_data differs from SyncFIFO's"),
+        ]
+        return m
+
+
+#: The FIFOs proven equal to SyncFIFO.
+FIFO_CLASSES = ("CreditFIFO", "CreditFIFO-registers", "ReadyRegFIFO")
+
+#: Depth of the proven FIFOs, and the bound: every level, the pointers past their wrap twice.
+FIFO_DEPTH = 3
+FIFO_BOUND = 4 * FIFO_DEPTH + 6
+
+
+def fifo_proof(name: str = "CreditFIFO", *, mutate: bool = False) -> Proof:
+    """``name`` (of :data:`FIFO_CLASSES`; ``-registers``: the words in flip-flops) behaves as
+    SyncFIFO, cycle for cycle; bounded from reset (:data:`FIFO_BOUND` cycles)."""
+    import functools
+    from normgen.hw import streams
+    base = name.removesuffix("-registers")
+    fifo_class = getattr(streams, base)
+    if name.endswith("-registers"):
+        fifo_class = functools.partial(fifo_class, in_registers=True)
+
+    def build():
+        harness = FifoHarness(fifo_class, depth=FIFO_DEPTH, credits=base == "CreditFIFO", late_ready=mutate)
+        return harness, harness.ports
+    return Proof(name=f"fifo-{name}" + ("-mutated" if mutate else ""), build=build, mode="bmc",
+                 depth=FIFO_BOUND, expect="FAIL" if mutate else "PASS",
+                 about=f"{name} of depth {FIFO_DEPTH} against SyncFIFO"
+                       + ("; the harness expects r_rdy a cycle late" if mutate else ""))
+
+
 # ---- core harness --------------------------------------------------------------------------------
 class CoreHarness(Elaboratable):
     """A core with a producer that follows the stream rules and a consumer that does anything.
@@ -581,6 +656,7 @@ def all_proofs() -> list:
     proofs = [rsqrt_proof("rmsnorm"), rsqrt_proof("rmsnorm", rsqrt_form="radix4"), datapath_proof("layernorm")]
     proofs += [stream_proof(kind) for kind in KINDS]
     proofs += [framing_proof(kind) for kind in KINDS]
+    proofs += [fifo_proof(name) for name in FIFO_CLASSES]
     return proofs
 
 
@@ -588,7 +664,7 @@ def negative_proofs() -> list:
     """The mutations, smallest configurations: each must fail."""
     return [rsqrt_proof("rmsnorm", mutate=True), datapath_proof("layernorm", mutate=True),
             stream_proof("batchnorm", mutate=True),
-            framing_proof("batchnorm", mutate=True)]
+            framing_proof("batchnorm", mutate=True), fifo_proof("CreditFIFO", mutate=True)]
 
 
 # ---- running -------------------------------------------------------------------------------------
