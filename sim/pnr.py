@@ -173,13 +173,14 @@ def harness_rtlil(cfg: CoreConfig) -> str:
 
 
 #: Lanes from which a core is placed with :data:`WIDE_CORE_PLACER_OPTIONS` on ECP5.
-WIDE_CORE_LANES = 16
+WIDE_CORE_LANES = 8
 
 #: nextpnr-ecp5 options for wide cores: the analytic placer's timing weight raised from its
-#: default 10.  In a core of 16 lanes or more the remaining long paths are single nets between a
-#: register and a multiplier block placed far apart (at P = 32: 6.7 ns of routing, no logic),
-#: which the placer weighs against total wire length.  Not for every core: a deep-memory core
-#: (N_max = 65536, 192 of 208 block RAMs) placed with it does not route.
+#: default 10.  In a core of 8 lanes or more the remaining long paths are mostly routing (at
+#: P = 32 single nets between a register and a multiplier block placed far apart, 6.7 ns of
+#: routing and no logic), which the placer weighs against total wire length.  Not for every
+#: core: a one-lane core comes out slower with it, and a deep-memory
+#: core (N_max = 65536, 192 of 208 block RAMs) placed with it does not route.
 WIDE_CORE_PLACER_OPTIONS = ("--placer-heap-timingweight", "80")
 
 
@@ -476,8 +477,8 @@ def render_markdown(rows: list[dict]) -> list[str]:
     placed = [r for r in rows if r.get("status") == "routed" and r.get("placer_options")]
     if placed:
         out += ["‡ placed with `" + " ".join(placed[0]["placer_options"]) + "` (`normgen.sim.pnr.placer_options`: "
-                f"ECP5 cores of {WIDE_CORE_LANES} lanes or more, whose long paths are single nets between a register "
-                "and a far multiplier block): " + "; ".join(f"{r['name']} ({r['family']})" for r in placed) + ".", ""]
+                f"ECP5 cores of {WIDE_CORE_LANES} lanes or more, whose long paths are mostly routing): "
+                + "; ".join(f"{r['name']} ({r['family']})" for r in placed) + ".", ""]
     packed = [r for r in rows if r.get("packed")]
     if packed:
         out += ["Registers moved into the blocks (`normgen.sim.regpack`, bits): " + "; ".join(

@@ -110,10 +110,10 @@ def test_place_and_route_small_core(family, tmp_path):
 
 
 def test_placer_options_only_for_wide_ecp5_cores():
-    wide = CoreConfig(**{**SMOKE, "lanes": 16})
+    wide = CoreConfig(**{**SMOKE, "lanes": 8})
     assert placer_options(wide, "ecp5") == list(WIDE_CORE_PLACER_OPTIONS)
     assert placer_options(wide, "ice40") == []
-    assert placer_options(CoreConfig(**{**SMOKE, "lanes": 8}), "ecp5") == []
+    assert placer_options(CoreConfig(**{**SMOKE, "lanes": 4}), "ecp5") == []
 
 
 def _flipflop_bits(design, tmp_path) -> int:
