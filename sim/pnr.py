@@ -179,8 +179,8 @@ WIDE_CORE_LANES = 8
 #: default 10.  In a core of 8 lanes or more the remaining long paths are mostly routing (at
 #: P = 32 single nets between a register and a multiplier block placed far apart, 6.7 ns of
 #: routing and no logic), which the placer weighs against total wire length.  Not for every
-#: core: a one-lane core comes out slower with it, and a deep-memory
-#: core (N_max = 65536, 192 of 208 block RAMs) placed with it does not route.
+#: core: a one-lane core comes out slower with it, and a deep-memory core (N_max = 65536, 192 of
+#: 208 block RAMs) placed with it does not route.
 WIDE_CORE_PLACER_OPTIONS = ("--placer-heap-timingweight", "80")
 
 
@@ -447,6 +447,11 @@ def _fits(row: dict) -> str:
     return {True: "yes", False: "**no**", None: "?"}[row.get("fits")]
 
 
+def _placed_with_options(rows: list[dict]) -> list[dict]:
+    """The routed rows placed with :func:`placer_options` (marked ‡ in the tables)."""
+    return [r for r in rows if r.get("status") == "routed" and r.get("placer_options")]
+
+
 def render_markdown(rows: list[dict]) -> list[str]:
     """The benchmark report's place-and-route section."""
     out = ["## Place and route (bare core in a registered harness)", "",
@@ -474,7 +479,7 @@ def render_markdown(rows: list[dict]) -> list[str]:
         out.append(f"| {r['name']} | {r.get('device', r.get('family'))} | {fmax} | {_latency(r)} | {_used(r, 'LUT')} | "
                    f"{_used(r, 'FF')} | {_used(r, 'DSP')} | {_used(r, 'BRAM')} | {_fits(r)} | {path} | {split} |")
     out.append("")
-    placed = [r for r in rows if r.get("status") == "routed" and r.get("placer_options")]
+    placed = _placed_with_options(rows)
     if placed:
         out += ["‡ placed with `" + " ".join(placed[0]["placer_options"]) + "` (`normgen.sim.pnr.placer_options`: "
                 f"ECP5 cores of {WIDE_CORE_LANES} lanes or more, whose long paths are mostly routing): "
@@ -499,13 +504,13 @@ def render_summary(rows: list[dict]) -> list[str]:
     """The README's lines for place and route."""
     out = ["| core (registered harness, placed and routed) | device | fmax MHz | latency cycles (ns at fmax) | LUT | FF | "
            "DSP | BRAM | fits |", "|---|---|---|---|---|---|---|---|---|"]
+    placed = _placed_with_options(rows)
     for r in rows:
         fmax = f"{r['fmax_mhz']:.1f}" if r.get("status") == "routed" and r.get("fmax_mhz") else r.get("status", "?")
-        fmax += " ‡" if r.get("status") == "routed" and r.get("placer_options") else ""
+        fmax += " ‡" if r in placed else ""
         out.append(f"| {r['name']} | {r.get('device', r.get('family'))} | {fmax} | {_latency(r)} | {_used(r, 'LUT')} | "
                    f"{_used(r, 'FF')} | {_used(r, 'DSP')} | {_used(r, 'BRAM')} | {_fits(r)} |")
     out.append("")
-    placed = [r for r in rows if r.get("status") == "routed" and r.get("placer_options")]
     if placed:
         out += ["‡ placed with nextpnr `" + " ".join(placed[0]["placer_options"]) + "` (cores of "
                 f"{WIDE_CORE_LANES} lanes or more; see the report).", ""]
