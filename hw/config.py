@@ -82,8 +82,10 @@ SCALAR_MULS = ("parallel", "serial")
 #: (three carry chains, two cycles per result bit: the subtraction, then the decision; ~500 fewer
 #: iCE40 logic cells) or ``"radix4"`` (two result bits per cycle, twelve candidate differences
 #: with a carry-save layer each: 13 cycles less latency at the default configuration, at a lower
-#: fmax, ``make bench``).  The default follows ``scalar_mul``: compact with the serial stage.
-RSQRT_FORMS = ("lookahead", "compact", "radix4")
+#: fmax, ``make bench``) or ``"srt"`` (two result bits per cycle by radix-4 SRT: a carry-save
+#: residual and a digit chosen from its leading bits, 12 cycles less latency at the default
+#: configuration).  The default follows ``scalar_mul``: compact with the serial stage.
+RSQRT_FORMS = ("lookahead", "compact", "radix4", "srt")
 
 #: Output rounding (``rounding``): ``"faithful"`` (one of the two neighbours of the exact result,
 #: error < 1 LSB) or ``"nearest-even"`` (the exact result rounded half to even: correctly rounded).
@@ -218,7 +220,7 @@ class CoreConfig:
     affine : whether the γ/β stage exists
     gamma, beta : ``features`` floats (default 1 and 0), quantized to ``param_format``
     scalar_mul : ``"parallel"`` (default) or ``"serial"``, see :data:`SCALAR_MULS`
-    rsqrt_form : ``"lookahead"``, ``"compact"`` or ``"radix4"``, see :data:`RSQRT_FORMS`; ``None`` (default):
+    rsqrt_form : ``"lookahead"``, ``"compact"``, ``"radix4"`` or ``"srt"``, see :data:`RSQRT_FORMS`; ``None`` (default):
         compact with ``scalar_mul="serial"``, else lookahead
     rounding : ``"faithful"`` (default) or ``"nearest-even"``, see :data:`ROUNDINGS`
     vector_interval : LayerNorm/RMSNorm: the per-vector stage takes a new vector every this many

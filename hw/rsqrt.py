@@ -56,6 +56,17 @@ and one carry chain, then chooses four of them by ``q``::
 Half the steps of the lookahead form for some three times its logic.  With ``T + 1`` odd the
 result gets a leading 0 bit (as the lookahead form's first step): ``ceil((T + 1) / 2)`` digits.
 
+In the SRT form (``rsqrt_form="srt"``) each step chooses a digit of -2..2 (two result bits) and
+no carry chain longer than the digit's estimate lies between registers: the residual is kept as
+two words (carry-save), the digit is chosen from a dozen leading bits of it, for each digit the
+step may apply, beside the step (the step's digit picks one), and the result is built by
+on-the-fly conversion (``p`` and ``p - 1`` in registers, each digit appended to one of them).
+The first digits come from a table of the mantissa's leading bits; after the last digit the
+result is ``R`` or ``R + 1`` and the residual's sign says which (one more cycle).  The selection
+is proven for each configuration when it is generated (:mod:`normgen.hw.srt`).  Latency
+``ceil((T+1)/2) + 6`` cycles: 19 at the default configuration, against 31 for the lookahead form.
+The factors' products are kept in carry-save form as well and added up in the last cycle.
+
 Products with ``R``: given ``factors`` (name → shape), the unit takes those values with ``D``
 and returns each one's exact product with ``R`` as well, accumulated beside the recurrence
 (``acc = 2*acc + (take ? f : 0)`` per result bit, most significant first), so a caller that needs
@@ -88,6 +99,7 @@ from amaranth.lib.wiring import In, Out
 
 from .config import SLICE_LANES, CoreConfig
 from .sequencer import OneHot
+from .srt import srt_plan
 
 __all__ = ["Rsqrt", "radix4_digits", "rsqrt_input_layout", "rsqrt_result_layout", "rsqrt_latency", "rsqrt_shift_range"]
 
@@ -98,6 +110,8 @@ def rsqrt_latency(cfg: CoreConfig) -> int:
     their own), one cycle per result bit (T + 1; two in the compact form; radix-4: one per two),
     then the output."""
     steps = cfg.rsqrt_bits + 1
+    if cfg.rsqrt_form == "srt":            # + the table's cycle and the final sign's
+        return 6 + srt_plan(cfg.rsqrt_bits, cfg.rsqrt_m).n
     return 5 + {"lookahead": steps, "compact": 2 * steps, "radix4": radix4_digits(cfg)}[cfg.rsqrt_form]
 
 
@@ -144,6 +158,32 @@ def _difference(m: Module, a, b, c, width: int, name: str):
     carry = Signal(width, name=f"{name}_carry")
     m.d.comb += [save.eq(x ^ y ^ z), carry.eq(Cat(C(1, 1), ((x & y) | (x & z) | (y & z))[:width - 1]))]
     return (save + carry)[:width].as_signed()
+
+
+def _sum(m: Module, words, width: int, name: str, carry_in: int = 0):
+    """The sum of three ``width``-bit words (+ ``carry_in``) modulo ``2**width``: one carry-save
+    layer, then one carry chain (``carry_in`` in the carry word's free low bit)."""
+    x, y, z = (Signal(width, name=f"{name}_{k}") for k in "xyz")
+    m.d.comb += [x.eq(words[0]), y.eq(words[1]), z.eq(words[2])]
+    save = Signal(width, name=f"{name}_s")
+    carry = Signal(width, name=f"{name}_c")
+    m.d.comb += [save.eq(x ^ y ^ z), carry.eq(Cat(C(carry_in, 1), (x & y) | (x & z) | (y & z)))]
+    return (save + carry)[:width]
+
+
+def _sum_sign(m: Module, words, width: int, name: str):
+    """The sign bit of the sum of ``words`` modulo ``2**width``: carry-save layers (one LUT per
+    bit each) down to two words, then one carry chain."""
+    words = [w for w in words]
+    level = 0
+    while len(words) > 2:
+        x, y, z = words[:3]
+        save = Signal(width, name=f"{name}_s{level}")
+        carry = Signal(width, name=f"{name}_c{level}")
+        m.d.comb += [save.eq(x ^ y ^ z), carry.eq(((x & y) | (x & z) | (y & z)) << 1)]
+        words = words[3:] + [save, carry]
+        level += 1
+    return (words[0] + words[1])[width - 1]
 
 
 class Rsqrt(wiring.Component):
@@ -260,6 +300,7 @@ class Rsqrt(wiring.Component):
         # the subtraction is registered (SUB), then its sign decides (three carry chains, not six).
         lookahead = cfg.rsqrt_form == "lookahead"
         radix4 = cfg.rsqrt_form == "radix4"
+        srt = cfg.rsqrt_form == "srt"
         three_m = Signal(mant_width + 2)
         diff = Signal(signed(e_width + 2))
         take = ~diff[-1]
@@ -284,6 +325,39 @@ class Rsqrt(wiring.Component):
 
             def by_digit(values):
                 return Mux(high, Mux(low, values[3], values[2]), Mux(low, values[1], values[0]))
+        if srt:
+            # the radix-4 SRT form (:mod:`normgen.hw.srt`): the residual in two words (rs + rc
+            # modulo 2**width), u = p*M*4**(n-j) and mk = M*4**(n-j-1)
+            plan = srt_plan(T, mm)
+            width, eb, sh = plan.width, plan.ebits, plan.sh
+            rs, rc = Signal(width, name="rs"), Signal(width, name="rc")
+            u_reg, mk = Signal(plan.u_width, name="u"), Signal(plan.u_width, name="mk")
+            # the digit a step applies as the four comparisons behind it (thermometer: bit k is
+            # q >= k - 1), loaded from the table's digits (``forced``, shifted along while
+            # ``forcing``) or chosen; decoded into (q_pos: q > 0, q_one: |q| = 1, q_two: |q| = 2)
+            chosen_ge = Signal(4, name="chosen_ge")
+            forced = [Signal(4, name=f"forced{j}") for j in range(plan.J)]
+            forcing = Signal(max(1, plan.J - 1), name="forcing")
+            q_pos, q_one, q_two = Signal(name="q_pos"), Signal(name="q_one"), Signal(name="q_two")
+            m.d.comb += [q_pos.eq(chosen_ge[2]), q_one.eq((chosen_ge[2] & ~chosen_ge[3]) | (chosen_ge[0] & ~chosen_ge[1])),
+                         q_two.eq(chosen_ge[3] | ~chosen_ge[0])]
+            # the thresholds -(2k - 1)*s_hat (k = -1..2), the terms ~(4*q*q*mk >> sh) less them
+            # (zz, a step ahead of their use) and the estimate's words w_(q,k) but the residual's
+            nthr = [Signal(eb, name=f"nthr{k}") for k in range(4)]
+            zz = {(a, k): Signal(eb, name=f"zz{a}_{k}") for a in (1, 2) for k in range(4)}
+            w_terms = {(q, k): Signal(eb, name=f"w{q + 2}_{k}") for q in (-2, -1, 1, 2) for k in range(4)}
+            fix = Signal(name="fix")
+
+            def thermometer(q):
+                return sum(1 << k for k in range(4) if q >= k - 1)
+
+            def by_q(values):      # values for q = -2..2
+                return Mux(q_two, Mux(q_pos, values[4], values[0]),
+                           Mux(q_one, Mux(q_pos, values[3], values[1]), values[2]))
+
+            def window(value, lo):
+                padded = Cat(value, C(0, max(0, lo + eb - len(value))))
+                return padded[lo:lo + eb]
         if lookahead:
             t_a = Signal(e_width + 1)
             t_b = Signal(e_width + 1)
@@ -314,7 +388,7 @@ class Rsqrt(wiring.Component):
             m.d.sync += [k_reg.eq(lead_pair), zero.eq(~nonzero)]
             fsm.goto("SHIFT")
         # RUN cycles (result bits, lookahead: + 1; radix-4: digits + 1)
-        steps = radix4_digits(cfg) + 1 if radix4 else T + 2 if lookahead else T + 1
+        steps = plan.n if srt else radix4_digits(cfg) + 1 if radix4 else T + 2 if lookahead else T + 1
         with fsm.state("SHIFT"):
             m.d.sync += [f_coarse.eq((factor_reg[name] << top) >> (k_reg[fine_bits:] << fine_bits))
                          for name, (f_coarse, _) in fine_shifts.items()]
@@ -324,11 +398,13 @@ class Rsqrt(wiring.Component):
                 root.eq(0),
             ]
             # (the rounding term, when more doublings remain than the steps: from the start)
-            per_step = 2 if radix4 else 1
+            per_step = 2 if radix4 or srt else 1
             first = (1 << (self._round - per_step * steps)
                      if self._round is not None and self._round >= per_step * steps else 0)
             m.d.sync += [acc.eq(Mux(zero, 0, first)) for acc in factor_acc.values()]
-            if radix4:
+            if srt:
+                pass                # (the step count is set in SETUP, the state before RUN)
+            elif radix4:
                 # As the lookahead form: a step with the digit 0 from F/16 (the differences of
                 # the other digits negative), P = 3P = 0, sets diff_j = F - j*j*M with
                 # F = 4E = 2**(2m - 2) (2**(2m - 4) with a leading 0 bit)
@@ -353,15 +429,26 @@ class Rsqrt(wiring.Component):
                 m.d.sync += nine_m.eq((fine << 3) + fine)
             if lookahead:
                 m.d.sync += t_b.eq(fine)
-            if lookahead or radix4:
+            if srt:
+                # the table, by M's leading bits: the first J digits and the thresholds
+                with m.Switch(fine[2 * mm - plan.b:]):
+                    for idx, row in enumerate(plan.table):
+                        if row is None:
+                            continue
+                        digits, s_hat = row
+                        with m.Case(idx):
+                            m.d.sync += [reg.eq(thermometer(d)) for reg, d in zip(forced, digits)]
+                            m.d.sync += [nthr[k].eq((-(2 * k - 3) * s_hat) % (1 << eb)) for k in range(4)]
+                fsm.goto("SETUP")
+            elif lookahead or radix4:
                 fsm.goto("RUN")
             else:
                 fsm.goto("PREP")
-        if not (lookahead or radix4):
+        if not (lookahead or radix4 or srt):
             with fsm.state("PREP"):               # trial = M
                 m.d.sync += trial.eq(mant)
                 fsm.goto("SUB")
-        if not (lookahead or radix4):
+        if not (lookahead or radix4 or srt):
             with fsm.state("SUB"):
                 m.d.sync += diff.eq(rem - trial)
                 fsm.goto("RUN")
@@ -379,7 +466,7 @@ class Rsqrt(wiring.Component):
         injects = self._round is not None and self._round < per_step * steps
         if injects:
             remain, inject_bit = divmod(self._round, per_step)
-            with m.If(fsm.flag("FINE")):
+            with m.If(fsm.flag("SETUP" if srt else "FINE")):
                 m.d.sync += [reg.eq(int(steps == remain + 1) & ~zero) for reg in inject_regs]
             with m.If(fsm.flag("RUN")):
                 m.d.sync += [reg.eq((step == remain + 2) & ~zero) for reg in inject_regs]
@@ -391,8 +478,88 @@ class Rsqrt(wiring.Component):
                 tripled[name] = Signal(Shape(shape.width + 2, shape.signed), name=f"{name}_x3")
                 m.d.sync += tripled[name].eq((value << 1) + value)   # (still from FINE on)
 
+        if srt:
+            negated, acc_carry = {}, {}
+            root_m = Signal.like(root, name="root_m")
+            for name, acc in factor_acc.items():
+                acc_carry[name] = Signal(len(acc), name=f"{name}_carry")
+            for name, value in added.items():
+                shape = Shape.cast(value.shape())
+                negated[name] = Signal(signed(shape.width + 1), name=f"{name}_neg")
+            with fsm.state("SETUP"):
+                m.d.sync += [mk.eq(mant << 2 * (plan.n - 1)), rs.eq(plan.r0), rc.eq(0), u_reg.eq(0), step.eq(steps),
+                             forcing.eq((1 << (plan.J - 1)) - 1), chosen_ge.eq(forced[0])]
+                m.d.sync += [reg.eq(nxt) for reg, nxt in zip(forced, forced[1:])]
+                # the first step's zz: from mk after one step, M << 2(n - 2)
+                m.d.sync += [reg.eq(~window(mant << 2 * (plan.n - 2), sh - 2 - 2 * int(a == 2)) + nthr[k])
+                             for (a, k), reg in zz.items()]
+                m.d.sync += [negated[name].eq(-value) for name, value in added.items()]
+                m.d.sync += [carry.eq(0) for carry in acc_carry.values()] + [root_m.eq(-1)]
+                fsm.goto("RUN")
+        if srt:
+            # the step's logic, outside the state (comb values inside a state would be gated by its
+            # flag): RUN enables the registers
+            srt_next = []
+            # the estimate of 4*r_(j+1) for each digit q this step may apply, against the four
+            # thresholds: (16*rs >> sh) + (16*rc >> sh) + w_(q,k) >= 0, one carry-save layer and
+            # a carry chain each (w_(0,k) = -(2k - 1)*s_hat)
+            fs, fc = rs[sh - 4:sh - 4 + eb], rc[sh - 4:sh - 4 + eb]
+            chosen = [Cat(~_sum_sign(m, [fs, fc, w_terms[q, k] if q else nthr[k]], eb, f"sel{q + 2}{k}")
+                          for k in range(4)) for q in range(-2, 3)]
+            srt_next.append(chosen_ge.eq(Mux(forcing[0], forced[0], by_q(chosen))))
+            srt_next += [reg.eq(nxt) for reg, nxt in zip(forced, forced[1:])]
+            srt_next.append(forcing.eq(forcing >> 1))
+            # the next step's w: from u + q*mk at the windows of 8u and 16u, formed from the two
+            # operands' windows (the carry from below is lost: u to within a unit), and zz
+            for lo in (sh - 3, sh - 4):
+                part = Signal(eb, name=f"qmk_{lo}")
+                m.d.comb += part.eq(Mux(q_one | q_two, window(Mux(q_two, mk << 1, mk), lo) ^ (~q_pos).replicate(eb), 0))
+                u_part = window(u_reg, lo)
+                for q in (-2, -1, 1, 2):
+                    if sh - 3 - int(abs(q) == 2) != lo:
+                        continue
+                    for k in range(4):
+                        words = [u_part, part, zz[abs(q), k]] if q < 0 else [~u_part, ~part, zz[abs(q), k]]
+                        srt_next.append(w_terms[q, k].eq(_sum(m, words, eb, f"w{q + 2}{k}", carry_in=int(q > 0))))
+            # the zz of the step after the next: from mk >> 4
+            for (a, k), reg in zz.items():
+                srt_next.append(reg.eq(~window(mk >> 4, sh - 2 - 2 * int(a == 2)) + nthr[k]))
+            # the residual: 4rs + 4rc - 2qu - q*q*mk in two carry-save layers (the +1s of the
+            # negations in the carry words' free low bits)
+            any_q = q_one | q_two
+            term_u, term_m = Signal(width, name="term_u"), Signal(width, name="term_m")
+            mult_u, mult_m = Signal(width, name="mult_u"), Signal(width, name="mult_m")
+            m.d.comb += [
+                mult_u.eq(Mux(q_two, u_reg << 2, u_reg << 1)),
+                mult_m.eq(Mux(q_two, mk << 2, mk)),
+                term_u.eq(Mux(any_q, mult_u ^ q_pos.replicate(width), 0)),
+                term_m.eq(Mux(any_q, ~mult_m, 0)),
+            ]
+            x, y = rs << 2, rc << 2
+            s1, c1 = Signal(width, name="rs_s1"), Signal(width, name="rs_c1")
+            m.d.comb += [s1.eq(x ^ y ^ term_u), c1.eq(Cat(q_pos & any_q, (x & y) | (x & term_u) | (y & term_u)))]
+            srt_next += [rs.eq(s1 ^ c1 ^ term_m),
+                         rc.eq(Cat(any_q, (s1 & c1) | (s1 & term_m) | (c1 & term_m)))]
+            srt_next += [u_reg.eq(by_q([u_reg - (mk << 1), u_reg - mk, u_reg, u_reg + mk, u_reg + (mk << 1)])),
+                         mk.eq(mk >> 2)]
+            # the result by on-the-fly conversion: p and p - 1 (root_m) in registers, each digit
+            # appended to one of them (no carry chain)
+            q_neg = any_q & ~q_pos
+            srt_next += [root.eq(Cat(by_q([C(v, 2) for v in (2, 3, 0, 1, 2)]), Mux(q_neg, root_m, root))),
+                         root_m.eq(Cat(by_q([C(v, 2) for v in (1, 2, 3, 0, 1)]), Mux(q_pos, root, root_m)))]
+            # the factors' products in carry-save form: acc (sum word) + acc_c; 4*acc + q*f
+            for name, acc in factor_acc.items():
+                value, neg, carry = added[name], negated[name], acc_carry[name]
+                bits = len(acc)
+                term = Signal(bits, name=f"{name}_term")
+                m.d.comb += term.eq(by_q([neg << 1, neg, C(0, 1), value, value << 1]))
+                x = acc << 2
+                y = (carry << 2) | (inject[name] << inject_bit if injects else 0)
+                srt_next += [acc.eq(x ^ y ^ term), carry.eq(((x & y) | (x & term) | (y & term)) << 1)]
         with fsm.state("RUN"):
-            if radix4:
+            if srt:
+                m.d.sync += srt_next
+            elif radix4:
                 m.d.sync += root.eq(Cat(low, high, root))
                 for name, acc in factor_acc.items():
                     value = added[name]
@@ -436,10 +603,28 @@ class Rsqrt(wiring.Component):
                         m.d.sync += [rem.eq(rem << 2), trial.eq((trial << 1) - mant)]
             m.d.sync += step.eq(step - 1)
             with m.If(step == 1):
-                fsm.goto("DONE")
-            if not (lookahead or radix4):
+                fsm.goto("SIGN" if srt else "DONE")
+            if not (lookahead or radix4 or srt):
                 with m.Else():
                     fsm.goto("SUB")
+        if srt:
+            # p_n is R or R + 1: R + 1 when r_n = C - p_n**2 * M (rs + rc) is negative; its sign
+            # by carry select (the low half's carry chooses between the high half's two sums)
+            half = width // 2
+            low_carry = (rs[:half] + rc[:half])[half]
+            sign_bit = width - half - 1
+            m.d.comb += fix.eq(Mux(low_carry, (rs[half:] + rc[half:] + 1)[sign_bit], (rs[half:] + rc[half:])[sign_bit]))
+            with fsm.state("SIGN"):
+                m.d.sync += root.eq(Mux(fix, root_m, root))
+                for name, acc in factor_acc.items():
+                    bits, carry = len(acc), acc_carry[name]
+                    less = Signal(bits, name=f"{name}_neg_ext")
+                    m.d.comb += less.eq(negated[name])
+                    s2 = Signal(bits, name=f"{name}_fix_s")
+                    c2 = Signal(bits, name=f"{name}_fix_c")
+                    m.d.comb += [s2.eq(acc ^ carry ^ less), c2.eq(((acc & carry) | (acc & less) | (carry & less)) << 1)]
+                    m.d.sync += acc.eq(Mux(fix, s2 + c2, acc + carry))
+                fsm.goto("DONE")
         # the result's fields are driven in every state (meaningful with ``o.valid``); they hold
         # from DONE until the next input's SHIFT
         m.d.comb += self.o.payload.r.eq(Mux(zero, 0, root))

@@ -653,7 +653,8 @@ KINDS = tuple(CONFIGS)
 def all_proofs() -> list:
     """Every proof of ``make formal``: the rsqrt unit, then per core kind its stream rules and its
     framing."""
-    proofs = [rsqrt_proof("rmsnorm"), rsqrt_proof("rmsnorm", rsqrt_form="radix4"), datapath_proof("layernorm")]
+    proofs = [rsqrt_proof("rmsnorm"), rsqrt_proof("rmsnorm", rsqrt_form="radix4"), rsqrt_proof("rmsnorm", rsqrt_form="srt"),
+              datapath_proof("layernorm")]
     proofs += [stream_proof(kind) for kind in KINDS]
     proofs += [framing_proof(kind) for kind in KINDS]
     proofs += [fifo_proof(name) for name in FIFO_CLASSES]

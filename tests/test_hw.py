@@ -48,7 +48,7 @@ def run_rsqrt(cfg, cases):
 
 
 # the three forms of the recurrence: lookahead, compact and radix-4
-RSQRT_FORMS = pytest.mark.parametrize("rsqrt_form", ["lookahead", "compact", "radix4"])
+RSQRT_FORMS = pytest.mark.parametrize("rsqrt_form", ["lookahead", "compact", "radix4", "srt"])
 
 
 @RSQRT_FORMS
@@ -239,6 +239,10 @@ CORE_CASES = {
     "compact-rsqrt-p2": dict(features=32, lanes=2, rsqrt_form="compact"),
     "radix4-rsqrt": dict(features=24, rsqrt_form="radix4"),
     "radix4-rsqrt-odd-bits-p2": dict(features=16, lanes=2, rsqrt_form="radix4"),
+    "srt-rsqrt": dict(features=24, rsqrt_form="srt"),
+    "srt-rsqrt-odd-bits-p2": dict(features=16, lanes=2, rsqrt_form="srt"),
+    "srt-rsqrt-interval-4-p8-nearest": dict(features=32, lanes=8, vector_interval=4, rsqrt_form="srt",
+                                            rounding="nearest-even"),
     "lane-dsp-4-nearest": dict(features=32, lanes=2, lane_dsp=4, rounding="nearest-even"),
 }
 
