@@ -62,7 +62,7 @@ two words (carry-save), the digit is chosen from a dozen leading bits of it, for
 step may apply, beside the step (the step's digit picks one), and the result is built by
 on-the-fly conversion (``p`` and ``p - 1`` in registers, each digit appended to one of them).
 The first digits come from a table of the mantissa's leading bits; after the last digit the
-result is ``R`` or ``R + 1`` and the residual's sign says which (one more cycle).  The selection
+result is ``R`` or ``R + 1`` and the residual's sign says which (two more cycles).  The selection
 is proven for each configuration when it is generated (:mod:`normgen.hw.srt`).  Latency
 ``ceil((T+1)/2) + 6`` cycles: 19 at the default configuration, against 31 for the lookahead form.
 The factors' products are kept in carry-save form as well and added up in the last cycle.
@@ -110,7 +110,7 @@ def rsqrt_latency(cfg: CoreConfig) -> int:
     their own), one cycle per result bit (T + 1; two in the compact form; radix-4: one per two),
     then the output."""
     steps = cfg.rsqrt_bits + 1
-    if cfg.rsqrt_form == "srt":            # + the table's cycle and the final sign's
+    if cfg.rsqrt_form == "srt":            # (the first digit in the set-up's cycle) + the final sign's two
         return 6 + srt_plan(cfg.rsqrt_bits, cfg.rsqrt_m).n
     return 5 + {"lookahead": steps, "compact": 2 * steps, "radix4": radix4_digits(cfg)}[cfg.rsqrt_form]
 
@@ -332,21 +332,23 @@ class Rsqrt(wiring.Component):
             width, eb, sh = plan.width, plan.ebits, plan.sh
             rs, rc = Signal(width, name="rs"), Signal(width, name="rc")
             u_reg, mk = Signal(plan.u_width, name="u"), Signal(plan.u_width, name="mk")
-            # the digit a step applies as the four comparisons behind it (thermometer: bit k is
-            # q >= k - 1), loaded from the table's digits (``forced``, shifted along while
-            # ``forcing``) or chosen; decoded into (q_pos: q > 0, q_one: |q| = 1, q_two: |q| = 2)
+            # the digit a step applies twice: as the four comparisons behind it (thermometer:
+            # bit k is q >= k - 1; it picks the next digit among the candidates) and as
+            # (q_pos: q > 0, q_one: |q| = 1, q_two: |q| = 2) for the datapath.  Set up by the
+            # table's digits (``forced``; from the third on, shifted along while ``forcing``)
             chosen_ge = Signal(4, name="chosen_ge")
             forced = [Signal(4, name=f"forced{j}") for j in range(plan.J)]
-            forcing = Signal(max(1, plan.J - 1), name="forcing")
+            forcing = Signal(max(1, plan.J - 2), name="forcing")
             q_pos, q_one, q_two = Signal(name="q_pos"), Signal(name="q_one"), Signal(name="q_two")
-            m.d.comb += [q_pos.eq(chosen_ge[2]), q_one.eq((chosen_ge[2] & ~chosen_ge[3]) | (chosen_ge[0] & ~chosen_ge[1])),
-                         q_two.eq(chosen_ge[3] | ~chosen_ge[0])]
+
+            def code_of(t):         # (pos, one, two) of a thermometer
+                return t[2], (t[2] & ~t[3]) | (t[0] & ~t[1]), t[3] | ~t[0]
             # the thresholds -(2k - 1)*s_hat (k = -1..2), the terms ~(4*q*q*mk >> sh) less them
             # (zz, a step ahead of their use) and the estimate's words w_(q,k) but the residual's
             nthr = [Signal(eb, name=f"nthr{k}") for k in range(4)]
             zz = {(a, k): Signal(eb, name=f"zz{a}_{k}") for a in (1, 2) for k in range(4)}
             w_terms = {(q, k): Signal(eb, name=f"w{q + 2}_{k}") for q in (-2, -1, 1, 2) for k in range(4)}
-            fix = Signal(name="fix")
+            fix = Signal(name="fix")             # (a register: set in SIGN)
 
             def thermometer(q):
                 return sum(1 << k for k in range(4) if q >= k - 1)
@@ -354,6 +356,11 @@ class Rsqrt(wiring.Component):
             def by_q(values):      # values for q = -2..2
                 return Mux(q_two, Mux(q_pos, values[4], values[0]),
                            Mux(q_one, Mux(q_pos, values[3], values[1]), values[2]))
+
+            def by_ge(values):     # values for q = -2..2, chosen by the thermometer
+                t = chosen_ge
+                return Mux(t[1], Mux(t[2], Mux(t[3], values[4], values[3]), values[2]),
+                           Mux(t[0], values[1], values[0]))
 
             def window(value, lo):
                 padded = Cat(value, C(0, max(0, lo + eb - len(value))))
@@ -466,8 +473,11 @@ class Rsqrt(wiring.Component):
         injects = self._round is not None and self._round < per_step * steps
         if injects:
             remain, inject_bit = divmod(self._round, per_step)
-            with m.If(fsm.flag("SETUP" if srt else "FINE")):
+            with m.If(fsm.flag("FINE")):
                 m.d.sync += [reg.eq(int(steps == remain + 1) & ~zero) for reg in inject_regs]
+            if srt:                 # (its first step is SETUP's)
+                with m.If(fsm.flag("SETUP")):
+                    m.d.sync += [reg.eq(int(steps == remain + 2) & ~zero) for reg in inject_regs]
             with m.If(fsm.flag("RUN")):
                 m.d.sync += [reg.eq((step == remain + 2) & ~zero) for reg in inject_regs]
         if radix4:
@@ -487,14 +497,40 @@ class Rsqrt(wiring.Component):
                 shape = Shape.cast(value.shape())
                 negated[name] = Signal(signed(shape.width + 1), name=f"{name}_neg")
             with fsm.state("SETUP"):
-                m.d.sync += [mk.eq(mant << 2 * (plan.n - 1)), rs.eq(plan.r0), rc.eq(0), u_reg.eq(0), step.eq(steps),
-                             forcing.eq((1 << (plan.J - 1)) - 1), chosen_ge.eq(forced[0])]
-                m.d.sync += [reg.eq(nxt) for reg, nxt in zip(forced, forced[1:])]
-                # the first step's zz: from mk after one step, M << 2(n - 2)
-                m.d.sync += [reg.eq(~window(mant << 2 * (plan.n - 2), sh - 2 - 2 * int(a == 2)) + nthr[k])
+                # the first step, from p = 0, u = 0, r = r0: the table's first digit q1 (>= 0)
+                _, one1, two1 = code_of(forced[0])
+                mk0 = Signal(plan.u_width, name="mk0")
+                u1 = Signal(plan.u_width, name="u1")
+                m.d.comb += [mk0.eq(mant << 2 * (plan.n - 1)), u1.eq(Mux(two1, mk0 << 1, Mux(one1, mk0, 0)))]
+                m.d.sync += [
+                    rs.eq((plan.r0 << 2) | (one1 | two1)),
+                    rc.eq(Mux(one1 | two1, ~Mux(two1, mk0 << 2, mk0), 0)),
+                    u_reg.eq(u1), mk.eq(mk0 >> 2),
+                    root.eq(Cat(one1, two1)), root_m.eq(Mux(two1, 1, Mux(one1, 0, -1))),
+                    step.eq(steps - 1),
+                    chosen_ge.eq(forced[1]),
+                ]
+                m.d.sync += [reg.eq(bit) for reg, bit in zip((q_pos, q_one, q_two), code_of(forced[1]))]
+                if plan.J > 2:
+                    m.d.sync += forcing.eq((1 << (plan.J - 2)) - 1)
+                    m.d.sync += [reg.eq(nxt) for reg, nxt in zip(forced[2:], forced[3:])]
+                # the next step's w (u + q*mk = u1 exactly) and zz, from mk after one and two steps
+                for (q, k), reg in w_terms.items():
+                    lo, lo_b = sh - 3 - int(abs(q) == 2), sh - 2 - 2 * int(abs(q) == 2)
+                    part = window(u1, lo)
+                    words = [part if q < 0 else ~part, ~window(mk0 >> 2, lo_b), nthr[k]]
+                    m.d.sync += reg.eq(_sum(m, words, eb, f"w_first{q + 2}{k}"))
+                m.d.sync += [reg.eq(~window(mk0 >> 4, sh - 2 - 2 * int(a == 2)) + nthr[k])
                              for (a, k), reg in zz.items()]
                 m.d.sync += [negated[name].eq(-value) for name, value in added.items()]
-                m.d.sync += [carry.eq(0) for carry in acc_carry.values()] + [root_m.eq(-1)]
+                for name, acc in factor_acc.items():
+                    value, carry = added[name], acc_carry[name]
+                    bits = len(acc)
+                    term = Signal(bits, name=f"{name}_term1")
+                    m.d.comb += term.eq(Mux(two1, value << 1, Mux(one1, value, 0)))
+                    x = acc << 2
+                    y = (inject[name] << inject_bit) if injects else C(0, 1)
+                    m.d.sync += [acc.eq(x ^ y ^ term), carry.eq(((x & y) | (x & term) | (y & term)) << 1)]
                 fsm.goto("RUN")
         if srt:
             # the step's logic, outside the state (comb values inside a state would be gated by its
@@ -506,9 +542,17 @@ class Rsqrt(wiring.Component):
             fs, fc = rs[sh - 4:sh - 4 + eb], rc[sh - 4:sh - 4 + eb]
             chosen = [Cat(~_sum_sign(m, [fs, fc, w_terms[q, k] if q else nthr[k]], eb, f"sel{q + 2}{k}")
                           for k in range(4)) for q in range(-2, 3)]
-            srt_next.append(chosen_ge.eq(Mux(forcing[0], forced[0], by_q(chosen))))
-            srt_next += [reg.eq(nxt) for reg, nxt in zip(forced, forced[1:])]
-            srt_next.append(forcing.eq(forcing >> 1))
+            # (the candidates' codes: pos is a comparison itself)
+            codes = [code_of(ge) for ge in chosen]
+            nxt_ge = by_ge(chosen)
+            nxt_code = [by_ge([c[i] for c in codes]) for i in range(3)]
+            if plan.J > 2:
+                nxt_ge = Mux(forcing[0], forced[2], nxt_ge)
+                nxt_code = [Mux(forcing[0], f, c) for f, c in zip(code_of(forced[2]), nxt_code)]
+                srt_next += [reg.eq(nxt) for reg, nxt in zip(forced[2:], forced[3:])]
+                srt_next.append(forcing.eq(forcing >> 1))
+            srt_next.append(chosen_ge.eq(nxt_ge))
+            srt_next += [reg.eq(c) for reg, c in zip((q_pos, q_one, q_two), nxt_code)]
             # the next step's w: from u + q*mk at the windows of 8u and 16u, formed from the two
             # operands' windows (the carry from below is lost: u to within a unit), and zz
             for lo in (sh - 3, sh - 4):
@@ -608,14 +652,12 @@ class Rsqrt(wiring.Component):
                 with m.Else():
                     fsm.goto("SUB")
         if srt:
-            # p_n is R or R + 1: R + 1 when r_n = C - p_n**2 * M (rs + rc) is negative; its sign
-            # by carry select (the low half's carry chooses between the high half's two sums)
-            half = width // 2
-            low_carry = (rs[:half] + rc[:half])[half]
-            sign_bit = width - half - 1
-            m.d.comb += fix.eq(Mux(low_carry, (rs[half:] + rc[half:] + 1)[sign_bit], (rs[half:] + rc[half:])[sign_bit]))
+            # p_n is R or R + 1: R + 1 when r_n = C - p_n**2 * M (rs + rc) is negative.  SIGN
+            # registers that sign, the products' sums and their sums less the factor (in the
+            # carry words); FIX chooses (the sign's carry chain and its fan-out to some hundred
+            # multiplexers in one cycle measured 9-10 ns)
             with fsm.state("SIGN"):
-                m.d.sync += root.eq(Mux(fix, root_m, root))
+                m.d.sync += fix.eq((rs + rc)[width - 1])
                 for name, acc in factor_acc.items():
                     bits, carry = len(acc), acc_carry[name]
                     less = Signal(bits, name=f"{name}_neg_ext")
@@ -623,7 +665,11 @@ class Rsqrt(wiring.Component):
                     s2 = Signal(bits, name=f"{name}_fix_s")
                     c2 = Signal(bits, name=f"{name}_fix_c")
                     m.d.comb += [s2.eq(acc ^ carry ^ less), c2.eq(((acc & carry) | (acc & less) | (carry & less)) << 1)]
-                    m.d.sync += acc.eq(Mux(fix, s2 + c2, acc + carry))
+                    m.d.sync += [acc.eq(acc + carry), carry.eq(s2 + c2)]
+                fsm.goto("FIX")
+            with fsm.state("FIX"):
+                m.d.sync += root.eq(Mux(fix, root_m, root))
+                m.d.sync += [acc.eq(Mux(fix, acc_carry[name], acc)) for name, acc in factor_acc.items()]
                 fsm.goto("DONE")
         # the result's fields are driven in every state (meaningful with ``o.valid``); they hold
         # from DONE until the next input's SHIFT
