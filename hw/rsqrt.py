@@ -171,21 +171,6 @@ def _sum(m: Module, words, width: int, name: str, carry_in: int = 0):
     return (save + carry)[:width]
 
 
-def _sum_sign(m: Module, words, width: int, name: str):
-    """The sign bit of the sum of ``words`` modulo ``2**width``: carry-save layers (one LUT per
-    bit each) down to two words, then one carry chain."""
-    words = [w for w in words]
-    level = 0
-    while len(words) > 2:
-        x, y, z = words[:3]
-        save = Signal(width, name=f"{name}_s{level}")
-        carry = Signal(width, name=f"{name}_c{level}")
-        m.d.comb += [save.eq(x ^ y ^ z), carry.eq(((x & y) | (x & z) | (y & z)) << 1)]
-        words = words[3:] + [save, carry]
-        level += 1
-    return (words[0] + words[1])[width - 1]
-
-
 class Rsqrt(wiring.Component):
     def __init__(self, cfg: CoreConfig, factors: dict | None = None, *, held_input: bool = False,
                  scaled_bits: dict | None = None, scaled_round: int | None = None):
@@ -331,6 +316,7 @@ class Rsqrt(wiring.Component):
             plan = srt_plan(T, mm)
             width, eb, sh = plan.width, plan.ebits, plan.sh
             rs, rc = Signal(width, name="rs"), Signal(width, name="rc")
+            r_top = Signal(eb, name="r_top")       # (16*rs >> sh) + (16*rc >> sh), their windows' sum
             u_reg, mk = Signal(plan.u_width, name="u"), Signal(plan.u_width, name="mk")
             # the digit a step applies twice: as the four comparisons behind it (thermometer:
             # bit k is q >= k - 1; it picks the next digit among the candidates) and as
@@ -501,10 +487,12 @@ class Rsqrt(wiring.Component):
                 _, one1, two1 = code_of(forced[0])
                 mk0 = Signal(plan.u_width, name="mk0")
                 u1 = Signal(plan.u_width, name="u1")
-                m.d.comb += [mk0.eq(mant << 2 * (plan.n - 1)), u1.eq(Mux(two1, mk0 << 1, Mux(one1, mk0, 0)))]
+                rs1, rc1 = Signal(width, name="rs1"), Signal(width, name="rc1")
+                m.d.comb += [mk0.eq(mant << 2 * (plan.n - 1)), u1.eq(Mux(two1, mk0 << 1, Mux(one1, mk0, 0))),
+                             rs1.eq((plan.r0 << 2) | (one1 | two1)),
+                             rc1.eq(Mux(one1 | two1, ~Mux(two1, mk0 << 2, mk0), 0))]
                 m.d.sync += [
-                    rs.eq((plan.r0 << 2) | (one1 | two1)),
-                    rc.eq(Mux(one1 | two1, ~Mux(two1, mk0 << 2, mk0), 0)),
+                    rs.eq(rs1), rc.eq(rc1), r_top.eq(rs1[sh - 4:sh - 4 + eb] + rc1[sh - 4:sh - 4 + eb]),
                     u_reg.eq(u1), mk.eq(mk0 >> 2),
                     root.eq(Cat(one1, two1)), root_m.eq(Mux(two1, 1, Mux(one1, 0, -1))),
                     step.eq(steps - 1),
@@ -539,9 +527,9 @@ class Rsqrt(wiring.Component):
             # the estimate of 4*r_(j+1) for each digit q this step may apply, against the four
             # thresholds: (16*rs >> sh) + (16*rc >> sh) + w_(q,k) >= 0, one carry-save layer and
             # a carry chain each (w_(0,k) = -(2k - 1)*s_hat)
-            fs, fc = rs[sh - 4:sh - 4 + eb], rc[sh - 4:sh - 4 + eb]
-            chosen = [Cat(~_sum_sign(m, [fs, fc, w_terms[q, k] if q else nthr[k]], eb, f"sel{q + 2}{k}")
-                          for k in range(4)) for q in range(-2, 3)]
+            # (the residual's two windows are added up as the words are formed: ``r_top``)
+            chosen = [Cat((r_top + (w_terms[q, k] if q else nthr[k]))[eb - 1] ^ 1 for k in range(4))
+                      for q in range(-2, 3)]
             # (the candidates' codes: pos is a comparison itself)
             codes = [code_of(ge) for ge in chosen]
             nxt_ge = by_ge(chosen)
@@ -582,8 +570,10 @@ class Rsqrt(wiring.Component):
             x, y = rs << 2, rc << 2
             s1, c1 = Signal(width, name="rs_s1"), Signal(width, name="rs_c1")
             m.d.comb += [s1.eq(x ^ y ^ term_u), c1.eq(Cat(q_pos & any_q, (x & y) | (x & term_u) | (y & term_u)))]
-            srt_next += [rs.eq(s1 ^ c1 ^ term_m),
-                         rc.eq(Cat(any_q, (s1 & c1) | (s1 & term_m) | (c1 & term_m)))]
+            rs_next, rc_next = Signal(width, name="rs_next"), Signal(width, name="rc_next")
+            m.d.comb += [rs_next.eq(s1 ^ c1 ^ term_m), rc_next.eq(Cat(any_q, (s1 & c1) | (s1 & term_m) | (c1 & term_m)))]
+            srt_next += [rs.eq(rs_next), rc.eq(rc_next),
+                         r_top.eq(rs_next[sh - 4:sh - 4 + eb] + rc_next[sh - 4:sh - 4 + eb])]
             srt_next += [u_reg.eq(by_q([u_reg - (mk << 1), u_reg - mk, u_reg, u_reg + mk, u_reg + (mk << 1)])),
                          mk.eq(mk >> 2)]
             # the result by on-the-fly conversion: p and p - 1 (root_m) in registers, each digit

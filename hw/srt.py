@@ -24,8 +24,8 @@ thresholds ``(2k - 1) * S`` (k = -1..2), from ``J`` on (:func:`selection_holds`)
 * The estimate adds the leading bits of the four words that form ``4*r_(j+1)`` (the residual's
   two, ``-8*q*u_j`` and ``-4*q*q*mk_j``), each rounded down at weight ``2**sh``; the last two,
   less the threshold, are added up a step ahead (``w``, from ``u_j``'s leading bits formed
-  without the carry from below), so the digit's own step adds three words: one carry-save layer
-  and a carry chain of a dozen bits.  The estimate lies in ``(4*r - 5*2**sh, 4*r + 2**sh)``.
+  without the carry from below), and so are the residual's two (as its words are formed), so
+  the digit's own step adds two words: one carry chain of a dozen bits.  The estimate lies in ``(4*r - 5*2**sh, 4*r + 2**sh)``.
   It is formed for every digit the current step may apply, beside the step, and the step's digit
   picks one (speculative selection): the digit register drives only multiplexers.
 * After ``n`` digits ``|t_n - p_n| <= 2/3``, so ``p_n`` is ``R`` or ``R + 1``; the sign of
