@@ -357,6 +357,14 @@ class CoreConfig:
             set_("beta_int", self._load_param("beta", self.beta, 0.0))
         self._derive_widths()
         self._plan_lane_blocks()
+        if self.rsqrt_form == "srt":
+            from .srt import srt_plan
+            try:
+                srt_plan(self.rsqrt_bits, self.rsqrt_m)
+            except ValueError:
+                raise ConfigError(f"rsqrt_form 'srt' has no proven digit selection at these formats "
+                                  f"(T={self.rsqrt_bits}, m={self.rsqrt_m}); choose lookahead, compact "
+                                  f"or radix4") from None
 
     def _default_rsqrt_form(self) -> str:
         """The rsqrt form when none is given: compact with the serial scalar stage."""

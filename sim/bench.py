@@ -62,7 +62,8 @@ PLOTS = {"throughput": "bench_throughput.png", "errors": "bench_errors.png"}
 
 THROUGHPUT_CASES = [("default P=1", {}), ("default P=4", {"lanes": 4}),
                     ("default P=1, serial scalars", {"scalar_mul": "serial"}),
-                    ("default P=1, radix-4 rsqrt", {"rsqrt_form": "radix4"})]
+                    ("default P=1, radix-4 rsqrt", {"rsqrt_form": "radix4"}),
+                    ("default P=1, SRT rsqrt", {"rsqrt_form": "srt"})]
 RESOURCE_CASES = THROUGHPUT_CASES
 
 SMALL = dict(features=64, lanes=4, in_format="s2.6", out_format="s3.5", param_format="s2.6",

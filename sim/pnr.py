@@ -402,6 +402,7 @@ PNR_CASES = [
     ("LayerNorm N_max=65536 P=1", "ecp5", {"features": 65536}),
     ("LayerNorm P=32, every product in blocks", "ecp5", {"lanes": 32, "lane_dsp": 5}),
     ("LayerNorm default P=1, radix-4 rsqrt", "ecp5", {"rsqrt_form": "radix4"}),
+    ("LayerNorm default P=1, SRT rsqrt", "ecp5", {"rsqrt_form": "srt"}),
 ]
 
 
