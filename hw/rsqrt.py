@@ -99,7 +99,7 @@ from amaranth.lib.wiring import In, Out
 
 from .config import SLICE_LANES, CoreConfig
 from .sequencer import OneHot
-from .srt import srt_plan
+from .srt import srt_plan, thermometer
 
 __all__ = ["Rsqrt", "radix4_digits", "rsqrt_input_layout", "rsqrt_result_layout", "rsqrt_latency", "rsqrt_shift_range"]
 
@@ -147,6 +147,12 @@ def rsqrt_result_layout(cfg: CoreConfig, factors=None, scaled_bits=None) -> data
     return data.StructLayout(fields)
 
 
+def _full_adders(x, y, z):
+    """A carry-save layer: the sum bits of ``x + y + z`` and their carries (each one position
+    lower than it counts)."""
+    return x ^ y ^ z, (x & y) | (x & z) | (y & z)
+
+
 def _difference(m: Module, a, b, c, width: int, name: str):
     """``a - b - c`` modulo ``2**width`` for an ``a`` whose low bit is 0: a carry-save layer (one
     LUT per bit) of ``a + 1``, ``~b`` and ``~c``, then one carry chain (the other 1 that the
@@ -156,7 +162,8 @@ def _difference(m: Module, a, b, c, width: int, name: str):
     y, z = ~b_, ~c_
     save = Signal(width, name=f"{name}_sum")
     carry = Signal(width, name=f"{name}_carry")
-    m.d.comb += [save.eq(x ^ y ^ z), carry.eq(Cat(C(1, 1), ((x & y) | (x & z) | (y & z))[:width - 1]))]
+    sums, carries = _full_adders(x, y, z)
+    m.d.comb += [save.eq(sums), carry.eq(Cat(C(1, 1), carries[:width - 1]))]
     return (save + carry)[:width].as_signed()
 
 
@@ -167,7 +174,8 @@ def _sum(m: Module, words, width: int, name: str, carry_in: int = 0):
     m.d.comb += [x.eq(words[0]), y.eq(words[1]), z.eq(words[2])]
     save = Signal(width, name=f"{name}_s")
     carry = Signal(width, name=f"{name}_c")
-    m.d.comb += [save.eq(x ^ y ^ z), carry.eq(Cat(C(carry_in, 1), (x & y) | (x & z) | (y & z)))]
+    sums, carries = _full_adders(x, y, z)
+    m.d.comb += [save.eq(sums), carry.eq(Cat(C(carry_in, 1), carries))]
     return (save + carry)[:width]
 
 
@@ -314,7 +322,7 @@ class Rsqrt(wiring.Component):
             # the radix-4 SRT form (:mod:`normgen.hw.srt`): the residual in two words (rs + rc
             # modulo 2**width), u = p*M*4**(n-j) and mk = M*4**(n-j-1)
             plan = srt_plan(T, mm)
-            width, eb, sh = plan.width, plan.ebits, plan.sh
+            width, eb = plan.width, plan.ebits
             rs, rc = Signal(width, name="rs"), Signal(width, name="rc")
             r_top = Signal(eb, name="r_top")       # (16*rs >> sh) + (16*rc >> sh), their windows' sum
             u_reg, mk = Signal(plan.u_width, name="u"), Signal(plan.u_width, name="mk")
@@ -336,8 +344,8 @@ class Rsqrt(wiring.Component):
             w_terms = {(q, k): Signal(eb, name=f"w{q + 2}_{k}") for q in (-2, -1, 1, 2) for k in range(4)}
             fix = Signal(name="fix")             # (a register: set in SIGN)
 
-            def thermometer(q):
-                return sum(1 << k for k in range(4) if q >= k - 1)
+            def residual_top(sums, carries):      # r_top of the residual's two words
+                return sums[plan.r_lo:plan.r_lo + eb] + carries[plan.r_lo:plan.r_lo + eb]
 
             def by_q(values):      # values for q = -2..2
                 return Mux(q_two, Mux(q_pos, values[4], values[0]),
@@ -431,7 +439,7 @@ class Rsqrt(wiring.Component):
                         digits, s_hat = row
                         with m.Case(idx):
                             m.d.sync += [reg.eq(thermometer(d)) for reg, d in zip(forced, digits)]
-                            m.d.sync += [nthr[k].eq((-(2 * k - 3) * s_hat) % (1 << eb)) for k in range(4)]
+                            m.d.sync += [reg.eq(value) for reg, value in zip(nthr, plan.nthr(s_hat))]
                 fsm.goto("SETUP")
             elif lookahead or radix4:
                 fsm.goto("RUN")
@@ -492,7 +500,7 @@ class Rsqrt(wiring.Component):
                              rs1.eq((plan.r0 << 2) | (one1 | two1)),
                              rc1.eq(Mux(one1 | two1, ~Mux(two1, mk0 << 2, mk0), 0))]
                 m.d.sync += [
-                    rs.eq(rs1), rc.eq(rc1), r_top.eq(rs1[sh - 4:sh - 4 + eb] + rc1[sh - 4:sh - 4 + eb]),
+                    rs.eq(rs1), rc.eq(rc1), r_top.eq(residual_top(rs1, rc1)),
                     u_reg.eq(u1), mk.eq(mk0 >> 2),
                     root.eq(Cat(one1, two1)), root_m.eq(Mux(two1, 1, Mux(one1, 0, -1))),
                     step.eq(steps - 1),
@@ -504,11 +512,10 @@ class Rsqrt(wiring.Component):
                     m.d.sync += [reg.eq(nxt) for reg, nxt in zip(forced[2:], forced[3:])]
                 # the next step's w (u + q*mk = u1 exactly) and zz, from mk after one and two steps
                 for (q, k), reg in w_terms.items():
-                    lo, lo_b = sh - 3 - int(abs(q) == 2), sh - 2 - 2 * int(abs(q) == 2)
-                    part = window(u1, lo)
-                    words = [part if q < 0 else ~part, ~window(mk0 >> 2, lo_b), nthr[k]]
+                    part = window(u1, plan.u_lo(abs(q)))
+                    words = [part if q < 0 else ~part, ~window(mk0 >> 2, plan.mk_lo(abs(q))), nthr[k]]
                     m.d.sync += reg.eq(_sum(m, words, eb, f"w_first{q + 2}{k}"))
-                m.d.sync += [reg.eq(~window(mk0 >> 4, sh - 2 - 2 * int(a == 2)) + nthr[k])
+                m.d.sync += [reg.eq(~window(mk0 >> 4, plan.mk_lo(a)) + nthr[k])
                              for (a, k), reg in zz.items()]
                 m.d.sync += [negated[name].eq(-value) for name, value in added.items()]
                 for name, acc in factor_acc.items():
@@ -516,9 +523,8 @@ class Rsqrt(wiring.Component):
                     bits = len(acc)
                     term = Signal(bits, name=f"{name}_term1")
                     m.d.comb += term.eq(Mux(two1, value << 1, Mux(one1, value, 0)))
-                    x = acc << 2
-                    y = (inject[name] << inject_bit) if injects else C(0, 1)
-                    m.d.sync += [acc.eq(x ^ y ^ term), carry.eq(((x & y) | (x & term) | (y & term)) << 1)]
+                    sums, carries = _full_adders(acc << 2, (inject[name] << inject_bit) if injects else C(0, 1), term)
+                    m.d.sync += [acc.eq(sums), carry.eq(carries << 1)]
                 fsm.goto("RUN")
         if srt:
             # the step's logic, outside the state (comb values inside a state would be gated by its
@@ -543,19 +549,18 @@ class Rsqrt(wiring.Component):
             srt_next += [reg.eq(c) for reg, c in zip((q_pos, q_one, q_two), nxt_code)]
             # the next step's w: from u + q*mk at the windows of 8u and 16u, formed from the two
             # operands' windows (the carry from below is lost: u to within a unit), and zz
-            for lo in (sh - 3, sh - 4):
+            for a in (1, 2):
+                lo = plan.u_lo(a)
                 part = Signal(eb, name=f"qmk_{lo}")
                 m.d.comb += part.eq(Mux(q_one | q_two, window(Mux(q_two, mk << 1, mk), lo) ^ (~q_pos).replicate(eb), 0))
                 u_part = window(u_reg, lo)
-                for q in (-2, -1, 1, 2):
-                    if sh - 3 - int(abs(q) == 2) != lo:
-                        continue
+                for q in (-a, a):
                     for k in range(4):
                         words = [u_part, part, zz[abs(q), k]] if q < 0 else [~u_part, ~part, zz[abs(q), k]]
                         srt_next.append(w_terms[q, k].eq(_sum(m, words, eb, f"w{q + 2}{k}", carry_in=int(q > 0))))
             # the zz of the step after the next: from mk >> 4
             for (a, k), reg in zz.items():
-                srt_next.append(reg.eq(~window(mk >> 4, sh - 2 - 2 * int(a == 2)) + nthr[k]))
+                srt_next.append(reg.eq(~window(mk >> 4, plan.mk_lo(a)) + nthr[k]))
             # the residual: 4rs + 4rc - 2qu - q*q*mk in two carry-save layers (the +1s of the
             # negations in the carry words' free low bits)
             any_q = q_one | q_two
@@ -567,13 +572,13 @@ class Rsqrt(wiring.Component):
                 term_u.eq(Mux(any_q, mult_u ^ q_pos.replicate(width), 0)),
                 term_m.eq(Mux(any_q, ~mult_m, 0)),
             ]
-            x, y = rs << 2, rc << 2
             s1, c1 = Signal(width, name="rs_s1"), Signal(width, name="rs_c1")
-            m.d.comb += [s1.eq(x ^ y ^ term_u), c1.eq(Cat(q_pos & any_q, (x & y) | (x & term_u) | (y & term_u)))]
+            sums, carries = _full_adders(rs << 2, rc << 2, term_u)
+            m.d.comb += [s1.eq(sums), c1.eq(Cat(q_pos & any_q, carries))]
             rs_next, rc_next = Signal(width, name="rs_next"), Signal(width, name="rc_next")
-            m.d.comb += [rs_next.eq(s1 ^ c1 ^ term_m), rc_next.eq(Cat(any_q, (s1 & c1) | (s1 & term_m) | (c1 & term_m)))]
-            srt_next += [rs.eq(rs_next), rc.eq(rc_next),
-                         r_top.eq(rs_next[sh - 4:sh - 4 + eb] + rc_next[sh - 4:sh - 4 + eb])]
+            sums, carries = _full_adders(s1, c1, term_m)
+            m.d.comb += [rs_next.eq(sums), rc_next.eq(Cat(any_q, carries))]
+            srt_next += [rs.eq(rs_next), rc.eq(rc_next), r_top.eq(residual_top(rs_next, rc_next))]
             srt_next += [u_reg.eq(by_q([u_reg - (mk << 1), u_reg - mk, u_reg, u_reg + mk, u_reg + (mk << 1)])),
                          mk.eq(mk >> 2)]
             # the result by on-the-fly conversion: p and p - 1 (root_m) in registers, each digit
@@ -587,9 +592,8 @@ class Rsqrt(wiring.Component):
                 bits = len(acc)
                 term = Signal(bits, name=f"{name}_term")
                 m.d.comb += term.eq(by_q([neg << 1, neg, C(0, 1), value, value << 1]))
-                x = acc << 2
-                y = (carry << 2) | (inject[name] << inject_bit if injects else 0)
-                srt_next += [acc.eq(x ^ y ^ term), carry.eq(((x & y) | (x & term) | (y & term)) << 1)]
+                sums, carries = _full_adders(acc << 2, (carry << 2) | (inject[name] << inject_bit if injects else 0), term)
+                srt_next += [acc.eq(sums), carry.eq(carries << 1)]
         with fsm.state("RUN"):
             if srt:
                 m.d.sync += srt_next
@@ -654,7 +658,8 @@ class Rsqrt(wiring.Component):
                     m.d.comb += less.eq(negated[name])
                     s2 = Signal(bits, name=f"{name}_fix_s")
                     c2 = Signal(bits, name=f"{name}_fix_c")
-                    m.d.comb += [s2.eq(acc ^ carry ^ less), c2.eq(((acc & carry) | (acc & less) | (carry & less)) << 1)]
+                    sums, carries = _full_adders(acc, carry, less)
+                    m.d.comb += [s2.eq(sums), c2.eq(carries << 1)]
                     m.d.sync += [acc.eq(acc + carry), carry.eq(s2 + c2)]
                 fsm.goto("FIX")
             with fsm.state("FIX"):

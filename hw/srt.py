@@ -64,6 +64,24 @@ class SrtPlan:
     def r0(self) -> int:
         return 1 << (2 * self.T + 2 * self.m - 2 - 2 * self.n)
 
+    # Where the estimate's words are taken (their lowest bit), for |q| = a:
+    @property
+    def r_lo(self) -> int:
+        """the residual's words: ``16*r >> sh``"""
+        return self.sh - 4
+
+    def u_lo(self, a: int) -> int:
+        """``8*a*u >> sh``"""
+        return self.sh - 3 - int(a == 2)
+
+    def mk_lo(self, a: int) -> int:
+        """``4*a*a*mk >> sh``"""
+        return self.sh - 2 - 2 * int(a == 2)
+
+    def nthr(self, s_hat: int) -> list:
+        """The thresholds ``(2k - 1)*s_hat`` (k = -1..2) negated, in ``ebits`` bits."""
+        return [(-(2 * k - 3) * s_hat) % (1 << self.ebits) for k in range(4)]
+
 
 def signed_digits(p: int, count: int) -> tuple:
     """``p`` as ``count`` base-4 digits of -2..2, most significant first."""
@@ -86,7 +104,7 @@ def _sqrt_bounds(x: Fraction, scale: int = 1 << 40) -> tuple[Fraction, Fraction]
 
 
 def _buckets(T, m, b):
-    """Per table index: the range of M and the bounds of t_J**2 * 16**(n-J) = C/M."""
+    """Per table index (M's leading ``b`` bits): the least and the greatest M."""
     step = 1 << (2 * m - b)
     for idx in range(1 << (b - 2), 1 << b):
         yield idx, idx * step, (idx + 1) * step - 1
@@ -153,7 +171,7 @@ def _try_plan(T, m, J, b, sh, rows):
     x_abs = s_max * (Fraction(16, 3) + Fraction(64, 9) / (4 * t_min))
     e_abs = x_abs / (1 << sh) + BELOW + 3 * max(row[1] for row in filter(None, table))
     ebits = int(e_abs).bit_length() + 2
-    width = max(T + 2 * m + 5, sh - 4 + ebits)
+    width = max(T + 2 * m + 5, sh - 4 + ebits)        # (the residual's window, SrtPlan.r_lo, inside)
     return SrtPlan(T=T, m=m, n=n, J=J, b=b, sh=sh, ebits=ebits, width=width,
                    u_width=T + 2 * m + 3, table=tuple(table))
 
@@ -206,7 +224,7 @@ def w_terms(plan: SrtPlan, u: int, q: int, mk: int, nthr: list) -> dict:
     """The words ``w_(q',k)`` a step (applying ``q`` to ``u``, ``mk``) registers for the next one:
     ``(+-8*q'*u' >> sh) + (~(4*q'*q'*mk' >> sh)) - (2k - 1)*s_hat`` for ``q' != 0`` (``u'``,
     ``mk'`` the next step's), ``-(2k - 1)*s_hat`` for ``q' = 0``."""
-    sh, eb = plan.sh, plan.ebits
+    eb = plan.ebits
     mask = (1 << eb) - 1
     out = {}
     for qn in range(-2, 3):
@@ -214,9 +232,9 @@ def w_terms(plan: SrtPlan, u: int, q: int, mk: int, nthr: list) -> dict:
             if qn == 0:
                 out[qn, k] = nthr[k]
                 continue
-            ut = u_window(plan, u, q, mk, sh - 3 - int(abs(qn) == 2))
+            ut = u_window(plan, u, q, mk, plan.u_lo(abs(qn)))
             a = ut if qn < 0 else ~ut
-            z = ~_window(mk >> 2, sh - 2 - 2 * int(abs(qn) == 2), eb) + nthr[k]
+            z = ~_window(mk >> 2, plan.mk_lo(abs(qn)), eb) + nthr[k]
             out[qn, k] = (a + z) & mask
     return out
 
@@ -224,8 +242,8 @@ def w_terms(plan: SrtPlan, u: int, q: int, mk: int, nthr: list) -> dict:
 def estimates(plan: SrtPlan, rs: int, rc: int, w: dict) -> dict:
     """Per digit ``q`` the step may apply, the comparisons ``E_q >= (2k - 1)*s_hat`` (k = -1..2):
     the sign of ``(16*rs >> sh) + (16*rc >> sh) + w_(q,k)`` in ``ebits`` bits."""
-    sh, eb = plan.sh, plan.ebits
-    fs, fc = _window(rs, sh - 4, eb), _window(rc, sh - 4, eb)
+    eb = plan.ebits
+    fs, fc = _window(rs, plan.r_lo, eb), _window(rc, plan.r_lo, eb)
     return {q: [_signed(fs + fc + w[q, k], eb) >= 0 for k in range(4)] for q in range(-2, 3)}
 
 
@@ -239,7 +257,7 @@ def srt_model(plan: SrtPlan, M: int, check: bool = True) -> tuple[int, int]:
     T, m, n, J, W = plan.T, plan.m, plan.n, plan.J, plan.width
     mask = (1 << W) - 1
     digits, s_hat = plan.table[M >> (2 * m - plan.b)]
-    nthr = [(-(2 * k - 3) * s_hat) % (1 << plan.ebits) for k in range(4)]
+    nthr = plan.nthr(s_hat)
     rs, rc, u, p = plan.r0, 0, 0, 0
     mk = M << (2 * (n - 1))
     q = digits[0]
