@@ -64,7 +64,7 @@ on-the-fly conversion (``p`` and ``p - 1`` in registers, each digit appended to 
 The first digits come from a table of the mantissa's leading bits; after the last digit the
 result is ``R`` or ``R + 1`` and the residual's sign says which (two more cycles).  The selection
 is proven for each configuration when it is generated (:mod:`normgen.hw.srt`).  Latency
-``ceil((T+1)/2) + 6`` cycles: 19 at the default configuration, against 31 for the lookahead form.
+``ceil((T+1)/2) + 7`` cycles: 20 at the default configuration, against 31 for the lookahead form.
 The factors' products are kept in carry-save form as well and added up in the last cycle.
 
 Products with ``R``: given ``factors`` (name → shape), the unit takes those values with ``D``
@@ -110,8 +110,8 @@ def rsqrt_latency(cfg: CoreConfig) -> int:
     their own), one cycle per result bit (T + 1; two in the compact form; radix-4: one per two),
     then the output."""
     steps = cfg.rsqrt_bits + 1
-    if cfg.rsqrt_form == "srt":            # (the first digit in the set-up's cycle) + the final sign's two
-        return 6 + srt_plan(cfg.rsqrt_bits, cfg.rsqrt_m).n
+    if cfg.rsqrt_form == "srt":            # (the step-0 state's cycle, a step per digit, the final sign's two)
+        return 7 + srt_plan(cfg.rsqrt_bits, cfg.rsqrt_m).n
     return 5 + {"lookahead": steps, "compact": 2 * steps, "radix4": radix4_digits(cfg)}[cfg.rsqrt_form]
 
 
@@ -329,11 +329,15 @@ class Rsqrt(wiring.Component):
             # the digit a step applies twice: as the four comparisons behind it (thermometer:
             # bit k is q >= k - 1; it picks the next digit among the candidates) and as
             # (q_pos: q > 0, q_one: |q| = 1, q_two: |q| = 2) for the datapath.  Set up by the
-            # table's digits (``forced``; from the third on, shifted along while ``forcing``)
+            # table's digits (``forced``: the first in PRE, the others shifted along while ``forcing``)
             chosen_ge = Signal(4, name="chosen_ge")
             forced = [Signal(4, name=f"forced{j}") for j in range(plan.J)]
-            forcing = Signal(max(1, plan.J - 2), name="forcing")
+            forcing = Signal(plan.J - 1, name="forcing")
             q_pos, q_one, q_two = Signal(name="q_pos"), Signal(name="q_one"), Signal(name="q_two")
+            # (a copy of the code for the estimate words' multiplexers, beside them: its initial
+            # values differ, so synthesis keeps it; its loads are few of the code's hundreds)
+            q_pos_w, q_one_w, q_two_w = (Signal(name=f"q_{n}_w", init=1) for n in ("pos", "one", "two"))
+            code_regs = (q_pos, q_one, q_two, q_pos_w, q_one_w, q_two_w)
 
             def code_of(t):         # (pos, one, two) of a thermometer
                 return t[2], (t[2] & ~t[3]) | (t[0] & ~t[1]), t[3] | ~t[0]
@@ -350,11 +354,6 @@ class Rsqrt(wiring.Component):
             def by_q(values):      # values for q = -2..2
                 return Mux(q_two, Mux(q_pos, values[4], values[0]),
                            Mux(q_one, Mux(q_pos, values[3], values[1]), values[2]))
-
-            def by_ge(values):     # values for q = -2..2, chosen by the thermometer
-                t = chosen_ge
-                return Mux(t[1], Mux(t[2], Mux(t[3], values[4], values[3]), values[2]),
-                           Mux(t[0], values[1], values[0]))
 
             def window(value, lo):
                 padded = Cat(value, C(0, max(0, lo + eb - len(value))))
@@ -404,7 +403,7 @@ class Rsqrt(wiring.Component):
                      if self._round is not None and self._round >= per_step * steps else 0)
             m.d.sync += [acc.eq(Mux(zero, 0, first)) for acc in factor_acc.values()]
             if srt:
-                pass                # (the step count is set in SETUP, the state before RUN)
+                pass                # (the step count is set in PRE, the state before RUN)
             elif radix4:
                 # As the lookahead form: a step with the digit 0 from F/16 (the differences of
                 # the other digits negative), P = 3P = 0, sets diff_j = F - j*j*M with
@@ -440,7 +439,7 @@ class Rsqrt(wiring.Component):
                         with m.Case(idx):
                             m.d.sync += [reg.eq(thermometer(d)) for reg, d in zip(forced, digits)]
                             m.d.sync += [reg.eq(value) for reg, value in zip(nthr, plan.nthr(s_hat))]
-                fsm.goto("SETUP")
+                fsm.goto("PRE")
             elif lookahead or radix4:
                 fsm.goto("RUN")
             else:
@@ -467,11 +466,8 @@ class Rsqrt(wiring.Component):
         injects = self._round is not None and self._round < per_step * steps
         if injects:
             remain, inject_bit = divmod(self._round, per_step)
-            with m.If(fsm.flag("FINE")):
+            with m.If(fsm.flag("PRE" if srt else "FINE")):
                 m.d.sync += [reg.eq(int(steps == remain + 1) & ~zero) for reg in inject_regs]
-            if srt:                 # (its first step is SETUP's)
-                with m.If(fsm.flag("SETUP")):
-                    m.d.sync += [reg.eq(int(steps == remain + 2) & ~zero) for reg in inject_regs]
             with m.If(fsm.flag("RUN")):
                 m.d.sync += [reg.eq((step == remain + 2) & ~zero) for reg in inject_regs]
         if radix4:
@@ -490,41 +486,24 @@ class Rsqrt(wiring.Component):
             for name, value in added.items():
                 shape = Shape.cast(value.shape())
                 negated[name] = Signal(signed(shape.width + 1), name=f"{name}_neg")
-            with fsm.state("SETUP"):
-                # the first step, from p = 0, u = 0, r = r0: the table's first digit q1 (>= 0)
-                _, one1, two1 = code_of(forced[0])
+            with fsm.state("PRE"):
+                # the state before the first step (p = 0, u = 0, r = r0, mk = M*4**(n-1)), so that
+                # every digit, the table's first included, is applied by RUN's datapath: no
+                # register of the recurrence takes a second value (a multiplexer in front of it)
+                # but constants (the flip-flops' set and reset) and ``mk``, ``zz`` (off the loop)
                 mk0 = Signal(plan.u_width, name="mk0")
-                u1 = Signal(plan.u_width, name="u1")
-                rs1, rc1 = Signal(width, name="rs1"), Signal(width, name="rc1")
-                m.d.comb += [mk0.eq(mant << 2 * (plan.n - 1)), u1.eq(Mux(two1, mk0 << 1, Mux(one1, mk0, 0))),
-                             rs1.eq((plan.r0 << 2) | (one1 | two1)),
-                             rc1.eq(Mux(one1 | two1, ~Mux(two1, mk0 << 2, mk0), 0))]
+                m.d.comb += mk0.eq(mant << 2 * (plan.n - 1))
                 m.d.sync += [
-                    rs.eq(rs1), rc.eq(rc1), r_top.eq(residual_top(rs1, rc1)),
-                    u_reg.eq(u1), mk.eq(mk0 >> 2),
-                    root.eq(Cat(one1, two1)), root_m.eq(Mux(two1, 1, Mux(one1, 0, -1))),
-                    step.eq(steps - 1),
-                    chosen_ge.eq(forced[1]),
+                    rs.eq(plan.r0), rc.eq(0), u_reg.eq(0), mk.eq(mk0),
+                    root.eq(0), root_m.eq(-1),
+                    step.eq(steps),
+                    chosen_ge.eq(forced[0]),
+                    forcing.eq((1 << (plan.J - 1)) - 1),
                 ]
-                m.d.sync += [reg.eq(bit) for reg, bit in zip((q_pos, q_one, q_two), code_of(forced[1]))]
-                if plan.J > 2:
-                    m.d.sync += forcing.eq((1 << (plan.J - 2)) - 1)
-                    m.d.sync += [reg.eq(nxt) for reg, nxt in zip(forced[2:], forced[3:])]
-                # the next step's w (u + q*mk = u1 exactly) and zz, from mk after one and two steps
-                for (q, k), reg in w_terms.items():
-                    part = window(u1, plan.u_lo(abs(q)))
-                    words = [part if q < 0 else ~part, ~window(mk0 >> 2, plan.mk_lo(abs(q))), nthr[k]]
-                    m.d.sync += reg.eq(_sum(m, words, eb, f"w_first{q + 2}{k}"))
-                m.d.sync += [reg.eq(~window(mk0 >> 4, plan.mk_lo(a)) + nthr[k])
-                             for (a, k), reg in zz.items()]
+                m.d.sync += [reg.eq(bit) for reg, bit in zip(code_regs, 2 * code_of(forced[0]))]
+                m.d.sync += [reg.eq(~window(mk0 >> 2, plan.mk_lo(a)) + nthr[k]) for (a, k), reg in zz.items()]
                 m.d.sync += [negated[name].eq(-value) for name, value in added.items()]
-                for name, acc in factor_acc.items():
-                    value, carry = added[name], acc_carry[name]
-                    bits = len(acc)
-                    term = Signal(bits, name=f"{name}_term1")
-                    m.d.comb += term.eq(Mux(two1, value << 1, Mux(one1, value, 0)))
-                    sums, carries = _full_adders(acc << 2, (inject[name] << inject_bit) if injects else C(0, 1), term)
-                    m.d.sync += [acc.eq(sums), carry.eq(carries << 1)]
+                m.d.sync += [acc_carry[name].eq(0) for name in factor_acc]
                 fsm.goto("RUN")
         if srt:
             # the step's logic, outside the state (comb values inside a state would be gated by its
@@ -538,21 +517,29 @@ class Rsqrt(wiring.Component):
                       for q in range(-2, 3)]
             # (the candidates' codes: pos is a comparison itself)
             codes = [code_of(ge) for ge in chosen]
-            nxt_ge = by_ge(chosen)
-            nxt_code = [by_ge([c[i] for c in codes]) for i in range(3)]
-            if plan.J > 2:
-                nxt_ge = Mux(forcing[0], forced[2], nxt_ge)
-                nxt_code = [Mux(forcing[0], f, c) for f, c in zip(code_of(forced[2]), nxt_code)]
-                srt_next += [reg.eq(nxt) for reg, nxt in zip(forced[2:], forced[3:])]
-                srt_next.append(forcing.eq(forcing >> 1))
+            # the applied digit (or the table's next one, while ``forcing``) picks its candidate by
+            # a one-hot AND-OR (decoded from registers, off the comparisons' path: two LUT levels
+            # behind the comparisons, not a multiplexer tree of three)
+            picks = Signal(6, name="picks")
+            t = chosen_ge
+            m.d.comb += picks.eq(Cat(Cat(~t[0], t[0] & ~t[1], t[1] & ~t[2], t[2] & ~t[3], t[3])
+                                     & (~forcing[0]).replicate(5), forcing[0]))
+
+            def pick(values):       # values for q = -2..2, then the forced one
+                return Cat(*[picks[i] & v for i, v in enumerate(values)]).any()
+            forced_code = code_of(forced[1])
+            nxt_ge = Cat(*[pick([ge[k] for ge in chosen] + [forced[1][k]]) for k in range(4)])
+            nxt_code = [pick([c[i] for c in codes] + [forced_code[i]]) for i in range(3)]
+            srt_next += [reg.eq(nxt) for reg, nxt in zip(forced[1:], forced[2:])]
+            srt_next.append(forcing.eq(forcing >> 1))
             srt_next.append(chosen_ge.eq(nxt_ge))
-            srt_next += [reg.eq(c) for reg, c in zip((q_pos, q_one, q_two), nxt_code)]
+            srt_next += [reg.eq(c) for reg, c in zip(code_regs, 2 * nxt_code)]
             # the next step's w: from u + q*mk at the windows of 8u and 16u, formed from the two
             # operands' windows (the carry from below is lost: u to within a unit), and zz
             for a in (1, 2):
                 lo = plan.u_lo(a)
                 part = Signal(eb, name=f"qmk_{lo}")
-                m.d.comb += part.eq(Mux(q_one | q_two, window(Mux(q_two, mk << 1, mk), lo) ^ (~q_pos).replicate(eb), 0))
+                m.d.comb += part.eq(Mux(q_one_w | q_two_w, window(Mux(q_two_w, mk << 1, mk), lo) ^ (~q_pos_w).replicate(eb), 0))
                 u_part = window(u_reg, lo)
                 for q in (-a, a):
                     for k in range(4):

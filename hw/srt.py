@@ -151,7 +151,7 @@ def _table_rows(T, m, J, b):
             digits = signed_digits(p, J)
         except ValueError:
             return None
-        if digits[0] < 0:           # (the unit's set-up takes a first digit of 0..2)
+        if digits[0] < 0:           # (a first digit of 0..2: every p_j is non-negative)
             return None
         rows.append((idx, math.isqrt(C * m_lo), math.isqrt(C * m_hi) + 1, t_lo, digits))
     return rows
