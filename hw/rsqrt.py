@@ -328,19 +328,19 @@ class Rsqrt(wiring.Component):
             u_reg, mk = Signal(plan.u_width, name="u"), Signal(plan.u_width, name="mk")
             # the digit a step applies twice: as the four comparisons behind it (thermometer:
             # bit k is q >= k - 1; it picks the next digit among the candidates) and as
-            # (q_pos: q > 0, q_one: |q| = 1, q_two: |q| = 2) for the datapath.  Set up by the
+            # (q_pos: q > 0, q_nz: q != 0, q_two: |q| = 2) for the datapath.  Set up by the
             # table's digits (``forced``: the first in PRE, the others shifted along while ``forcing``)
             chosen_ge = Signal(4, name="chosen_ge")
             forced = [Signal(4, name=f"forced{j}") for j in range(plan.J)]
             forcing = Signal(plan.J - 1, name="forcing")
-            q_pos, q_one, q_two = Signal(name="q_pos"), Signal(name="q_one"), Signal(name="q_two")
+            q_pos, q_nz, q_two = Signal(name="q_pos"), Signal(name="q_nz"), Signal(name="q_two")
             # (a copy of the code for the estimate words' multiplexers, beside them: its initial
             # values differ, so synthesis keeps it; its loads are few of the code's hundreds)
-            q_pos_w, q_one_w, q_two_w = (Signal(name=f"q_{n}_w", init=1) for n in ("pos", "one", "two"))
-            code_regs = (q_pos, q_one, q_two, q_pos_w, q_one_w, q_two_w)
+            q_pos_w, q_nz_w, q_two_w = (Signal(name=f"q_{n}_w", init=1) for n in ("pos", "nz", "two"))
+            code_regs = (q_pos, q_nz, q_two, q_pos_w, q_nz_w, q_two_w)
 
-            def code_of(t):         # (pos, one, two) of a thermometer
-                return t[2], (t[2] & ~t[3]) | (t[0] & ~t[1]), t[3] | ~t[0]
+            def code_of(t):         # (pos, nz, two) of a thermometer
+                return t[2], ~(t[1] & ~t[2]), t[3] | ~t[0]
             # the thresholds -(2k - 1)*s_hat (k = -1..2), the terms ~(4*q*q*mk >> sh) less them
             # (zz, a step ahead of their use) and the estimate's words w_(q,k) but the residual's
             nthr = [Signal(eb, name=f"nthr{k}") for k in range(4)]
@@ -353,7 +353,7 @@ class Rsqrt(wiring.Component):
 
             def by_q(values):      # values for q = -2..2
                 return Mux(q_two, Mux(q_pos, values[4], values[0]),
-                           Mux(q_one, Mux(q_pos, values[3], values[1]), values[2]))
+                           Mux(q_nz, Mux(q_pos, values[3], values[1]), values[2]))
 
             def window(value, lo):
                 padded = Cat(value, C(0, max(0, lo + eb - len(value))))
@@ -538,8 +538,11 @@ class Rsqrt(wiring.Component):
             # operands' windows (the carry from below is lost: u to within a unit), and zz
             for a in (1, 2):
                 lo = plan.u_lo(a)
-                part = Signal(eb, name=f"qmk_{lo}")
-                m.d.comb += part.eq(Mux(q_one_w | q_two_w, window(Mux(q_two_w, mk << 1, mk), lo) ^ (~q_pos_w).replicate(eb), 0))
+                # (+-|q|*mk's window, then zeroed for q = 0 in the carry-save layer's LUTs: each
+                # of the two a LUT of four inputs)
+                signed_part = Signal(eb, name=f"qmk_{lo}")
+                m.d.comb += signed_part.eq(window(Mux(q_two_w, mk << 1, mk), lo) ^ (~q_pos_w).replicate(eb))
+                part = signed_part & q_nz_w.replicate(eb)
                 u_part = window(u_reg, lo)
                 for q in (-a, a):
                     for k in range(4):
@@ -550,15 +553,15 @@ class Rsqrt(wiring.Component):
                 srt_next.append(reg.eq(~window(mk >> 4, plan.mk_lo(a)) + nthr[k]))
             # the residual: 4rs + 4rc - 2qu - q*q*mk in two carry-save layers (the +1s of the
             # negations in the carry words' free low bits)
-            any_q = q_one | q_two
-            term_u, term_m = Signal(width, name="term_u"), Signal(width, name="term_m")
+            # (each term: +-|q| times its operand, a LUT of four inputs, then zeroed for q = 0 in
+            # the carry-save layer's LUTs)
+            any_q = q_nz
             mult_u, mult_m = Signal(width, name="mult_u"), Signal(width, name="mult_m")
             m.d.comb += [
-                mult_u.eq(Mux(q_two, u_reg << 2, u_reg << 1)),
-                mult_m.eq(Mux(q_two, mk << 2, mk)),
-                term_u.eq(Mux(any_q, mult_u ^ q_pos.replicate(width), 0)),
-                term_m.eq(Mux(any_q, ~mult_m, 0)),
+                mult_u.eq(Mux(q_two, u_reg << 2, u_reg << 1) ^ q_pos.replicate(width)),
+                mult_m.eq(~Mux(q_two, mk << 2, mk)),
             ]
+            term_u, term_m = mult_u & any_q.replicate(width), mult_m & any_q.replicate(width)
             s1, c1 = Signal(width, name="rs_s1"), Signal(width, name="rs_c1")
             sums, carries = _full_adders(rs << 2, rc << 2, term_u)
             m.d.comb += [s1.eq(sums), c1.eq(Cat(q_pos & any_q, carries))]
