@@ -505,7 +505,7 @@ class Rsqrt(wiring.Component):
                 m.d.sync += [negated[name].eq(-value) for name, value in added.items()]
                 m.d.sync += [acc_carry[name].eq(0) for name in factor_acc]
                 fsm.goto("RUN")
-        if srt:
+
             # the step's logic, outside the state (comb values inside a state would be gated by its
             # flag): RUN enables the registers
             srt_next = []

@@ -47,7 +47,7 @@ def run_rsqrt(cfg, cases):
     return results, latencies
 
 
-# the three forms of the recurrence: lookahead, compact and radix-4
+# the four forms of the recurrence: lookahead, compact, radix-4 and SRT
 RSQRT_FORMS = pytest.mark.parametrize("rsqrt_form", ["lookahead", "compact", "radix4", "srt"])
 
 
