@@ -38,16 +38,22 @@ Per element (the only per-lane arithmetic: two multipliers)::
     w = v                         (no affine)           FZ fraction bits
     y = saturate(rnd(w, frac(w) - F_out))               signed, W_out bits
 
-Error budget, in output LSBs, against the exact ``Y = gamma*z + beta``: |z| <= sqrt(N_max) <=
-2**zb and |gamma| <= 2**g_log2, so the rsqrt error costs < 2**(g_log2 + zb - need - 1) = 1/16;
-rounding A and B costs <= |gamma| * (|x| + 1)/2 * 2**-FA <= 1/8; rounding v costs <= 1/8.  The
-computed ``w`` is thus within 5/16 LSB of ``Y``; rounding it to the nearest output step lands
-within 13/16 < 1 LSB of ``Y``, i.e. on one of its two neighbours on the output grid: the result
-is *faithful*.  Saturation is monotone and cannot break that.
+Error budget, in output LSBs, against the exact ``Y = gamma*z + beta``: rounding A and B costs
+<= |gamma| * (|x| + 1)/2 * 2**-FA <= 1/8; rounding v costs <= 1/8; the rsqrt's relative error
+(below 2**-(need+1)) costs ``|gamma*z| * 2**-(need+1)``, which ``need`` keeps <= 3/16 for every
+``|gamma*z|`` up to ``H`` = the output's largest magnitude + the largest ``|beta|`` + 1 LSB
+(:func:`rsqrt_reach_lsb`; ``|z| <= sqrt(N_max) <= 2**zb`` and ``|gamma| <= 2**g_log2`` bound it
+more tightly for small cores).  There the computed ``w`` is within 7/16 LSB of ``Y``; rounding it
+to the nearest output step lands within 15/16 < 1 LSB of ``Y``, i.e. on one of its two neighbours
+on the output grid: the result is *faithful*.  Saturation is monotone and cannot break that.
+Beyond ``H`` the exact ``Y`` lies more than an LSB outside the output range and the computed ``w``
+more than half an LSB (the rsqrt's error grows with ``|gamma*z|`` but stays a small fraction of
+it): both saturate to the same end.  So ``need`` follows the output and γ/β formats, not ``N_max``.
 
-Nearest-even (``rounding="nearest-even"``): ``need``, FA and FZ carry ``GUARD_BITS`` more bits, so
-each of the three errors shrinks by ``2**-GUARD_BITS`` and ``w`` lies within ``5/16 * 2**-GUARD_BITS``
-LSB of ``Y``.  If ``w`` is farther than ``2**-(GUARD_BITS+1)`` LSB from a boundary ``k + 1/2``, ``Y``
+Nearest-even (``rounding="nearest-even"``): the rsqrt's share is 1/16 for every ``|gamma*z|`` up to
+``2**(g_log2 + zb)`` (saturated elements included), and ``need``, FA and FZ carry ``GUARD_BITS``
+more bits, so each of the three errors shrinks by ``2**-GUARD_BITS`` and ``w`` lies within
+``5/16 * 2**-GUARD_BITS`` LSB of ``Y``.  If ``w`` is farther than ``2**-(GUARD_BITS+1)`` LSB from a boundary ``k + 1/2``, ``Y``
 is on the same side and is no tie, so ``rnd(w)`` is the correctly rounded result; otherwise the
 element is decided exactly (:mod:`normgen.hw.nearest`).  The folded BatchNorm instead rounds
 ``x*A - B`` once, half to even, with FA chosen and proved by :mod:`normgen.host.fold`.
@@ -56,6 +62,7 @@ from __future__ import annotations
 
 import math
 import re
+from fractions import Fraction
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -204,6 +211,43 @@ def _bits_unsigned(max_value: int) -> int:
 
 def _bits_signed(max_magnitude: int) -> int:
     return int(max_magnitude).bit_length() + 1
+
+
+#: The reciprocal square root's share of the error budget, in output LSBs: faithful cores
+#: (rounding A and B costs 1/8, rounding v 1/8, the final rounding 1/2, so the total stays below
+#: 1), and nearest-even cores before their guard bits (the datapath's ``5/16 * 2**-GUARD_BITS``).
+RSQRT_BUDGET = {"faithful": Fraction(3, 16), "nearest-even": Fraction(1, 16)}
+
+
+def rsqrt_reach_lsb(out_format: "FixedFormat", param_format: "FixedFormat | None", zb: int, g_log2: int,
+                    exact: bool) -> int:
+    """The largest ``|gamma*z|``, in output LSBs, at which the rsqrt's relative error must stay
+    within its budget.
+
+    ``|z| <= 2**zb`` and ``|gamma| <= 2**g_log2`` bound it by ``2**(g_log2 + zb)``.  A faithful
+    core needs less: where ``|gamma*z|`` exceeds ``H`` = the output's largest magnitude + the
+    largest ``|beta|`` (``param_format``; None without the affine stage) + one LSB, the exact
+    ``Y`` lies beyond the output range by more than one LSB, and the computed ``w`` (within
+    ``|gamma*z|*delta + 1/4`` LSB of it, ``|gamma*z|*(1 - delta)`` growing with ``|gamma*z|``)
+    beyond it by more than half an LSB: both saturate to the same end.  A nearest-even core
+    keeps its error bound on every element (``exact``), saturated ones included."""
+    full = 1 << (g_log2 + zb + out_format.frac_bits)
+    if exact:
+        return full
+    reach = (1 << (out_format.int_bits - 1 + out_format.frac_bits)) + 1
+    if param_format is not None:
+        reach += 1 << (param_format.int_bits - 1 + out_format.frac_bits)
+    return min(full, reach)
+
+
+def rsqrt_need_bits(reach_lsb: int, frac_out: int, guard: int) -> int:
+    """``need``: the fewest bits with ``reach_lsb * 2**-(need+1) <= budget * 2**-guard`` (the rsqrt's
+    relative error is below ``2**-(need+1)``, :class:`CoreConfig`)."""
+    budget = RSQRT_BUDGET["nearest-even" if guard else "faithful"] / 2 ** guard
+    need = 0
+    while Fraction(reach_lsb, 2 ** (need + 1)) > budget:
+        need += 1
+    return need
 
 
 @dataclass(frozen=True, eq=False)
@@ -497,7 +541,9 @@ class CoreConfig:
         g_log2 = self.param_format.int_bits - 1 if self.affine_stage else 0
         guard = GUARD_BITS if self.exact_resolution else 0
         set_("guard_bits", guard)
-        need = self.out_format.frac_bits + 3 + g_log2 + zb + guard
+        set_("rsqrt_reach_lsb", rsqrt_reach_lsb(self.out_format, self.param_format if self.affine_stage else None,
+                                                zb, g_log2, exact=bool(guard)))
+        need = rsqrt_need_bits(self.rsqrt_reach_lsb, self.out_format.frac_bits, guard)
         set_("z_bits", zb)
         set_("gamma_log2", g_log2)
         set_("rsqrt_need", need)

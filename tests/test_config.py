@@ -221,10 +221,19 @@ def test_rsqrt_widths_meet_the_error_budget(kwargs):
     assert 4 ** cfg.z_bits >= cfg.features and (cfg.z_bits == 0 or 4 ** (cfg.z_bits - 1) < cfg.features)
     assert cfg.z_bits == zb
     g = cfg.param_format.int_bits - 1 if cfg.affine else 0
-    # rsqrt error 2**-(need+1) relative, times |z| <= 2**zb and |gamma| <= 2**g, in output LSBs,
-    # must stay within 1/16 LSB; truncating D to 2m bits and flooring R to T bits each do that.
+    # rsqrt error 2**-(need+1) relative, times |gamma*z|, in output LSBs, must stay within 3/16 LSB
+    # (faithful: with A/B's 1/8, v's 1/8 and the final 1/2 below 1) wherever the output does not
+    # saturate regardless: |gamma*z| <= 2**(g + zb) (|z| <= sqrt(N_max), |gamma| <= 2**g), and
+    # <= the output's top + |beta|'s top + 1 LSB (beyond it the exact and the computed results
+    # both saturate); truncating D to 2m bits and flooring R to T bits each keep the relative
+    # error there.
     need = cfg.rsqrt_need
-    assert Fraction(2) ** (g + zb - need - 1 + cfg.out_format.frac_bits) <= Fraction(1, 16)
+    out_f = cfg.out_format.frac_bits
+    reach = min(Fraction(2) ** (g + zb),
+                Fraction(2) ** (cfg.out_format.int_bits - 1) + (Fraction(2) ** g if cfg.affine else 0)
+                + Fraction(1, 2 ** out_f))
+    assert reach * Fraction(1, 2 ** (need + 1)) * 2 ** out_f <= Fraction(3, 16)
+    assert reach * Fraction(1, 2 ** need) * 2 ** out_f > Fraction(3, 16)      # and no bit more
     assert 2 * cfg.rsqrt_m - 1 >= need + 1
     assert cfg.rsqrt_bits - 1 >= need + 1
     assert cfg.r_width >= cfg.rsqrt_bits + 1                 # R can equal 2**T

@@ -52,10 +52,10 @@ RSQRT_FORMS = pytest.mark.parametrize("rsqrt_form", ["lookahead", "compact", "ra
 
 
 @RSQRT_FORMS
-@pytest.mark.parametrize("features", [4, 5])      # T = 9 and 10: an even and an odd number of result bits
-def test_rsqrt_exhaustive_small_domain(rsqrt_form, features):
-    cfg = CoreConfig(**{**SMALL, "features": features}, rsqrt_form=rsqrt_form)
-    assert cfg.rsqrt_bits == 5 + features
+@pytest.mark.parametrize("out_format, bits", [("s2.3", 9), ("s2.4", 10)])   # an even and an odd number of result bits
+def test_rsqrt_exhaustive_small_domain(rsqrt_form, out_format, bits):
+    cfg = CoreConfig(**{**SMALL, "out_format": out_format}, rsqrt_form=rsqrt_form)
+    assert cfg.rsqrt_bits == bits
     cases = list(range(1, 1 << cfg.d_width))
     results, latencies = run_rsqrt(cfg, cases)
     T, m = cfg.rsqrt_bits, cfg.rsqrt_m

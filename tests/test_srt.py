@@ -20,8 +20,8 @@ def spec(T, m, M):
 def test_default_configuration_plan():
     cfg = CoreConfig()
     plan = srt_plan(cfg.rsqrt_bits, cfg.rsqrt_m)
-    # two table digits, then eleven chosen; the estimate is some dozen bits wide
-    assert (plan.n, plan.J) == (13, 2) and plan.ebits <= 13
+    # three table digits, then eight chosen; the estimate is some dozen bits wide
+    assert (plan.n, plan.J) == (11, 3) and plan.ebits <= 13
 
 
 @pytest.mark.parametrize("T, m", PAIRS)
