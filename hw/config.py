@@ -88,9 +88,9 @@ SCALAR_MULS = ("parallel", "serial")
 #: bit per cycle, each step's decision a register's sign bit, six carry chains), ``"compact"``
 #: (three carry chains, two cycles per result bit: the subtraction, then the decision; ~500 fewer
 #: iCE40 logic cells) or ``"radix4"`` (two result bits per cycle, twelve candidate differences
-#: with a carry-save layer each: 13 cycles less latency at the default configuration, at a lower
+#: with a carry-save layer each: 8 cycles less latency at the default configuration, at a lower
 #: fmax, ``make bench``) or ``"srt"`` (two result bits per cycle by radix-4 SRT: a carry-save
-#: residual and a digit chosen from its leading bits, 11 cycles less latency at the default
+#: residual and a digit chosen from its leading bits, 6 cycles less latency at the default
 #: configuration).  The default follows ``scalar_mul``: compact with the serial stage.
 RSQRT_FORMS = ("lookahead", "compact", "radix4", "srt")
 

@@ -4,16 +4,17 @@ Why a digit recurrence: the specification ``R = max{R : R*R*M <= 2**(2T+2m-2)}``
 golden model is one ``math.isqrt`` and the accuracy proof is two lines (see
 :mod:`normgen.hw.config`).  The recurrence needs no multiplier and no table: one subtraction of
 ``T + 2m + 4`` bits per result bit.  A table + Newton unit would save cycles but cost multipliers
-(scarce on iCE40) and a harder error analysis.  Latency ``T + 6`` cycles: leading pair (two
-cycles), shift (two cycles), ``T + 2`` steps, the first of which sets up the trial registers
-(compact form: ``2T + 7``, a preparation cycle and two cycles a step).
+(scarce on iCE40) and a harder error analysis.  Latency ``T + 4`` cycles (lookahead form): the
+radicand latched with its leading nonzero pair (one-hot), the shift, a cycle for the first
+values, ``T`` steps, the first of which sets up the trial registers (compact form: ``2T + 6``,
+a preparation cycle and two cycles a step).
 
 Datapath::
 
-    d (d_width) --leading pair of each group--reg--> leading group: k --reg-->
-    M = (d << 2(m-1)) >> 2k              (mant_width = 2m bits; s = k - (m - 1), the even
-                                         normalizing shift; by 8(k >> 2) --reg--> by 2(k & 3)
-                                         --reg-->)
+    d (d_width) --leading nonzero pair, one-hot--reg--> M = (d << 2(m-1)) >> 2k, an AND-OR of
+                                         the pairs' windows, and k --reg-->
+                                         (mant_width = 2m bits; s = k - (m - 1), the even
+                                         normalizing shift)
     E = 2**(2m-2), p = 0, trial = M (= 4Q + M with Q = 0), 3M
     repeat T+1 times:                    diff = E - trial          (e_width + 2 bits)
         if diff >= 0:  E = 4*diff ; p = 2p + 1 ; trial = 2*trial + 3M    (Q = 2Q + M)
@@ -35,8 +36,15 @@ the registers hold ``diff`` itself
 
 Between registers: one carry chain and a two-way multiplexer whose select comes straight from a
 flip-flop (the decision's fan-out to some 220 multiplexers runs beside the carry chains, not
-after one).  In the compact form (``rsqrt_form="compact"``, the default with the serial scalar
-stage: the small-FPGA choice) the registers are ``E`` and ``trial`` as written above: three carry
+after one).  R's two leading bits are known before the steps: ``R >= 2**(T-1)``, and ``R < 2**T``
+but for ``M = 2**(2m-2)`` (``R = 2**T``, which the result's fields take from a flag).  So the
+steps start from ``p = 1`` before bit ``T - 2``: ``E = 16*2**(2m-2) - 4M``, ``diff = E - 5M``,
+``tA = 13M``, ``tB = 9M``, which a first step that does not take leaves from ``E = 4*2**(2m-2)
+- M`` and ``tB = 5M`` (set with ``3M`` from the registered M, FINE); that step adds the factors
+to their products whatever its decision, and the result's leading 1 is wiring.
+
+In the compact form (``rsqrt_form="compact"``, the default with the serial scalar stage: the
+small-FPGA choice) the registers are ``E`` and ``trial`` as written above: three carry
 chains instead of six, and two cycles per result bit: ``diff = E - trial`` is registered (SUB),
 then its sign bit selects the next ``E`` and ``trial`` (RUN), so no carry chain follows another
 between registers (on an iCE40 a carry chain of ~60 bits is most of a clock period).
@@ -64,7 +72,7 @@ on-the-fly conversion (``p`` and ``p - 1`` in registers, each digit appended to 
 The first digits come from a table of the mantissa's leading bits; after the last digit the
 result is ``R`` or ``R + 1`` and the residual's sign says which (two more cycles).  The selection
 is proven for each configuration when it is generated (:mod:`normgen.hw.srt`).  Latency
-``ceil((T+1)/2) + 7`` cycles: 20 at the default configuration, against 31 for the lookahead form.
+``ceil((T+1)/2) + 6`` cycles: 17 at the default configuration, against 23 for the lookahead form.
 The factors' products are kept in carry-save form as well and added up in the last cycle.
 
 Products with ``R``: given ``factors`` (name → shape), the unit takes those values with ``D``
@@ -105,14 +113,16 @@ __all__ = ["Rsqrt", "radix4_digits", "rsqrt_input_layout", "rsqrt_result_layout"
 
 
 def rsqrt_latency(cfg: CoreConfig) -> int:
-    """Find the leading pair (two registered halves), shift (two steps), the trial registers'
-    first values (lookahead and radix-4: one more step of the recurrence; compact: a cycle of
-    their own), one cycle per result bit (T + 1; two in the compact form; radix-4: one per two),
+    """Latch the radicand with its groups' leading pairs (IDLE), shift by the leading group
+    (SHIFT) and by the pair within it (FINE), then the steps: one per result bit (T + 1; two in
+    the compact form, after a cycle that sets up the trial registers; lookahead: T, the first
+    setting up the trial registers and R's leading bit not a step's; radix-4: one per two result
+    bits and one more; SRT: a state before the first step, one per digit, the final sign's two),
     then the output."""
+    if cfg.rsqrt_form == "srt":
+        return 6 + srt_plan(cfg.rsqrt_bits, cfg.rsqrt_m).n
     steps = cfg.rsqrt_bits + 1
-    if cfg.rsqrt_form == "srt":            # (the step-0 state's cycle, a step per digit, the final sign's two)
-        return 7 + srt_plan(cfg.rsqrt_bits, cfg.rsqrt_m).n
-    return 5 + {"lookahead": steps, "compact": 2 * steps, "radix4": radix4_digits(cfg)}[cfg.rsqrt_form]
+    return 4 + {"lookahead": steps - 2, "compact": 2 * steps, "radix4": radix4_digits(cfg)}[cfg.rsqrt_form]
 
 
 def radix4_digits(cfg: CoreConfig) -> int:
@@ -125,6 +135,13 @@ def rsqrt_shift_range(cfg: CoreConfig) -> tuple[int, int]:
     ``bitlen(D)`` from 0 (``D = 0``) to ``d_width``."""
     lead = 2 * cfg.rsqrt_m - 1
     return (0 - lead) >> 1, (cfg.d_width - lead) >> 1
+
+
+def _or_all(values):
+    total = values[0]
+    for value in values[1:]:
+        total = total | value
+    return total
 
 
 def _factor_product_shape(cfg: CoreConfig, shape, scaled_bits: int | None = None) -> Shape:
@@ -212,25 +229,15 @@ class Rsqrt(wiring.Component):
 
         # The even normalizing shift s = ceil((bitlen - 2m) / 2) is the same for the two bits of
         # a pair (bits 2k and 2k+1: s = k - (m - 1)), so it is the index of the leading nonzero
-        # pair, found by balanced trees (one 2-way choice per level), without an adder, in two
-        # registered halves: per group of (up to) four pairs its leading pair as the radicand is
-        # latched, then the leading group among those registers (LEAD).  The register k holds
-        # the index, and M = (d << 2(m-1)) >> 2k is a right shift of one direction.
+        # pair, k.  As the radicand is latched (IDLE), so is k one-hot (a pair is the leading
+        # one when it is nonzero and no pair above is).  SHIFT forms M = (d << 2(m-1)) >> 2k as an
+        # AND-OR of the pairs' windows by those flags, and k in binary; the scaled factors shift
+        # by the leading group of four pairs there, and by the pair within it in FINE, where the
+        # multiples of M start from registers.
         pairs = -(-d_width // 2)
         levels = max(1, (pairs - 1).bit_length())
-        group = min(4, 1 << levels)                   # pairs per group
+        group = min(4, 1 << levels)                   # pairs per group (the factors' first shift)
         groups = (1 << levels) // group
-
-        def index(high_any, high_k, low_k):
-            # the leaves carry no index bits (None): no zero-width wires in the Verilog
-            return high_any if high_k is None else Cat(Mux(high_any, high_k, low_k), high_any)
-
-        def leading(nodes):
-            """(any, index of the highest node with any set) of a power-of-two list of nodes."""
-            while len(nodes) > 1:
-                nodes = [(high_any | low_any, index(high_any, high_k, low_k))
-                         for (low_any, low_k), (high_any, high_k) in zip(nodes[0::2], nodes[1::2])]
-            return nodes[0]
 
         radicand = self.i.payload.d if self._factors else self.i.payload
         factor_in = {name: getattr(self.i.payload, name) for name in self._factors}
@@ -245,23 +252,29 @@ class Rsqrt(wiring.Component):
         factor_acc = {name: Signal(_factor_product_shape(cfg, shape, scaled and scaled[name]), name=f"{name}_r")
                       for name, shape in self._factors.items()}
         padded = Cat(radicand, C(0, 2 * group * groups - d_width))
-        group_any = Signal(groups)
-        group_k = [Signal(group.bit_length() - 1, name=f"group_k{g}") for g in range(groups)]
-        group_leads = [leading([(padded[2 * (g * group + k):2 * (g * group + k) + 2].any(), None)
-                                for k in range(group)]) for g in range(groups)]
-        nonzero, lead_pair = leading([(group_any[g], group_k[g]) for g in range(groups)])
+        lead = Signal(1 << levels, name="lead")     # one-hot: the leading nonzero pair
+        pair_nz = [padded[2 * k:2 * k + 2].any() for k in range(1 << levels)]
+        # (the factors' one-hot by groups of four pairs: a register of its own, not an OR of the
+        # pairs' flags in front of their AND-OR)
+        lead_group = Signal(groups, name="lead_group")
+        group_nz = [Cat(*pair_nz[g * group:(g + 1) * group]).any() for g in range(groups)]
+
+        def one_of(target, flags, value_of, name):
+            """``target`` (a signal) takes ``value_of(i)`` of the one set flag ``i``: each value as
+            ``target``'s shape, then an AND-OR by the flags."""
+            total = C(0, len(target))
+            for i, flag in enumerate(flags):
+                window = Signal(len(target), name=f"{name}_{i}")
+                m.d.comb += window.eq(value_of(i))
+                total = total | (flag.replicate(len(target)) & window)
+            return target.eq(total)
         d_reg = radicand if self._held else Signal(d_width)
         k_reg = Signal(levels)
-        # The shift in two steps, each a multiplexer of a few levels with a register behind it:
-        # SHIFT moves by 8 bits per step of k >> 2 (``coarse``), FINE by the last 0-6 bits (a wide
-        # one-step shifter was the P = 8 core's critical path: d_reg → 32:1 multiplexers spread
-        # over ~80 bits → mant, 5 ns of routing).
+        # (a 32:1 multiplexer tree of binary-coded selects spread over ~80 bits was once the
+        # P = 8 core's critical path, d_reg → mant, 5 ns of routing; the AND-OR by one-hot flags
+        # from registers is two or three LUT levels)
         fine_bits = min(2, levels)
-        coarse = Signal(mant_width + 2 * ((1 << fine_bits) - 1))
-        wide = Signal(d_width + mant_width)
-        m.d.comb += wide.eq((d_reg << 2 * (mm - 1)) >> (k_reg[fine_bits:] << (fine_bits + 1)))
-        fine = Signal(mant_width)
-        m.d.comb += fine.eq(coarse >> (k_reg[:fine_bits] << 1))
+        assert group == 1 << fine_bits, (group, fine_bits)
 
         # scaled factors: f * 2**(s_max - s) = (f << top) >> k with k = s + m - 1 <= top, as
         # M's shift: by 4(k >> 2) (SHIFT), then by k & 3 (FINE); only the low bits are kept
@@ -361,6 +374,12 @@ class Rsqrt(wiring.Component):
         if lookahead:
             t_a = Signal(e_width + 1)
             t_b = Signal(e_width + 1)
+            # the first step (``setup``) adds the factors to their products whatever its decision;
+            # ``pow4``: M = 2**(2m-2), whose R = 2**T the steps do not reach (the result's fields
+            # then take it and ``special``, the factors' products with it, instead)
+            setup = Signal(name="setup")
+            pow4 = Signal(name="pow4")
+            special = {name: Signal.like(acc, name=f"{name}_special") for name, acc in factor_acc.items()}
             rem_take = Signal(e_width)
             rem_keep = Signal(e_width)
             m.d.comb += [rem_take.eq(diff[:e_width] << 2), rem_keep.eq(rem << 2)]
@@ -377,31 +396,35 @@ class Rsqrt(wiring.Component):
             # the radicand's leading groups (and, without ``held_input``, the radicand and the
             # factors) are latched every idle cycle (their enable is this unit's own state, not
             # the producer's valid, which then drives only the state register)
-            m.d.sync += group_any.eq(Cat(a for a, _ in group_leads))
-            m.d.sync += [r.eq(k) for r, (_, k) in zip(group_k, group_leads)]
+            m.d.sync += lead.eq(Cat(nz & ~Cat(*pair_nz[k + 1:]).any() if k + 1 < len(pair_nz) else nz
+                                    for k, nz in enumerate(pair_nz)))
+            m.d.sync += lead_group.eq(Cat(nz & ~Cat(*group_nz[g + 1:]).any() if g + 1 < groups else nz
+                                          for g, nz in enumerate(group_nz)))
             if not self._held:
                 m.d.sync += d_reg.eq(radicand)
                 m.d.sync += [factor_reg[name].eq(value) for name, value in factor_in.items()]
             with m.If(self.i.valid):
-                fsm.goto("LEAD")
-        with fsm.state("LEAD"):
-            m.d.sync += [k_reg.eq(lead_pair), zero.eq(~nonzero)]
-            fsm.goto("SHIFT")
+                fsm.goto("SHIFT")
         # RUN cycles (result bits, lookahead: + 1; radix-4: digits + 1)
-        steps = plan.n if srt else radix4_digits(cfg) + 1 if radix4 else T + 2 if lookahead else T + 1
+        steps = plan.n if srt else radix4_digits(cfg) + 1 if radix4 else T if lookahead else T + 1
         with fsm.state("SHIFT"):
-            m.d.sync += [f_coarse.eq((factor_reg[name] << top) >> (k_reg[fine_bits:] << fine_bits))
+            m.d.sync += [one_of(f_coarse, list(lead_group), lambda g, f=factor_reg[name]: (f << top) >> (g << fine_bits),
+                                f"{name}_coarse")
                          for name, (f_coarse, _) in fine_shifts.items()]
+            is_zero = ~lead.any()
             m.d.sync += [
-                coarse.eq(wide[:len(coarse)]),
-                s_out.eq(Mux(zero, rsqrt_shift_range(cfg)[0], k_reg - (mm - 1))),
+                one_of(mant, [lead[k] for k in range(1 << levels)],
+                       lambda k: (d_reg << 2 * (mm - 1)) >> (2 * k), "window"),
+                k_reg.eq(Cat(*[Cat(*[lead[k] for k in range(1 << levels) if k >> b & 1]).any()
+                               for b in range(levels)])),
+                zero.eq(is_zero),
                 root.eq(0),
             ]
             # (the rounding term, when more doublings remain than the steps: from the start)
             per_step = 2 if radix4 or srt else 1
             first = (1 << (self._round - per_step * steps)
                      if self._round is not None and self._round >= per_step * steps else 0)
-            m.d.sync += [acc.eq(Mux(zero, 0, first)) for acc in factor_acc.values()]
+            m.d.sync += [acc.eq(Mux(is_zero, 0, first)) for acc in factor_acc.values()]
             if srt:
                 pass                # (the step count is set in PRE, the state before RUN)
             elif radix4:
@@ -412,26 +435,32 @@ class Rsqrt(wiring.Component):
                 m.d.sync += [diffs[0].eq(1 << (2 * mm - 4 - 2 * lead)), p8.eq(0), p24.eq(0), step.eq(steps)]
                 m.d.sync += [d[-1].eq(1) for d in diffs[1:]]
             elif lookahead:
-                # The trial registers' first values come from one more step of the recurrence
-                # (no state of their own, so no third input on the step's multiplexers): a
-                # step that does not take, from E/4, tB = M and a negative diff, leaves
-                # E, diff = E - M, tA = 5M, tB = M and p = 0.
-                m.d.sync += [rem.eq(1 << (2 * mm - 4)), diff[-1].eq(1), step.eq(T + 2)]
+                # R's two leading bits are known: R < 2**T but for M = 2**(2m-2) (``pow4``), and
+                # R >= 2**(T-1), so the steps start from p = 1 at bit T - 1.  The trial registers'
+                # first values come from one more step of the recurrence (no state of their own,
+                # so no third input on the step's carry chains' multiplexers): a step that does not
+                # take, from E = 4**2 * 2**(2m-2)/16 - M (FINE), tB = 5M (FINE) and a negative diff,
+                # leaves E = 16*2**(2m-2) - 4M, diff = E - 5M, tA = 13M, tB = 9M: the state of
+                # p = 1 before bit T - 2.  Its bit (0) is replaced by R's leading 1 at the output;
+                # the factors' products add their factor in it (``setup``).
+                m.d.sync += [diff[-1].eq(1), step.eq(T)]
             else:
                 m.d.sync += [rem.eq(1 << (2 * mm - 2)), step.eq(T + 1)]
             fsm.goto("FINE")
         with fsm.state("FINE"):
+            m.d.sync += s_out.eq(Mux(zero, rsqrt_shift_range(cfg)[0], k_reg - (mm - 1)))
             # (a scaled factor is 0 for D = 0, so its product needs no multiplexer at the output)
             m.d.sync += [f_scaled.eq(Mux(zero, 0, f_coarse >> k_reg[:fine_bits]))
                          for f_coarse, f_scaled in fine_shifts.values()]
-            m.d.sync += [mant.eq(fine), three_m.eq((fine << 1) + fine)]
+            m.d.sync += three_m.eq((mant << 1) + mant)
             if radix4:
-                m.d.sync += nine_m.eq((fine << 3) + fine)
+                m.d.sync += nine_m.eq((mant << 3) + mant)
             if lookahead:
-                m.d.sync += t_b.eq(fine)
+                m.d.sync += [t_b.eq((mant << 2) + mant), rem.eq((1 << 2 * mm) - mant),
+                             pow4.eq(mant == 1 << (2 * mm - 2)), setup.eq(1)]
             if srt:
                 # the table, by M's leading bits: the first J digits and the thresholds
-                with m.Switch(fine[2 * mm - plan.b:]):
+                with m.Switch(mant[2 * mm - plan.b:]):
                     for idx, row in enumerate(plan.table):
                         if row is None:
                             continue
@@ -605,9 +634,15 @@ class Rsqrt(wiring.Component):
                                      (p24 << 2) + (nine_m << 3)])),
                 ]
             else:
+                # (lookahead: the first step adds the factors whatever its decision)
+                with m.If(take | setup if lookahead else take):
+                    m.d.sync += [acc.eq(((acc << 1) | inject[name]) + added[name]) for name, acc in factor_acc.items()]
+                with m.Else():
+                    m.d.sync += [acc.eq((acc << 1) | inject[name]) for name, acc in factor_acc.items()]
+                if lookahead:
+                    m.d.sync += setup.eq(0)
                 with m.If(take):
                     m.d.sync += root.eq((root << 1) | 1)
-                    m.d.sync += [acc.eq(((acc << 1) | inject[name]) + added[name]) for name, acc in factor_acc.items()]
                     if lookahead:
                         m.d.sync += [
                             rem.eq(rem_take),
@@ -619,7 +654,6 @@ class Rsqrt(wiring.Component):
                         m.d.sync += [rem.eq(diff[:e_width] << 2), trial.eq((trial << 1) + three_m)]
                 with m.Else():
                     m.d.sync += root.eq(root << 1)
-                    m.d.sync += [acc.eq((acc << 1) | inject[name]) for name, acc in factor_acc.items()]
                     if lookahead:
                         m.d.sync += [
                             rem.eq(rem_keep),
@@ -658,9 +692,18 @@ class Rsqrt(wiring.Component):
                 fsm.goto("DONE")
         # the result's fields are driven in every state (meaningful with ``o.valid``); they hold
         # from DONE until the next input's SHIFT
-        m.d.comb += self.o.payload.r.eq(Mux(zero, 0, root))
+        if lookahead:
+            # R = 2**(T-1) + the steps' bits, or 2**T (``pow4``); the factors' products with
+            # 2**T (and the rounding term the accumulators carry) registered while the steps run
+            result = Mux(pow4, 1 << T, root | (1 << (T - 1)))
+            round_term = 1 << self._round if self._round is not None else 0
+            m.d.sync += [special[name].eq((added[name] << T) + round_term) for name in factor_acc]
+            products = {name: Mux(pow4, special[name], acc) for name, acc in factor_acc.items()}
+        else:
+            result, products = root, factor_acc
+        m.d.comb += self.o.payload.r.eq(Mux(zero, 0, result))
         m.d.comb += [getattr(self.o.payload, f"{name}_r").eq(acc if name in fine_shifts else Mux(zero, 0, acc))
-                     for name, acc in factor_acc.items()]
+                     for name, acc in products.items()]
         with fsm.state("DONE"):
             m.d.comb += self.o.valid.eq(1)
             with m.If(self.o.ready):

@@ -108,6 +108,8 @@ def test_rsqrt_products_with_factors(rsqrt_form, held_input, scaled, rounding):
     rng = np.random.default_rng(11)
     top = (1 << cfg.d_width) - 1
     cases = [(0, 5, -3), (1, 2047, -(1 << 26)), (top, 2047, (1 << 26) - 1), (top, 0, 0), (3, 1, -1)]
+    # powers of 4 (the mantissa 2**(2m-2), whose R = 2**T the lookahead form's steps do not reach)
+    cases += [(4 ** k, 2047 - k, (-1) ** k * ((1 << 26) - k)) for k in (1, 6, 13, 25)]
     cases += [(int(rng.integers(1, 1 << 62)) >> int(rng.integers(0, 62)) & top,
                int(rng.integers(0, 1 << 11)), int(rng.integers(-(1 << 26), 1 << 26))) for _ in range(60)]
     got = []
@@ -553,17 +555,21 @@ def test_rsqrt_recurrence_on_a_million_mantissas():
     rng = np.random.default_rng(2024)
     low, high = 1 << (2 * m - 2), 1 << (2 * m)
     mant = np.concatenate([rng.integers(low, high, 1_000_000), [low, low + 1, high - 1, high - 2]]).astype(np.int64)
-    rem = np.full(mant.shape, 1 << (2 * m - 2), dtype=np.int64)    # SHIFT
-    diff = rem - mant                                                   # PREP: trial = M
-    t_a, t_b, three_m = 5 * mant, mant.copy(), 3 * mant
+    # FINE: E = 4*2**(2m-2) - M, tB = 5M, diff negative (the first step does not take); R's
+    # leading 1 (bit T - 1) is not a step's
+    rem = (1 << (2 * m)) - mant
+    diff = np.full(mant.shape, -1, dtype=np.int64)
+    t_a, t_b, three_m = np.zeros_like(mant), 5 * mant, 3 * mant
     root = np.zeros_like(mant)
-    for _ in range(T + 1):                                              # RUN
+    for _ in range(T):                                                  # RUN
         take = diff >= 0
         rem_take, rem_keep = diff << 2, rem << 2
         rem, diff = np.where(take, rem_take, rem_keep), np.where(take, rem_take - t_a, rem_keep - t_b)
         trial_next = np.where(take, t_a, t_b)
         t_a, t_b = (trial_next << 1) + three_m, (trial_next << 1) - mant
         root = (root << 1) | take
+    assert (root < (1 << (T - 1))).all()
+    root = np.where(mant == low, 1 << T, root | (1 << (T - 1)))        # the result's field
     bound = 1 << (2 * T + 2 * m - 2)
     bad = [(int(mv), int(r)) for mv, r in zip(mant, root)
            if not (int(r) * int(r) * int(mv) <= bound < (int(r) + 1) ** 2 * int(mv))]
