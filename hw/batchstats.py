@@ -30,7 +30,7 @@ from .interface import Core
 from .kinds import register_core
 from .nearest import NearestEvenFixup
 from .output import ElementDatapath, datapath_latency, fixup_latency, pack_params
-from .scalars import VectorScalars, scalars_latency, stats_e_n, vector_stats_layout
+from .scalars import VectorScalars, scalars_latency, stats_e_n2, vector_stats_layout
 
 __all__ = ["BatchStatsCore", "batch_stats_latency"]
 
@@ -210,11 +210,11 @@ class BatchStatsCore(Core):
                     scalars.i.valid.eq(1),
                     scalars.i.payload.beats.eq(batch_size),
                     scalars.i.payload.s1.eq(Array(s1s)[lane]),
-                    scalars.i.payload.s2.eq(Array(s2s)[lane]),
                     scalars.i.payload.overlong.eq(0),
                 ]
-                if "e_n" in vector_stats_layout(cfg).members:
-                    m.d.comb += scalars.i.payload.e_n.eq(stats_e_n(cfg, batch_size))
+                m.d.comb += scalars.i.payload.s2.eq(Array(s2s)[lane])
+                if "e_n2" in vector_stats_layout(cfg).members:    # e*M*M
+                    m.d.comb += scalars.i.payload.e_n2.eq(stats_e_n2(cfg, batch_size))
                 with m.If(scalars.i.ready):
                     m.next = "ST_WAIT"
             with m.State("ST_WAIT"):

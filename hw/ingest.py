@@ -13,8 +13,9 @@ Datapath (P lanes of ``W_in`` bits), every stage registered; the stages never st
                                 +--R--> x_k, x_k**2 (one multiplier per lane, product registered)
                                      --T_1..T_k--> sum over lanes: a pipelined adder tree, one
                                                    adder level between registers
-                                     --ACC--> S1 += sum x, S2 += sum x**2; at a vector's last
-                                              beat the stats register takes S1, S2, N
+                                     --ACC--> S1 += sum x, S2 += sum x**2 [and e*N*N beside
+                                              them, parallel scalar stage]; at a vector's last
+                                              beat the stats register takes S1, S2, N[, e*N*N]
                                      --> statistics FIFO --> stats
 
 The statistics FIFO is what absorbs a busy scalar stage: a beat is taken only when the vectors
@@ -52,7 +53,7 @@ from amaranth.lib.wiring import In, Out
 
 from .config import SLICE_LANES, CoreConfig
 from .interface import input_layout
-from .scalars import stats_e_n, vector_stats_layout
+from .scalars import count_multiplier, vector_stats_layout
 from .streams import BlockFIFO, CreditFIFO, through_fifo
 
 __all__ = ["Ingest", "buffer_depth", "read_delay", "stats_slice", "stats_bypass", "lane_values", "next_ptr", "STATS_FIFO_DEPTH"]
@@ -303,10 +304,17 @@ class Ingest(wiring.Component):
         assert len(sums) == 1 and len(squares) == 1
         beat_sum, beat_sq = sums[0], squares[0]
 
-        # ACC stage: accumulate, or hand the vector's statistics to the stats register.
+        # ACC stage: accumulate, or hand the vector's statistics to the stats register.  For the
+        # parallel scalar stage e*N*N too, beside them: with b the beats so far, q = e*P*P*b*b and
+        # w = e*P*P*(2b + 1) (q's step to the next beat), each a register and one adder.
         acc_s1 = Signal(signed(cfg.s1_width))
         acc_s2 = Signal(cfg.s2_width)
         m.d.sync += stats_valid.eq(tree_token.push)
+        with_e = "e_n2" in vector_stats_layout(cfg).members and len(stats.e_n2) > 0
+        if with_e:
+            unit = cfg.eps_int * count_multiplier(cfg) ** 2
+            e_q = Signal.like(stats.e_n2, name="e_q")
+            e_w = Signal.like(stats.e_n2, name="e_w", init=unit)
         with m.If(tree_token.push):
             m.d.sync += [
                 stats.s1.eq(acc_s1 + beat_sum),
@@ -315,10 +323,12 @@ class Ingest(wiring.Component):
                 stats.overlong.eq(tree_token.overlong),
                 acc_s1.eq(0), acc_s2.eq(0),
             ]
-            if "e_n" in vector_stats_layout(cfg).members:
-                m.d.sync += stats.e_n.eq(stats_e_n(cfg, tree_token.beats))
+            if with_e:
+                m.d.sync += [stats.e_n2.eq(e_q + e_w), e_q.eq(0), e_w.eq(unit)]
         with m.Elif(tree_token.add):
             m.d.sync += [acc_s1.eq(acc_s1 + beat_sum), acc_s2.eq(acc_s2 + beat_sq)]
+            if with_e:
+                m.d.sync += [e_q.eq(e_q + e_w), e_w.eq(e_w + 2 * unit)]
 
         # Credits: vectors whose last beat reached the B stage and whose statistics have not left
         # the FIFO.  The count takes a last beat from the B register (not from the input
@@ -377,3 +387,4 @@ class Ingest(wiring.Component):
         with m.Else():
             m.d.sync += b_valid.eq(0)
         return m
+

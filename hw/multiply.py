@@ -80,11 +80,16 @@ def _rows(fabric_bits: int) -> int:
 
 
 def product_latency(a_shape, b_shape, *, operand_registers: bool = False, fabric_bits: int = 0,
-                    product_registers: int = 1, addend: bool = False, arity: int = 2) -> int:
+                    product_registers: int = 1, addend: bool = False, arity: int = 2, also=None,
+                    terms: int = 0) -> int:
     """Cycles from the operands to the product of :func:`product_tree`: [the operands'
     register,] the partial products' register(s), then one register per adder level (``arity``
-    values each; with an ``addend``, at least one: the addend joins the last level)."""
-    terms = product_blocks(a_shape, b_shape, fabric_bits) + _rows(fabric_bits)
+    values each; with an ``addend``, at least one: the addend joins the last level) [``also``:
+    the shapes of a second product whose partial products join the same tree; ``terms``: values
+    that join them]."""
+    terms += product_blocks(a_shape, b_shape, fabric_bits) + _rows(fabric_bits)
+    if also is not None:
+        terms += product_blocks(*also)
     levels = 0
     while terms > (2 if addend else 1):
         terms, levels = -(-terms // arity), levels + 1
@@ -93,7 +98,7 @@ def product_latency(a_shape, b_shape, *, operand_registers: bool = False, fabric
 
 def product_tree(m: Module, a, b, *, name: str, operand_registers: bool = False, fabric_bits: int = 0,
                  product_registers: int = 1, addend=None, carry_in=None, arity: int = 2,
-                 result_bits: int | None = None):
+                 result_bits: int | None = None, also=None, terms=()):
     """The exact product ``a*b`` of two values (signed or unsigned), ``product_latency`` cycles
     after them; returns the (signed) product value.  With ``addend`` (a value the caller sets in
     the cycle before the product's, i.e. ``product_latency - 1`` cycles after the operands) it
@@ -107,22 +112,34 @@ def product_tree(m: Module, a, b, *, name: str, operand_registers: bool = False,
     ``operand_registers`` the operands are registered first, where the placer can put them next to
     the multipliers (the DSP blocks' own input registers).  With ``fabric_bits`` (which needs
     ``operand_registers``) the low bits of ``b`` are rows in logic; with ``product_registers = 2``
-    the partial products are registered twice (the module docstring)."""
+    the partial products are registered twice (the module docstring).  With ``also = (c, d)``
+    the tree returns ``a*b + c*d``: the partial products of ``c*d`` join those of ``a*b`` in
+    the same levels (``c`` and ``d`` registered as ``a`` and ``b`` are; no rows in logic); with
+    ``terms`` (``(value, shift)`` pairs, set with the operands) it adds ``value << shift`` of
+    each, registered beside the partial products."""
     assert product_registers in (1, 2), product_registers
-    a, b = Value.cast(a), Value.cast(b)
-    a_width, b_width = _signed_width(a.shape()), _signed_width(b.shape())
-    a = a.as_signed() if a.shape().signed else Cat(a, C(0, 1)).as_signed()
-    b = b.as_signed() if b.shape().signed else Cat(b, C(0, 1)).as_signed()
+
+    def operand(value, suffix):
+        value = Value.cast(value)
+        width = _signed_width(value.shape())
+        value = value.as_signed() if value.shape().signed else Cat(value, C(0, 1)).as_signed()
+        if operand_registers:
+            reg = Signal.like(value, name=f"{name}_{suffix}", reset_less=True)
+            m.d.sync += reg.eq(value)
+            value = reg
+        return value, width
+
+    a_raw = Value.cast(a)
+    (a, a_width), (b, b_width) = operand(a_raw, "a"), operand(b, "b")
     width = a_width + b_width
     assert operand_registers or not fabric_bits, "rows in logic take 3a from the operand register stage"
-    if operand_registers:
-        a_reg = Signal.like(a, name=f"{name}_a", reset_less=True)
-        b_reg = Signal.like(b, name=f"{name}_b", reset_less=True)
-        m.d.sync += [a_reg.eq(a), b_reg.eq(b)]
-        if fabric_bits:
-            a3 = Signal(signed(a_width + 2), name=f"{name}_a3", reset_less=True)
-            m.d.sync += a3.eq(a + (a << 1))
-        a, b = a_reg, b_reg
+    if fabric_bits:
+        a3 = Signal(signed(a_width + 2), name=f"{name}_a3", reset_less=True)
+        a_signed = a_raw.as_signed() if a_raw.shape().signed else Cat(a_raw, C(0, 1)).as_signed()
+        m.d.sync += a3.eq(a_signed + (a_signed << 1))
+    if also is not None:
+        (c, c_width), (d, d_width) = operand(also[0], "c"), operand(also[1], "d")
+        width = max(width, c_width + d_width) + 1
 
     def chunks(value, bits, low_bit=0):
         split = split_chunks(bits)
@@ -131,7 +148,7 @@ def product_tree(m: Module, a, b, *, name: str, operand_registers: bool = False,
         return [(p, low + low_bit)
                 for p, (low, _) in zip(parts + [value[low:low + size].as_signed()], split)]
 
-    terms = []
+    extra, terms = terms, []
     for bit in range(0, fabric_bits, 2):    # rows in logic: a * (two bits of b), at their weight
         row = Signal(signed(a_width + 2), name=f"{name}_row_{bit}", reset_less=True)
         digit = Cat(b[bit], b[bit + 1] if bit + 1 < fabric_bits else C(0, 1))
@@ -150,6 +167,20 @@ def product_tree(m: Module, a, b, *, name: str, operand_registers: bool = False,
             product = Signal(signed(len(ca) + len(cb) + 1), name=f"{name}_pp_{sa}_{sb}", reset_less=True)
             m.d.sync += product.eq(ca * cb)
             terms.append((product, sa + sb))
+    for k, (value, shift) in enumerate(extra):      # (the operand register and the products')
+        value = Value.cast(value)
+        value = value if value.shape().signed else Cat(value, C(0, 1)).as_signed()   # (the sums are signed)
+        for step in range(int(operand_registers) + 1):
+            reg = Signal.like(value, name=f"{name}_term{k}_{step}", reset_less=True)
+            m.d.sync += reg.eq(value)
+            value = reg
+        terms.append((value, shift))
+    if also is not None:
+        for cc, sc in chunks(c, c_width):
+            for cd, sd in chunks(d, d_width):
+                product = Signal(signed(len(cc) + len(cd) + 1), name=f"{name}_cd_{sc}_{sd}", reset_less=True)
+                m.d.sync += product.eq(cc * cd)
+                terms.append((product, sc + sd))
     for step in range(1, product_registers):     # the partial products' fabric registers
         held = []
         for x, sx in terms:

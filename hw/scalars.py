@@ -1,15 +1,15 @@
 """Per-vector scalar stage: statistics in, the constants ``A`` and ``B`` of ``x*A - B`` out.
 
-One shared multiplier (``mul_width_a`` x ``mul_width_b`` signed) serves the products of a vector
-in turn, so this stage costs one wide multiplier whatever the lane count.  With the pipelined
-multiplier ``N*R`` and ``S1'*R`` come out of the rsqrt unit with ``R`` (one add per result bit
-beside the recurrence, :func:`products_in_rsqrt`), so the multiplier serves the two products of
-``D`` only; the serial multiplier (the small-FPGA choice) serves all four, which costs cycles
-and no logic::
+The serial stage (the small-FPGA choice) has one ``CHUNK x CHUNK`` multiplier for the four
+products of a vector in turn, which costs cycles and no logic.  The parallel stage forms
+``D = N*S2 - S1*S1 + e*N*N`` in one pipelined product tree (:class:`DifferenceMultiplier`, both
+products' partial products and ``e*N*N`` summed together) as the statistics arrive, and ``N*R`` and ``S1'*R`` come out of
+the rsqrt unit with ``R`` (one add per result bit beside the recurrence,
+:func:`products_in_rsqrt`)::
 
-    t = S2 + e*N                (e is a constant; e*N is latched a cycle after N)
-    D = N*t - S1**2             LayerNorm   (= N*S2 - S1**2 + e*N**2)
-    D = N*t                     RMSNorm
+    D = N*S2 - S1**2 + e*N**2   LayerNorm   (e is a constant; serial: N*t - S1**2, t = S2 + e*N;
+                                             parallel: e*N**2 comes with the statistics)
+    D = N*S2 + e*N**2           RMSNorm
     (R, s) = Rsqrt(D)                          [with N*R and S1'*R: parallel]
     A = rnd(N*R, sh), B = rnd(S1'*R, sh), sh = T + m - 1 + s - FA
 
@@ -32,21 +32,19 @@ from .multiply import constant_product, product_latency, product_tree
 from .rsqrt import Rsqrt, rsqrt_latency, rsqrt_shift_range
 from .sequencer import OneHot
 
-__all__ = ["VectorScalars", "products_in_rsqrt", "ScalarBank", "scalar_units", "unit_interval", "SerialMultiplier", "scalars_latency", "vector_stats_layout", "stats_e_n", "vector_coefs_layout", "shift_plan",
-           "PipelinedMultiplier", "multiplier_widths", "scalar_product_registers"]
+__all__ = ["VectorScalars", "products_in_rsqrt", "ScalarBank", "scalar_units", "unit_interval", "SerialMultiplier", "scalars_latency", "vector_stats_layout", "stats_e_n", "stats_e_n2", "vector_coefs_layout", "shift_plan",
+           "DifferenceMultiplier", "d_multiplier_shapes", "scalar_product_registers"]
 
 
-#: Cycles the scalar stage spends outside the rsqrt unit and the multiplier's pipeline, from the
-#: input transfer to ``o.valid``: IDLE (statistics latched; parallel: S1*S1 issued from them),
-#: [parallel: NT (N*(S2 + e*N) issued: the add is in front of the operand register), LATCH_S1SQ
-#: (N*t's last level subtracts S1*S1), D (the product is D: the rsqrt unit starts);] [serial: EN
-#: (e*N), T (t = S2 + e*N), NT and S1SQ (the products of D issued), LATCH_NT, D, RSQRT_IN, NR and
-#: S1R (the products of A and B issued), LATCH_NR, AB, AB_FINE, ROUND;]
-#: ``o.valid`` rises in OUT.  Parallel: A and B are rounded in RSQRT_OUT from fixed bits of the
-#: rsqrt unit's scaled products; serial: the shift's coarse step is taken in AB (from the
-#: multiplier's products), the fine step in AB_FINE, the rounding in ROUND.  RSQRT_OUT is the
-#: rsqrt unit's output cycle, counted in its latency.  The tests measure it.
-OWN_CYCLES = {"parallel": 3, "serial": 14}
+#: Cycles the serial scalar stage spends outside the rsqrt unit and the multiplier, from the
+#: input transfer to ``o.valid``: IDLE (statistics latched), EN (e*N), T (t = S2 + e*N), NT and
+#: S1SQ (the products of D issued), LATCH_NT, D, RSQRT_IN, NR and S1R (the products of A and B
+#: issued), LATCH_NR, AB (the shift's coarse step, from the multiplier's products), AB_FINE (its
+#: fine step), ROUND; ``o.valid`` rises in OUT.  The parallel stage issues ``N*t - S1*S1`` in IDLE,
+#: waits out the multiplier's pipeline (PIPE_k) and starts the rsqrt unit in D, the state in which
+#: the product is D; A and B are rounded in the unit's output cycle (RSQRT_OUT, counted in its
+#: latency) from fixed bits of its scaled products.  The tests measure both.
+OWN_CYCLES = {"serial": 14}
 
 #: The A/B shift moves by multiples of this first, then by the rest: two short multiplexer trees,
 #: each selected by a register decoded from the rsqrt unit's ``s`` (see :func:`shift_plan`).
@@ -69,19 +67,25 @@ def products_in_rsqrt(cfg: CoreConfig) -> bool:
 
 
 def _operand_bits(cfg: CoreConfig) -> dict:
-    """Magnitude bits of the multiplier's products' operands: N*t, S1*S1[, N*R, S1*R]."""
-    t_bits = max(cfg.s2_width, (cfg.eps_int * cfg.reduction_max).bit_length()) + 1
-    bits = {"NT": (cfg.count_width, t_bits), "S1SQ": (cfg.s1_width, cfg.s1_width)}
-    if not products_in_rsqrt(cfg):
-        bits.update({"NR": (cfg.count_width, cfg.r_width), "S1R": (cfg.s1_width, cfg.r_width)})
-    return bits
+    """Magnitude bits of the serial multiplier's products' operands: N*t, S1*S1, N*R, S1*R."""
+    return {"NT": (cfg.count_width, _t_width(cfg)), "S1SQ": (cfg.s1_width, cfg.s1_width),
+            "NR": (cfg.count_width, cfg.r_width), "S1R": (cfg.s1_width, cfg.r_width)}
 
 
-def multiplier_widths(cfg: CoreConfig) -> tuple[int, int]:
-    """Signed operand widths of the scalar stage's multiplier: (N or S1, t or S1 [or R])."""
-    t_width = max(cfg.s2_width, (cfg.eps_int * cfg.reduction_max).bit_length()) + 1
-    r_width = 0 if products_in_rsqrt(cfg) else cfg.r_width
-    return max(cfg.count_width, cfg.s1_width) + 1, max(t_width, cfg.s1_width, r_width) + 1
+def _t_width(cfg: CoreConfig) -> int:
+    """Bits of ``t = S2 + e*N``."""
+    return max(cfg.s2_width, (cfg.eps_int * cfg.reduction_max).bit_length()) + 1
+
+
+def d_multiplier_shapes(cfg: CoreConfig) -> tuple:
+    """Shapes of the pipelined scalar stage's ``a*b - c*d + e``: N, S2, S1, S1 (RMSNorm: None,
+    None), e*N*N."""
+    s1 = signed(cfg.s1_width) if cfg.subtracts_mean else None
+    return unsigned(cfg.count_width), unsigned(cfg.s2_width), s1, s1, _e_n2_shape(cfg)
+
+
+def _e_n2_shape(cfg: CoreConfig) -> Shape:
+    return unsigned((cfg.eps_int * cfg.reduction_max ** 2).bit_length())
 
 
 def scalar_product_registers(cfg: CoreConfig) -> int:
@@ -94,74 +98,70 @@ def scalar_product_registers(cfg: CoreConfig) -> int:
 
 
 def scalars_latency(cfg: CoreConfig) -> int:
-    own = OWN_CYCLES[cfg.scalar_mul]
-    pairs = len(_operand_bits(cfg)) // 2
     if cfg.scalar_mul == "serial":      # per product: chunk pairs, then accumulate and hand over
+        pairs = len(_operand_bits(cfg)) // 2
         # (one cycle a pair overlaps: its second issue state latches the first product)
-        own += sum(_chunks(a) * _chunks(b) + SerialMultiplier.OVERHEAD for a, b in _operand_bits(cfg).values()) - pairs
-    else:                               # each product pair waits out the multiplier's pipeline
-        own += pairs * (PipelinedMultiplier.latency_of(*multiplier_widths(cfg), scalar_product_registers(cfg)) - 2)
+        own = OWN_CYCLES["serial"] + sum(_chunks(a) * _chunks(b) + SerialMultiplier.OVERHEAD
+                                         for a, b in _operand_bits(cfg).values()) - pairs
+    else:                               # D = N*t - S1*S1 issued as the statistics arrive (IDLE)
+        own = DifferenceMultiplier.latency_of(*d_multiplier_shapes(cfg),
+                                              product_registers=scalar_product_registers(cfg))
     return rsqrt_latency(cfg) + own
 
 
-class PipelinedMultiplier(wiring.Component):
-    """Signed ``a*b``, one product per cycle, ``latency`` cycles after ``a`` and ``b`` are set.
+class DifferenceMultiplier(wiring.Component):
+    """``a*b - c*d + e`` (without ``c`` and ``d``: ``a*b + e``), one result per cycle,
+    ``latency`` cycles after the operands are set.
 
-    The operands are registered (twice), then multiplied by :func:`normgen.hw.multiply.product_tree`
-    (at most one DSP-sized partial product or one level of three-value adds between registers).
-    Its last level also adds ``c`` and ``c_in`` (1 bit), set ``latency - 1`` cycles after the
-    operands (``c = ~p``, ``c_in = 1`` there subtract the product that ``p`` holds then).  With
-    ``p_width`` only so many low bits of the result are formed (for results that fit them).
+    The operands are registered twice: the first register takes ``a``, ``b``, ``~c``, ``d`` and
+    ``e`` from the caller (the inversion in front of it is no logic of its own), the second, fed
+    by flip-flops only, goes into the multipliers' input registers.  ``-c*d = ~c*d + d``: the
+    partial products of ``a*b`` and ``~c*d``, ``d`` itself and ``e`` sum in one
+    :func:`normgen.hw.multiply.product_tree` (one DSP-sized partial product or one level of
+    three-value adds between registers), so the difference and the addend cost no cycle of their
+    own.  Only the result's low ``p_width`` bits are formed (for results that fit them as signed
+    values)."""
 
-    With ``subtract_ahead`` the last level instead subtracts ``p`` in the cycle after ``sub`` is
-    set (``latency - 2`` cycles after the operands): ``sub`` passes a register of the unit's own,
-    which gates ``~p`` and the carry beside the adder (``c`` and ``c_in`` are unused).  In wide
-    cores the scalar stage's state flags lie far from this adder (at P = 32 the state flag that
-    gated ``c_in`` → the adder's carry chain was the critical path, 3.3 ns of routing)."""
-
-    def __init__(self, a_width: int, b_width: int, p_width: int | None = None, *, product_registers: int = 1,
-                 subtract_ahead: bool = False):
-        self._widths = (a_width, b_width)
+    def __init__(self, a_shape, b_shape, c_shape=None, d_shape=None, e_shape=None, *, p_width: int,
+                 product_registers: int = 1):
+        self._shapes = {name: Shape.cast(shape) for name, shape in zip("abcde", (a_shape, b_shape, c_shape, d_shape,
+                                                                                 e_shape))
+                        if shape is not None and Shape.cast(shape).width > 0}
+        assert ("c" in self._shapes) == ("d" in self._shapes)
         self._product_registers = product_registers
-        self._p_width = a_width + b_width if p_width is None else p_width
-        self._ahead = subtract_ahead
-        super().__init__({
-            "a": In(signed(a_width)),
-            "b": In(signed(b_width)),
-            "c": In(signed(self._p_width)),
-            "c_in": In(1),
-            "sub": In(1),
-            "p": Out(signed(self._p_width)),
-        })
+        self._p_width = p_width
+        members = {name: In(shape) for name, shape in self._shapes.items()}
+        members["p"] = Out(signed(p_width))
+        super().__init__(members)
 
     @classmethod
-    def latency_of(cls, a_width: int, b_width: int, product_registers: int = 1) -> int:
-        return 1 + product_latency(signed(a_width), signed(b_width), operand_registers=True, addend=True, arity=3,
-                                   product_registers=product_registers)
+    def latency_of(cls, a_shape, b_shape, c_shape=None, d_shape=None, e_shape=None, *,
+                   product_registers: int = 1) -> int:
+        also = None if c_shape is None else (Shape.cast(c_shape), Shape.cast(d_shape))
+        terms = int(also is not None) + int(e_shape is not None and Shape.cast(e_shape).width > 0)
+        return 1 + product_latency(a_shape, b_shape, operand_registers=True, arity=3,
+                                   product_registers=product_registers, also=also, terms=terms)
 
     @property
     def latency(self) -> int:
-        return self.latency_of(*self._widths, self._product_registers)
+        return self.latency_of(*(self._shapes.get(name) for name in "abcde"),
+                               product_registers=self._product_registers)
 
     def elaborate(self, platform):
         m = Module()
-        # The operands are registered twice: the first register takes them from the scalar
-        # stage's operand multiplexer (where Yosys may give bits that are constant in some state
-        # a synchronous reset), the second, fed by flip-flops only, goes into the multipliers'
-        # input registers.
-        a_in = Signal.like(self.a, name="a_in", reset_less=True)
-        b_in = Signal.like(self.b, name="b_in", reset_less=True)
-        m.d.sync += [a_in.eq(self.a), b_in.eq(self.b)]
-        addend, carry_in = self.c, self.c_in
-        if self._ahead:
-            sub_r = Signal(name="sub_r")
-            m.d.sync += sub_r.eq(self.sub)
-            addend = Signal.like(self.c, name="sub_p")
-            m.d.comb += addend.eq(Mux(sub_r, ~self.p, 0))
-            carry_in = sub_r
-        m.d.comb += self.p.eq(product_tree(m, a_in, b_in, name="p", operand_registers=True, addend=addend,
-                                           carry_in=carry_in, arity=3, result_bits=self._p_width,
-                                           product_registers=self._product_registers))
+        held = {}
+        for name, shape in self._shapes.items():
+            held[name] = Signal(shape, name=f"{name}_in", reset_less=True)
+            m.d.sync += held[name].eq(~getattr(self, name) if name == "c" else getattr(self, name))
+        also, terms = None, []
+        if "c" in held:
+            also = (held["c"], held["d"])
+            terms.append((held["d"], 0))
+        if "e" in held:
+            terms.append((held["e"], 0))
+        m.d.comb += self.p.eq(product_tree(m, held["a"], held["b"], name="p", operand_registers=True, arity=3,
+                                           result_bits=self._p_width, product_registers=self._product_registers,
+                                           also=also, terms=terms))
         return m
 
 
@@ -296,8 +296,8 @@ def count_multiplier(cfg: CoreConfig) -> int:
 
 def vector_stats_layout(cfg: CoreConfig) -> data.StructLayout:
     """A vector's statistics: its beats, S1, S2, whether it was overlong [and, for the parallel
-    scalar stage, ``e_n = e*N`` (:func:`stats_e_n`), formed beside S1 and S2 where the count is a
-    register, so the stage takes it as it takes the others]."""
+    scalar stage, ``e_n2 = e*N*N`` (:func:`stats_e_n2`), formed beside S1 and S2 by the input
+    stage, so the stage takes every term of D as it arrives]."""
     fields = {
         "beats": beats_shape(cfg),
         "s1": signed(cfg.s1_width),
@@ -305,8 +305,14 @@ def vector_stats_layout(cfg: CoreConfig) -> data.StructLayout:
         "overlong": 1,
     }
     if products_in_rsqrt(cfg):
-        fields["e_n"] = unsigned((cfg.eps_int * cfg.reduction_max).bit_length())
+        fields["e_n2"] = _e_n2_shape(cfg)
     return data.StructLayout(fields)
+
+
+def stats_e_n2(cfg: CoreConfig, count):
+    """``e*N*N`` for ``N = count`` (a product, then a constant multiplication; for statistics
+    of few samples)."""
+    return constant_product(count * count, cfg.eps_int)
 
 
 def stats_e_n(cfg: CoreConfig, beats):
@@ -388,83 +394,49 @@ class VectorScalars(wiring.Component):
 
         n_width = cfg.count_width
         t_width = max(cfg.s2_width, (cfg.eps_int * cfg.reduction_max).bit_length()) + 1
-        mul_a_width, mul_b_width = multiplier_widths(cfg)
         serial = cfg.scalar_mul == "serial"
-        # serial: the operands' magnitudes and the product's sign (the magnitudes of the signed
-        # operands are registers of their own, so no negation follows the operand multiplexer)
-        mul_a = Signal((unsigned if serial else signed)(mul_a_width))
-        mul_b = Signal((unsigned if serial else signed)(mul_b_width))
         if serial:
+            # the operands' magnitudes and the product's sign (the magnitudes of the signed
+            # operands are registers of their own, so no negation follows the operand multiplexer)
+            mul_a_width = max(cfg.count_width, cfg.s1_width) + 1
+            mul_b_width = max(t_width, cfg.s1_width, cfg.r_width) + 1
+            mul_a, mul_b = Signal(mul_a_width), Signal(mul_b_width)
             mul_negative = Signal()
             m.submodules.multiplier = multiplier = SerialMultiplier(mul_a_width, mul_b_width, sign_magnitude=True)
             product = multiplier.product
             m.d.comb += [multiplier.a.eq(mul_a), multiplier.b.eq(mul_b), multiplier.negative.eq(mul_negative)]
         else:
-            # (only D's bits: N*t - S1*S1 and N*t fit them as signed values)
-            ahead = cfg.lanes >= SLICE_LANES
-            m.submodules.multiplier = multiplier = PipelinedMultiplier(mul_a_width, mul_b_width, cfg.d_width + 1,
-                                                                        product_registers=scalar_product_registers(cfg),
-                                                                        subtract_ahead=ahead)
+            # D = N*t - S1*S1 in one product tree (only D's bits: it fits them as a signed value)
+            m.submodules.multiplier = multiplier = DifferenceMultiplier(
+                *d_multiplier_shapes(cfg), p_width=cfg.d_width + 1, product_registers=scalar_product_registers(cfg))
             product = multiplier.p
-            m.d.comb += [multiplier.a.eq(mul_a), multiplier.b.eq(mul_b)]
-            pipe_waits = multiplier.latency - 2      # extra states before the first product lands
         operand_bits = _operand_bits(cfg)
         wait_states = []
         # the states are flip-flops of their own: every control path starts one LUT from them
         fsm = OneHot(m, "IDLE", prefix="scalars")
 
         def multiply(state, a_value, b_value, next_state):
-            """In ``state``: start ``a*b``.  Serial: ``product`` holds it in ``next_state``.
-            Parallel: ``product`` holds it ``multiplier.latency`` states later."""
-            if serial:
-                (a_value, a_sign), (b_value, b_sign) = sign_magnitude(a_value), sign_magnitude(b_value)
-                m.d.comb += mul_negative.eq(a_sign ^ b_sign)
-            m.d.comb += [mul_a.eq(a_value), mul_b.eq(b_value)]
-            if serial:
-                a_bits, b_bits = operand_bits[state]
-                m.d.comb += [multiplier.start.eq(1), multiplier.a_chunks.eq(_chunks(a_bits)),
-                             multiplier.b_chunks.eq(_chunks(b_bits))]
-                fsm.goto(f"{state}_WAIT")
-                wait_states.append((f"{state}_WAIT", next_state))
-            else:
-                fsm.goto(next_state)
+            """(Serial) In ``state``: start ``a*b``; ``product`` holds it in ``next_state``."""
+            (a_value, a_sign), (b_value, b_sign) = sign_magnitude(a_value), sign_magnitude(b_value)
+            a_bits, b_bits = operand_bits[state]
+            m.d.comb += [mul_negative.eq(a_sign ^ b_sign), mul_a.eq(a_value), mul_b.eq(b_value),
+                         multiplier.start.eq(1), multiplier.a_chunks.eq(_chunks(a_bits)),
+                         multiplier.b_chunks.eq(_chunks(b_bits))]
+            fsm.goto(f"{state}_WAIT")
+            wait_states.append((f"{state}_WAIT", next_state))
 
-        def product_pair(first, first_operands, second, second_operands, latch, after, also_first=None,
-                         before_latch=None):
-            """States ``first`` and ``second`` issue two products back to back; ``latch`` takes
-            the first product (a register, or a function that assigns from it), and in state
-            ``after`` ``product`` holds the second.  ``also_first`` adds to state ``first``,
-            ``before_latch`` (parallel) to the state before the latch;
-            without ``first_operands`` another state issues the first product and goes to
-            ``second`` (``first`` then only names the states that follow)."""
-            def take_first(value):
-                if callable(latch):
-                    latch(value)
-                else:
-                    m.d.sync += latch.eq(value)
-
-            if first_operands is not None:      # (None: issued in another state, which goes to ``second``)
-                with fsm.state(first):
-                    multiply(first, *first_operands, second)
-                    if also_first is not None:
-                        also_first()
+        def product_pair(first, first_operands, second, second_operands, latch, after):
+            """(Serial) States ``first`` and ``second`` issue two products back to back; ``latch``
+            takes the first product (a register, or a function that assigns from it), and in
+            state ``after`` ``product`` holds the second."""
+            with fsm.state(first):
+                multiply(first, *first_operands, second)
             with fsm.state(second):
-                if serial:
-                    multiply(second, *second_operands, after)
-                    take_first(product)
+                multiply(second, *second_operands, after)
+                if callable(latch):
+                    latch(product)
                 else:
-                    multiply(second, *second_operands, f"PIPE_{first}_0" if pipe_waits else f"LATCH_{first}")
-            if serial:
-                return
-            assert pipe_waits >= 1 or before_latch is None
-            for k in range(pipe_waits):
-                with fsm.state(f"PIPE_{first}_{k}"):
-                    fsm.goto(f"PIPE_{first}_{k + 1}" if k + 1 < pipe_waits else f"LATCH_{first}")
-                    if k + 1 == pipe_waits and before_latch is not None:
-                        before_latch()
-            with fsm.state(f"LATCH_{first}"):
-                take_first(product)
-                fsm.goto(after)
+                    m.d.sync += latch.eq(product)
 
         n = Signal(n_width)
         s1 = Signal(signed(cfg.s1_width))
@@ -545,18 +517,21 @@ class VectorScalars(wiring.Component):
             m.d.sync += [
                 n.eq(stats.beats * count_multiplier(cfg)),
                 s1.eq(stats.s1),
-                s2.eq(stats.s2),
                 mean_term.eq(cfg.kind.mean_term(stats.s1)),
                 beats.eq(stats.beats),
                 overlong.eq(stats.overlong),
             ]
+            m.d.sync += s2.eq(stats.s2)
             if not serial:
-                # S1*S1 issues as the statistics are taken (the multiplier's operand register
-                # takes them from the input), e*N beside it
-                m.d.comb += [mul_a.eq(stats.s1), mul_b.eq(stats.s1)]
-                m.d.sync += e_n.eq(stats.e_n)
+                # N*S2 - S1*S1 + e*N*N issues as the statistics are taken (the multiplier's first
+                # operand register takes them from the input; e*N*N comes from the input stage)
+                m.d.comb += [multiplier.a.eq(stats.beats * count_multiplier(cfg)), multiplier.b.eq(stats.s2)]
+                if cfg.subtracts_mean:
+                    m.d.comb += [multiplier.c.eq(stats.s1), multiplier.d.eq(stats.s1)]
+                if cfg.eps_int:
+                    m.d.comb += multiplier.e.eq(stats.e_n2)
             with m.If(self.i.valid):
-                fsm.goto("EN" if serial else "NT")
+                fsm.goto("EN" if serial else "PIPE_1" if multiplier.latency > 1 else "D")
         def latch_e_n():              # e*N from the latched count (a constant multiplication)
             m.d.sync += e_n.eq(stats_e_n(cfg, beats))
 
@@ -569,19 +544,10 @@ class VectorScalars(wiring.Component):
                 m.d.sync += t.eq(s2 + e_n)
                 fsm.goto("NT")
             product_pair("NT", (n, t), "S1SQ", (s1, s1), n_times_t, "D")
-        else:
-            # S1*S1 issued in IDLE, e*N beside it; then N*t with t = S2 + e*N added in front of
-            # the multiplier's operand register, and S1*S1 subtracted in N*t's last level (the
-            # cycle S1*S1 is the multiplier's output)
-            # (wide cores: the multiplier's own register gates the subtraction, set a state ahead)
-            def subtract_first(s1_s1):
-                if cfg.subtracts_mean and not ahead:
-                    m.d.comb += [multiplier.c.eq(~s1_s1), multiplier.c_in.eq(1)]
-
-            def subtract_ahead():
-                if cfg.subtracts_mean and ahead:
-                    m.d.comb += multiplier.sub.eq(1)
-            product_pair("S1SQ", None, "NT", (n, s2 + e_n), subtract_first, "D", before_latch=subtract_ahead)
+        else:                       # the product's pipeline: D is the product in state D
+            for k in range(1, multiplier.latency):
+                with fsm.state(f"PIPE_{k}"):
+                    fsm.goto(f"PIPE_{k + 1}" if k + 1 < multiplier.latency else "D")
         with fsm.state("D"):
             if serial:
                 if cfg.subtracts_mean:
@@ -590,7 +556,8 @@ class VectorScalars(wiring.Component):
                     m.d.sync += d.eq(n_times_t)
                 fsm.goto("RSQRT_IN")
             else:                   # the product is D: the rsqrt unit starts from it
-                m.d.sync += [d.eq(product), zero.eq((product == 0) | overlong)]
+                # (D = 0 needs no flag here: the rsqrt unit's products are 0 then)
+                m.d.sync += [d.eq(product), zero.eq(overlong)]
                 with m.If(rsqrt.i.ready):
                     fsm.goto("RSQRT_OUT")
         if serial:

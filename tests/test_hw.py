@@ -172,8 +172,8 @@ def run_scalars(cfg, cases):
     async def bench(ctx):
         for beats, s1, s2 in cases:
             stats = {"beats": beats, "s1": s1, "s2": s2, "overlong": 0}
-            if "e_n" in vector_stats_layout(cfg).members:      # e*N, formed by the input stage
-                stats["e_n"] = cfg.eps_int * beats * cfg.lanes
+            if "e_n2" in vector_stats_layout(cfg).members:     # e*N*N, formed by the input stage
+                stats["e_n2"] = cfg.eps_int * (beats * cfg.lanes) ** 2
             await stream_put(ctx, dut.i, stats)
             cycles = 1
             while not ctx.get(dut.o.valid):
@@ -622,34 +622,36 @@ def test_serial_multiplier_is_exact_at_its_latency(a_width, b_width, sign_magnit
     assert {c for _, c in results} == {chunks_a * chunks_b + SerialMultiplier.OVERHEAD}
 
 
-@pytest.mark.parametrize("a_width, b_width", [(5, 7), (18, 18), (19, 35), (28, 43)])
-@pytest.mark.parametrize("subtract, cut, registers", [(False, 0, 1), (True, 0, 1), (True, 9, 1), (True, 9, 2)])
-def test_pipelined_multiplier_is_exact_at_its_latency(a_width, b_width, subtract, cut, registers):
-    """One product per cycle, each exactly a*b, ``latency`` cycles after its operands (extremes
-    included); with ``subtract``, every odd product has the one before it subtracted in its last
-    level (``c = ~p``, ``c_in = 1`` in the cycle ``p`` holds that one), as the scalar stage forms
-    N*t - S1*S1 [with ``cut`` fewer bits of the result formed: it is right modulo their width]
-    [with each partial product registered twice, as in wide cores]."""
-    from normgen.hw.scalars import PipelinedMultiplier
-    width = a_width + b_width - cut
-    dut = PipelinedMultiplier(a_width, b_width, width, product_registers=registers)
-    rng = np.random.default_rng(a_width * b_width)
-    lo_a, lo_b = -(1 << (a_width - 1)), -(1 << (b_width - 1))
-    pairs = [(lo_a, lo_b), (-lo_a - 1, lo_b), (lo_a, -lo_b - 1), (0, lo_b), (-1, -1), (lo_a, lo_b)]
-    pairs += [(int(rng.integers(lo_a, -lo_a)), int(rng.integers(lo_b, -lo_b))) for _ in range(60)]
+@pytest.mark.parametrize("shapes", [("u3", "u5", "s4", "s4", "u6"), ("u11", "u41", "s27", "s27", "u28"),
+                                    ("u18", "u18", "s18", "s18", None), ("u7", "u40", "s19", "s19", "u1"),
+                                    ("u11", "u41", None, None, "u28"), ("u11", "u41", None, None, None)])
+@pytest.mark.parametrize("cut, registers", [(0, 1), (9, 1), (9, 2)])
+def test_difference_multiplier_is_exact_at_its_latency(shapes, cut, registers):
+    """One result per cycle, each exactly ``a*b - c*d + e`` (without ``c``/``d``, as for RMSNorm's
+    D; without ``e``, as for ε = 0), ``latency`` cycles after its operands, extremes included
+    [with ``cut`` fewer bits of the result formed: it is right modulo their width] [with each
+    partial product registered twice, as in wide cores]."""
+    from amaranth.hdl import signed, unsigned
+    from normgen.hw.scalars import DifferenceMultiplier
+    shape = lambda text: None if text is None else (signed if text[0] == "s" else unsigned)(int(text[1:]))  # noqa: E731
+    sh = [shape(t) for t in shapes]
+    width = sh[0].width + sh[1].width + 3 - cut
+    dut = DifferenceMultiplier(*sh, p_width=width, product_registers=registers)
+    names = [n for n, shp in zip("abcde", sh) if shp is not None]
+    shapes_used = [shp for shp in sh if shp is not None]
+    bounds = [(-(1 << (s.width - 1)), (1 << (s.width - 1)) - 1) if s.signed else (0, (1 << s.width) - 1)
+              for s in shapes_used]
+    rng = np.random.default_rng(sum(s.width for s in shapes_used) * 7 + cut + registers)
+    vectors = [tuple(b[(k >> j) & 1] for j, b in enumerate(bounds)) for k in range(1 << len(bounds))]
+    vectors += [tuple(int(rng.integers(lo, hi + 1)) for lo, hi in bounds) for _ in range(80)]
     latency = dut.latency
     got = []
 
     async def bench(ctx):
-        for cycle in range(len(pairs) + latency):
-            if cycle < len(pairs):
-                ctx.set(dut.a, pairs[cycle][0])
-                ctx.set(dut.b, pairs[cycle][1])
-            # the last level of product k runs in cycle k + latency - 1, when p holds product k - 1
-            k = cycle - (latency - 1)
-            last_of_odd = subtract and 0 <= k < len(pairs) and k % 2 == 1
-            ctx.set(dut.c, ~ctx.get(dut.p) if last_of_odd else 0)
-            ctx.set(dut.c_in, int(last_of_odd))
+        for cycle in range(len(vectors) + latency):
+            if cycle < len(vectors):
+                for name, value in zip(names, vectors[cycle]):
+                    ctx.set(getattr(dut, name), value)
             await ctx.tick()
             if cycle + 1 >= latency:
                 got.append(ctx.get(dut.p))
@@ -658,10 +660,12 @@ def test_pipelined_multiplier_is_exact_at_its_latency(a_width, b_width, subtract
     sim.add_clock(1e-8)
     sim.add_testbench(bench)
     sim.run()
-    products = [a * b for a, b in pairs]
-    want = [p - products[k - 1] if subtract and k % 2 == 1 else p for k, p in enumerate(products)]
+    want = []
+    for v in vectors:
+        value = dict(zip(names, v))
+        want.append(value["a"] * value["b"] - value.get("c", 0) * value.get("d", 0) + value.get("e", 0))
     want = [(w + (1 << (width - 1))) % (1 << width) - (1 << (width - 1)) for w in want]   # p's width
-    assert got[:len(pairs)] == want
+    assert got[:len(vectors)] == want
 
 
 @pytest.mark.parametrize("a_shape, b_shape, fabric_bits, product_registers",
