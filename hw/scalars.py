@@ -103,10 +103,20 @@ def scalars_latency(cfg: CoreConfig) -> int:
         # (one cycle a pair overlaps: its second issue state latches the first product)
         own = OWN_CYCLES["serial"] + sum(_chunks(a) * _chunks(b) + SerialMultiplier.OVERHEAD
                                          for a, b in _operand_bits(cfg).values()) - pairs
-    else:                               # D = N*t - S1*S1 issued as the statistics arrive (IDLE)
+    else:                               # D issued as the statistics arrive (IDLE) [or a cycle later]
         own = DifferenceMultiplier.latency_of(*d_multiplier_shapes(cfg),
                                               product_registers=scalar_product_registers(cfg))
+        own += int(issue_after_latch(cfg))
     return rsqrt_latency(cfg) + own
+
+
+def issue_after_latch(cfg: CoreConfig) -> bool:
+    """Whether the pipelined multiplier takes D's operands from the registers that latch the
+    statistics (a cycle after they arrive) rather than from the statistics stream: in cores of
+    more than one lane.  There the stream's FIFO → the multiplier's operand registers pulled the
+    FIFO away from the input stage, and its level logic became the P = 8 core's critical path
+    (``make bench``: 139.8 MHz, 5.7 ns of routing)."""
+    return cfg.lanes > 1
 
 
 class DifferenceMultiplier(wiring.Component):
@@ -410,6 +420,8 @@ class VectorScalars(wiring.Component):
             m.submodules.multiplier = multiplier = DifferenceMultiplier(
                 *d_multiplier_shapes(cfg), p_width=cfg.d_width + 1, product_registers=scalar_product_registers(cfg))
             product = multiplier.p
+            pipe_states = multiplier.latency + int(issue_after_latch(cfg))   # IDLE to D
+            e_n2 = Signal(_e_n2_shape(cfg), name="e_n2")
         operand_bits = _operand_bits(cfg)
         wait_states = []
         # the states are flip-flops of their own: every control path starts one LUT from them
@@ -512,6 +524,18 @@ class VectorScalars(wiring.Component):
             rsqrt.i.valid.eq(fsm.flag("D" if fused else "RSQRT_IN")),
             rsqrt.o.ready.eq(self.o.ready if fused else fsm.flag("RSQRT_OUT")),
         ]
+        if not serial:
+            # N*S2 - S1*S1 + e*N*N issues as the statistics are taken (the multiplier's first
+            # operand register takes them from the input, in every state: no state flag gates
+            # them; e*N*N comes from the input stage), or, in cores of more than one lane, from
+            # the registers that take them
+            late, stats = issue_after_latch(cfg), self.i.payload
+            m.d.comb += [multiplier.a.eq(n if late else stats.beats * count_multiplier(cfg)),
+                         multiplier.b.eq(s2 if late else stats.s2)]
+            if cfg.subtracts_mean:
+                m.d.comb += [multiplier.c.eq(s1 if late else stats.s1), multiplier.d.eq(s1 if late else stats.s1)]
+            if cfg.eps_int:
+                m.d.comb += multiplier.e.eq(e_n2 if late else stats.e_n2)
         with fsm.state("IDLE"):
             stats = self.i.payload
             m.d.sync += [
@@ -522,16 +546,10 @@ class VectorScalars(wiring.Component):
                 overlong.eq(stats.overlong),
             ]
             m.d.sync += s2.eq(stats.s2)
-            if not serial:
-                # N*S2 - S1*S1 + e*N*N issues as the statistics are taken (the multiplier's first
-                # operand register takes them from the input; e*N*N comes from the input stage)
-                m.d.comb += [multiplier.a.eq(stats.beats * count_multiplier(cfg)), multiplier.b.eq(stats.s2)]
-                if cfg.subtracts_mean:
-                    m.d.comb += [multiplier.c.eq(stats.s1), multiplier.d.eq(stats.s1)]
-                if cfg.eps_int:
-                    m.d.comb += multiplier.e.eq(stats.e_n2)
+            if not serial and issue_after_latch(cfg):
+                m.d.sync += e_n2.eq(stats.e_n2)
             with m.If(self.i.valid):
-                fsm.goto("EN" if serial else "PIPE_1" if multiplier.latency > 1 else "D")
+                fsm.goto("EN" if serial else "PIPE_1" if pipe_states > 1 else "D")
         def latch_e_n():              # e*N from the latched count (a constant multiplication)
             m.d.sync += e_n.eq(stats_e_n(cfg, beats))
 
@@ -545,9 +563,9 @@ class VectorScalars(wiring.Component):
                 fsm.goto("NT")
             product_pair("NT", (n, t), "S1SQ", (s1, s1), n_times_t, "D")
         else:                       # the product's pipeline: D is the product in state D
-            for k in range(1, multiplier.latency):
+            for k in range(1, pipe_states):
                 with fsm.state(f"PIPE_{k}"):
-                    fsm.goto(f"PIPE_{k + 1}" if k + 1 < multiplier.latency else "D")
+                    fsm.goto(f"PIPE_{k + 1}" if k + 1 < pipe_states else "D")
         with fsm.state("D"):
             if serial:
                 if cfg.subtracts_mean:

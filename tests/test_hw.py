@@ -146,7 +146,7 @@ def test_rsqrt_products_with_factors(rsqrt_form, held_input, scaled, rounding):
     assert len(got) == len(cases)
 
 
-@pytest.mark.parametrize("kwargs", [dict(), dict(norm="rmsnorm", lanes=4), dict(features=16, eps=0),
+@pytest.mark.parametrize("kwargs", [dict(), dict(lanes=4), dict(norm="rmsnorm", lanes=4), dict(features=16, eps=0),
                                     dict(affine=False, features=8), dict(scalar_mul="serial"),
                                     dict(scalar_mul="serial", norm="rmsnorm", features=16, lanes=2)])
 def test_scalar_stage_matches_golden(kwargs):
