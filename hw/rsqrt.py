@@ -292,6 +292,12 @@ class Rsqrt(wiring.Component):
                 added[name] = f_scaled
 
         mant = Signal(mant_width)
+        # (SHIFT forms M in two halves, by the pairs of the lower and of the upper half: one LUT
+        # level less in each AND-OR; FINE's multiples of M take their OR, M, in their carry
+        # chains' LUTs)
+        mant_halves = [Signal(mant_width, name=f"mant_half{h}") for h in range(2)]
+        merged_mant = Signal(mant_width)
+        m.d.comb += merged_mant.eq(mant_halves[0] | mant_halves[1])
         zero = Signal()
         s_out = Signal.like(self.o.payload.s)        # the result's shift, set in SHIFT
         rem = Signal(e_width)
@@ -413,8 +419,9 @@ class Rsqrt(wiring.Component):
                          for name, (f_coarse, _) in fine_shifts.items()]
             is_zero = ~lead.any()
             m.d.sync += [
-                one_of(mant, [lead[k] for k in range(1 << levels)],
-                       lambda k: (d_reg << 2 * (mm - 1)) >> (2 * k), "window"),
+                *[one_of(half, [lead[k] for k in range(h << (levels - 1), (h + 1) << (levels - 1))],
+                         lambda k, h=h: (d_reg << 2 * (mm - 1)) >> (2 * (k + (h << (levels - 1)))), f"window{h}")
+                  for h, half in enumerate(mant_halves)],
                 k_reg.eq(Cat(*[Cat(*[lead[k] for k in range(1 << levels) if k >> b & 1]).any()
                                for b in range(levels)])),
                 zero.eq(is_zero),
@@ -452,15 +459,16 @@ class Rsqrt(wiring.Component):
             # (a scaled factor is 0 for D = 0, so its product needs no multiplexer at the output)
             m.d.sync += [f_scaled.eq(Mux(zero, 0, f_coarse >> k_reg[:fine_bits]))
                          for f_coarse, f_scaled in fine_shifts.values()]
-            m.d.sync += three_m.eq((mant << 1) + mant)
+            fine = merged_mant
+            m.d.sync += [mant.eq(fine), three_m.eq((fine << 1) + fine)]
             if radix4:
-                m.d.sync += nine_m.eq((mant << 3) + mant)
+                m.d.sync += nine_m.eq((fine << 3) + fine)
             if lookahead:
-                m.d.sync += [t_b.eq((mant << 2) + mant), rem.eq((1 << 2 * mm) - mant),
-                             pow4.eq(mant == 1 << (2 * mm - 2)), setup.eq(1)]
+                m.d.sync += [t_b.eq((fine << 2) + fine), rem.eq((1 << 2 * mm) - fine),
+                             pow4.eq(fine == 1 << (2 * mm - 2)), setup.eq(1)]
             if srt:
                 # the table, by M's leading bits: the first J digits and the thresholds
-                with m.Switch(mant[2 * mm - plan.b:]):
+                with m.Switch(fine[2 * mm - plan.b:]):
                     for idx, row in enumerate(plan.table):
                         if row is None:
                             continue
