@@ -240,7 +240,7 @@ def rsqrt_reach_lsb(out_format: "FixedFormat", param_format: "FixedFormat | None
     return min(full, reach)
 
 
-def rsqrt_need_bits(reach_lsb: int, frac_out: int, guard: int) -> int:
+def rsqrt_need_bits(reach_lsb: int, guard: int) -> int:
     """``need``: the fewest bits with ``reach_lsb * 2**-(need+1) <= budget * 2**-guard`` (the rsqrt's
     relative error is below ``2**-(need+1)``, :class:`CoreConfig`)."""
     budget = RSQRT_BUDGET["nearest-even" if guard else "faithful"] / 2 ** guard
@@ -543,7 +543,7 @@ class CoreConfig:
         set_("guard_bits", guard)
         set_("rsqrt_reach_lsb", rsqrt_reach_lsb(self.out_format, self.param_format if self.affine_stage else None,
                                                 zb, g_log2, exact=bool(guard)))
-        need = rsqrt_need_bits(self.rsqrt_reach_lsb, self.out_format.frac_bits, guard)
+        need = rsqrt_need_bits(self.rsqrt_reach_lsb, guard)
         set_("z_bits", zb)
         set_("gamma_log2", g_log2)
         set_("rsqrt_need", need)

@@ -387,4 +387,3 @@ class Ingest(wiring.Component):
         with m.Else():
             m.d.sync += b_valid.eq(0)
         return m
-

@@ -81,13 +81,13 @@ def _rows(fabric_bits: int) -> int:
 
 def product_latency(a_shape, b_shape, *, operand_registers: bool = False, fabric_bits: int = 0,
                     product_registers: int = 1, addend: bool = False, arity: int = 2, also=None,
-                    terms: int = 0) -> int:
+                    extra_terms: int = 0) -> int:
     """Cycles from the operands to the product of :func:`product_tree`: [the operands'
     register,] the partial products' register(s), then one register per adder level (``arity``
     values each; with an ``addend``, at least one: the addend joins the last level) [``also``:
-    the shapes of a second product whose partial products join the same tree; ``terms``: values
-    that join them]."""
-    terms += product_blocks(a_shape, b_shape, fabric_bits) + _rows(fabric_bits)
+    the shapes of a second product whose partial products join the same tree; ``extra_terms``:
+    how many values join them]."""
+    terms = extra_terms + product_blocks(a_shape, b_shape, fabric_bits) + _rows(fabric_bits)
     if also is not None:
         terms += product_blocks(*also)
     levels = 0
@@ -98,7 +98,7 @@ def product_latency(a_shape, b_shape, *, operand_registers: bool = False, fabric
 
 def product_tree(m: Module, a, b, *, name: str, operand_registers: bool = False, fabric_bits: int = 0,
                  product_registers: int = 1, addend=None, carry_in=None, arity: int = 2,
-                 result_bits: int | None = None, also=None, terms=()):
+                 result_bits: int | None = None, also=None, extra_terms=()):
     """The exact product ``a*b`` of two values (signed or unsigned), ``product_latency`` cycles
     after them; returns the (signed) product value.  With ``addend`` (a value the caller sets in
     the cycle before the product's, i.e. ``product_latency - 1`` cycles after the operands) it
@@ -115,14 +115,14 @@ def product_tree(m: Module, a, b, *, name: str, operand_registers: bool = False,
     the partial products are registered twice (the module docstring).  With ``also = (c, d)``
     the tree returns ``a*b + c*d``: the partial products of ``c*d`` join those of ``a*b`` in
     the same levels (``c`` and ``d`` registered as ``a`` and ``b`` are; no rows in logic); with
-    ``terms`` (``(value, shift)`` pairs, set with the operands) it adds ``value << shift`` of
+    ``extra_terms`` (``(value, shift)`` pairs, set with the operands) it adds ``value << shift`` of
     each, registered beside the partial products."""
     assert product_registers in (1, 2), product_registers
 
     def operand(value, suffix):
         value = Value.cast(value)
         width = _signed_width(value.shape())
-        value = value.as_signed() if value.shape().signed else Cat(value, C(0, 1)).as_signed()
+        value = _as_signed(value)
         if operand_registers:
             reg = Signal.like(value, name=f"{name}_{suffix}", reset_less=True)
             m.d.sync += reg.eq(value)
@@ -135,7 +135,7 @@ def product_tree(m: Module, a, b, *, name: str, operand_registers: bool = False,
     assert operand_registers or not fabric_bits, "rows in logic take 3a from the operand register stage"
     if fabric_bits:
         a3 = Signal(signed(a_width + 2), name=f"{name}_a3", reset_less=True)
-        a_signed = a_raw.as_signed() if a_raw.shape().signed else Cat(a_raw, C(0, 1)).as_signed()
+        a_signed = _as_signed(a_raw)
         m.d.sync += a3.eq(a_signed + (a_signed << 1))
     if also is not None:
         (c, c_width), (d, d_width) = operand(also[0], "c"), operand(also[1], "d")
@@ -148,7 +148,7 @@ def product_tree(m: Module, a, b, *, name: str, operand_registers: bool = False,
         return [(p, low + low_bit)
                 for p, (low, _) in zip(parts + [value[low:low + size].as_signed()], split)]
 
-    extra, terms = terms, []
+    terms = []
     for bit in range(0, fabric_bits, 2):    # rows in logic: a * (two bits of b), at their weight
         row = Signal(signed(a_width + 2), name=f"{name}_row_{bit}", reset_less=True)
         digit = Cat(b[bit], b[bit + 1] if bit + 1 < fabric_bits else C(0, 1))
@@ -167,9 +167,8 @@ def product_tree(m: Module, a, b, *, name: str, operand_registers: bool = False,
             product = Signal(signed(len(ca) + len(cb) + 1), name=f"{name}_pp_{sa}_{sb}", reset_less=True)
             m.d.sync += product.eq(ca * cb)
             terms.append((product, sa + sb))
-    for k, (value, shift) in enumerate(extra):      # (the operand register and the products')
-        value = Value.cast(value)
-        value = value if value.shape().signed else Cat(value, C(0, 1)).as_signed()   # (the sums are signed)
+    for k, (value, shift) in enumerate(extra_terms):    # (the operand register and the products')
+        value = _as_signed(Value.cast(value))           # (the sums are signed)
         for step in range(int(operand_registers) + 1):
             reg = Signal.like(value, name=f"{name}_term{k}_{step}", reset_less=True)
             m.d.sync += reg.eq(value)
@@ -215,6 +214,11 @@ def product_tree(m: Module, a, b, *, name: str, operand_registers: bool = False,
         return total
     (total, shift), = terms
     return (total << shift)[:width].as_signed()
+
+
+def _as_signed(value: Value) -> Value:
+    """A value as a signed one of the same magnitude (an unsigned one widened by a zero bit)."""
+    return value.as_signed() if value.shape().signed else Cat(value, C(0, 1)).as_signed()
 
 
 def _sum(m: Module, values, width: int, name: str, carry_in=C(0, 1)):

@@ -259,6 +259,10 @@ class Rsqrt(wiring.Component):
         lead_group = Signal(groups, name="lead_group")
         group_nz = [Cat(*pair_nz[g * group:(g + 1) * group]).any() for g in range(groups)]
 
+        def leading(flags):
+            """One-hot: the highest of ``flags`` that is set."""
+            return Cat(f & ~Cat(*flags[k + 1:]).any() if k + 1 < len(flags) else f for k, f in enumerate(flags))
+
         def one_of(target, flags, value_of, name):
             """``target`` (a signal) takes ``value_of(i)`` of the one set flag ``i``: each value as
             ``target``'s shape, then an AND-OR by the flags."""
@@ -402,10 +406,7 @@ class Rsqrt(wiring.Component):
             # the radicand's leading groups (and, without ``held_input``, the radicand and the
             # factors) are latched every idle cycle (their enable is this unit's own state, not
             # the producer's valid, which then drives only the state register)
-            m.d.sync += lead.eq(Cat(nz & ~Cat(*pair_nz[k + 1:]).any() if k + 1 < len(pair_nz) else nz
-                                    for k, nz in enumerate(pair_nz)))
-            m.d.sync += lead_group.eq(Cat(nz & ~Cat(*group_nz[g + 1:]).any() if g + 1 < groups else nz
-                                          for g, nz in enumerate(group_nz)))
+            m.d.sync += [lead.eq(leading(pair_nz)), lead_group.eq(leading(group_nz))]
             if not self._held:
                 m.d.sync += d_reg.eq(radicand)
                 m.d.sync += [factor_reg[name].eq(value) for name, value in factor_in.items()]
@@ -443,10 +444,10 @@ class Rsqrt(wiring.Component):
                 m.d.sync += [d[-1].eq(1) for d in diffs[1:]]
             elif lookahead:
                 # R's two leading bits are known: R < 2**T but for M = 2**(2m-2) (``pow4``), and
-                # R >= 2**(T-1), so the steps start from p = 1 at bit T - 1.  The trial registers'
-                # first values come from one more step of the recurrence (no state of their own,
-                # so no third input on the step's carry chains' multiplexers): a step that does not
-                # take, from E = 4**2 * 2**(2m-2)/16 - M (FINE), tB = 5M (FINE) and a negative diff,
+                # R >= 2**(T-1), so the steps start from p = 1 before bit T - 2.  The trial
+                # registers' first values come from one more step of the recurrence (no state of
+                # their own, so no third input on the step's carry chains' multiplexers): a step
+                # that does not take, from E = 4*2**(2m-2) - M (FINE), tB = 5M (FINE) and a negative diff,
                 # leaves E = 16*2**(2m-2) - 4M, diff = E - 5M, tA = 13M, tB = 9M: the state of
                 # p = 1 before bit T - 2.  Its bit (0) is replaced by R's leading 1 at the output;
                 # the factors' products add their factor in it (``setup``).

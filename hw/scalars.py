@@ -40,11 +40,12 @@ __all__ = ["VectorScalars", "products_in_rsqrt", "ScalarBank", "scalar_units", "
 #: input transfer to ``o.valid``: IDLE (statistics latched), EN (e*N), T (t = S2 + e*N), NT and
 #: S1SQ (the products of D issued), LATCH_NT, D, RSQRT_IN, NR and S1R (the products of A and B
 #: issued), LATCH_NR, AB (the shift's coarse step, from the multiplier's products), AB_FINE (its
-#: fine step), ROUND; ``o.valid`` rises in OUT.  The parallel stage issues ``N*t - S1*S1`` in IDLE,
-#: waits out the multiplier's pipeline (PIPE_k) and starts the rsqrt unit in D, the state in which
-#: the product is D; A and B are rounded in the unit's output cycle (RSQRT_OUT, counted in its
-#: latency) from fixed bits of its scaled products.  The tests measure both.
-OWN_CYCLES = {"serial": 14}
+#: fine step), ROUND; ``o.valid`` rises in OUT.  (The parallel stage issues ``N*S2 - S1*S1 +
+#: e*N*N`` in IDLE [more than one lane: from the registers IDLE loads, a cycle later], waits out
+#: the multiplier's pipeline (PIPE_k) and starts the rsqrt unit in D, the state in which the
+#: product is D; A and B are rounded in the unit's output cycle, RSQRT_OUT, counted in its
+#: latency, from fixed bits of its scaled products.)  The tests measure both.
+SERIAL_OWN_CYCLES = 14
 
 #: The A/B shift moves by multiples of this first, then by the rest: two short multiplexer trees,
 #: each selected by a register decoded from the rsqrt unit's ``s`` (see :func:`shift_plan`).
@@ -101,7 +102,7 @@ def scalars_latency(cfg: CoreConfig) -> int:
     if cfg.scalar_mul == "serial":      # per product: chunk pairs, then accumulate and hand over
         pairs = len(_operand_bits(cfg)) // 2
         # (one cycle a pair overlaps: its second issue state latches the first product)
-        own = OWN_CYCLES["serial"] + sum(_chunks(a) * _chunks(b) + SerialMultiplier.OVERHEAD
+        own = SERIAL_OWN_CYCLES + sum(_chunks(a) * _chunks(b) + SerialMultiplier.OVERHEAD
                                          for a, b in _operand_bits(cfg).values()) - pairs
     else:                               # D issued as the statistics arrive (IDLE) [or a cycle later]
         own = DifferenceMultiplier.latency_of(*d_multiplier_shapes(cfg),
@@ -148,9 +149,9 @@ class DifferenceMultiplier(wiring.Component):
     def latency_of(cls, a_shape, b_shape, c_shape=None, d_shape=None, e_shape=None, *,
                    product_registers: int = 1) -> int:
         also = None if c_shape is None else (Shape.cast(c_shape), Shape.cast(d_shape))
-        terms = int(also is not None) + int(e_shape is not None and Shape.cast(e_shape).width > 0)
+        extra = int(also is not None) + int(e_shape is not None and Shape.cast(e_shape).width > 0)
         return 1 + product_latency(a_shape, b_shape, operand_registers=True, arity=3,
-                                   product_registers=product_registers, also=also, terms=terms)
+                                   product_registers=product_registers, also=also, extra_terms=extra)
 
     @property
     def latency(self) -> int:
@@ -171,7 +172,7 @@ class DifferenceMultiplier(wiring.Component):
             terms.append((held["e"], 0))
         m.d.comb += self.p.eq(product_tree(m, held["a"], held["b"], name="p", operand_registers=True, arity=3,
                                            result_bits=self._p_width, product_registers=self._product_registers,
-                                           also=also, terms=terms))
+                                           also=also, extra_terms=terms))
         return m
 
 
@@ -416,7 +417,8 @@ class VectorScalars(wiring.Component):
             product = multiplier.product
             m.d.comb += [multiplier.a.eq(mul_a), multiplier.b.eq(mul_b), multiplier.negative.eq(mul_negative)]
         else:
-            # D = N*t - S1*S1 in one product tree (only D's bits: it fits them as a signed value)
+            # D = N*S2 - S1*S1 + e*N*N in one product tree (only D's bits: it fits them as a
+            # signed value)
             m.submodules.multiplier = multiplier = DifferenceMultiplier(
                 *d_multiplier_shapes(cfg), p_width=cfg.d_width + 1, product_registers=scalar_product_registers(cfg))
             product = multiplier.p
