@@ -399,6 +399,23 @@ class Rsqrt(wiring.Component):
 
         # s is final from FINE on: it is on the output all the time (a caller may decode it early)
         m.d.comb += self.o.payload.s.eq(s_out)
+        # SHIFT's values: M in two halves, k, the zero flag and the factors' coarse shift.  Their
+        # registers load every cycle (no enable): their inputs hold still from the input transfer
+        # to the next IDLE, so they are right from SHIFT on, and the states' flip-flops do not
+        # fan out to them (at P = 32 SHIFT's flag, the enable of ~170 registers and an input of
+        # their logic, was on the critical path, 5.5 ns of routing)
+        is_zero = ~lead.any()
+        m.d.sync += [one_of(f_coarse, list(lead_group), lambda g, f=factor_reg[name]: (f << top) >> (g << fine_bits),
+                            f"{name}_coarse")
+                     for name, (f_coarse, _) in fine_shifts.items()]
+        m.d.sync += [
+            *[one_of(half, [lead[k] for k in range(h << (levels - 1), (h + 1) << (levels - 1))],
+                     lambda k, h=h: (d_reg << 2 * (mm - 1)) >> (2 * (k + (h << (levels - 1)))), f"window{h}")
+              for h, half in enumerate(mant_halves)],
+            k_reg.eq(Cat(*[Cat(*[lead[k] for k in range(1 << levels) if k >> b & 1]).any()
+                           for b in range(levels)])),
+            zero.eq(is_zero),
+        ]
         # one flip-flop per state: RUN enables every register of the recurrence (and the products')
         fsm = OneHot(m, "IDLE", prefix="rsqrt")
         with fsm.state("IDLE"):
@@ -415,19 +432,7 @@ class Rsqrt(wiring.Component):
         # RUN cycles (result bits, lookahead: + 1; radix-4: digits + 1)
         steps = plan.n if srt else radix4_digits(cfg) + 1 if radix4 else T if lookahead else T + 1
         with fsm.state("SHIFT"):
-            m.d.sync += [one_of(f_coarse, list(lead_group), lambda g, f=factor_reg[name]: (f << top) >> (g << fine_bits),
-                                f"{name}_coarse")
-                         for name, (f_coarse, _) in fine_shifts.items()]
-            is_zero = ~lead.any()
-            m.d.sync += [
-                *[one_of(half, [lead[k] for k in range(h << (levels - 1), (h + 1) << (levels - 1))],
-                         lambda k, h=h: (d_reg << 2 * (mm - 1)) >> (2 * (k + (h << (levels - 1)))), f"window{h}")
-                  for h, half in enumerate(mant_halves)],
-                k_reg.eq(Cat(*[Cat(*[lead[k] for k in range(1 << levels) if k >> b & 1]).any()
-                               for b in range(levels)])),
-                zero.eq(is_zero),
-                root.eq(0),
-            ]
+            m.d.sync += root.eq(0)
             # (the rounding term, when more doublings remain than the steps: from the start)
             per_step = 2 if radix4 or srt else 1
             first = (1 << (self._round - per_step * steps)
