@@ -148,6 +148,14 @@ def product_tree(m: Module, a, b, *, name: str, operand_registers: bool = False,
         return [(p, low + low_bit)
                 for p, (low, _) in zip(parts + [value[low:low + size].as_signed()], split)]
 
+    def block_products(x, x_width, y, y_width, tag, y_low_bit=0):
+        """The DSP-sized partial products of ``x*y``, each registered, at their weights."""
+        for cx, sx in chunks(x, x_width):
+            for cy, sy in chunks(y, y_width, y_low_bit):
+                product = Signal(signed(len(cx) + len(cy) + 1), name=f"{name}_{tag}_{sx}_{sy}", reset_less=True)
+                m.d.sync += product.eq(cx * cy)
+                terms.append((product, sx + sy))
+
     terms = []
     for bit in range(0, fabric_bits, 2):    # rows in logic: a * (two bits of b), at their weight
         row = Signal(signed(a_width + 2), name=f"{name}_row_{bit}", reset_less=True)
@@ -162,11 +170,7 @@ def product_tree(m: Module, a, b, *, name: str, operand_registers: bool = False,
             with m.Case(3):
                 m.d.sync += row.eq(a3)
         terms.append((row, bit))
-    for ca, sa in chunks(a, a_width):
-        for cb, sb in chunks(b[fabric_bits:].as_signed(), b_width - fabric_bits, fabric_bits):
-            product = Signal(signed(len(ca) + len(cb) + 1), name=f"{name}_pp_{sa}_{sb}", reset_less=True)
-            m.d.sync += product.eq(ca * cb)
-            terms.append((product, sa + sb))
+    block_products(a, a_width, b[fabric_bits:].as_signed(), b_width - fabric_bits, "pp", fabric_bits)
     for k, (value, shift) in enumerate(extra_terms):    # (the operand register and the products')
         value = _as_signed(Value.cast(value))           # (the sums are signed)
         for step in range(int(operand_registers) + 1):
@@ -175,11 +179,7 @@ def product_tree(m: Module, a, b, *, name: str, operand_registers: bool = False,
             value = reg
         terms.append((value, shift))
     if also is not None:
-        for cc, sc in chunks(c, c_width):
-            for cd, sd in chunks(d, d_width):
-                product = Signal(signed(len(cc) + len(cd) + 1), name=f"{name}_cd_{sc}_{sd}", reset_less=True)
-                m.d.sync += product.eq(cc * cd)
-                terms.append((product, sc + sd))
+        block_products(c, c_width, d, d_width, "cd")
     for step in range(1, product_registers):     # the partial products' fabric registers
         held = []
         for x, sx in terms:

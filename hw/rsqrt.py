@@ -137,13 +137,6 @@ def rsqrt_shift_range(cfg: CoreConfig) -> tuple[int, int]:
     return (0 - lead) >> 1, (cfg.d_width - lead) >> 1
 
 
-def _or_all(values):
-    total = values[0]
-    for value in values[1:]:
-        total = total | value
-    return total
-
-
 def _factor_product_shape(cfg: CoreConfig, shape, scaled_bits: int | None = None) -> Shape:
     shape = Shape.cast(shape)
     return Shape(shape.width + cfg.r_width if scaled_bits is None else scaled_bits, shape.signed)
@@ -303,7 +296,7 @@ class Rsqrt(wiring.Component):
         merged_mant = Signal(mant_width)
         m.d.comb += merged_mant.eq(mant_halves[0] | mant_halves[1])
         zero = Signal()
-        s_out = Signal.like(self.o.payload.s)        # the result's shift, set in SHIFT
+        s_out = Signal.like(self.o.payload.s)        # the result's shift, set in FINE
         rem = Signal(e_width)
         root = Signal(cfg.r_width)
         step = Signal(range(T + 3))
@@ -705,7 +698,7 @@ class Rsqrt(wiring.Component):
                 m.d.sync += [acc.eq(Mux(fix, acc_carry[name], acc)) for name, acc in factor_acc.items()]
                 fsm.goto("DONE")
         # the result's fields are driven in every state (meaningful with ``o.valid``); they hold
-        # from DONE until the next input's SHIFT
+        # from DONE until IDLE latches another radicand (the zero flag follows it a cycle later)
         if lookahead:
             # R = 2**(T-1) + the steps' bits, or 2**T (``pow4``); the factors' products with
             # 2**T (and the rounding term the accumulators carry) registered while the steps run

@@ -404,7 +404,7 @@ class VectorScalars(wiring.Component):
                                            scaled_round=q if fused and q >= 0 else None)
 
         n_width = cfg.count_width
-        t_width = max(cfg.s2_width, (cfg.eps_int * cfg.reduction_max).bit_length()) + 1
+        t_width = _t_width(cfg)
         serial = cfg.scalar_mul == "serial"
         if serial:
             # the operands' magnitudes and the product's sign (the magnitudes of the signed
